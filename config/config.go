@@ -1,0 +1,208 @@
+// Package config defines the YAML schema of shadowproxy, its defaults and its
+// validation. Load reads a file, expands ${ENV} references, rejects unknown
+// keys, applies defaults and reports every problem at once, each with its
+// file, line and field path:
+//
+//	config.yaml:18: routes[0].upstream: unknown upstream "stabel" (did you mean "stable"?)
+//
+// A *Config that Load returns is valid and complete; the proxy compiles it
+// into an immutable runtime snapshot. Config holds no runtime state.
+package config
+
+import (
+	"time"
+
+	"github.com/shadowproxy/shadowproxy/cfgtypes"
+)
+
+// Defaults for optional settings; the README's configuration reference lists
+// the same values.
+const (
+	DefaultListen              = "127.0.0.1:8080"
+	DefaultAdminListen         = "127.0.0.1:9901"
+	DefaultMaxRequestBody      = 10 << 20
+	DefaultMaxResponseBody     = 64 << 20
+	DefaultMaxHeaderSize       = 16 << 10
+	DefaultReadTimeout         = 30 * time.Second
+	DefaultWriteTimeout        = 30 * time.Second
+	DefaultIdleTimeout         = 90 * time.Second
+	DefaultShutdownTimeout     = 30 * time.Second
+	DefaultMaxConnections      = 10000
+	DefaultUpstreamTimeout     = 10 * time.Second
+	DefaultConnectTimeout      = 2 * time.Second
+	DefaultUpstreamMaxConns    = 512
+	DefaultMaxIdleConnDuration = 60 * time.Second
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// Listen is the address of the proxy listener.
+	Listen string `yaml:"listen"`
+	// AdminListen is the address of the admin listener (health, metrics, API).
+	AdminListen string `yaml:"admin_listen"`
+	// Admin protects the admin listener.
+	Admin Admin `yaml:"admin"`
+	// Log selects the log level and encoding.
+	Log Log `yaml:"log"`
+	// Limits bounds what a client can make the proxy hold.
+	Limits Limits `yaml:"limits"`
+	// TrustedProxies lists CIDRs whose X-Forwarded-For is believed when the
+	// client address is used as a split key.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Upstreams are the backends that routes, splits and shadows name.
+	Upstreams []Upstream `yaml:"upstreams"`
+	// Routes are matched in order; the first match wins.
+	Routes []Route `yaml:"routes"`
+
+	// Source is the file the config was read from ("" when from memory).
+	Source string `yaml:"-"`
+}
+
+// Admin configures access to the admin listener.
+type Admin struct {
+	// Token, when set, is required as "Authorization: Bearer TOKEN" on
+	// mutating admin endpoints (and on reads with ProtectReads).
+	Token string `yaml:"token"`
+	// ProtectReads requires the token on read-only endpoints too.
+	ProtectReads bool `yaml:"protect_reads"`
+}
+
+// Log configures the structured logger.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is json or console.
+	Format string `yaml:"format"`
+}
+
+// Limits bounds client connections and requests.
+type Limits struct {
+	MaxRequestBody  cfgtypes.Size     `yaml:"max_request_body"`
+	MaxHeaderSize   cfgtypes.Size     `yaml:"max_header_size"`
+	ReadTimeout     cfgtypes.Duration `yaml:"read_timeout"`
+	WriteTimeout    cfgtypes.Duration `yaml:"write_timeout"`
+	IdleTimeout     cfgtypes.Duration `yaml:"idle_timeout"`
+	ShutdownTimeout cfgtypes.Duration `yaml:"shutdown_timeout"`
+	// MaxConnections bounds concurrent client connections.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxRequestsPerConn closes a client connection after this many requests
+	// (0: unlimited).
+	MaxRequestsPerConn int `yaml:"max_requests_per_conn"`
+}
+
+// Upstream is one backend.
+type Upstream struct {
+	// Name is how routes refer to the upstream.
+	Name string `yaml:"name"`
+	// URL is scheme://host:port of the backend; no path.
+	URL string `yaml:"url"`
+	// Timeout bounds a whole request to the upstream; past it the client gets 504.
+	Timeout cfgtypes.Duration `yaml:"timeout"`
+	// ConnectTimeout bounds dialing a new connection.
+	ConnectTimeout cfgtypes.Duration `yaml:"connect_timeout"`
+	// MaxConns bounds open connections to the upstream.
+	MaxConns int `yaml:"max_conns"`
+	// MaxIdleConnDuration closes pooled connections idle for longer.
+	MaxIdleConnDuration cfgtypes.Duration `yaml:"max_idle_conn_duration"`
+	// MaxResponseBody bounds what the upstream can make the proxy buffer.
+	MaxResponseBody cfgtypes.Size `yaml:"max_response_body"`
+	// RewriteHost sends the upstream's host:port as Host instead of the
+	// client's Host (which is preserved by default).
+	RewriteHost bool `yaml:"rewrite_host"`
+}
+
+// Route sends matching requests to an upstream.
+type Route struct {
+	// Name identifies the route in metrics, logs and the API.
+	Name string `yaml:"name"`
+	// Match selects requests; an empty match matches everything.
+	Match Match `yaml:"match"`
+	// Upstream is the stable upstream's name.
+	Upstream string `yaml:"upstream"`
+}
+
+// Match selects requests by host, path prefix and method; all given parts
+// must match.
+type Match struct {
+	// Host matches the request's Host header without port, case-insensitively.
+	// A leading "*." matches any subdomain.
+	Host string `yaml:"host"`
+	// PathPrefix matches the start of the path as the client sent it.
+	PathPrefix string `yaml:"path_prefix"`
+	// Methods lists the accepted methods; empty accepts all.
+	Methods []string `yaml:"methods"`
+}
+
+// ApplyDefaults fills every unset optional field.
+func (c *Config) ApplyDefaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = DefaultAdminListen
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "json"
+	}
+	l := &c.Limits
+	setSize(&l.MaxRequestBody, DefaultMaxRequestBody)
+	setSize(&l.MaxHeaderSize, DefaultMaxHeaderSize)
+	setDur(&l.ReadTimeout, DefaultReadTimeout)
+	setDur(&l.WriteTimeout, DefaultWriteTimeout)
+	setDur(&l.IdleTimeout, DefaultIdleTimeout)
+	setDur(&l.ShutdownTimeout, DefaultShutdownTimeout)
+	if l.MaxConnections == 0 {
+		l.MaxConnections = DefaultMaxConnections
+	}
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		setDur(&u.Timeout, DefaultUpstreamTimeout)
+		setDur(&u.ConnectTimeout, DefaultConnectTimeout)
+		setDur(&u.MaxIdleConnDuration, DefaultMaxIdleConnDuration)
+		setSize(&u.MaxResponseBody, DefaultMaxResponseBody)
+		if u.MaxConns == 0 {
+			u.MaxConns = DefaultUpstreamMaxConns
+		}
+	}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		for j, m := range r.Match.Methods {
+			r.Match.Methods[j] = upperASCII(m)
+		}
+	}
+}
+
+// Upstream returns the upstream called name, or nil.
+func (c *Config) Upstream(name string) *Upstream {
+	for i := range c.Upstreams {
+		if c.Upstreams[i].Name == name {
+			return &c.Upstreams[i]
+		}
+	}
+	return nil
+}
+
+func setDur(d *cfgtypes.Duration, def time.Duration) {
+	if *d == 0 {
+		*d = cfgtypes.Duration(def)
+	}
+}
+
+func setSize(s *cfgtypes.Size, def int64) {
+	if *s == 0 {
+		*s = cfgtypes.Size(def)
+	}
+}
+
+func upperASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'a' <= c && c <= 'z' {
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
+}

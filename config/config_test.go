@@ -1,0 +1,279 @@
+package config
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func noEnv(string) (string, bool) { return "", false }
+
+func TestLoadGoodFile(t *testing.T) {
+	cfg, err := LoadFile("testdata/good.yaml")
+	if err != nil {
+		t.Fatalf("LoadFile: %v", err)
+	}
+	if cfg.Listen != "127.0.0.1:8080" || cfg.AdminListen != "127.0.0.1:9901" {
+		t.Errorf("listen = %q, admin = %q", cfg.Listen, cfg.AdminListen)
+	}
+	if got := cfg.Limits.MaxRequestBody; got != 10<<20 {
+		t.Errorf("max_request_body = %d", got)
+	}
+	if got := cfg.Limits.ShutdownTimeout.D(); got != DefaultShutdownTimeout {
+		t.Errorf("shutdown_timeout default = %v", got)
+	}
+	if len(cfg.Upstreams) != 2 || cfg.Upstreams[1].Timeout.D() != DefaultUpstreamTimeout || cfg.Upstreams[1].MaxConns != DefaultUpstreamMaxConns {
+		t.Errorf("upstream defaults not applied: %+v", cfg.Upstreams[1])
+	}
+	if cfg.Upstreams[0].Timeout.D() != 10*time.Second || cfg.Upstreams[0].MaxConns != 512 {
+		t.Errorf("upstream[0] = %+v", cfg.Upstreams[0])
+	}
+	if r := cfg.Routes[0]; r.Match.PathPrefix != "/api/" || strings.Join(r.Match.Methods, ",") != "GET,POST" {
+		t.Errorf("route[0] = %+v", r)
+	}
+	if w := cfg.Warnings(); len(w) != 0 {
+		t.Errorf("unexpected warnings: %v", w)
+	}
+}
+
+const base = `
+upstreams:
+  - name: stable
+    url: http://127.0.0.1:9001
+routes:
+  - name: default
+    upstream: stable
+`
+
+// TestValidationErrors is the catalogue of validation messages: each case is
+// a file and every line Load must report for it, in order.
+func TestValidationErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string
+	}{
+		{"misspelt upstream", `
+upstreams:
+  - name: stable
+    url: http://127.0.0.1:9001
+routes:
+  - name: api
+    upstream: stabel
+`, []string{`t.yaml:7: routes[0].upstream: unknown upstream "stabel" (did you mean "stable"?)`}},
+		{"unknown key with suggestion", `
+listen: 127.0.0.1:8080
+admin_listn: 127.0.0.1:9901
+` + base, []string{`t.yaml:3: admin_listn: unknown field (did you mean "admin_listen"?)`}},
+		{"unknown nested key", `
+upstreams:
+  - name: stable
+    url: http://127.0.0.1:9001
+    timeuot: 5s
+routes:
+  - name: default
+    upstream: stable
+    match: {path_prefx: /x}
+`, []string{
+			`t.yaml:5: upstreams[0].timeuot: unknown field (did you mean "timeout"?)`,
+			`t.yaml:9: routes[0].match.path_prefx: unknown field (did you mean "path_prefix"?)`,
+		}},
+		{"bad scalars all reported", `
+limits: {max_request_body: lots, read_timeout: 5 seconds, max_connections: many}
+` + base, []string{
+			`t.yaml:2: limits.max_request_body: invalid size "lots": want a number with an optional unit such as 10MiB, 512KiB or 4096`,
+			`t.yaml:2: limits.read_timeout: invalid duration "5 seconds": want a number with a unit such as 5s, 250ms or 2h`,
+			`t.yaml:2: limits.max_connections: want a whole number, got "many"`,
+		}},
+		{"wrong shapes", `
+upstreams: {name: stable}
+routes:
+  - name: default
+    upstream: [stable]
+`, []string{
+			`t.yaml:2: upstreams: want a list, got a mapping`,
+			`t.yaml:5: routes[0].upstream: want a single value, got a list`,
+		}},
+		{"missing sections", `listen: 127.0.0.1:8080`, []string{
+			`t.yaml:1: upstreams: at least one upstream is required`,
+			`t.yaml:1: routes: at least one route is required`,
+		}},
+		{"bad upstream urls and names", `
+upstreams:
+  - name: stable
+    url: ftp://127.0.0.1:9001
+  - name: stable
+    url: http://127.0.0.1:9002/v1
+  - name: "bad name"
+    url: http://127.0.0.1:99999
+  - url: http://127.0.0.1:9003
+routes:
+  - name: default
+    upstream: stable
+`, []string{
+			`t.yaml:4: upstreams[0].url: invalid url "ftp://127.0.0.1:9001": scheme must be http or https`,
+			`t.yaml:5: upstreams[1].name: duplicate upstream name "stable" (also upstreams[0])`,
+			`t.yaml:6: upstreams[1].url: invalid url "http://127.0.0.1:9002/v1": give only scheme://host:port; paths, queries and credentials are not supported`,
+			`t.yaml:7: upstreams[2].name: invalid name "bad name": use letters, digits, '-', '_' and '.'`,
+			`t.yaml:8: upstreams[2].url: invalid url "http://127.0.0.1:99999": bad port "99999"`,
+			`t.yaml:9: upstreams[3].name: a name is required`,
+		}},
+		{"route problems", `
+upstreams:
+  - name: stable
+    url: http://127.0.0.1:9001
+routes:
+  - name: a
+    match: {path_prefix: api, host: "http://x", methods: [get, "G T", GET]}
+    upstream: stable
+  - name: a
+    upstream: ""
+`, []string{
+			`t.yaml:7: routes[0].match.path_prefix: "api" must start with '/'`,
+			`t.yaml:7: routes[0].match.host: invalid host "http://x": give a host name without port or scheme, optionally starting with *. for subdomains`,
+			`t.yaml:7: routes[0].match.methods[1]: invalid method "G T"`,
+			`t.yaml:7: routes[0].match.methods[2]: method GET listed twice`,
+			`t.yaml:9: routes[1].name: duplicate route name "a" (also routes[0])`,
+			`t.yaml:10: routes[1].upstream: an upstream name is required`,
+		}},
+		{"listeners and log", `
+listen: nowhere
+admin_listen: nowhere
+log: {level: verbose, format: xml}
+trusted_proxies: [10.0.0.0/33]
+` + base, []string{
+			`t.yaml:2: listen: invalid address "nowhere": want host:port such as 127.0.0.1:8080`,
+			`t.yaml:3: admin_listen: invalid address "nowhere": want host:port such as 127.0.0.1:8080`,
+			`t.yaml:3: admin_listen: must differ from listen (nowhere): the admin API needs its own port`,
+			`t.yaml:4: log.level: unknown level "verbose": want debug, info, warn or error`,
+			`t.yaml:4: log.format: unknown format "xml": want json or console`,
+			`t.yaml:5: trusted_proxies[0]: invalid CIDR "10.0.0.0/33": want an address or a network such as 10.0.0.0/8`,
+		}},
+		{"unset environment variable", `
+admin: {token: "${SP_TEST_UNSET_TOKEN}"}
+` + base, []string{`t.yaml:2: environment variable SP_TEST_UNSET_TOKEN is not set (write ${SP_TEST_UNSET_TOKEN:-default} to give a default)`}},
+		{"duplicate key", `
+listen: 127.0.0.1:8080
+listen: 127.0.0.1:8081
+` + base, []string{`t.yaml:3: listen: key appears twice; remove one (YAML would silently keep the last)`}},
+		{"syntax error", "upstreams: [\n", []string{`t.yaml:1: did not find expected node content`}},
+		{"empty file", "", []string{`t.yaml: the file is empty: at least upstreams and routes are required`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load("t.yaml", []byte(tt.yaml), noEnv)
+			if err == nil {
+				t.Fatal("Load accepted an invalid config")
+			}
+			errs, ok := err.(Errors)
+			if !ok {
+				t.Fatalf("error type %T: %v", err, err)
+			}
+			var got []string
+			for _, e := range errs {
+				got = append(got, e.Error())
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestEnvExpansion(t *testing.T) {
+	env := map[string]string{"UP": "http://127.0.0.1:9100", "TOKEN": "s3cret"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	cfg, err := Load("t.yaml", []byte(`
+admin: {token: "${TOKEN}"}
+listen: "${LISTEN:-127.0.0.1:8181}"
+upstreams:
+  - name: stable
+    url: ${UP}
+routes:
+  - name: r
+    match: {path_prefix: "/literal/$${NOT_ENV}"}
+    upstream: stable
+`), lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Admin.Token != "s3cret" || cfg.Upstreams[0].URL != "http://127.0.0.1:9100" || cfg.Listen != "127.0.0.1:8181" {
+		t.Errorf("expansion wrong: %+v", cfg)
+	}
+	if cfg.Routes[0].Match.PathPrefix != "/literal/${NOT_ENV}" {
+		t.Errorf("escape wrong: %q", cfg.Routes[0].Match.PathPrefix)
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	cfg, err := Load("t.yaml", []byte(`
+admin_listen: 0.0.0.0:9901
+upstreams:
+  - name: stable
+    url: http://127.0.0.1:9001
+routes:
+  - name: all
+    upstream: stable
+  - name: never
+    match: {path_prefix: /x}
+    upstream: stable
+`), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(cfg.Warnings(), "\n")
+	for _, want := range []string{"admin.token is empty", "routes[0] (all) matches every request, so the 1 route(s) after it are never used"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings %q lack %q", w, want)
+		}
+	}
+	if cfg.AdminIsLoopback() {
+		t.Error("0.0.0.0 reported as loopback")
+	}
+}
+
+func TestSuggest(t *testing.T) {
+	names := []string{"stable", "canary", "stable-twin"}
+	for got, want := range map[string]string{
+		"stabel": ` (did you mean "stable"?)`,
+		"canry":  ` (did you mean "canary"?)`,
+		"xyz":    "",
+		"":       "",
+	} {
+		if s := Suggest(got, names); s != want {
+			t.Errorf("Suggest(%q) = %q, want %q", got, s, want)
+		}
+	}
+}
+
+func TestParseUpstreamURL(t *testing.T) {
+	for raw, want := range map[string]string{
+		"http://127.0.0.1:9001": "127.0.0.1:9001",
+		"http://backend":        "backend:80",
+		"https://backend/":      "backend:443",
+		"http://[::1]:8080":     "[::1]:8080",
+	} {
+		addr, _, err := ParseUpstreamURL(raw)
+		if err != nil || addr != want {
+			t.Errorf("ParseUpstreamURL(%q) = %q, %v; want %q", raw, addr, err, want)
+		}
+	}
+}
+
+func TestLoadFileMissing(t *testing.T) {
+	_, err := LoadFile("testdata/does-not-exist.yaml")
+	if err == nil || !os.IsNotExist(unwrapAll(err)) {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func unwrapAll(err error) error {
+	for {
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return err
+		}
+		err = u.Unwrap()
+	}
+}

@@ -1,0 +1,268 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/shadowproxy/shadowproxy/cfgtypes"
+)
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+
+// methodRE accepts an HTTP token (RFC 9110 §5.6.2) in upper case.
+var methodRE = regexp.MustCompile("^[A-Z0-9!#$%&'*+.^_`|~-]+$")
+
+// Validate reports every problem in a defaulted config as *cfgtypes.FieldError
+// values whose paths point into the YAML.
+func (c *Config) Validate() []error {
+	var errs []error
+	add := func(path, format string, args ...any) {
+		errs = append(errs, cfgtypes.Errorf(path, format, args...))
+	}
+
+	if err := checkHostPort(c.Listen); err != "" {
+		add("listen", "%s", err)
+	}
+	if err := checkHostPort(c.AdminListen); err != "" {
+		add("admin_listen", "%s", err)
+	}
+	if c.Listen == c.AdminListen {
+		add("admin_listen", "must differ from listen (%s): the admin API needs its own port", c.Listen)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", "unknown level %q: want debug, info, warn or error%s", c.Log.Level,
+			Suggest(c.Log.Level, []string{"debug", "info", "warn", "error"}))
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		add("log.format", "unknown format %q: want json or console", c.Log.Format)
+	}
+	errs = append(errs, c.Limits.validate()...)
+	for i, cidr := range c.TrustedProxies {
+		if _, err := parsePrefix(cidr); err != nil {
+			add(fmt.Sprintf("trusted_proxies[%d]", i), "invalid CIDR %q: want an address or a network such as 10.0.0.0/8", cidr)
+		}
+	}
+
+	if len(c.Upstreams) == 0 {
+		add("upstreams", "at least one upstream is required")
+	}
+	names := map[string]int{}
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		p := fmt.Sprintf("upstreams[%d]", i)
+		errs = append(errs, u.validate(p)...)
+		if prev, dup := names[u.Name]; dup && u.Name != "" {
+			add(p+".name", "duplicate upstream name %q (also upstreams[%d])", u.Name, prev)
+		}
+		names[u.Name] = i
+	}
+
+	if len(c.Routes) == 0 {
+		add("routes", "at least one route is required")
+	}
+	routeNames := map[string]int{}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		p := fmt.Sprintf("routes[%d]", i)
+		errs = append(errs, r.validate(p)...)
+		if prev, dup := routeNames[r.Name]; dup && r.Name != "" {
+			add(p+".name", "duplicate route name %q (also routes[%d])", r.Name, prev)
+		}
+		routeNames[r.Name] = i
+		for _, ref := range r.upstreamRefs() {
+			errs = append(errs, c.checkUpstreamRef(cfgtypes.JoinPath(p, ref.path), ref.name)...)
+		}
+	}
+	return errs
+}
+
+// Warnings lists things that are valid but probably not what was meant.
+func (c *Config) Warnings() []string {
+	var w []string
+	if !isLoopbackAddr(c.AdminListen) && c.Admin.Token == "" {
+		w = append(w, fmt.Sprintf("admin_listen %s is not loopback and admin.token is empty: mutating admin endpoints will refuse every request until a token is set", c.AdminListen))
+	}
+	for i, r := range c.Routes {
+		if r.Match.isCatchAll() && i < len(c.Routes)-1 {
+			w = append(w, fmt.Sprintf("routes[%d] (%s) matches every request, so the %d route(s) after it are never used", i, r.Name, len(c.Routes)-1-i))
+		}
+	}
+	return w
+}
+
+type upstreamRef struct{ path, name string }
+
+func (r *Route) upstreamRefs() []upstreamRef {
+	return []upstreamRef{{"upstream", r.Upstream}}
+}
+
+func (c *Config) checkUpstreamRef(path, name string) []error {
+	if name == "" {
+		return []error{cfgtypes.Errorf(path, "an upstream name is required")}
+	}
+	if c.Upstream(name) != nil {
+		return nil
+	}
+	known := make([]string, len(c.Upstreams))
+	for i, u := range c.Upstreams {
+		known[i] = u.Name
+	}
+	return []error{cfgtypes.Errorf(path, "unknown upstream %q%s", name, Suggest(name, known))}
+}
+
+func (l *Limits) validate() []error {
+	var errs []error
+	if l.MaxRequestBody < 0 {
+		errs = append(errs, cfgtypes.Errorf("limits.max_request_body", "must not be negative"))
+	}
+	if l.MaxHeaderSize < 1024 {
+		errs = append(errs, cfgtypes.Errorf("limits.max_header_size", "%s is too small for real requests: at least 1KiB", cfgtypes.FormatSize(int64(l.MaxHeaderSize))))
+	}
+	if l.MaxConnections < 0 {
+		errs = append(errs, cfgtypes.Errorf("limits.max_connections", "must not be negative"))
+	}
+	if l.MaxRequestsPerConn < 0 {
+		errs = append(errs, cfgtypes.Errorf("limits.max_requests_per_conn", "must not be negative (0 means unlimited)"))
+	}
+	return errs
+}
+
+func (u *Upstream) validate(p string) []error {
+	var errs []error
+	add := func(path, format string, args ...any) {
+		errs = append(errs, cfgtypes.Errorf(p+"."+path, format, args...))
+	}
+	if u.Name == "" {
+		add("name", "a name is required")
+	} else if !nameRE.MatchString(u.Name) {
+		add("name", "invalid name %q: use letters, digits, '-', '_' and '.'", u.Name)
+	}
+	if u.URL == "" {
+		add("url", "a url such as http://127.0.0.1:9001 is required")
+	} else if _, _, err := ParseUpstreamURL(u.URL); err != nil {
+		add("url", "%v", err)
+	}
+	if u.Timeout <= 0 {
+		add("timeout", "must be positive")
+	}
+	if u.MaxConns < 0 {
+		add("max_conns", "must not be negative")
+	}
+	return errs
+}
+
+// ParseUpstreamURL splits an upstream URL into its address (host:port, with
+// the scheme's default port filled in) and whether it uses TLS.
+func ParseUpstreamURL(raw string) (addr string, tls bool, err error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", false, fmt.Errorf("invalid url %q: %v", raw, err)
+	}
+	switch u.Scheme {
+	case "http":
+	case "https":
+		tls = true
+	default:
+		return "", false, fmt.Errorf("invalid url %q: scheme must be http or https", raw)
+	}
+	if u.Host == "" {
+		return "", false, fmt.Errorf("invalid url %q: no host", raw)
+	}
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.User != nil {
+		return "", false, fmt.Errorf("invalid url %q: give only scheme://host:port; paths, queries and credentials are not supported", raw)
+	}
+	host, port := u.Hostname(), u.Port()
+	if port == "" {
+		port = "80"
+		if tls {
+			port = "443"
+		}
+	}
+	if n, perr := strconv.Atoi(port); perr != nil || n < 1 || n > 65535 {
+		return "", false, fmt.Errorf("invalid url %q: bad port %q", raw, port)
+	}
+	return net.JoinHostPort(host, port), tls, nil
+}
+
+func (r *Route) validate(p string) []error {
+	var errs []error
+	add := func(path, format string, args ...any) {
+		errs = append(errs, cfgtypes.Errorf(p+"."+path, format, args...))
+	}
+	if r.Name == "" {
+		add("name", "a name is required")
+	} else if !nameRE.MatchString(r.Name) {
+		add("name", "invalid name %q: use letters, digits, '-', '_' and '.'", r.Name)
+	}
+	if pp := r.Match.PathPrefix; pp != "" && !strings.HasPrefix(pp, "/") {
+		add("match.path_prefix", "%q must start with '/'", pp)
+	}
+	if h := r.Match.Host; h != "" && (strings.ContainsAny(h, "/ :") || strings.Count(h, "*") > 1 || strings.Contains(h, "*") && !strings.HasPrefix(h, "*.")) {
+		add("match.host", "invalid host %q: give a host name without port or scheme, optionally starting with *. for subdomains", h)
+	}
+	seen := map[string]bool{}
+	for i, m := range r.Match.Methods {
+		if !methodRE.MatchString(m) {
+			add(fmt.Sprintf("match.methods[%d]", i), "invalid method %q", m)
+		}
+		if seen[m] {
+			add(fmt.Sprintf("match.methods[%d]", i), "method %s listed twice", m)
+		}
+		seen[m] = true
+	}
+	return errs
+}
+
+func (m Match) isCatchAll() bool {
+	return m.Host == "" && (m.PathPrefix == "" || m.PathPrefix == "/") && len(m.Methods) == 0
+}
+
+func checkHostPort(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Sprintf("invalid address %q: want host:port such as 127.0.0.1:8080", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Sprintf("invalid port in %q", addr)
+	}
+	_ = host
+	return ""
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		return netip.ParsePrefix(s)
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// isLoopbackAddr reports whether a listen address only accepts loopback
+// connections. "localhost" counts; an empty host (all interfaces) does not.
+func isLoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// AdminIsLoopback reports whether the admin listener is reachable only from
+// this machine, which is when mutating endpoints may go without a token.
+func (c *Config) AdminIsLoopback() bool { return isLoopbackAddr(c.AdminListen) }

@@ -1,0 +1,203 @@
+// Package metrics defines every Prometheus collector shadowproxy exports, with
+// its name, help and labels, registered on a private registry (never the
+// global default one, so tests and several proxies in one process do not
+// collide).
+//
+// Naming follows the Prometheus conventions: snake_case, base units
+// (_seconds, _bytes), counters end in _total. Every label is bounded by the
+// configuration (route, upstream, target names) or by a fixed set (reason,
+// outcome, result, code); nothing a client sends becomes a label value
+// directly. Field paths from diffs are capped per route by the diff engine.
+package metrics
+
+import (
+	"runtime"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Namespace prefixes every shadowproxy metric.
+const Namespace = "shadowproxy"
+
+// LatencyBuckets spans loopback hops (100µs) to slow upstreams (30s).
+var latencyBuckets = []float64{
+	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+	0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+}
+
+// Metrics holds every collector. Create one with New.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	// Primary path.
+	Requests         *prometheus.CounterVec   // route, upstream, code
+	RequestDuration  *prometheus.HistogramVec // route, upstream
+	UpstreamErrors   *prometheus.CounterVec   // route, upstream, reason
+	Unmatched        prometheus.Counter
+	RejectedRequests *prometheus.CounterVec // reason
+
+	// Splitting.
+	SplitDecisions *prometheus.CounterVec // route, upstream, reason
+	SplitPercent   *prometheus.GaugeVec   // route
+
+	// Shadowing.
+	ShadowRequests *prometheus.CounterVec   // route, target, outcome
+	ShadowDuration *prometheus.HistogramVec // route, target
+	ShadowQueue    *prometheus.GaugeVec     // route
+	ShadowInflight *prometheus.GaugeVec     // route, target
+	ShadowSkipped  *prometheus.CounterVec   // route, reason
+
+	// Comparison.
+	Comparisons *prometheus.CounterVec // route, target, result
+	DiffFields  *prometheus.CounterVec // route, target, field
+	NoiseFields *prometheus.GaugeVec   // route
+
+	// Rollouts.
+	RolloutPercent     *prometheus.GaugeVec   // route
+	RolloutStep        *prometheus.GaugeVec   // route
+	RolloutTransitions *prometheus.CounterVec // route, action
+	Notifications      *prometheus.CounterVec // result
+
+	// Configuration.
+	ConfigReloads        *prometheus.CounterVec // result
+	ConfigLastReloadOK   prometheus.Gauge
+	ConfigLastReloadTime prometheus.Gauge
+	BuildInfo            *prometheus.GaugeVec // version, goversion
+}
+
+// New creates and registers every collector, including the Go runtime and
+// process collectors.
+func New(version string) *Metrics {
+	r := prometheus.NewRegistry()
+	m := &Metrics{Registry: r}
+	f := factory{r}
+
+	m.Requests = f.counterVec("requests_total", "Client requests answered, by route, upstream that served and status code.", "route", "upstream", "code")
+	m.RequestDuration = f.histogramVec("request_duration_seconds", "Time from receiving a request to having the upstream's response, by route and upstream.", "route", "upstream")
+	m.UpstreamErrors = f.counterVec("upstream_errors_total", "Primary requests that failed at the upstream, by reason: connect, timeout, reset or other.", "route", "upstream", "reason")
+	m.Unmatched = f.counter("unmatched_requests_total", "Requests that matched no route and were answered 404.")
+	m.RejectedRequests = f.counterVec("rejected_requests_total", "Requests rejected before routing, by reason: body_too_large, header_too_large, timeout, malformed.", "reason")
+
+	m.SplitDecisions = f.counterVec("split_decisions_total", "Split decisions by route, chosen upstream and reason: percent, cohort, missing_key, forced or halted.", "route", "upstream", "reason")
+	m.SplitPercent = f.gaugeVec("split_percent", "Current canary share of a route in percent (5 means 5%).", "route")
+
+	m.ShadowRequests = f.counterVec("shadow_requests_total", "Mirrored requests by route, shadow target and outcome: ok, dropped, error or timeout.", "route", "target", "outcome")
+	m.ShadowDuration = f.histogramVec("shadow_duration_seconds", "Shadow request latency by route and target.", "route", "target")
+	m.ShadowQueue = f.gaugeVec("shadow_queue_depth", "Mirror jobs waiting for a worker, by route.", "route")
+	m.ShadowInflight = f.gaugeVec("shadow_inflight", "Shadow requests in flight, by route and target.", "route", "target")
+	m.ShadowSkipped = f.counterVec("shadow_skipped_total", "Sampled requests not mirrored, by reason: method (not a mirrored method), body_too_large.", "route", "reason")
+
+	m.Comparisons = f.counterVec("comparisons_total", "Primary/shadow comparisons by route, target and result: match, mismatch or uncomparable.", "route", "target", "result")
+	m.DiffFields = f.counterVec("diff_fields_total", "Differences by normalized field path (capped per route, then 'other').", "route", "target", "field")
+	m.NoiseFields = f.gaugeVec("noise_fields", "Field paths learnt as noise (primary and secondary disagree), by route.", "route")
+
+	m.RolloutPercent = f.gaugeVec("rollout_percent", "Canary share set by the rollout controller, in percent.", "route")
+	m.RolloutStep = f.gaugeVec("rollout_step", "Current rollout step (0-based index into steps).", "route")
+	m.RolloutTransitions = f.counterVec("rollout_transitions_total", "Rollout transitions by route and action: promote, rollback, pause or resume.", "route", "action")
+	m.Notifications = f.counterVec("notifications_total", "Rollout webhook notifications by result: sent, failed or dropped.", "result")
+
+	m.ConfigReloads = f.counterVec("config_reloads_total", "Configuration reloads by result: success or failure.", "result")
+	m.ConfigLastReloadOK = f.gauge("config_last_reload_successful", "1 when the last configuration load or reload succeeded, 0 otherwise.")
+	m.ConfigLastReloadTime = f.gauge("config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load.")
+	m.BuildInfo = f.gaugeVec("build_info", "Always 1; labels carry the version of the running binary.", "version", "goversion")
+	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// ForgetRoute deletes every series labelled with route, so that a route
+// removed by a reload stops being exported.
+func (m *Metrics) ForgetRoute(route string) {
+	l := prometheus.Labels{"route": route}
+	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+		m.Requests, m.RequestDuration, m.UpstreamErrors, m.SplitDecisions, m.SplitPercent,
+		m.ShadowRequests, m.ShadowDuration, m.ShadowQueue, m.ShadowInflight, m.ShadowSkipped,
+		m.Comparisons, m.DiffFields, m.NoiseFields, m.RolloutPercent, m.RolloutStep, m.RolloutTransitions,
+	} {
+		v.DeletePartialMatch(l)
+	}
+}
+
+type factory struct{ r *prometheus.Registry }
+
+func (f factory) counter(name, help string) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help})
+	f.r.MustRegister(c)
+	return c
+}
+
+func (f factory) gauge(name, help string) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: name, Help: help})
+	f.r.MustRegister(g)
+	return g
+}
+
+func (f factory) counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help}, labels)
+	f.r.MustRegister(c)
+	return c
+}
+
+func (f factory) gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: name, Help: help}, labels)
+	f.r.MustRegister(g)
+	return g
+}
+
+func (f factory) histogramVec(name, help string, labels ...string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: name, Help: help, Buckets: latencyBuckets}, labels)
+	f.r.MustRegister(h)
+	return h
+}
+
+// StatusCounters resolves requests_total children lazily per status code, so
+// the request path does a slice index and an atomic add instead of a label
+// lookup (which hashes strings and may allocate).
+type StatusCounters struct {
+	vec      *prometheus.CounterVec
+	route    string
+	upstream string
+	byCode   [600]counterSlot
+}
+
+type counterSlot struct {
+	c prometheus.Counter
+	// ready is set once c is resolved; read without a lock on the fast path.
+	ready atomicBool
+}
+
+// NewStatusCounters binds requests_total to one route and upstream.
+func (m *Metrics) NewStatusCounters(route, upstream string) *StatusCounters {
+	s := &StatusCounters{vec: m.Requests, route: route, upstream: upstream}
+	// Resolve the codes a proxy answers most up front; the rest lazily.
+	for _, code := range []int{200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 413, 429, 500, 502, 503, 504} {
+		s.byCode[code].c = s.vec.WithLabelValues(route, upstream, codeStrings[code])
+		s.byCode[code].ready.store(true)
+	}
+	return s
+}
+
+// Inc counts one response with status code. Codes outside 100..599 are
+// counted as "other" so that a broken upstream cannot create series.
+func (s *StatusCounters) Inc(code int) {
+	if code < 100 || code >= 600 {
+		s.vec.WithLabelValues(s.route, s.upstream, "other").Inc()
+		return
+	}
+	slot := &s.byCode[code]
+	if slot.ready.load() {
+		slot.c.Inc()
+		return
+	}
+	s.vec.WithLabelValues(s.route, s.upstream, codeStrings[code]).Inc()
+}
+
+var codeStrings = func() (t [600]string) {
+	for i := 100; i < 600; i++ {
+		t[i] = strconv.Itoa(i)
+	}
+	return t
+}()

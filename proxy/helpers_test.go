@@ -1,0 +1,145 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/shadowproxy/shadowproxy/config"
+	"github.com/shadowproxy/shadowproxy/metrics"
+)
+
+// upstreamServer is a net/http server on 127.0.0.1 that counts the TCP
+// connections it accepts.
+type upstreamServer struct {
+	URL   string
+	Addr  string
+	conns atomic.Int64
+	srv   *http.Server
+}
+
+func startUpstream(t testing.TB, h http.HandlerFunc) *upstreamServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &upstreamServer{Addr: ln.Addr().String(), URL: "http://" + ln.Addr().String()}
+	u.srv = &http.Server{Handler: h, ConnState: func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			u.conns.Add(1)
+		}
+	}}
+	go u.srv.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		u.srv.Shutdown(ctx)
+		u.srv.Close()
+	})
+	return u
+}
+
+type testProxy struct {
+	Addr string
+	URL  string
+	Srv  *Server
+	Met  *metrics.Metrics
+	Logs *observer.ObservedLogs
+}
+
+// startProxy loads yamlText (with %s placeholders already filled) and serves
+// it on a fresh 127.0.0.1 port.
+func startProxy(t testing.TB, yamlText string) *testProxy {
+	t.Helper()
+	cfg, err := config.Load("test.yaml", []byte(yamlText), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	core, logs := observer.New(zap.DebugLevel)
+	m := metrics.New("test")
+	srv, err := New(cfg, Options{Logger: zap.New(core), Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { srv.Serve(ln); close(done) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	})
+	return &testProxy{Addr: ln.Addr().String(), URL: "http://" + ln.Addr().String(), Srv: srv, Met: m, Logs: logs}
+}
+
+// simpleConfig routes everything to one upstream.
+func simpleConfig(upstreamURL string, extra string) string {
+	return fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin_listen: 127.0.0.1:1
+upstreams:
+  - name: stable
+    url: %s
+%s
+routes:
+  - name: default
+    upstream: stable
+`, upstreamURL, extra)
+}
+
+// rawRequest writes req on a new TCP connection and returns the response.
+func rawRequest(t testing.TB, addr, req string) *http.Response {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	resp.Body = io.NopCloser(strings.NewReader(string(body)))
+	return resp
+}
+
+func readBody(t testing.TB, r *http.Response) string {
+	t.Helper()
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func freePort(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}

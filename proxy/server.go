@@ -1,0 +1,242 @@
+// Package proxy is the request path of shadowproxy: the fasthttp server,
+// route matching, the split decision, forwarding over pooled keep-alive
+// connections, and the hand-off of sampled requests to mirroring. Nothing on
+// the primary path waits for a shadow, a comparison or the admin API.
+//
+// The forwarding contract follows RFC 9110 §7.6: hop-by-hop fields
+// (Connection and every field it lists, Keep-Alive, Proxy-Connection,
+// Proxy-Authenticate, Proxy-Authorization, TE, Trailer, Transfer-Encoding,
+// Upgrade) are removed in both directions; the client address is appended to
+// X-Forwarded-For; X-Forwarded-Proto and X-Forwarded-Host are set; Via is
+// added both ways. The request URI reaches the upstream byte for byte.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"github.com/shadowproxy/shadowproxy/config"
+	"github.com/shadowproxy/shadowproxy/metrics"
+)
+
+// Options are the collaborators of a Server.
+type Options struct {
+	Logger  *zap.Logger
+	Metrics *metrics.Metrics
+}
+
+// Server is the proxy listener. Create it with New, start it with Serve.
+type Server struct {
+	log      *zap.Logger
+	metrics  *metrics.Metrics
+	snap     atomic.Pointer[Snapshot]
+	srv      *fasthttp.Server
+	draining atomic.Bool
+	serving  atomic.Bool
+	scratch  sync.Pool // *headerScratch
+	reloadMu sync.Mutex
+}
+
+// New compiles cfg and prepares a server; it does not listen yet.
+func New(cfg *config.Config, opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Metrics == nil {
+		return nil, errors.New("proxy: Options.Metrics is required")
+	}
+	s := &Server{log: opts.Logger, metrics: opts.Metrics}
+	s.scratch.New = func() any { return &headerScratch{} }
+	snap, err := buildSnapshot(cfg, nil, s.metrics)
+	if err != nil {
+		return nil, err
+	}
+	s.snap.Store(snap)
+	lim := cfg.Limits
+	s.srv = &fasthttp.Server{
+		Handler:                       s.handle,
+		ErrorHandler:                  s.handleParseError,
+		Name:                          "shadowproxy",
+		ReadTimeout:                   lim.ReadTimeout.D(),
+		WriteTimeout:                  lim.WriteTimeout.D(),
+		IdleTimeout:                   lim.IdleTimeout.D(),
+		MaxRequestBodySize:            int(lim.MaxRequestBody),
+		ReadBufferSize:                int(lim.MaxHeaderSize),
+		Concurrency:                   lim.MaxConnections,
+		MaxRequestsPerConn:            lim.MaxRequestsPerConn,
+		NoDefaultServerHeader:         true,
+		NoDefaultContentType:          true,
+		DisablePreParseMultipartForm:  true,
+		DisableHeaderNamesNormalizing: false,
+		CloseOnShutdown:               true,
+		SecureErrorLogMessage:         true,
+		Logger:                        zapPrintf{opts.Logger},
+	}
+	return s, nil
+}
+
+// Snapshot returns the configuration snapshot in force.
+func (s *Server) Snapshot() *Snapshot { return s.snap.Load() }
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.serving.Store(true)
+	err := s.srv.Serve(ln)
+	s.serving.Store(false)
+	return err
+}
+
+// Ready reports whether the server accepts traffic (serving, not draining).
+func (s *Server) Ready() bool { return s.serving.Load() && !s.draining.Load() }
+
+// Shutdown stops accepting, lets in-flight requests finish until ctx ends,
+// then closes the remaining connections and the upstream pools.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	err := s.srv.ShutdownWithContext(ctx)
+	s.snap.Load().closeUnused(nil)
+	return err
+}
+
+// Reload compiles cfg and swaps it in. Requests already running keep the
+// snapshot they started with. On error the old snapshot stays.
+func (s *Server) Reload(cfg *config.Config) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	prev := s.snap.Load()
+	next, err := buildSnapshot(cfg, prev, s.metrics)
+	if err != nil {
+		return err
+	}
+	s.snap.Store(next)
+	prev.closeUnused(next)
+	return nil
+}
+
+func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	snap := s.snap.Load()
+	r := snap.match(ctx)
+	if r == nil {
+		s.metrics.Unmatched.Inc()
+		writeError(ctx, fasthttp.StatusNotFound, "no route matches this request")
+		return
+	}
+	t := r.targets[0]
+	s.forward(ctx, r, t, start)
+}
+
+// forward sends the request to t's upstream and writes its response, or a
+// short error, to the client.
+func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start time.Time) (status int, upstreamErr bool) {
+	sc := s.scratch.Get().(*headerScratch)
+	defer s.scratch.Put(sc)
+	req, resp := &ctx.Request, &ctx.Response
+	clientClose := sc.removeRequestHopByHop(&req.Header)
+	sc.appendForwarded(ctx)
+	up := t.up
+	if up.rewriteHost {
+		// fasthttp writes Host from the parsed URI, so both must change.
+		req.Header.SetHost(up.hostHeader)
+		req.URI().SetHost(up.hostHeader)
+	}
+	req.SetTimeout(up.timeout)
+
+	err := up.primary.Do(req, resp)
+	elapsed := time.Since(start)
+	if clientClose {
+		req.Header.SetConnectionClose()
+	}
+	if err != nil {
+		reason, code := classify(err)
+		t.errors[reason].Inc()
+		t.requests.Inc(code)
+		s.log.Warn("upstream request failed",
+			zap.String("route", r.Name), zap.String("upstream", up.Name),
+			zap.String("reason", reason.String()), zap.Int("status", code),
+			zap.ByteString("method", req.Header.Method()), zap.Duration("elapsed", elapsed),
+			zap.Error(err))
+		resp.Reset()
+		writeError(ctx, code, errorText(code))
+		return code, true
+	}
+	t.duration.Observe(elapsed.Seconds())
+	sc.removeResponseHopByHop(&resp.Header)
+	appendVia(sc, resp.Header.Peek("Via"), func(v []byte) { resp.Header.SetBytesV("Via", v) })
+	code := resp.StatusCode()
+	t.requests.Inc(code)
+	if s.draining.Load() {
+		resp.SetConnectionClose()
+	}
+	return code, false
+}
+
+func errorText(code int) string {
+	switch code {
+	case fasthttp.StatusGatewayTimeout:
+		return "upstream timed out"
+	case fasthttp.StatusServiceUnavailable:
+		return "upstream connection limit reached"
+	default:
+		return "upstream unavailable"
+	}
+}
+
+// writeError answers with a short plain-text body. The details (which
+// upstream, why) go to the log, never to the client.
+func writeError(ctx *fasthttp.RequestCtx, code int, msg string) {
+	ctx.Response.Reset()
+	ctx.SetStatusCode(code)
+	ctx.SetContentType("text/plain; charset=utf-8")
+	ctx.Response.Header.Set("Via", string(viaValue))
+	ctx.SetBodyString(fmt.Sprintf("%d %s: %s\n", code, fasthttp.StatusMessage(code), msg))
+}
+
+// handleParseError answers requests fasthttp could not read. fasthttp's
+// default answers 400 for everything; a client deserves to know that its
+// body was too large (413) or its headers too long (431).
+func (s *Server) handleParseError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	code, reason := fasthttp.StatusBadRequest, "malformed"
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		code, reason = fasthttp.StatusRequestEntityTooLarge, "body_too_large"
+	case errors.As(err, &small):
+		code, reason = fasthttp.StatusRequestHeaderFieldsTooLarge, "header_too_large"
+	case errors.As(err, &ne) && ne.Timeout():
+		code, reason = fasthttp.StatusRequestTimeout, "timeout"
+	}
+	s.metrics.RejectedRequests.WithLabelValues(reason).Inc()
+	s.log.Info("request rejected before routing", zap.String("reason", reason), zap.Int("status", code),
+		zap.String("remote", ctx.RemoteAddr().String()), zap.Error(err))
+	writeError(ctx, code, reasonText(reason))
+	ctx.SetConnectionClose()
+}
+
+func reasonText(reason string) string {
+	switch reason {
+	case "body_too_large":
+		return "request body exceeds the configured limit"
+	case "header_too_large":
+		return "request headers exceed the configured limit"
+	case "timeout":
+		return "request not received in time"
+	}
+	return "malformed request"
+}
+
+// zapPrintf adapts zap to fasthttp's Printf logger.
+type zapPrintf struct{ l *zap.Logger }
+
+func (z zapPrintf) Printf(format string, args ...any) {
+	z.l.Debug("fasthttp", zap.String("msg", fmt.Sprintf(format, args...)))
+}
