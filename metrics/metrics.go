@@ -13,6 +13,7 @@ package metrics
 import (
 	"runtime"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -153,31 +154,22 @@ func (f factory) histogramVec(name, help string, labels ...string) *prometheus.H
 	return h
 }
 
-// StatusCounters resolves requests_total children lazily per status code, so
-// the request path does a slice index and an atomic add instead of a label
-// lookup (which hashes strings and may allocate).
+// StatusCounters resolves requests_total children lazily per status code
+// and caches them, so that after the first response with a code the request
+// path does an array index and an atomic add instead of a label lookup (which
+// hashes strings and may allocate). Codes never seen export no series.
 type StatusCounters struct {
 	vec      *prometheus.CounterVec
 	route    string
 	upstream string
-	byCode   [600]counterSlot
+	byCode   [600]atomic.Pointer[counterBox]
 }
 
-type counterSlot struct {
-	c prometheus.Counter
-	// ready is set once c is resolved; read without a lock on the fast path.
-	ready atomicBool
-}
+type counterBox struct{ c prometheus.Counter }
 
 // NewStatusCounters binds requests_total to one route and upstream.
 func (m *Metrics) NewStatusCounters(route, upstream string) *StatusCounters {
-	s := &StatusCounters{vec: m.Requests, route: route, upstream: upstream}
-	// Resolve the codes a proxy answers most up front; the rest lazily.
-	for _, code := range []int{200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 413, 429, 500, 502, 503, 504} {
-		s.byCode[code].c = s.vec.WithLabelValues(route, upstream, codeStrings[code])
-		s.byCode[code].ready.store(true)
-	}
-	return s
+	return &StatusCounters{vec: m.Requests, route: route, upstream: upstream}
 }
 
 // Inc counts one response with status code. Codes outside 100..599 are
@@ -188,11 +180,13 @@ func (s *StatusCounters) Inc(code int) {
 		return
 	}
 	slot := &s.byCode[code]
-	if slot.ready.load() {
-		slot.c.Inc()
+	if b := slot.Load(); b != nil {
+		b.c.Inc()
 		return
 	}
-	s.vec.WithLabelValues(s.route, s.upstream, codeStrings[code]).Inc()
+	b := &counterBox{c: s.vec.WithLabelValues(s.route, s.upstream, codeStrings[code])}
+	slot.Store(b)
+	b.c.Inc()
 }
 
 var codeStrings = func() (t [600]string) {

@@ -25,37 +25,33 @@ type headerScratch struct {
 }
 
 // connectionTokens collects the field names listed in every Connection
-// header into sc.tokens (copied, since the header is about to change).
-func (sc *headerScratch) connectionTokens(each func(yield func(k, v []byte) bool)) {
+// field (values) into sc.tokens, copied, since the header is about to change.
+// PeekAll reuses a buffer inside the header, so this does not allocate.
+func (sc *headerScratch) connectionTokens(values [][]byte) {
 	sc.tokens = sc.tokens[:0]
 	sc.buf = sc.buf[:0]
-	type span struct{ start, end int }
-	var spans [16]span
+	var ends [16]int
 	n := 0
-	each(func(k, v []byte) bool {
-		if !bytes.EqualFold(k, []byte("Connection")) {
-			return true
-		}
-		for len(v) > 0 {
+	for _, v := range values {
+		for len(v) > 0 && n < len(ends) {
 			var tok []byte
 			if i := bytes.IndexByte(v, ','); i >= 0 {
 				tok, v = v[:i], v[i+1:]
 			} else {
 				tok, v = v, nil
 			}
-			tok = bytes.TrimSpace(tok)
-			if len(tok) == 0 || n == len(spans) {
+			if tok = bytes.TrimSpace(tok); len(tok) == 0 {
 				continue
 			}
-			start := len(sc.buf)
 			sc.buf = append(sc.buf, tok...)
-			spans[n] = span{start, len(sc.buf)}
+			ends[n] = len(sc.buf)
 			n++
 		}
-		return true
-	})
+	}
+	start := 0
 	for i := 0; i < n; i++ {
-		sc.tokens = append(sc.tokens, sc.buf[spans[i].start:spans[i].end])
+		sc.tokens = append(sc.tokens, sc.buf[start:ends[i]])
+		start = ends[i]
 	}
 }
 
@@ -63,7 +59,7 @@ func (sc *headerScratch) connectionTokens(each func(yield func(k, v []byte) bool
 // forwarded. The client's wish to close its own connection is kept in
 // clientClose so the server can honour it after the response.
 func (sc *headerScratch) removeRequestHopByHop(h *fasthttp.RequestHeader) (clientClose bool) {
-	sc.connectionTokens(h.All())
+	sc.connectionTokens(h.PeekAll("Connection"))
 	for _, tok := range sc.tokens {
 		if !isEndToEndSpecial(tok) {
 			h.DelBytes(tok)
@@ -82,7 +78,7 @@ func (sc *headerScratch) removeRequestHopByHop(h *fasthttp.RequestHeader) (clien
 // removeResponseHopByHop strips hop-by-hop fields from an upstream response.
 // An upstream closing its connection to us must not close the client's.
 func (sc *headerScratch) removeResponseHopByHop(h *fasthttp.ResponseHeader) {
-	sc.connectionTokens(h.All())
+	sc.connectionTokens(h.PeekAll("Connection"))
 	for _, tok := range sc.tokens {
 		if !isEndToEndSpecial(tok) {
 			h.DelBytes(tok)

@@ -1,0 +1,52 @@
+# shadowproxy build targets. Everything needs only Go; targets that need
+# other tools (bench-compare: wrk, nginx, haproxy) install them themselves.
+
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+BIN       := bin/shadowproxy
+PKGS      := ./...
+FUZZTIME  ?= 20s
+
+.PHONY: all build run test test-short bench bench-compare lint fmt fuzz soak clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/shadowproxy
+
+## run: the built-in demo (backends, proxy, simulated users) on loopback
+run: build
+	./$(BIN) demo
+
+## test: vet, then every test with the race detector (fuzz seed corpora included)
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+test-short:
+	$(GO) test -count=1 $(PKGS)
+
+## bench: Go micro-benchmarks with allocation counts
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime=2s $(PKGS)
+
+## bench-compare: side-by-side against direct, nginx and HAProxy (installs them)
+bench-compare: build
+	bash bench/compare.sh
+
+## lint: formatting and vet
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+## fuzz: each fuzz target for FUZZTIME
+fuzz:
+	bash .ci/fuzz.sh $(FUZZTIME)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,130 @@
+package admin
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func do(t *testing.T, srv *httptest.Server, method, path, token string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, srv.URL+path, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestHealthAndReady(t *testing.T) {
+	ready := true
+	reg := prometheus.NewRegistry()
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "shadowproxy_test_total", Help: "h"})
+	reg.MustRegister(c)
+	c.Inc()
+	srv := httptest.NewServer(Handler(Options{Registry: reg, Ready: func() bool { return ready }, Loopback: true}))
+	defer srv.Close()
+	if code, _ := do(t, srv, "GET", "/healthz", ""); code != 200 {
+		t.Errorf("healthz %d", code)
+	}
+	if code, _ := do(t, srv, "GET", "/readyz", ""); code != 200 {
+		t.Errorf("readyz %d", code)
+	}
+	ready = false
+	if code, _ := do(t, srv, "GET", "/readyz", ""); code != 503 {
+		t.Errorf("readyz while draining %d", code)
+	}
+	if code, body := do(t, srv, "GET", "/metrics", ""); code != 200 || !strings.Contains(body, "shadowproxy_test_total 1") {
+		t.Errorf("metrics %d %q", code, body)
+	}
+}
+
+func TestMutationsNeedToken(t *testing.T) {
+	var calls []string
+	cmd := func(route, action string) (any, error) {
+		calls = append(calls, route+"/"+action)
+		if route == "nope" {
+			return nil, fmt.Errorf("route %q: %w", route, ErrNotFound)
+		}
+		return map[string]string{"state": "paused"}, nil
+	}
+	tests := []struct {
+		name     string
+		opts     Options
+		token    string
+		path     string
+		wantCode int
+	}{
+		{"loopback without token allows", Options{Loopback: true}, "", "/api/v1/rollouts/api/pause", 200},
+		{"public without token refuses", Options{Loopback: false}, "", "/api/v1/rollouts/api/pause", 401},
+		{"token required and missing", Options{Token: "s3", Loopback: true}, "", "/api/v1/rollouts/api/pause", 401},
+		{"token wrong", Options{Token: "s3"}, "nope", "/api/v1/rollouts/api/pause", 401},
+		{"token right", Options{Token: "s3"}, "s3", "/api/v1/rollouts/api/pause", 200},
+		{"unknown action", Options{Loopback: true}, "", "/api/v1/rollouts/api/explode", 400},
+		{"unknown route", Options{Loopback: true}, "", "/api/v1/rollouts/nope/pause", 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.opts.RolloutCommand = cmd
+			srv := httptest.NewServer(Handler(tt.opts))
+			defer srv.Close()
+			if code, body := do(t, srv, "POST", tt.path, tt.token); code != tt.wantCode {
+				t.Errorf("code %d want %d: %s", code, tt.wantCode, body)
+			}
+		})
+	}
+	if len(calls) != 3 || calls[0] != "api/pause" {
+		t.Errorf("command calls = %v", calls)
+	}
+}
+
+func TestProtectReads(t *testing.T) {
+	srv := httptest.NewServer(Handler(Options{Token: "s3", ProtectReads: true, Routes: func() any { return []string{"r"} }}))
+	defer srv.Close()
+	if code, _ := do(t, srv, "GET", "/api/v1/routes", ""); code != 401 {
+		t.Errorf("unauthenticated read %d", code)
+	}
+	if code, body := do(t, srv, "GET", "/api/v1/routes", "s3"); code != 200 || !strings.Contains(body, `"r"`) {
+		t.Errorf("authenticated read %d %s", code, body)
+	}
+	if code, _ := do(t, srv, "GET", "/healthz", ""); code != 200 {
+		t.Errorf("healthz must stay open for probes: %d", code)
+	}
+}
+
+func TestDiffsLimitValidation(t *testing.T) {
+	var gotLimit int
+	var gotRoute, gotField string
+	srv := httptest.NewServer(Handler(Options{Diffs: func(route string, limit int, field string) (any, error) {
+		gotRoute, gotLimit, gotField = route, limit, field
+		return []string{}, nil
+	}}))
+	defer srv.Close()
+	if code, _ := do(t, srv, "GET", "/api/v1/diffs?route=api&limit=0", ""); code != 400 {
+		t.Errorf("limit=0 accepted: %d", code)
+	}
+	if code, _ := do(t, srv, "GET", "/api/v1/diffs?route=api&limit=7&field=/price", ""); code != 200 || gotLimit != 7 || gotRoute != "api" || gotField != "/price" {
+		t.Errorf("code %d limit %d route %q field %q", code, gotLimit, gotRoute, gotField)
+	}
+}
+
+func TestReloadErrorsListed(t *testing.T) {
+	srv := httptest.NewServer(Handler(Options{Loopback: true, Reload: func() (any, error) {
+		return nil, fmt.Errorf("a.yaml:3: listen: bad\na.yaml:9: routes[0].upstream: unknown")
+	}}))
+	defer srv.Close()
+	code, body := do(t, srv, "POST", "/api/v1/reload", "")
+	if code != 422 || !strings.Contains(body, "routes[0].upstream: unknown") {
+		t.Errorf("%d %s", code, body)
+	}
+}

@@ -1,0 +1,238 @@
+// Package app assembles a running shadowproxy from a validated
+// configuration: the proxy listener, the admin listener, comparison and the
+// rollout controller, plus reload and graceful shutdown. cmd/shadowproxy only
+// parses flags and signals; tests drive an App directly.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/shadowproxy/shadowproxy/admin"
+	"github.com/shadowproxy/shadowproxy/config"
+	"github.com/shadowproxy/shadowproxy/metrics"
+	"github.com/shadowproxy/shadowproxy/proxy"
+)
+
+// Options configure an App beyond the config file.
+type Options struct {
+	// ConfigPath is re-read on Reload; empty disables file reloads.
+	ConfigPath string
+	// Logger overrides the logger built from the config's log section.
+	Logger  *zap.Logger
+	Version string
+	// ReloadFunc, when set, produces the config for Reload instead of
+	// reading ConfigPath (the demo uses it).
+	ReloadFunc func() (*config.Config, error)
+}
+
+// App is one shadowproxy process.
+type App struct {
+	opts    Options
+	log     *zap.Logger
+	metrics *metrics.Metrics
+	proxy   *proxy.Server
+
+	mu       sync.Mutex
+	cfg      *config.Config
+	proxyLn  net.Listener
+	adminLn  net.Listener
+	adminSrv *http.Server
+	serveErr chan error
+}
+
+// New builds an App for cfg without listening.
+func New(cfg *config.Config, opts Options) (*App, error) {
+	log := opts.Logger
+	if log == nil {
+		var err error
+		if log, err = NewLogger(cfg.Log); err != nil {
+			return nil, err
+		}
+	}
+	a := &App{opts: opts, log: log, cfg: cfg, metrics: metrics.New(opts.Version), serveErr: make(chan error, 2)}
+	p, err := proxy.New(cfg, proxy.Options{Logger: log, Metrics: a.metrics})
+	if err != nil {
+		return nil, err
+	}
+	a.proxy = p
+	a.metrics.ConfigLastReloadOK.Set(1)
+	a.metrics.ConfigLastReloadTime.SetToCurrentTime()
+	return a, nil
+}
+
+// NewLogger builds the zap logger the log section describes.
+func NewLogger(c config.Log) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(c.Level)
+	if err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	zc := zap.NewProductionConfig()
+	if c.Format == "console" {
+		zc = zap.NewDevelopmentConfig()
+		zc.DisableStacktrace = true
+	}
+	zc.Level = zap.NewAtomicLevelAt(lvl)
+	zc.Sampling = nil
+	zc.EncoderConfig.TimeKey = "ts"
+	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	return zc.Build()
+}
+
+// Logger returns the process logger.
+func (a *App) Logger() *zap.Logger { return a.log }
+
+// Metrics returns the process's collectors.
+func (a *App) Metrics() *metrics.Metrics { return a.metrics }
+
+// Proxy returns the proxy server.
+func (a *App) Proxy() *proxy.Server { return a.proxy }
+
+// Config returns the configuration in force.
+func (a *App) Config() *config.Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg
+}
+
+// Start opens both listeners and serves in the background.
+func (a *App) Start() error {
+	cfg := a.Config()
+	pl, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	al, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		pl.Close()
+		return fmt.Errorf("admin_listen %s: %w", cfg.AdminListen, err)
+	}
+	a.proxyLn, a.adminLn = pl, al
+	a.adminSrv = &http.Server{
+		Handler:           admin.Handler(a.adminOptions(cfg)),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          zap.NewStdLog(a.log),
+	}
+	go func() { a.serveErr <- a.proxy.Serve(pl) }()
+	go func() {
+		if err := a.adminSrv.Serve(al); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.serveErr <- fmt.Errorf("admin listener: %w", err)
+		}
+	}()
+	a.log.Info("shadowproxy started", zap.String("listen", pl.Addr().String()), zap.String("admin", al.Addr().String()),
+		zap.Int("routes", len(cfg.Routes)), zap.Int("upstreams", len(cfg.Upstreams)), zap.String("version", a.opts.Version))
+	return nil
+}
+
+func (a *App) adminOptions(cfg *config.Config) admin.Options {
+	return admin.Options{
+		Logger:       a.log,
+		Registry:     a.metrics.Registry,
+		Token:        cfg.Admin.Token,
+		ProtectReads: cfg.Admin.ProtectReads,
+		Loopback:     cfg.AdminIsLoopback(),
+		Ready:        a.proxy.Ready,
+		Reload: func() (any, error) {
+			if err := a.Reload(); err != nil {
+				return nil, err
+			}
+			return map[string]string{"result": "reloaded"}, nil
+		},
+	}
+}
+
+// ProxyAddr is the proxy listener's address (after Start).
+func (a *App) ProxyAddr() string { return a.proxyLn.Addr().String() }
+
+// AdminAddr is the admin listener's address (after Start).
+func (a *App) AdminAddr() string { return a.adminLn.Addr().String() }
+
+// Errors delivers a fatal listener error.
+func (a *App) Errors() <-chan error { return a.serveErr }
+
+// Reload reads the configuration again and swaps it in when valid. An
+// invalid file leaves the running configuration untouched.
+func (a *App) Reload() error {
+	var (
+		cfg *config.Config
+		err error
+	)
+	switch {
+	case a.opts.ReloadFunc != nil:
+		cfg, err = a.opts.ReloadFunc()
+	case a.opts.ConfigPath != "":
+		cfg, err = config.LoadFile(a.opts.ConfigPath)
+	default:
+		err = errors.New("no configuration file to reload from")
+	}
+	if err == nil {
+		err = a.apply(cfg)
+	}
+	if err != nil {
+		a.metrics.ConfigReloads.WithLabelValues("failure").Inc()
+		a.metrics.ConfigLastReloadOK.Set(0)
+		a.log.Error("configuration reload rejected; keeping the previous configuration", zap.Error(err))
+		return err
+	}
+	a.metrics.ConfigReloads.WithLabelValues("success").Inc()
+	a.metrics.ConfigLastReloadOK.Set(1)
+	a.metrics.ConfigLastReloadTime.SetToCurrentTime()
+	a.log.Info("configuration reloaded", zap.Int("routes", len(cfg.Routes)), zap.Int("upstreams", len(cfg.Upstreams)))
+	return nil
+}
+
+func (a *App) apply(cfg *config.Config) error {
+	old := a.Config()
+	if cfg.Listen != old.Listen || cfg.AdminListen != old.AdminListen {
+		return fmt.Errorf("listen and admin_listen cannot change on reload (restart the process): %s/%s -> %s/%s",
+			old.Listen, old.AdminListen, cfg.Listen, cfg.AdminListen)
+	}
+	if err := a.proxy.Reload(cfg); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.cfg = cfg
+	a.mu.Unlock()
+	for _, r := range old.Routes {
+		if !hasRoute(cfg, r.Name) {
+			a.metrics.ForgetRoute(r.Name)
+		}
+	}
+	return nil
+}
+
+func hasRoute(cfg *config.Config, name string) bool {
+	for _, r := range cfg.Routes {
+		if r.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Shutdown drains: /readyz turns 503, the proxy stops accepting and finishes
+// in-flight requests until the configured shutdown_timeout (or ctx), then the
+// admin listener closes.
+func (a *App) Shutdown(ctx context.Context) error {
+	timeout := a.Config().Limits.ShutdownTimeout.D()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	a.log.Info("shutting down", zap.Duration("deadline", timeout))
+	err := a.proxy.Shutdown(ctx)
+	if a.adminSrv != nil {
+		actx, acancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer acancel()
+		a.adminSrv.Shutdown(actx)
+	}
+	a.log.Info("shutdown complete", zap.Error(err))
+	a.log.Sync()
+	return err
+}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/shadowproxy/shadowproxy/app"
+	"github.com/shadowproxy/shadowproxy/config"
+	"github.com/shadowproxy/shadowproxy/demo"
+)
+
+func cmdDemo(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:8080", "proxy `address` (loopback)")
+	adminListen := fs.String("admin-listen", "127.0.0.1:9901", "admin `address` (loopback)")
+	rps := fs.Int("rps", 20, "simulated user requests per second sent to the proxy (0: none)")
+	duration := fs.Duration("duration", 0, "stop after this long (0: run until interrupted)")
+	printConfig := fs.Bool("print-config", false, "print the demo configuration and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: shadowproxy demo [flags]\n\nStarts three JSON backends on loopback (v1 stable, v1-twin, v2 candidate), the proxy\nin front of them with a built-in configuration, and light simulated traffic.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	for _, addr := range []string{*listen, *adminListen} {
+		if !isLoopback(addr) {
+			fmt.Fprintf(stderr, "shadowproxy demo: %s is not a loopback address; the demo only listens on this machine\n", addr)
+			return 2
+		}
+	}
+	bs, err := demo.StartBackends()
+	if err != nil {
+		fmt.Fprintf(stderr, "shadowproxy demo: %v\n", err)
+		return 1
+	}
+	defer bs.Close()
+	text := demo.ConfigYAML(bs, *listen, *adminListen)
+	if *printConfig {
+		fmt.Fprint(stdout, text)
+		return 0
+	}
+	cfg, err := config.Load("demo.yaml", []byte(text), func(string) (string, bool) { return "", false })
+	if err != nil {
+		fmt.Fprintf(stderr, "shadowproxy demo: built-in configuration invalid (a bug):\n%v\n", err)
+		return 1
+	}
+	a, err := app.New(cfg, app.Options{Version: version})
+	if err != nil {
+		fmt.Fprintf(stderr, "shadowproxy demo: %v\n", err)
+		return 1
+	}
+	if err := a.Start(); err != nil {
+		fmt.Fprintf(stderr, "shadowproxy demo: %v (is another demo running? try -listen 127.0.0.1:18080 -admin-listen 127.0.0.1:19901)\n", err)
+		return 1
+	}
+	proxyURL, adminURL := "http://"+a.ProxyAddr(), "http://"+a.AdminAddr()
+	fmt.Fprintf(stdout, `
+shadowproxy demo is running.
+
+  proxy      %[1]s
+  admin      %[2]s   (dashboard, /metrics, /api/v1/...)
+  backends   v1 %[3]s   v1-twin %[4]s   v2 %[5]s
+
+Try:
+  curl -s %[1]s/api/users/u42
+  curl -s %[2]s/metrics | grep shadowproxy_requests_total
+
+Simulated users send about %[6]d requests/s. Press Ctrl-C to stop.
+`, proxyURL, adminURL, bs.V1.URL, bs.Twin.URL, bs.V2.URL, *rps)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if *rps > 0 {
+		go func() {
+			if _, err := demo.Traffic(ctx, proxyURL, *rps, 0); err != nil {
+				a.Logger().Error("demo traffic", zap.Error(err))
+			}
+		}()
+	}
+	if *duration > 0 {
+		go func() {
+			time.Sleep(*duration)
+			a.Logger().Info("demo duration elapsed")
+			cancel()
+		}()
+		select {
+		case <-ctx.Done():
+		case err := <-a.Errors():
+			fmt.Fprintf(stderr, "shadowproxy demo: %v\n", err)
+			return 1
+		}
+		cancel()
+		if err := a.Shutdown(context.Background()); err != nil {
+			return 1
+		}
+		return 0
+	}
+	return serveUntilSignal(a)
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

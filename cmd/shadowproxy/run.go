@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.uber.org/zap"
+
+	"github.com/shadowproxy/shadowproxy/app"
+	"github.com/shadowproxy/shadowproxy/config"
+)
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "shadowproxy.yaml", "configuration `file`")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: shadowproxy run -config FILE\n\nRuns the proxy. SIGHUP reloads the file; SIGTERM or SIGINT drains and exits.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := config.LoadFile(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "shadowproxy: invalid configuration:\n%v\n", err)
+		return 1
+	}
+	a, err := app.New(cfg, app.Options{ConfigPath: *path, Version: version})
+	if err != nil {
+		fmt.Fprintf(stderr, "shadowproxy: %v\n", err)
+		return 1
+	}
+	for _, w := range cfg.Warnings() {
+		a.Logger().Warn("configuration warning", zap.String("warning", w))
+	}
+	if err := a.Start(); err != nil {
+		fmt.Fprintf(stderr, "shadowproxy: %v\n", err)
+		return 1
+	}
+	return serveUntilSignal(a)
+}
+
+// serveUntilSignal reloads on SIGHUP and drains on SIGTERM/SIGINT.
+func serveUntilSignal(a *app.App) int {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case err := <-a.Errors():
+			if err != nil {
+				a.Logger().Error("listener failed", zap.Error(err))
+				return 1
+			}
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				a.Reload()
+				continue
+			}
+			a.Logger().Info("signal received", zap.String("signal", s.String()))
+			if err := a.Shutdown(context.Background()); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				return 1
+			}
+			return 0
+		}
+	}
+}

@@ -1,0 +1,71 @@
+package metrics
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestStatusCounters(t *testing.T) {
+	m := New("test")
+	s := m.NewStatusCounters("api", "stable")
+	s.Inc(200)
+	s.Inc(200)
+	s.Inc(503)
+	s.Inc(42)
+	if v := testutil.ToFloat64(m.Requests.WithLabelValues("api", "stable", "200")); v != 2 {
+		t.Errorf("200 = %v", v)
+	}
+	if v := testutil.ToFloat64(m.Requests.WithLabelValues("api", "stable", "other")); v != 1 {
+		t.Errorf("other = %v", v)
+	}
+	// Only codes that happened are exported.
+	if n := testutil.CollectAndCount(m.Requests); n != 3 {
+		t.Errorf("series = %d, want 3", n)
+	}
+}
+
+func TestStatusCountersNoAllocs(t *testing.T) {
+	m := New("test")
+	s := m.NewStatusCounters("api", "stable")
+	s.Inc(200)
+	if n := testing.AllocsPerRun(1000, func() { s.Inc(200) }); n != 0 {
+		t.Errorf("Inc allocates %v per call", n)
+	}
+}
+
+func TestNamingConventions(t *testing.T) {
+	m := New("test")
+	// Touch every vector so it is gathered.
+	m.ForgetRoute("none")
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		name := mf.GetName()
+		if !strings.HasPrefix(name, "shadowproxy_") {
+			continue
+		}
+		if mf.GetHelp() == "" {
+			t.Errorf("%s has no help", name)
+		}
+		if mf.GetType().String() == "COUNTER" && !strings.HasSuffix(name, "_total") {
+			t.Errorf("counter %s does not end in _total", name)
+		}
+	}
+	if problems, err := testutil.GatherAndLint(m.Registry); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v", problems, err)
+	}
+}
+
+func TestForgetRoute(t *testing.T) {
+	m := New("test")
+	m.Requests.WithLabelValues("gone", "u", "200").Inc()
+	m.Requests.WithLabelValues("kept", "u", "200").Inc()
+	m.ForgetRoute("gone")
+	if n := testutil.CollectAndCount(m.Requests); n != 1 {
+		t.Errorf("series after forget = %d", n)
+	}
+}
