@@ -1,0 +1,531 @@
+package diff
+
+import (
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// OtherField is the label that stands for every field beyond max_fields.
+const OtherField = "other"
+
+// TopFieldsInSnapshot is how many fields Snapshot lists.
+const TopFieldsInSnapshot = 20
+
+// ringSlots one-second slots cover the longest window, five minutes.
+const ringSlots = 300
+
+// Event is one finished comparison of a primary and a shadow response.
+type Event struct {
+	// Time is when the comparison was made; zero means the Stats clock.
+	Time           time.Time
+	Method         string
+	URI            string
+	RequestID      string
+	PrimaryStatus  int
+	ShadowStatus   int
+	PrimaryLatency time.Duration
+	ShadowLatency  time.Duration
+	// Result should already be noise-filtered (NoiseTracker.Filter).
+	Result Result
+}
+
+// Counts are comparison outcomes.
+type Counts struct {
+	Match        uint64 `json:"match"`
+	Mismatch     uint64 `json:"mismatch"`
+	Uncomparable uint64 `json:"uncomparable"`
+}
+
+// Total is the number of comparisons, whatever their outcome.
+func (c Counts) Total() uint64 { return c.Match + c.Mismatch + c.Uncomparable }
+
+// MatchRate is match/(match+mismatch); uncomparable comparisons have no
+// verdict and do not count. It is nil when there is no verdict at all, so
+// "no data" never reads as 0% or 100%.
+func (c Counts) MatchRate() *float64 {
+	n := c.Match + c.Mismatch
+	if n == 0 {
+		return nil
+	}
+	r := float64(c.Match) / float64(n)
+	return &r
+}
+
+func (c *Counts) add(o Outcome) {
+	switch o {
+	case Match:
+		c.Match++
+	case Mismatch:
+		c.Mismatch++
+	default:
+		c.Uncomparable++
+	}
+}
+
+// FieldCount is how many comparisons differed on a field.
+type FieldCount struct {
+	Field string `json:"field"`
+	Count uint64 `json:"count"`
+}
+
+// Quantiles are latency quantiles in seconds, estimated from a histogram
+// (see Stats for the error bound). They are 0 when Count is 0.
+type Quantiles struct {
+	Count uint64  `json:"count"`
+	P50   float64 `json:"p50"`
+	P95   float64 `json:"p95"`
+	P99   float64 `json:"p99"`
+}
+
+// LatencySnapshot compares primary and shadow latency.
+type LatencySnapshot struct {
+	Primary Quantiles `json:"primary"`
+	Shadow  Quantiles `json:"shadow"`
+}
+
+// Snapshot is the diff part of a route and target in GET /api/v1/routes.
+type Snapshot struct {
+	MatchRate1m    *float64        `json:"match_rate_1m"`
+	MatchRate5m    *float64        `json:"match_rate_5m"`
+	MatchRateTotal *float64        `json:"match_rate_total"`
+	Counts         Counts          `json:"counts"`
+	Counts1m       Counts          `json:"counts_1m"`
+	Counts5m       Counts          `json:"counts_5m"`
+	TopFields      []FieldCount    `json:"top_fields"`
+	FieldsCapped   bool            `json:"fields_capped"`
+	Latency        LatencySnapshot `json:"latency"`
+	Since          time.Time       `json:"since"`
+}
+
+// Sample is one stored mismatch, redacted, for GET /api/v1/diffs.
+type Sample struct {
+	Time          time.Time    `json:"time"`
+	Method        string       `json:"method"`
+	URI           string       `json:"uri"`
+	RequestID     string       `json:"request_id,omitempty"`
+	PrimaryStatus int          `json:"primary_status"`
+	ShadowStatus  int          `json:"shadow_status"`
+	Differences   []Difference `json:"differences"`
+	Omitted       int          `json:"omitted,omitempty"`
+	Note          string       `json:"note,omitempty"`
+}
+
+// Stats aggregates the comparisons of one route and shadow target, in
+// bounded memory:
+//
+//   - outcome counts since start, and per one-second slot in a 300-slot
+//     ring for the 1-minute and 5-minute windows (a window covers the
+//     current second and the 59 or 299 before it);
+//   - per-field mismatch counts, at most max_fields names plus "other";
+//   - latency histograms with 8 log-spaced buckets per doubling from 10µs
+//     to about 168s: a reported quantile is the geometric middle of its
+//     bucket, within 4.5% (2^(1/16)-1) of the exact nearest-rank value for
+//     latencies in that range (clamped to the smallest and largest latency
+//     seen, so below 10µs or above 168s it is only bounded by them);
+//   - the last `samples` mismatches, redacted, newest first.
+//
+// Stats is safe for concurrent use; the clock is injectable for tests.
+type Stats struct {
+	now        func() time.Time
+	maxFields  int
+	maxSamples int
+	redact     []Pattern
+	redactKeys []string
+
+	mu       sync.Mutex
+	start    time.Time
+	total    Counts
+	ring     [ringSlots]slot
+	fields   map[string]uint64
+	named    int // fields with their own name (not "other")
+	capped   bool
+	primary  histogram
+	shadow   histogram
+	samples  []Sample // ring buffer
+	next     int      // where the next sample goes
+	nSamples int
+}
+
+type slot struct {
+	sec    int64
+	counts Counts
+}
+
+// NewStats returns empty stats using the samples, max_fields and redact
+// settings of r (defaults when r is nil). now is the clock; nil means
+// time.Now.
+func NewStats(r *Rules, now func() time.Time) *Stats {
+	if r == nil {
+		r, _ = CompileRules(Spec{})
+	}
+	if now == nil {
+		now = time.Now
+	}
+	s := &Stats{
+		now:        now,
+		maxFields:  r.spec.MaxFields,
+		maxSamples: r.spec.Samples,
+		redact:     r.redact,
+		redactKeys: r.redactKeys,
+		fields:     make(map[string]uint64),
+	}
+	s.start = now()
+	s.samples = make([]Sample, 0, min(s.maxSamples, 16))
+	for i := range s.ring {
+		s.ring[i].sec = math.MinInt64
+	}
+	return s
+}
+
+// Record adds one comparison. It returns one label per distinct normalized
+// difference path, capped ("other" past max_fields), for the caller to
+// increment shadowproxy_diff_fields_total{route,target,field}; a field
+// differing in several array elements counts once per comparison.
+func (s *Stats) Record(ev Event) []string {
+	t := ev.Time
+	if t.IsZero() {
+		t = s.now()
+	}
+	var paths []string
+	for _, d := range ev.Result.Differences {
+		p := NormalizePath(d.Path)
+		if !slices.Contains(paths, p) {
+			paths = append(paths, p)
+		}
+	}
+	var sample Sample
+	keep := ev.Result.Outcome == Mismatch && s.maxSamples > 0
+	if keep {
+		// Redaction happens before the lock and before storing: the store
+		// never holds a secret.
+		sample = Sample{
+			Time:          t,
+			Method:        ev.Method,
+			URI:           redactQuery(ev.URI, s.redactKeys),
+			RequestID:     ev.RequestID,
+			PrimaryStatus: ev.PrimaryStatus,
+			ShadowStatus:  ev.ShadowStatus,
+			Differences:   redactDifferences(ev.Result.Differences, s.redact),
+			Omitted:       ev.Result.Omitted,
+			Note:          ev.Result.Note,
+		}
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.total.add(ev.Result.Outcome)
+	sec := t.Unix()
+	sl := &s.ring[mod(sec, ringSlots)]
+	switch {
+	case sl.sec == sec:
+		sl.counts.add(ev.Result.Outcome)
+	case sl.sec < sec:
+		*sl = slot{sec: sec}
+		sl.counts.add(ev.Result.Outcome)
+	default:
+		// Older than the ring: it only counts in the totals.
+	}
+	for i, p := range paths {
+		if _, ok := s.fields[p]; !ok {
+			if s.named >= s.maxFields {
+				paths[i] = OtherField
+				s.capped = true
+				continue
+			}
+			s.named++
+			s.fields[p] = 0
+		}
+	}
+	// Several fields past the cap are one "other" per comparison, as the
+	// caller's metric will count it.
+	paths = dedupeLabels(paths)
+	for _, p := range paths {
+		s.fields[p]++
+	}
+	if ev.PrimaryLatency > 0 {
+		s.primary.add(ev.PrimaryLatency)
+	}
+	if ev.ShadowLatency > 0 {
+		s.shadow.add(ev.ShadowLatency)
+	}
+	if keep {
+		if len(s.samples) < s.maxSamples {
+			s.samples = append(s.samples, sample)
+		} else {
+			s.samples[s.next] = sample
+		}
+		s.next = (s.next + 1) % s.maxSamples
+		s.nSamples = min(s.nSamples+1, s.maxSamples)
+	}
+	return paths
+}
+
+// dedupeLabels removes repeated "other" labels, keeping order.
+func dedupeLabels(labels []string) []string {
+	out := labels[:0]
+	for _, l := range labels {
+		if !slices.Contains(out, l) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func mod(a, n int64) int64 { return ((a % n) + n) % n }
+
+// Snapshot returns the current aggregates.
+func (s *Stats) Snapshot() Snapshot {
+	now := s.now().Unix()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap := Snapshot{Counts: s.total, Since: s.start, FieldsCapped: s.capped}
+	for i := range s.ring {
+		sl := &s.ring[i]
+		age := now - sl.sec
+		if sl.sec == math.MinInt64 || age < 0 {
+			continue
+		}
+		if age < 60 {
+			snap.Counts1m.Match += sl.counts.Match
+			snap.Counts1m.Mismatch += sl.counts.Mismatch
+			snap.Counts1m.Uncomparable += sl.counts.Uncomparable
+		}
+		if age < ringSlots {
+			snap.Counts5m.Match += sl.counts.Match
+			snap.Counts5m.Mismatch += sl.counts.Mismatch
+			snap.Counts5m.Uncomparable += sl.counts.Uncomparable
+		}
+	}
+	snap.MatchRate1m = snap.Counts1m.MatchRate()
+	snap.MatchRate5m = snap.Counts5m.MatchRate()
+	snap.MatchRateTotal = snap.Counts.MatchRate()
+	snap.TopFields = s.topFieldsLocked(TopFieldsInSnapshot)
+	snap.Latency = LatencySnapshot{Primary: s.primary.quantiles(), Shadow: s.shadow.quantiles()}
+	return snap
+}
+
+// TopFields returns up to n fields with the most mismatches, most first
+// (n <= 0: all of them, at most max_fields+1).
+func (s *Stats) TopFields(n int) []FieldCount {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.topFieldsLocked(n)
+}
+
+func (s *Stats) topFieldsLocked(n int) []FieldCount {
+	out := make([]FieldCount, 0, len(s.fields))
+	for f, c := range s.fields {
+		out = append(out, FieldCount{Field: f, Count: c})
+	}
+	slices.SortFunc(out, func(a, b FieldCount) int {
+		switch {
+		case a.Count > b.Count:
+			return -1
+		case a.Count < b.Count:
+			return 1
+		}
+		return strings.Compare(a.Field, b.Field)
+	})
+	if n > 0 && len(out) > n {
+		out = out[:n]
+	}
+	return out
+}
+
+// Samples returns up to limit stored mismatches, newest first (limit <= 0:
+// all). A non-empty field keeps only samples with a difference on that field:
+// a normalized path ("/items/*/id", "status", "header/Etag") or any ignore
+// pattern ("**/id"), matched against each difference path and its ancestors.
+// The returned samples share their Differences with the store; do not
+// modify them.
+func (s *Stats) Samples(limit int, field string) []Sample {
+	var pat *Pattern
+	if strings.HasPrefix(field, "/") || strings.HasPrefix(field, "**") {
+		if p, err := ParsePattern(field); err == nil {
+			p = p.subtree()
+			pat = &p
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Sample
+	for k := 0; k < s.nSamples; k++ {
+		if limit > 0 && len(out) >= limit {
+			break
+		}
+		i := int(mod(int64(s.next-1-k), int64(s.maxSamples)))
+		sm := s.samples[i]
+		if field != "" && !sampleHasField(&sm, field, pat) {
+			continue
+		}
+		out = append(out, sm)
+	}
+	return out
+}
+
+func sampleHasField(sm *Sample, field string, pat *Pattern) bool {
+	for _, d := range sm.Differences {
+		if d.Path == field || NormalizePath(d.Path) == field {
+			return true
+		}
+		if pat != nil && pat.Match(d.Path) {
+			return true
+		}
+	}
+	return false
+}
+
+// redactDifferences copies differences with secret values replaced: the
+// values of Authorization, Proxy-Authorization, Cookie and Set-Cookie
+// headers, and body paths matching a redaction pattern. Compare already
+// redacts inside rendered values; this catches results built elsewhere.
+func redactDifferences(ds []Difference, redact []Pattern) []Difference {
+	out := slices.Clone(ds)
+	for i := range out {
+		d := &out[i]
+		secret := false
+		switch {
+		case strings.HasPrefix(d.Path, HeaderPathPrefix):
+			secret = sensitiveHeader(canonicalHeader(d.Path[len(HeaderPathPrefix):]))
+		case strings.HasPrefix(d.Path, "/"):
+			if segs, err := splitPointer(d.Path); err == nil {
+				secret = redactedSegs(redact, segs)
+			}
+		}
+		if secret {
+			if d.Primary != "" {
+				d.Primary = redactedValue
+			}
+			if d.Shadow != "" {
+				d.Shadow = redactedValue
+			}
+		}
+	}
+	return out
+}
+
+func canonicalHeader(h string) string {
+	for _, n := range [...]string{"Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie"} {
+		if strings.EqualFold(h, n) {
+			return n
+		}
+	}
+	return h
+}
+
+// redactQuery replaces the values of query parameters named like a redacted
+// field (token, password, ...) with [REDACTED]: tokens in URLs are common.
+func redactQuery(uri string, keys []string) string {
+	q := strings.IndexByte(uri, '?')
+	if q < 0 || len(keys) == 0 {
+		return uri
+	}
+	var b strings.Builder
+	changed := false
+	b.WriteString(uri[:q+1])
+	frag := ""
+	query := uri[q+1:]
+	if h := strings.IndexByte(query, '#'); h >= 0 {
+		query, frag = query[:h], query[h:]
+	}
+	for i, part := range strings.Split(query, "&") {
+		if i > 0 {
+			b.WriteByte('&')
+		}
+		name, _, hasValue := strings.Cut(part, "=")
+		secret := false
+		for _, k := range keys {
+			if strings.EqualFold(name, k) {
+				secret = true
+				break
+			}
+		}
+		if secret && hasValue {
+			b.WriteString(name)
+			b.WriteString("=[REDACTED]")
+			changed = true
+			continue
+		}
+		b.WriteString(part)
+	}
+	if !changed {
+		return uri
+	}
+	b.WriteString(frag)
+	return b.String()
+}
+
+// ---- latency histogram ----
+
+const (
+	histMin       = 10 * time.Microsecond
+	histPerDouble = 8
+	histDoublings = 24
+	histBuckets   = histPerDouble*histDoublings + 2 // + underflow + overflow
+)
+
+// histogram has log-spaced buckets: bucket i (1..N) holds latencies in
+// [histMin·2^((i-1)/8), histMin·2^(i/8)); bucket 0 is below histMin, the
+// last is the overflow.
+type histogram struct {
+	counts   [histBuckets]uint64
+	n        uint64
+	min, max time.Duration
+}
+
+func (h *histogram) add(d time.Duration) {
+	if h.n == 0 || d < h.min {
+		h.min = d
+	}
+	if d > h.max {
+		h.max = d
+	}
+	h.n++
+	h.counts[bucketOf(d)]++
+}
+
+func bucketOf(d time.Duration) int {
+	if d < histMin {
+		return 0
+	}
+	i := 1 + int(math.Floor(math.Log2(float64(d)/float64(histMin))*histPerDouble))
+	return min(max(i, 1), histBuckets-1)
+}
+
+// estimate is the geometric middle of bucket i, in seconds.
+func (h *histogram) estimate(i int) float64 {
+	var v float64
+	switch i {
+	case 0:
+		v = h.min.Seconds()
+	case histBuckets - 1:
+		v = h.max.Seconds()
+	default:
+		v = histMin.Seconds() * math.Exp2((float64(i-1)+0.5)/histPerDouble)
+	}
+	return min(max(v, h.min.Seconds()), h.max.Seconds())
+}
+
+// quantile is the nearest-rank quantile: the value at rank ceil(q·n).
+func (h *histogram) quantile(q float64) float64 {
+	if h.n == 0 {
+		return 0
+	}
+	rank := uint64(math.Ceil(q * float64(h.n)))
+	rank = max(rank, 1)
+	var cum uint64
+	for i, c := range h.counts {
+		cum += c
+		if cum >= rank {
+			return h.estimate(i)
+		}
+	}
+	return h.max.Seconds()
+}
+
+func (h *histogram) quantiles() Quantiles {
+	return Quantiles{Count: h.n, P50: h.quantile(0.50), P95: h.quantile(0.95), P99: h.quantile(0.99)}
+}

@@ -1,0 +1,312 @@
+package diff
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeClock is a settable clock for Stats.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func newClock() *fakeClock { return &fakeClock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)} }
+
+func mismatch(paths ...string) Result {
+	r := Result{Outcome: Mismatch, Body: BodyJSON}
+	for _, p := range paths {
+		r.Differences = append(r.Differences, Difference{Path: p, Kind: Changed, Primary: "1", Shadow: "2"})
+	}
+	return r
+}
+
+func rate(p *float64) string {
+	if p == nil {
+		return "nil"
+	}
+	return fmt.Sprintf("%.3f", *p)
+}
+
+func TestStatsWindowsRollOver(t *testing.T) {
+	clk := newClock()
+	s := NewStats(mustRules(t, Spec{}), clk.now)
+	if snap := s.Snapshot(); snap.MatchRate1m != nil || snap.MatchRateTotal != nil {
+		t.Fatalf("empty stats must have no rate: %+v", snap)
+	}
+	// Minute 0: 9 matches, 1 mismatch, 5 uncomparable (which do not count).
+	for i := 0; i < 9; i++ {
+		s.Record(Event{Result: Result{Outcome: Match}})
+	}
+	s.Record(Event{Result: mismatch("/a")})
+	for i := 0; i < 5; i++ {
+		s.Record(Event{Result: Result{Outcome: Uncomparable}})
+	}
+	snap := s.Snapshot()
+	if rate(snap.MatchRate1m) != "0.900" || rate(snap.MatchRate5m) != "0.900" || rate(snap.MatchRateTotal) != "0.900" {
+		t.Errorf("minute 0 rates: 1m=%s 5m=%s total=%s", rate(snap.MatchRate1m), rate(snap.MatchRate5m), rate(snap.MatchRateTotal))
+	}
+	if snap.Counts != (Counts{Match: 9, Mismatch: 1, Uncomparable: 5}) || snap.Counts.Total() != 15 {
+		t.Errorf("counts %+v", snap.Counts)
+	}
+
+	// Minute 2: all mismatches. The 1m window forgets minute 0.
+	clk.advance(2 * time.Minute)
+	for i := 0; i < 10; i++ {
+		s.Record(Event{Result: mismatch("/b")})
+	}
+	snap = s.Snapshot()
+	if rate(snap.MatchRate1m) != "0.000" || rate(snap.MatchRate5m) != "0.450" || rate(snap.MatchRateTotal) != "0.450" {
+		t.Errorf("minute 2 rates: 1m=%s 5m=%s total=%s", rate(snap.MatchRate1m), rate(snap.MatchRate5m), rate(snap.MatchRateTotal))
+	}
+
+	// Just inside and just outside the windows.
+	clk.advance(59 * time.Second)
+	if snap = s.Snapshot(); snap.Counts1m.Mismatch != 10 {
+		t.Errorf("59s later the 1m window should still hold minute 2: %+v", snap.Counts1m)
+	}
+	clk.advance(time.Second)
+	if snap = s.Snapshot(); snap.MatchRate1m != nil || snap.Counts1m.Total() != 0 {
+		t.Errorf("60s later the 1m window should be empty: %+v", snap.Counts1m)
+	}
+
+	// Minute 6: the 5m window has forgotten minute 0 but not minute 2.
+	clk.advance(3 * time.Minute)
+	snap = s.Snapshot()
+	if snap.Counts5m.Match != 0 || snap.Counts5m.Mismatch != 10 || rate(snap.MatchRateTotal) != "0.450" {
+		t.Errorf("minute 6: 5m=%+v total=%s", snap.Counts5m, rate(snap.MatchRateTotal))
+	}
+	// Long after, ring slots are reused without leaking old counts.
+	clk.advance(time.Hour)
+	s.Record(Event{Result: Result{Outcome: Match}})
+	snap = s.Snapshot()
+	if snap.Counts5m != (Counts{Match: 1}) || snap.Counts1m != (Counts{Match: 1}) {
+		t.Errorf("after an hour: 1m=%+v 5m=%+v", snap.Counts1m, snap.Counts5m)
+	}
+	// An event stamped earlier than the ring covers counts in totals only.
+	s.Record(Event{Time: clk.now().Add(-time.Hour), Result: Result{Outcome: Match}})
+	if snap2 := s.Snapshot(); snap2.Counts5m != snap.Counts5m || snap2.Counts.Match != snap.Counts.Match+1 {
+		t.Errorf("old event: %+v %+v", snap2.Counts5m, snap2.Counts)
+	}
+}
+
+func TestStatsFieldCap(t *testing.T) {
+	s := NewStats(mustRules(t, Spec{MaxFields: 3}), newClock().now)
+	got := s.Record(Event{Result: mismatch("/a/0/x", "/a/1/x", "/b", "status")})
+	if !reflect.DeepEqual(got, []string{"/a/*/x", "/b", "status"}) {
+		t.Errorf("labels = %v", got)
+	}
+	got = s.Record(Event{Result: mismatch("/c", "/d", "/b", "header/Etag")})
+	if !reflect.DeepEqual(got, []string{OtherField, "/b"}) {
+		t.Errorf("labels past the cap = %v", got)
+	}
+	top := s.TopFields(0)
+	want := []FieldCount{{"/b", 2}, {"/a/*/x", 1}, {OtherField, 1}, {"status", 1}}
+	if !reflect.DeepEqual(top, want) {
+		t.Errorf("top fields = %v, want %v", top, want)
+	}
+	if snap := s.Snapshot(); !snap.FieldsCapped || len(snap.TopFields) != 4 {
+		t.Errorf("snapshot: %+v", snap)
+	}
+	if len(s.TopFields(2)) != 2 {
+		t.Error("TopFields(2)")
+	}
+	if got := s.Record(Event{Result: Result{Outcome: Match}}); len(got) != 0 {
+		t.Errorf("a match has labels %v", got)
+	}
+}
+
+func TestStatsSamples(t *testing.T) {
+	clk := newClock()
+	s := NewStats(mustRules(t, Spec{Samples: 3, Redact: []string{"/user/ssn"}}), clk.now)
+	for i := 0; i < 5; i++ {
+		clk.advance(time.Second)
+		s.Record(Event{
+			Method: "GET", URI: fmt.Sprintf("/orders/%d?access_token=s3cret&page=2", i), RequestID: fmt.Sprint("req-", i),
+			PrimaryStatus: 200, ShadowStatus: 200,
+			Result: mismatch(fmt.Sprintf("/items/%d/price", i)),
+		})
+		s.Record(Event{Result: Result{Outcome: Match}}) // never stored
+	}
+	all := s.Samples(0, "")
+	if len(all) != 3 {
+		t.Fatalf("stored %d samples, want 3", len(all))
+	}
+	for i, sm := range all {
+		want := fmt.Sprint("req-", 4-i)
+		if sm.RequestID != want {
+			t.Errorf("sample %d is %s, want %s (newest first)", i, sm.RequestID, want)
+		}
+		if !sm.Time.Equal(newClock().t.Add(time.Duration(5-i) * time.Second)) {
+			t.Errorf("sample %d time %v", i, sm.Time)
+		}
+		if strings.Contains(sm.URI, "s3cret") || !strings.Contains(sm.URI, "access_token=[REDACTED]&page=2") {
+			t.Errorf("URI not redacted: %s", sm.URI)
+		}
+	}
+	if got := s.Samples(2, ""); len(got) != 2 || got[0].RequestID != "req-4" {
+		t.Errorf("limit: %+v", got)
+	}
+	if got := s.Samples(0, "/items/*/price"); len(got) != 3 {
+		t.Errorf("filter by normalized field: %d", len(got))
+	}
+	if got := s.Samples(0, "/items/3/price"); len(got) != 1 || got[0].RequestID != "req-3" {
+		t.Errorf("filter by exact path: %+v", got)
+	}
+	if got := s.Samples(0, "**/price"); len(got) != 3 {
+		t.Errorf("filter by pattern: %d", len(got))
+	}
+	if got := s.Samples(0, "/items"); len(got) != 3 {
+		t.Errorf("filter by ancestor pattern: %d", len(got))
+	}
+	if got := s.Samples(0, "/nope"); len(got) != 0 {
+		t.Errorf("filter by unknown field: %d", len(got))
+	}
+
+	// Redaction of differences built outside Compare: secret headers and
+	// configured or default body patterns.
+	s.Record(Event{Result: Result{Outcome: Mismatch, Differences: []Difference{
+		{Path: "header/Authorization", Kind: Changed, Primary: `"Bearer a"`, Shadow: `"Bearer b"`},
+		{Path: "header/cookie", Kind: Added, Shadow: `"sid=1"`},
+		{Path: "/user/ssn", Kind: Changed, Primary: `"123"`, Shadow: `"124"`},
+		{Path: "/auth/Token", Kind: Removed, Primary: `"t"`},
+		{Path: "/user/name", Kind: Changed, Primary: `"a"`, Shadow: `"b"`},
+	}}})
+	got := s.Samples(1, "")[0].Differences
+	want := []Difference{
+		{Path: "header/Authorization", Kind: Changed, Primary: redactedValue, Shadow: redactedValue},
+		{Path: "header/cookie", Kind: Added, Shadow: redactedValue},
+		{Path: "/user/ssn", Kind: Changed, Primary: redactedValue, Shadow: redactedValue},
+		{Path: "/auth/Token", Kind: Removed, Primary: redactedValue},
+		{Path: "/user/name", Kind: Changed, Primary: `"a"`, Shadow: `"b"`},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("redacted:\n got %+v\nwant %+v", got, want)
+	}
+
+	if none := NewStats(mustRules(t, Spec{}), nil); len(none.Samples(10, "")) != 0 {
+		t.Error("fresh stats have samples")
+	}
+}
+
+func TestStatsQuantiles(t *testing.T) {
+	s := NewStats(mustRules(t, Spec{}), newClock().now)
+	rng := rand.New(rand.NewPCG(7, 8))
+	var primary, shadow []time.Duration
+	for i := 0; i < 20000; i++ {
+		// Log-normal-ish latencies from ~50µs to ~2s.
+		p := time.Duration(math.Exp(rng.NormFloat64()*1.5+math.Log(5e6))) + 20*time.Microsecond
+		sh := p * 3 / 2
+		primary = append(primary, p)
+		shadow = append(shadow, sh)
+		s.Record(Event{PrimaryLatency: p, ShadowLatency: sh, Result: Result{Outcome: Match}})
+	}
+	snap := s.Snapshot()
+	check := func(name string, got Quantiles, samples []time.Duration) {
+		slices.Sort(samples)
+		if got.Count != uint64(len(samples)) {
+			t.Errorf("%s count %d", name, got.Count)
+		}
+		for _, q := range []struct {
+			q   float64
+			got float64
+		}{{0.50, got.P50}, {0.95, got.P95}, {0.99, got.P99}} {
+			exact := samples[int(math.Ceil(q.q*float64(len(samples))))-1].Seconds()
+			if rel := math.Abs(q.got-exact) / exact; rel > 0.045 {
+				t.Errorf("%s p%v = %v, exact %v: error %.2f%% exceeds 4.5%%", name, q.q*100, q.got, exact, rel*100)
+			}
+		}
+	}
+	check("primary", snap.Latency.Primary, primary)
+	check("shadow", snap.Latency.Shadow, shadow)
+
+	// Out of range values are clamped to what was seen.
+	h := &histogram{}
+	h.add(time.Microsecond)
+	h.add(time.Hour)
+	if h.quantile(0.01) != time.Microsecond.Seconds() || h.quantile(1) != time.Hour.Seconds() {
+		t.Errorf("clamping: %v %v", h.quantile(0.01), h.quantile(1))
+	}
+}
+
+func TestSnapshotJSONShape(t *testing.T) {
+	clk := newClock()
+	s := NewStats(mustRules(t, Spec{}), clk.now)
+	s.Record(Event{PrimaryLatency: 10 * time.Millisecond, ShadowLatency: 20 * time.Millisecond, Result: mismatch("/a")})
+	s.Record(Event{Result: Result{Outcome: Match}})
+	raw, err := json.Marshal(s.Snapshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"match_rate_1m", "match_rate_5m", "match_rate_total", "counts", "counts_1m", "counts_5m", "top_fields", "fields_capped", "latency", "since"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("snapshot JSON lacks %q: %s", k, raw)
+		}
+	}
+	lat := m["latency"].(map[string]any)
+	p50 := lat["shadow"].(map[string]any)["p50"].(float64)
+	if p50 < 0.019 || p50 > 0.021 {
+		t.Errorf("shadow p50 in seconds = %v: %s", p50, raw)
+	}
+	if m["match_rate_total"].(float64) != 0.5 {
+		t.Errorf("match_rate_total: %s", raw)
+	}
+
+	sm, err := json.Marshal(s.Samples(1, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `[{"time":"2025-03-01T12:00:00Z","method":"","uri":"","primary_status":0,"shadow_status":0,"differences":[{"path":"/a","kind":"changed","primary":"1","shadow":"2"}]}]`
+	if string(sm) != want {
+		t.Errorf("samples JSON:\n got %s\nwant %s", sm, want)
+	}
+}
+
+func TestStatsConcurrent(t *testing.T) {
+	clk := newClock()
+	s := NewStats(mustRules(t, Spec{Samples: 10, MaxFields: 5}), clk.now)
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 1000; i++ {
+				s.Record(Event{PrimaryLatency: time.Millisecond, Result: mismatch(fmt.Sprintf("/f%d", i%10))})
+				if i%100 == 0 {
+					clk.advance(time.Second)
+					_ = s.Snapshot()
+					_ = s.Samples(5, "/f1")
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	snap := s.Snapshot()
+	if snap.Counts.Mismatch != 4000 || len(s.Samples(0, "")) != 10 || len(snap.TopFields) != 6 {
+		t.Errorf("after concurrent use: counts %+v, %d samples, %d fields", snap.Counts, len(s.Samples(0, "")), len(snap.TopFields))
+	}
+}
