@@ -23,6 +23,8 @@ run: build
 test:
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	@# Allocation pins only mean something without the race detector.
+	$(GO) test -count=1 -run 'Allocs' $(PKGS)
 
 test-short:
 	$(GO) test -count=1 $(PKGS)

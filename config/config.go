@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shadowproxy/shadowproxy/cfgtypes"
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 // Defaults for optional settings; the README's configuration reference lists
@@ -119,6 +120,10 @@ type Route struct {
 	Match Match `yaml:"match"`
 	// Upstream is the stable upstream's name.
 	Upstream string `yaml:"upstream"`
+	// Split sends a sticky share of users, or cohorts, to a canary.
+	Split *splitter.Spec `yaml:"split"`
+	// Shadow mirrors a sample of requests to shadow upstreams.
+	Shadow *Shadow `yaml:"shadow"`
 }
 
 // Match selects requests by host, path prefix and method; all given parts
@@ -171,6 +176,12 @@ func (c *Config) ApplyDefaults() {
 		r := &c.Routes[i]
 		for j, m := range r.Match.Methods {
 			r.Match.Methods[j] = upperASCII(m)
+		}
+		if r.Split != nil && r.Split.Salt == "" {
+			r.Split.Salt = r.Name
+		}
+		if r.Shadow != nil {
+			r.Shadow.applyDefaults(r.Name)
 		}
 	}
 }

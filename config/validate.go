@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/shadowproxy/shadowproxy/cfgtypes"
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
@@ -92,6 +93,11 @@ func (c *Config) Warnings() []string {
 		w = append(w, fmt.Sprintf("admin_listen %s is not loopback and admin.token is empty: mutating admin endpoints will refuse every request until a token is set", c.AdminListen))
 	}
 	for i, r := range c.Routes {
+		if r.Shadow != nil {
+			if unsafe := r.Shadow.UnsafeMethods(); len(unsafe) > 0 {
+				w = append(w, fmt.Sprintf("routes[%d] (%s) mirrors non-safe methods %s: shadow upstreams must not have side effects (use a shadow database, or strip credentials)", i, r.Name, strings.Join(unsafe, ", ")))
+			}
+		}
 		if r.Match.isCatchAll() && i < len(c.Routes)-1 {
 			w = append(w, fmt.Sprintf("routes[%d] (%s) matches every request, so the %d route(s) after it are never used", i, r.Name, len(c.Routes)-1-i))
 		}
@@ -102,7 +108,16 @@ func (c *Config) Warnings() []string {
 type upstreamRef struct{ path, name string }
 
 func (r *Route) upstreamRefs() []upstreamRef {
-	return []upstreamRef{{"upstream", r.Upstream}}
+	refs := []upstreamRef{{"upstream", r.Upstream}}
+	if r.Split != nil {
+		for _, ref := range r.Split.UpstreamRefs() {
+			refs = append(refs, upstreamRef{cfgtypes.JoinPath("split", ref.Path), ref.Name})
+		}
+	}
+	if r.Shadow != nil {
+		refs = append(refs, r.Shadow.upstreamRefs()...)
+	}
+	return refs
 }
 
 func (c *Config) checkUpstreamRef(path, name string) []error {
@@ -208,6 +223,18 @@ func (r *Route) validate(p string) []error {
 	}
 	if h := r.Match.Host; h != "" && (strings.ContainsAny(h, "/ :") || strings.Count(h, "*") > 1 || strings.Contains(h, "*") && !strings.HasPrefix(h, "*.")) {
 		add("match.host", "invalid host %q: give a host name without port or scheme, optionally starting with *. for subdomains", h)
+	}
+	if r.Split != nil {
+		splitErrs := cfgtypes.Prefix("split", r.Split.Validate())
+		errs = append(errs, cfgtypes.Prefix(p, splitErrs)...)
+		if len(splitErrs) == 0 && r.Upstream != "" {
+			if _, err := splitter.Compile(*r.Split, r.Name, r.Upstream, nil); err != nil {
+				add("split", "%v", err)
+			}
+		}
+	}
+	if r.Shadow != nil {
+		errs = append(errs, cfgtypes.Prefix(p+".shadow", r.Shadow.validate())...)
 	}
 	seen := map[string]bool{}
 	for i, m := range r.Match.Methods {

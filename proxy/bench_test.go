@@ -90,24 +90,3 @@ func benchPrimary(b *testing.B, cfgText string, prepare func(*fasthttp.Request))
 func BenchmarkPrimaryPath(b *testing.B) {
 	benchPrimary(b, simpleConfig(startFastUpstream(b), ""), nil)
 }
-
-// TestPrimaryPathAllocs pins the proxy's own request path at zero
-// allocations in steady state.
-func TestPrimaryPathAllocs(t *testing.T) {
-	client, _ := benchProxy(t, simpleConfig(startFastUpstream(t), ""))
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	do := func() {
-		req.Reset()
-		req.SetRequestURI("http://proxy/api/items?page=2")
-		req.Header.Set("X-Forwarded-For", "10.0.0.1")
-		if err := client.Do(req, resp); err != nil || resp.StatusCode() != 200 {
-			t.Fatalf("%v %d", err, resp.StatusCode())
-		}
-	}
-	for i := 0; i < 200; i++ { // warm pools, buffers and metric children
-		do()
-	}
-	if n := testing.AllocsPerRun(500, do); n > 0.5 {
-		t.Errorf("primary path allocates %.2f times per request; want 0", n)
-	}
-}

@@ -56,6 +56,7 @@ type testProxy struct {
 	Srv  *Server
 	Met  *metrics.Metrics
 	Logs *observer.ObservedLogs
+	stop func()
 }
 
 // startProxy loads yamlText (with %s placeholders already filled) and serves

@@ -25,18 +25,25 @@ import (
 
 	"github.com/shadowproxy/shadowproxy/config"
 	"github.com/shadowproxy/shadowproxy/metrics"
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 // Options are the collaborators of a Server.
 type Options struct {
 	Logger  *zap.Logger
 	Metrics *metrics.Metrics
+	// Comparer receives mirrored exchanges; nil only counts shadow outcomes.
+	Comparer Comparer
+	// Observers returns the observer of a route's primary requests (the
+	// rollout recorder), or nil. Called when a snapshot is built.
+	Observers func(route string) RequestObserver
 }
 
 // Server is the proxy listener. Create it with New, start it with Serve.
 type Server struct {
 	log      *zap.Logger
 	metrics  *metrics.Metrics
+	deps     buildDeps
 	snap     atomic.Pointer[Snapshot]
 	srv      *fasthttp.Server
 	draining atomic.Bool
@@ -54,8 +61,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, errors.New("proxy: Options.Metrics is required")
 	}
 	s := &Server{log: opts.Logger, metrics: opts.Metrics}
+	s.deps = buildDeps{metrics: opts.Metrics, log: opts.Logger, comparer: opts.Comparer, observers: opts.Observers}
 	s.scratch.New = func() any { return &headerScratch{} }
-	snap, err := buildSnapshot(cfg, nil, s.metrics)
+	snap, err := buildSnapshot(cfg, nil, s.deps)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +110,10 @@ func (s *Server) Ready() bool { return s.serving.Load() && !s.draining.Load() }
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	err := s.srv.ShutdownWithContext(ctx)
-	s.snap.Load().closeUnused(nil)
+	snap := s.snap.Load()
+	snap.closeMirrors()
+	snap.waitMirrors(ctx)
+	snap.closeUnused(nil)
 	return err
 }
 
@@ -112,11 +123,12 @@ func (s *Server) Reload(cfg *config.Config) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	prev := s.snap.Load()
-	next, err := buildSnapshot(cfg, prev, s.metrics)
+	next, err := buildSnapshot(cfg, prev, s.deps)
 	if err != nil {
 		return err
 	}
 	s.snap.Store(next)
+	prev.closeMirrors()
 	prev.closeUnused(next)
 	return nil
 }
@@ -130,8 +142,25 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusNotFound, "no route matches this request")
 		return
 	}
-	t := r.targets[0]
-	s.forward(ctx, r, t, start)
+	t, cohort := r.targets[0], CohortControl
+	if r.split != nil {
+		d := r.split.Decide(&ctx.Request, ctx.RemoteIP())
+		t = r.targets[d.Target]
+		r.splitCounters[d.Target][d.Reason].Inc()
+		switch {
+		case d.Reason == splitter.ReasonCohort || d.Reason == splitter.ReasonForced:
+			cohort = CohortExcluded
+		case d.Target != 0:
+			cohort = CohortCanary
+		}
+	}
+	status, upErr := s.forward(ctx, r, t, start)
+	if r.splitHeader != "" {
+		ctx.Response.Header.Set(r.splitHeader, t.up.Name)
+	}
+	if r.observer != nil {
+		r.observer.ObserveRequest(cohort, status, upErr, time.Since(start))
+	}
 }
 
 // forward sends the request to t's upstream and writes its response, or a
@@ -143,6 +172,12 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 	clientClose := sc.removeRequestHopByHop(&req.Header)
 	sc.appendForwarded(ctx)
 	up := t.up
+	var job *mirrorJob
+	if r.mirror != nil {
+		// Copied before any upstream-specific change (Host rewrite), so each
+		// shadow target applies its own.
+		job = r.mirror.offer(ctx, up, start)
+	}
 	if up.rewriteHost {
 		// fasthttp writes Host from the parsed URI, so both must change.
 		req.Header.SetHost(up.hostHeader)
@@ -152,6 +187,9 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 
 	err := up.primary.Do(req, resp)
 	elapsed := time.Since(start)
+	if job != nil {
+		job.deliverPrimary(resp, err, elapsed)
+	}
 	if clientClose {
 		req.Header.SetConnectionClose()
 	}

@@ -2,14 +2,20 @@ package proxy
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
 
+	"github.com/shadowproxy/shadowproxy/cfgtypes"
 	"github.com/shadowproxy/shadowproxy/config"
 	"github.com/shadowproxy/shadowproxy/metrics"
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 // Snapshot is the immutable runtime form of one configuration: compiled
@@ -38,8 +44,72 @@ type Route struct {
 	methods      [][]byte
 
 	// targets[0] is the stable upstream; a splitter adds the canary and
-	// cohort targets after it.
+	// cohort targets after it, in the order of splitter.Targets.
 	targets []*target
+
+	split         *splitter.Splitter
+	splitCounters [][]prometheus.Counter // [target][reason]
+	splitPercent  prometheus.Gauge
+	splitHeader   string
+	mirror        *mirror
+	observer      RequestObserver
+}
+
+// Cohort says which side of a canary comparison a request belongs to.
+type Cohort uint8
+
+// Cohorts. Requests routed by a cohort rule or a force header are test
+// traffic: they are reported apart and kept out of canary-vs-control
+// statistics so that they can neither promote nor roll back a release.
+const (
+	CohortControl Cohort = iota
+	CohortCanary
+	CohortExcluded
+)
+
+// RequestObserver receives every primary request's outcome of a route, on
+// the request path: implementations must be cheap and must not block.
+type RequestObserver interface {
+	ObserveRequest(c Cohort, status int, upstreamErr bool, latency time.Duration)
+}
+
+// SetCanaryPercent changes the route's canary share; the rollout controller
+// calls it. Safe for concurrent use with requests.
+func (r *Route) SetCanaryPercent(bp cfgtypes.BasisPoints) {
+	if r.split == nil {
+		return
+	}
+	r.split.SetPercent(bp)
+	r.splitPercent.Set(bp.Percent())
+}
+
+// SetHalted sends every request of the route to stable (cohort rules
+// included) while halted; a rollback sets it.
+func (r *Route) SetHalted(halted bool) {
+	if r.split != nil {
+		r.split.SetHalted(halted)
+	}
+}
+
+// CanaryPercent is the current canary share (0 without a split).
+func (r *Route) CanaryPercent() cfgtypes.BasisPoints {
+	if r.split == nil {
+		return 0
+	}
+	return r.split.Percent()
+}
+
+// HasSplit reports whether the route splits traffic.
+func (r *Route) HasSplit() bool { return r.split != nil }
+
+// Targets names the route's upstreams: stable first, then canary and cohort
+// targets.
+func (r *Route) Targets() []string {
+	names := make([]string, len(r.targets))
+	for i, t := range r.targets {
+		names[i] = t.up.Name
+	}
+	return names
 }
 
 // target is an upstream as seen from one route, with its metric children
@@ -51,10 +121,28 @@ type target struct {
 	errors   [numReasons]prometheus.Counter
 }
 
+// buildDeps are what compiling a snapshot needs besides the config.
+type buildDeps struct {
+	metrics   *metrics.Metrics
+	log       *zap.Logger
+	comparer  Comparer
+	observers func(route string) RequestObserver
+}
+
 // buildSnapshot compiles cfg. Upstreams whose settings did not change are
 // taken over from prev (nil on first start) so a reload does not reconnect.
-func buildSnapshot(cfg *config.Config, prev *Snapshot, m *metrics.Metrics) (*Snapshot, error) {
-	s := &Snapshot{Config: cfg, upstreams: make(map[string]*Upstream, len(cfg.Upstreams))}
+func buildSnapshot(cfg *config.Config, prev *Snapshot, d buildDeps) (s *Snapshot, err error) {
+	s = &Snapshot{Config: cfg, upstreams: make(map[string]*Upstream, len(cfg.Upstreams))}
+	defer func() {
+		if err != nil {
+			s.closeMirrors()
+			s.closeUnused(prev)
+		}
+	}()
+	tp, tpErrs := splitter.ParseTrustedProxies(cfg.TrustedProxies)
+	if len(tpErrs) > 0 {
+		return nil, fmt.Errorf("trusted_proxies: %w", errors.Join(tpErrs...))
+	}
 	for _, uc := range cfg.Upstreams {
 		if prev != nil {
 			if old := prev.upstreams[uc.Name]; old != nil && old.sameConfig(uc) {
@@ -80,10 +168,84 @@ func buildSnapshot(cfg *config.Config, prev *Snapshot, m *metrics.Metrics) (*Sna
 		for _, meth := range rc.Match.Methods {
 			r.methods = append(r.methods, []byte(meth))
 		}
-		r.targets = append(r.targets, newTarget(m, rc.Name, s.upstreams[rc.Upstream]))
+		if err := s.compileRoute(r, rc, tp, d); err != nil {
+			return s, fmt.Errorf("route %q: %w", rc.Name, err)
+		}
 		s.routes = append(s.routes, r)
 	}
 	return s, nil
+}
+
+func (s *Snapshot) compileRoute(r *Route, rc config.Route, tp *splitter.TrustedProxies, d buildDeps) error {
+	m := d.metrics
+	if rc.Split == nil {
+		r.targets = append(r.targets, newTarget(m, rc.Name, s.upstreams[rc.Upstream]))
+	} else {
+		sp, err := splitter.Compile(*rc.Split, rc.Name, rc.Upstream, tp)
+		if err != nil {
+			return fmt.Errorf("split: %w", err)
+		}
+		r.split = sp
+		r.splitHeader = sp.ResponseHeader()
+		r.splitPercent = m.SplitPercent.WithLabelValues(rc.Name)
+		r.splitPercent.Set(sp.Percent().Percent())
+		reasons := splitter.Reasons()
+		for _, name := range sp.Targets() {
+			up := s.upstreams[name]
+			if up == nil {
+				return fmt.Errorf("split target %q is not an upstream", name)
+			}
+			r.targets = append(r.targets, newTarget(m, rc.Name, up))
+			counters := make([]prometheus.Counter, len(reasons))
+			for _, reason := range reasons {
+				counters[reason] = m.SplitDecisions.WithLabelValues(rc.Name, name, reason.String())
+			}
+			r.splitCounters = append(r.splitCounters, counters)
+		}
+	}
+	if rc.Shadow != nil {
+		splitKey := ""
+		if rc.Split != nil {
+			splitKey = rc.Split.Key
+		}
+		mi, err := newMirror(rc.Name, rc.Shadow, splitKey, s, tp, m, d.log, d.comparer)
+		if err != nil {
+			return fmt.Errorf("shadow: %w", err)
+		}
+		r.mirror = mi
+	}
+	if d.observers != nil {
+		r.observer = d.observers(rc.Name)
+	}
+	return nil
+}
+
+// waitMirrors waits until the mirror workers have ended (each finishes the
+// shadow request it is sending, bounded by the shadow timeout) or ctx ends.
+func (s *Snapshot) waitMirrors(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		for _, r := range s.routes {
+			if r.mirror != nil {
+				r.mirror.wait()
+			}
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// closeMirrors stops the mirror workers of every route; requests still
+// running on this snapshot then skip mirroring.
+func (s *Snapshot) closeMirrors() {
+	for _, r := range s.routes {
+		if r.mirror != nil {
+			r.mirror.close()
+		}
+	}
 }
 
 func newTarget(m *metrics.Metrics, route string, up *Upstream) *target {
@@ -101,7 +263,20 @@ func newTarget(m *metrics.Metrics, route string, up *Upstream) *target {
 // shadowPoolSize is the connection bound of an upstream's shadow pool: the
 // sum of the worker bounds of the routes that mirror to it.
 func shadowPoolSize(cfg *config.Config, upstream string) int {
-	return 64
+	n := 0
+	for _, r := range cfg.Routes {
+		if r.Shadow == nil {
+			continue
+		}
+		uses := r.Shadow.Compare != nil && r.Shadow.Compare.Secondary == upstream
+		for _, t := range r.Shadow.Targets {
+			uses = uses || t.Name == upstream
+		}
+		if uses {
+			n += r.Shadow.Workers
+		}
+	}
+	return n
 }
 
 // closeUnused releases the pools of upstreams in s that next does not use.

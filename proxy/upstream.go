@@ -53,8 +53,15 @@ func newUpstream(u config.Upstream, shadowConns int) (*Upstream, error) {
 
 func (up *Upstream) newClient(maxConns int, isTLS bool) *fasthttp.HostClient {
 	u := up.cfg
-	dialer := &fasthttp.TCPDialer{Concurrency: 0}
 	connectTimeout := u.ConnectTimeout.D()
+	dial := (&fasthttp.TCPDialer{}).DialTimeout
+	if host, _, err := net.SplitHostPort(up.Addr); err == nil && net.ParseIP(host) != nil {
+		// An address needs no DNS cache (whose cleaner goroutine outlives
+		// the pool by a minute); a plain dialer is enough.
+		dial = func(addr string, timeout time.Duration) (net.Conn, error) {
+			return (&net.Dialer{Timeout: timeout}).Dial("tcp", addr)
+		}
+	}
 	c := &fasthttp.HostClient{
 		Addr:     up.Addr,
 		Name:     "shadowproxy",
@@ -73,7 +80,7 @@ func (up *Upstream) newClient(maxConns int, isTLS bool) *fasthttp.HostClient {
 		MaxIdemponentCallAttempts:     2,
 		RetryIfErr:                    retryOnStaleConnection,
 		Dial: func(addr string) (net.Conn, error) {
-			return dialer.DialTimeout(addr, connectTimeout)
+			return dial(addr, connectTimeout)
 		},
 	}
 	if isTLS {

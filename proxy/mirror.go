@@ -1,0 +1,471 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"github.com/shadowproxy/shadowproxy/cfgtypes"
+	"github.com/shadowproxy/shadowproxy/config"
+	"github.com/shadowproxy/shadowproxy/diff"
+	"github.com/shadowproxy/shadowproxy/metrics"
+	"github.com/shadowproxy/shadowproxy/splitter"
+)
+
+// Comparer receives every finished mirror exchange, on a comparison
+// goroutine, never on the request path. It must not keep ex, or anything in
+// it, after returning: the exchange's buffers are reused.
+type Comparer interface {
+	Compare(ex *Exchange)
+}
+
+// Exchange is one mirrored request: the primary's captured answer and each
+// shadow's, ready for comparison.
+type Exchange struct {
+	Route     string
+	Method    string
+	URI       string
+	RequestID string
+	Time      time.Time
+	// Primary is the response the client got (or the error instead).
+	Primary        diff.Capture
+	PrimaryLatency time.Duration
+	// Secondary is the answer of compare.secondary (same version as the
+	// primary), or nil when none is configured.
+	Secondary *ShadowResult
+	// Shadows holds one result per shadow target, in configuration order.
+	Shadows []ShadowResult
+}
+
+// ShadowResult is one target's answer to a mirrored request.
+type ShadowResult struct {
+	Target  string
+	Outcome Outcome
+	Latency time.Duration
+	Capture diff.Capture
+}
+
+// Outcome is how a shadow request ended.
+type Outcome uint8
+
+// Shadow outcomes, the values of the outcome label.
+const (
+	OutcomeOK Outcome = iota
+	OutcomeDropped
+	OutcomeError
+	OutcomeTimeout
+	// OutcomeSkipped: not sent because the primary already went to this
+	// upstream (a canary request shadowed to the canary).
+	OutcomeSkipped
+	numOutcomes
+)
+
+var outcomeNames = [numOutcomes]string{"ok", "dropped", "error", "timeout", "skipped"}
+
+// String returns the label value.
+func (o Outcome) String() string { return outcomeNames[o] }
+
+// compareWorkers is how many goroutines per route run comparisons; diffs are
+// CPU-bound, so more than the core count only adds contention.
+const compareWorkers = 2
+
+// mirror owns one route's shadow traffic: sampling, the bounded queue, the
+// workers bounding shadow requests in flight, and the hand-off to the
+// comparison stage.
+type mirror struct {
+	route    string
+	log      *zap.Logger
+	sampler  *splitter.Sampler
+	methods  [][]byte
+	maxBody  int
+	timeout  time.Duration
+	targets  []*shadowTarget // shadow targets, then the secondary if any
+	nShadows int             // targets[:nShadows] are shadows
+	comparer Comparer
+
+	queue    chan *mirrorJob
+	compareQ chan *mirrorJob
+	jobs     sync.Pool
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+	closed   atomic.Bool
+
+	queueDepth     prometheus.Gauge
+	skippedMethod  prometheus.Counter
+	skippedBody    prometheus.Counter
+	skippedCompare prometheus.Counter
+}
+
+// shadowTarget is a shadow upstream with its request changes and metrics.
+type shadowTarget struct {
+	name      string
+	up        *Upstream
+	set       [][2]string
+	remove    []string
+	host      string
+	outcomes  [numOutcomes]prometheus.Counter
+	duration  prometheus.Observer
+	inflight  prometheus.Gauge
+	secondary bool
+}
+
+// mirrorJob carries one mirrored request through the stages. refs counts the
+// two parties that must finish before comparison: the request goroutine
+// (delivering the primary capture) and the shadow worker.
+type mirrorJob struct {
+	m    *mirror
+	refs atomic.Int32
+	req  fasthttp.Request
+	peer net.IP
+	// primaryUp is the upstream that served the primary; a shadow target on
+	// the same upstream is skipped.
+	primaryUp *Upstream
+	start     time.Time
+
+	primaryStatus  int
+	primaryHead    []byte
+	primaryBody    []byte
+	primaryTrunc   bool
+	primaryErr     error
+	primaryLatency time.Duration
+
+	results []jobResult
+	ex      Exchange
+}
+
+type jobResult struct {
+	outcome Outcome
+	latency time.Duration
+	status  int
+	head    []byte
+	body    []byte
+	trunc   bool
+	err     error
+}
+
+func newMirror(route string, sc *config.Shadow, splitKey string, snap *Snapshot, tp *splitter.TrustedProxies,
+	m *metrics.Metrics, log *zap.Logger, comparer Comparer) (*mirror, error) {
+	mi := &mirror{
+		route:          route,
+		log:            log,
+		maxBody:        int(sc.MaxBody),
+		timeout:        sc.Timeout.D(),
+		comparer:       comparer,
+		queue:          make(chan *mirrorJob, sc.QueueSize),
+		compareQ:       make(chan *mirrorJob, sc.QueueSize),
+		stop:           make(chan struct{}),
+		queueDepth:     m.ShadowQueue.WithLabelValues(route),
+		skippedMethod:  m.ShadowSkipped.WithLabelValues(route, "method"),
+		skippedBody:    m.ShadowSkipped.WithLabelValues(route, "body_too_large"),
+		skippedCompare: m.ShadowSkipped.WithLabelValues(route, "compare_queue_full"),
+	}
+	keyText := sc.Key
+	if keyText == "" {
+		keyText = splitKey
+	}
+	var key *splitter.KeySource
+	if keyText != "" {
+		k, err := splitter.ParseKeySource(keyText)
+		if err != nil {
+			return nil, err
+		}
+		key = &k
+	}
+	mi.sampler = splitter.NewSampler(key, sc.Salt, cfgtypes.BasisPoints(*sc.Percent), tp)
+	for _, meth := range sc.Methods {
+		mi.methods = append(mi.methods, []byte(meth))
+	}
+	for _, tc := range sc.Targets {
+		mi.targets = append(mi.targets, newShadowTarget(route, tc, snap.upstreams[tc.Name], m, false))
+	}
+	mi.nShadows = len(mi.targets)
+	if sec := sc.Compare.Secondary; sec != "" {
+		mi.targets = append(mi.targets, newShadowTarget(route, config.ShadowTarget{Name: sec}, snap.upstreams[sec], m, true))
+	}
+	mi.jobs.New = func() any { return &mirrorJob{m: mi, results: make([]jobResult, len(mi.targets))} }
+	for i := 0; i < sc.Workers; i++ {
+		mi.wg.Add(1)
+		go mi.worker()
+	}
+	for i := 0; i < compareWorkers; i++ {
+		mi.wg.Add(1)
+		go mi.comparer_()
+	}
+	return mi, nil
+}
+
+func newShadowTarget(route string, tc config.ShadowTarget, up *Upstream, m *metrics.Metrics, secondary bool) *shadowTarget {
+	label := tc.Name
+	if secondary {
+		label = tc.Name + " (secondary)"
+	}
+	t := &shadowTarget{
+		name:      tc.Name,
+		up:        up,
+		host:      tc.Host,
+		duration:  m.ShadowDuration.WithLabelValues(route, label),
+		inflight:  m.ShadowInflight.WithLabelValues(route, label),
+		secondary: secondary,
+	}
+	for name, v := range tc.Headers.Set {
+		t.set = append(t.set, [2]string{name, v})
+	}
+	t.remove = append(t.remove, tc.Headers.Remove...)
+	for o := Outcome(0); o < numOutcomes; o++ {
+		t.outcomes[o] = m.ShadowRequests.WithLabelValues(route, label, o.String())
+	}
+	return t
+}
+
+// offer copies the request into a mirror job and enqueues it without
+// blocking. It returns nil when the request is not mirrored. The request
+// must already have had its hop-by-hop fields removed.
+func (mi *mirror) offer(ctx *fasthttp.RequestCtx, primaryUp *Upstream, start time.Time) *mirrorJob {
+	if !mi.methodMirrored(ctx.Method()) {
+		mi.skippedMethod.Inc()
+		return nil
+	}
+	if !mi.sampler.Sample(&ctx.Request, ctx.RemoteIP()) {
+		return nil
+	}
+	if len(ctx.Request.Body()) > mi.maxBody {
+		mi.skippedBody.Inc()
+		return nil
+	}
+	if mi.closed.Load() {
+		return nil
+	}
+	j := mi.jobs.Get().(*mirrorJob)
+	ctx.Request.CopyTo(&j.req)
+	j.peer = append(j.peer[:0], ctx.RemoteIP()...)
+	j.primaryUp = primaryUp
+	j.start = start
+	j.refs.Store(2)
+	select {
+	case mi.queue <- j:
+		mi.queueDepth.Set(float64(len(mi.queue)))
+		return j
+	default:
+		for _, t := range mi.targets {
+			t.outcomes[OutcomeDropped].Inc()
+		}
+		mi.recycle(j)
+		return nil
+	}
+}
+
+func (mi *mirror) methodMirrored(method []byte) bool {
+	for _, m := range mi.methods {
+		if bytes.Equal(m, method) {
+			return true
+		}
+	}
+	return false
+}
+
+// deliverPrimary copies the primary's answer into the job (never keeping a
+// reference to fasthttp's buffers, which the server reuses) and releases
+// the request goroutine's hold on it.
+func (j *mirrorJob) deliverPrimary(resp *fasthttp.Response, err error, latency time.Duration) {
+	j.primaryLatency = latency
+	j.primaryErr = err
+	if err == nil {
+		j.primaryStatus = resp.StatusCode()
+		j.primaryHead = append(j.primaryHead[:0], resp.Header.Header()...)
+		j.primaryBody, j.primaryTrunc = appendCapped(j.primaryBody[:0], resp.Body(), j.m.maxBody)
+	}
+	j.release()
+}
+
+func appendCapped(dst, src []byte, limit int) ([]byte, bool) {
+	if len(src) > limit {
+		return append(dst, src[:limit]...), true
+	}
+	return append(dst, src...), false
+}
+
+// release drops one hold; the last holder hands the job to comparison.
+func (j *mirrorJob) release() {
+	if j.refs.Add(-1) != 0 {
+		return
+	}
+	mi := j.m
+	if mi.comparer == nil {
+		mi.recycle(j)
+		return
+	}
+	select {
+	case mi.compareQ <- j:
+	default:
+		mi.skippedCompare.Inc()
+		mi.recycle(j)
+	}
+}
+
+func (mi *mirror) recycle(j *mirrorJob) {
+	j.req.Reset()
+	j.primaryErr = nil
+	j.primaryUp = nil
+	for i := range j.results {
+		j.results[i].err = nil
+	}
+	j.ex = Exchange{Shadows: j.ex.Shadows[:0]}
+	mi.jobs.Put(j)
+}
+
+func (mi *mirror) worker() {
+	defer mi.wg.Done()
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	for {
+		select {
+		case <-mi.stop:
+			return
+		case j := <-mi.queue:
+			mi.queueDepth.Set(float64(len(mi.queue)))
+			for i, t := range mi.targets {
+				mi.send(j, t, &j.results[i], req, resp)
+			}
+			j.release()
+		}
+	}
+}
+
+// send performs one shadow request and captures its answer into r.
+func (mi *mirror) send(j *mirrorJob, t *shadowTarget, r *jobResult, req *fasthttp.Request, resp *fasthttp.Response) {
+	r.err, r.status, r.trunc = nil, 0, false
+	r.head, r.body = r.head[:0], r.body[:0]
+	if t.up == j.primaryUp && !t.secondary {
+		r.outcome = OutcomeSkipped
+		t.outcomes[OutcomeSkipped].Inc()
+		return
+	}
+	j.req.CopyTo(req)
+	req.Header.Set(config.DefaultShadowMarker, "1")
+	for _, name := range t.remove {
+		req.Header.Del(name)
+	}
+	for _, kv := range t.set {
+		req.Header.Set(kv[0], kv[1])
+	}
+	switch {
+	case t.host != "":
+		req.Header.SetHost(t.host)
+		req.URI().SetHost(t.host)
+	case t.up.rewriteHost:
+		req.Header.SetHost(t.up.hostHeader)
+		req.URI().SetHost(t.up.hostHeader)
+	}
+	req.SetTimeout(mi.timeout)
+	resp.Reset()
+	t.inflight.Inc()
+	t0 := time.Now()
+	err := t.up.shadow.Do(req, resp)
+	r.latency = time.Since(t0)
+	t.inflight.Dec()
+	t.duration.Observe(r.latency.Seconds())
+	if err != nil {
+		reason, _ := classify(err)
+		r.outcome = OutcomeError
+		if reason == ReasonTimeout {
+			r.outcome = OutcomeTimeout
+		}
+		r.err = err
+		t.outcomes[r.outcome].Inc()
+		mi.log.Debug("shadow request failed", zap.String("route", mi.route), zap.String("target", t.name),
+			zap.String("outcome", r.outcome.String()), zap.Error(err))
+		return
+	}
+	r.outcome = OutcomeOK
+	t.outcomes[OutcomeOK].Inc()
+	r.status = resp.StatusCode()
+	r.head = append(r.head, resp.Header.Header()...)
+	r.body, r.trunc = appendCapped(r.body, resp.Body(), mi.maxBody)
+}
+
+// comparer_ turns finished jobs into Exchanges and hands them to the
+// Comparer, off the request path.
+func (mi *mirror) comparer_() {
+	defer mi.wg.Done()
+	for {
+		select {
+		case <-mi.stop:
+			return
+		case j := <-mi.compareQ:
+			mi.compare(j)
+			mi.recycle(j)
+		}
+	}
+}
+
+func (mi *mirror) compare(j *mirrorJob) {
+	ex := &j.ex
+	ex.Route = mi.route
+	ex.Method = string(j.req.Header.Method())
+	ex.URI = string(j.req.Header.RequestURI())
+	ex.RequestID = string(j.req.Header.Peek("X-Request-Id"))
+	ex.Time = j.start
+	ex.PrimaryLatency = j.primaryLatency
+	fillCapture(&ex.Primary, j.primaryStatus, j.primaryHead, j.primaryBody, j.primaryTrunc, j.primaryErr)
+	ex.Shadows = ex.Shadows[:0]
+	ex.Secondary = nil
+	for i, t := range mi.targets {
+		r := &j.results[i]
+		sr := ShadowResult{Target: t.name, Outcome: r.outcome, Latency: r.latency}
+		err := r.err
+		if r.outcome == OutcomeSkipped {
+			err = errSkipped
+		}
+		fillCapture(&sr.Capture, r.status, r.head, r.body, r.trunc, err)
+		if t.secondary {
+			sec := sr
+			ex.Secondary = &sec
+			continue
+		}
+		ex.Shadows = append(ex.Shadows, sr)
+	}
+	mi.comparer.Compare(ex)
+}
+
+var errSkipped = errors.New("not sent: the primary was served by this upstream")
+
+// fillCapture parses a raw response head into c's headers.
+func fillCapture(c *diff.Capture, status int, head, body []byte, trunc bool, err error) {
+	*c = diff.Capture{Status: status, Body: body, Truncated: trunc, Err: err}
+	if err != nil {
+		return
+	}
+	lines := strings.Split(string(head), "\r\n")
+	for _, line := range lines[min(1, len(lines)):] { // skip the status line
+		name, value, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		c.Headers = append(c.Headers, diff.Header{Name: strings.TrimSpace(name), Value: strings.TrimSpace(value)})
+		if strings.EqualFold(name, "Content-Type") {
+			c.ContentType = strings.TrimSpace(value)
+		}
+	}
+}
+
+// close stops accepting jobs and ends the workers; jobs still queued are
+// abandoned (they are shadow work: dropping it is always allowed).
+func (mi *mirror) close() {
+	mi.stopOnce.Do(func() {
+		mi.closed.Store(true)
+		close(mi.stop)
+	})
+}
+
+// wait blocks until every worker goroutine has ended.
+func (mi *mirror) wait() { mi.wg.Wait() }
