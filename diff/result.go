@@ -123,7 +123,8 @@ const MaxDifferences = 100
 type BodyMode uint8
 
 const (
-	// BodyJSON: both bodies parsed as JSON and were compared semantically.
+	// BodyJSON: the bodies were compared as JSON, semantically (or were
+	// byte-identical JSON, which needs no parse).
 	BodyJSON BodyMode = iota + 1
 	// BodyBytes: compared byte for byte, after masks.
 	BodyBytes
