@@ -277,3 +277,83 @@ func unwrapAll(err error) error {
 		err = u.Unwrap()
 	}
 }
+
+func TestSplitAndShadowValidation(t *testing.T) {
+	yamlText := `
+upstreams:
+  - {name: stable, url: "http://127.0.0.1:9001"}
+  - {name: canary, url: "http://127.0.0.1:9002"}
+routes:
+  - name: api
+    upstream: stable
+    split:
+      key: hedaer:X-User
+      to: canry
+      percent: 150
+      cohorts:
+        - name: internal
+          when: {header_regex: {X-Internal: "(["}}
+    shadow:
+      targets: [canary, shadw]
+      queue_size: 0
+      workers: -1
+      compare:
+        ignore: ["/ok", "no-slash"]
+        array_order: sorted
+        secondary: stabel
+`
+	_, err := Load("t.yaml", []byte(yamlText), noEnv)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	got := err.Error()
+	for _, want := range []string{
+		`t.yaml:11: routes[0].split.percent: invalid percentage "150": must be between 0 and 100`,
+		`routes[0].split.key:`,
+		`routes[0].split.to: unknown upstream "canry" (did you mean "canary"?)`,
+		`routes[0].split.cohorts[0].when.header_regex.X-Internal:`,
+		`routes[0].shadow.targets[1]: unknown upstream "shadw"`,
+		`routes[0].shadow.workers: must be between 1 and 4096`,
+		`routes[0].shadow.compare.ignore[1]:`,
+		`routes[0].shadow.compare.array_order:`,
+		`routes[0].shadow.compare.secondary: unknown upstream "stabel" (did you mean "stable"?)`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("errors lack %q:\n%s", want, got)
+		}
+	}
+}
+
+func TestShadowDefaultsAndWarnings(t *testing.T) {
+	cfg, err := Load("t.yaml", []byte(`
+upstreams:
+  - {name: stable, url: "http://127.0.0.1:9001"}
+  - {name: shadow, url: "http://127.0.0.1:9002"}
+routes:
+  - name: api
+    upstream: stable
+    split: {key: "header:X-User", to: shadow, percent: 1.15}
+    shadow:
+      targets: [shadow, {name: stable, headers: {remove: [Authorization]}}]
+      methods: [get, post]
+`), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := cfg.Routes[0].Shadow
+	if sh.QueueSize != DefaultShadowQueueSize || sh.Workers != DefaultShadowWorkers || sh.Timeout.D() != DefaultShadowTimeout {
+		t.Errorf("defaults: %+v", sh)
+	}
+	if sh.Percent.BP() != 10000 || sh.MaxBody != 1<<20 || sh.Salt != "api:shadow" {
+		t.Errorf("percent %v max_body %v salt %q", sh.Percent.BP(), sh.MaxBody, sh.Salt)
+	}
+	if sh.Targets[1].Name != "stable" || sh.Targets[1].Headers.Remove[0] != "Authorization" {
+		t.Errorf("mapping target: %+v", sh.Targets[1])
+	}
+	if cfg.Routes[0].Split.Percent.BP() != 115 || cfg.Routes[0].Split.Salt != "api" {
+		t.Errorf("split: %+v", cfg.Routes[0].Split)
+	}
+	if w := strings.Join(cfg.Warnings(), "\n"); !strings.Contains(w, "mirrors non-safe methods POST") {
+		t.Errorf("warnings: %s", w)
+	}
+}

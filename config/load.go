@@ -83,14 +83,14 @@ func Load(source string, data []byte, lookupEnv func(string) (string, bool)) (*C
 		return nil, l.errs
 	}
 	l.root = root.Content[0]
+	// The walk reports shape problems and neutralises them (unknown keys
+	// removed, broken values nulled) so that decoding and validation can
+	// still run and report everything else in the same pass.
 	l.check(l.root, reflect.TypeOf(Config{}), "")
-	if len(l.errs) > 0 {
-		l.sort()
-		return nil, l.errs
-	}
 	var cfg Config
 	if err := l.root.Decode(&cfg); err != nil {
 		l.addYAMLError(err)
+		l.sort()
 		return nil, l.errs
 	}
 	cfg.Source = source
@@ -109,6 +109,9 @@ type loader struct {
 	source string
 	root   *yaml.Node
 	errs   Errors
+	// broken holds the paths whose values the walk rejected; validation
+	// errors under them would only repeat the problem.
+	broken []string
 }
 
 func (l *loader) add(line int, path, msg string) {
@@ -121,6 +124,11 @@ func (l *loader) addField(err error) {
 	if !errors.As(err, &fe) {
 		l.add(0, "", err.Error())
 		return
+	}
+	for _, b := range l.broken {
+		if fe.Path == b || strings.HasPrefix(fe.Path, b+".") || strings.HasPrefix(fe.Path, b+"[") {
+			return
+		}
 	}
 	l.add(LineOf(l.root, fe.Path), fe.Path, fe.Msg)
 }
@@ -203,18 +211,19 @@ func (l *loader) check(n *yaml.Node, t reflect.Type, path string) {
 	isUnmarshaler := reflect.PointerTo(t).Implements(unmarshalerType)
 	if isUnmarshaler && !(t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode) {
 		if err := n.Decode(reflect.New(t).Interface()); err != nil {
-			l.add(n.Line, path, cleanDecodeError(err))
+			l.reject(n, path, cleanDecodeError(err))
 		}
 		return
 	}
 	switch t.Kind() {
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
-			l.add(n.Line, path, fmt.Sprintf("want a mapping (key: value), got %s", describe(n)))
+			l.reject(n, path, fmt.Sprintf("want a mapping (key: value), got %s", describe(n)))
 			return
 		}
 		fields := yamlFields(t)
 		seen := map[string]bool{}
+		kept := n.Content[:0:0]
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			p := cfgtypes.JoinPath(path, k.Value)
@@ -233,10 +242,12 @@ func (l *loader) check(n *yaml.Node, t reflect.Type, path string) {
 				continue
 			}
 			l.check(v, ft, p)
+			kept = append(kept, k, v)
 		}
+		n.Content = kept
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			l.add(n.Line, path, fmt.Sprintf("want a list, got %s", describe(n)))
+			l.reject(n, path, fmt.Sprintf("want a list, got %s", describe(n)))
 			return
 		}
 		for i, item := range n.Content {
@@ -244,7 +255,7 @@ func (l *loader) check(n *yaml.Node, t reflect.Type, path string) {
 		}
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
-			l.add(n.Line, path, fmt.Sprintf("want a mapping (key: value), got %s", describe(n)))
+			l.reject(n, path, fmt.Sprintf("want a mapping (key: value), got %s", describe(n)))
 			return
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -254,13 +265,21 @@ func (l *loader) check(n *yaml.Node, t reflect.Type, path string) {
 		// Anything goes.
 	default:
 		if n.Kind != yaml.ScalarNode {
-			l.add(n.Line, path, fmt.Sprintf("want a single value, got %s", describe(n)))
+			l.reject(n, path, fmt.Sprintf("want a single value, got %s", describe(n)))
 			return
 		}
 		if err := n.Decode(reflect.New(t).Interface()); err != nil {
-			l.add(n.Line, path, fmt.Sprintf("want %s, got %q", kindName(t), n.Value))
+			l.reject(n, path, fmt.Sprintf("want %s, got %q", kindName(t), n.Value))
 		}
 	}
+}
+
+// reject reports a value that cannot be decoded and replaces it with null,
+// so the rest of the file still decodes.
+func (l *loader) reject(n *yaml.Node, path, msg string) {
+	l.add(n.Line, path, msg)
+	l.broken = append(l.broken, path)
+	*n = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Value: "", Line: n.Line, Column: n.Column}
 }
 
 func describe(n *yaml.Node) string {

@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/shadowproxy/shadowproxy/cfgtypes"
-	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
@@ -225,13 +224,7 @@ func (r *Route) validate(p string) []error {
 		add("match.host", "invalid host %q: give a host name without port or scheme, optionally starting with *. for subdomains", h)
 	}
 	if r.Split != nil {
-		splitErrs := cfgtypes.Prefix("split", r.Split.Validate())
-		errs = append(errs, cfgtypes.Prefix(p, splitErrs)...)
-		if len(splitErrs) == 0 && r.Upstream != "" {
-			if _, err := splitter.Compile(*r.Split, r.Name, r.Upstream, nil); err != nil {
-				add("split", "%v", err)
-			}
-		}
+		errs = append(errs, cfgtypes.Prefix(p+".split", r.Split.ValidateRoute(r.Name, r.Upstream))...)
 	}
 	if r.Shadow != nil {
 		errs = append(errs, cfgtypes.Prefix(p+".shadow", r.Shadow.validate())...)
