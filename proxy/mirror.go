@@ -2,7 +2,11 @@ package proxy
 
 import (
 	"bytes"
+	"compress/flate"
+	"compress/gzip"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -416,7 +420,7 @@ func (mi *mirror) compare(j *mirrorJob) {
 	ex.RequestID = string(j.req.Header.Peek("X-Request-Id"))
 	ex.Time = j.start
 	ex.PrimaryLatency = j.primaryLatency
-	fillCapture(&ex.Primary, j.primaryStatus, j.primaryHead, j.primaryBody, j.primaryTrunc, j.primaryErr)
+	fillCapture(&ex.Primary, j.primaryStatus, j.primaryHead, j.primaryBody, j.primaryTrunc, j.primaryErr, mi.maxBody)
 	ex.Shadows = ex.Shadows[:0]
 	ex.Secondary = nil
 	for i, t := range mi.targets {
@@ -426,7 +430,7 @@ func (mi *mirror) compare(j *mirrorJob) {
 		if r.outcome == OutcomeSkipped {
 			err = errSkipped
 		}
-		fillCapture(&sr.Capture, r.status, r.head, r.body, r.trunc, err)
+		fillCapture(&sr.Capture, r.status, r.head, r.body, r.trunc, err, mi.maxBody)
 		if t.secondary {
 			sec := sr
 			ex.Secondary = &sec
@@ -439,23 +443,65 @@ func (mi *mirror) compare(j *mirrorJob) {
 
 var errSkipped = errors.New("not sent: the primary was served by this upstream")
 
-// fillCapture parses a raw response head into c's headers.
-func fillCapture(c *diff.Capture, status int, head, body []byte, trunc bool, err error) {
+// fillCapture parses a raw response head into c's headers and decodes a
+// compressed body, so that two upstreams compressing differently (or the
+// same content compressed twice) still compare by content.
+func fillCapture(c *diff.Capture, status int, head, body []byte, trunc bool, err error, maxBody int) {
 	*c = diff.Capture{Status: status, Body: body, Truncated: trunc, Err: err}
 	if err != nil {
 		return
 	}
+	encoding := ""
 	lines := strings.Split(string(head), "\r\n")
 	for _, line := range lines[min(1, len(lines)):] { // skip the status line
 		name, value, ok := strings.Cut(line, ":")
 		if !ok {
 			continue
 		}
-		c.Headers = append(c.Headers, diff.Header{Name: strings.TrimSpace(name), Value: strings.TrimSpace(value)})
-		if strings.EqualFold(name, "Content-Type") {
-			c.ContentType = strings.TrimSpace(value)
+		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
+		c.Headers = append(c.Headers, diff.Header{Name: name, Value: value})
+		switch {
+		case strings.EqualFold(name, "Content-Type"):
+			c.ContentType = value
+		case strings.EqualFold(name, "Content-Encoding"):
+			encoding = strings.ToLower(value)
 		}
 	}
+	if encoding == "" || encoding == "identity" || trunc {
+		return
+	}
+	decoded, cut, derr := decodeBody(encoding, body, maxBody)
+	if derr != nil {
+		c.Err = fmt.Errorf("content-encoding %q: %w", encoding, derr)
+		return
+	}
+	c.Body, c.Truncated = decoded, cut
+}
+
+// decodeBody inflates gzip or deflate bodies up to limit bytes, so a
+// decompression bomb costs at most limit.
+func decodeBody(encoding string, body []byte, limit int) ([]byte, bool, error) {
+	var r io.Reader
+	switch encoding {
+	case "gzip", "x-gzip":
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			return nil, false, err
+		}
+		r = zr
+	case "deflate":
+		r = flate.NewReader(bytes.NewReader(body))
+	default:
+		return nil, false, errors.New("not decoded for comparison (only gzip and deflate are)")
+	}
+	out, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
+	if err != nil {
+		return nil, false, err
+	}
+	if len(out) > limit {
+		return out[:limit], true, nil
+	}
+	return out, false, nil
 }
 
 // close stops accepting jobs and ends the workers; jobs still queued are

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -484,5 +486,37 @@ func TestMirrorMemoryBounded(t *testing.T) {
 	}
 	if d := shadowCount(p, "dropped"); d < float64(n)*0.9 {
 		t.Errorf("dropped = %v of %d", d, n)
+	}
+}
+
+func TestCompressedBodiesComparedByContent(t *testing.T) {
+	gz := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Encoding", "gzip")
+		zw := gzip.NewWriter(w)
+		io.WriteString(zw, `{"a":1}`)
+		zw.Close()
+	}
+	primary := startUpstream(t, gz)
+	shadow := startUpstream(t, fastJSON(`{"a":1}`))
+	p, rc := startMirrorProxy(t, shadowConfig(primary.URL, shadow.URL, "      targets: [shadow]"))
+	rawRequest(t, p.Addr, "GET /x HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\n\r\n")
+	eventually(t, "comparison", func() bool { return len(rc.snapshot()) == 1 })
+	if r := rc.snapshot()[0]; r.primaryBody != `{"a":1}` {
+		t.Errorf("primary body not decoded for comparison: %q", r.primaryBody)
+	}
+}
+
+func TestDecodeBodyBounded(t *testing.T) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(bytes.Repeat([]byte("a"), 1<<20))
+	zw.Close()
+	out, cut, err := decodeBody("gzip", buf.Bytes(), 1000)
+	if err != nil || !cut || len(out) != 1000 {
+		t.Errorf("len %d cut %v err %v", len(out), cut, err)
+	}
+	if _, _, err := decodeBody("br", []byte("x"), 10); err == nil {
+		t.Error("br accepted")
 	}
 }
