@@ -44,6 +44,7 @@ type Options struct {
 	Ready          func() bool
 	Routes         func() any
 	Diffs          func(route string, limit int, field string) (any, error)
+	History        func(route string) (any, error)
 	Rollouts       func() any
 	RolloutCommand func(route, action string) (any, error)
 	Reload         func() (any, error)
@@ -76,6 +77,7 @@ func Handler(o Options) http.Handler {
 	}
 	mux.HandleFunc("GET /api/v1/routes", a.read(a.routes))
 	mux.HandleFunc("GET /api/v1/diffs", a.read(a.diffs))
+	mux.HandleFunc("GET /api/v1/history", a.read(a.history))
 	mux.HandleFunc("GET /api/v1/rollouts", a.read(a.rollouts))
 	mux.HandleFunc("POST /api/v1/rollouts/{route}/{action}", a.write(a.rolloutCommand))
 	mux.HandleFunc("POST /api/v1/reload", a.write(a.reload))
@@ -154,6 +156,15 @@ func (a *api) diffs(w http.ResponseWriter, r *http.Request) {
 	a.answer(w, v, err)
 }
 
+func (a *api) history(w http.ResponseWriter, r *http.Request) {
+	if a.o.History == nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not available"})
+		return
+	}
+	v, err := a.o.History(r.URL.Query().Get("route"))
+	a.answer(w, v, err)
+}
+
 func (a *api) rollouts(w http.ResponseWriter, _ *http.Request) {
 	if a.o.Rollouts == nil {
 		writeJSON(w, http.StatusOK, []any{})
@@ -209,7 +220,7 @@ func (a *api) answer(w http.ResponseWriter, v any, err error) {
 
 func (a *api) index(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Write([]byte("shadowproxy admin\n\n/healthz\n/readyz\n/metrics\n/api/v1/routes\n/api/v1/diffs?route=NAME&limit=N\n/api/v1/rollouts\n"))
+	w.Write([]byte("shadowproxy admin\n\n/healthz\n/readyz\n/metrics\n/api/v1/routes\n/api/v1/diffs?route=NAME&limit=N&field=F\n/api/v1/history?route=NAME\n/api/v1/rollouts\n"))
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/shadowproxy/shadowproxy/admin"
+	"github.com/shadowproxy/shadowproxy/analysis"
 	"github.com/shadowproxy/shadowproxy/config"
 	"github.com/shadowproxy/shadowproxy/metrics"
 	"github.com/shadowproxy/shadowproxy/proxy"
@@ -36,10 +37,12 @@ type Options struct {
 
 // App is one shadowproxy process.
 type App struct {
-	opts    Options
-	log     *zap.Logger
-	metrics *metrics.Metrics
-	proxy   *proxy.Server
+	opts     Options
+	log      *zap.Logger
+	metrics  *metrics.Metrics
+	proxy    *proxy.Server
+	analyzer *analysis.Analyzer
+	rollouts *rolloutManager
 
 	mu       sync.Mutex
 	cfg      *config.Config
@@ -47,6 +50,9 @@ type App struct {
 	adminLn  net.Listener
 	adminSrv *http.Server
 	serveErr chan error
+	// stopBackground ends the goroutines Start launched (history ticker,
+	// rollout controller).
+	stopBackground context.CancelFunc
 }
 
 // New builds an App for cfg without listening.
@@ -59,7 +65,11 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		}
 	}
 	a := &App{opts: opts, log: log, cfg: cfg, metrics: metrics.New(opts.Version), serveErr: make(chan error, 2)}
-	p, err := proxy.New(cfg, proxy.Options{Logger: log, Metrics: a.metrics})
+	a.analyzer = analysis.New(a.metrics, log, nil)
+	if err := a.analyzer.Configure(cfg); err != nil {
+		return nil, err
+	}
+	p, err := proxy.New(cfg, proxy.Options{Logger: log, Metrics: a.metrics, Comparer: a.analyzer})
 	if err != nil {
 		return nil, err
 	}
@@ -121,6 +131,9 @@ func (a *App) Start() error {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          zap.NewStdLog(a.log),
 	}
+	bg, cancel := context.WithCancel(context.Background())
+	a.stopBackground = cancel
+	go a.analyzer.Run(bg)
 	go func() { a.serveErr <- a.proxy.Serve(pl) }()
 	go func() {
 		if err := a.adminSrv.Serve(al); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -140,6 +153,9 @@ func (a *App) adminOptions(cfg *config.Config) admin.Options {
 		ProtectReads: cfg.Admin.ProtectReads,
 		Loopback:     cfg.AdminIsLoopback(),
 		Ready:        a.proxy.Ready,
+		Routes:       func() any { return a.routeViews() },
+		Diffs:        a.diffs,
+		History:      a.history,
 		Reload: func() (any, error) {
 			if err := a.Reload(); err != nil {
 				return nil, err
@@ -195,6 +211,9 @@ func (a *App) apply(cfg *config.Config) error {
 		return fmt.Errorf("listen and admin_listen cannot change on reload (restart the process): %s/%s -> %s/%s",
 			old.Listen, old.AdminListen, cfg.Listen, cfg.AdminListen)
 	}
+	if err := a.analyzer.Configure(cfg); err != nil {
+		return err
+	}
 	if err := a.proxy.Reload(cfg); err != nil {
 		return err
 	}
@@ -226,6 +245,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	a.log.Info("shutting down", zap.Duration("deadline", timeout))
+	if a.stopBackground != nil {
+		a.stopBackground()
+	}
 	err := a.proxy.Shutdown(ctx)
 	if a.adminSrv != nil {
 		actx, acancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -31,7 +31,7 @@ func (c *Config) Validate() []error {
 	if err := checkHostPort(c.AdminListen); err != "" {
 		add("admin_listen", "%s", err)
 	}
-	if c.Listen == c.AdminListen {
+	if c.Listen == c.AdminListen && !strings.HasSuffix(c.Listen, ":0") {
 		add("admin_listen", "must differ from listen (%s): the admin API needs its own port", c.Listen)
 	}
 	switch c.Log.Level {

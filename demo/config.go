@@ -1,6 +1,30 @@
 package demo
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/shadowproxy/shadowproxy/splitter"
+)
+
+// CheckoutPercent is the demo's starting canary share on /checkout/.
+const CheckoutPercent = 10
+
+// CheckoutUsers returns a user id that the checkout split sends to the
+// canary and one it keeps on stable, computed with the same public recipe
+// every instance uses (xxhash64(salt + ":" + key) % 10000).
+func CheckoutUsers() (canary, stable string) {
+	for i := 0; canary == "" || stable == ""; i++ {
+		id := fmt.Sprintf("user-%d", i)
+		if splitter.Bucket("checkout", []byte(id)) < CheckoutPercent*100 {
+			if canary == "" {
+				canary = id
+			}
+		} else if stable == "" {
+			stable = id
+		}
+	}
+	return canary, stable
+}
 
 // ConfigYAML is the demo's configuration for the given backends and
 // listeners. It goes through the same loader and validation as a user's file.
@@ -20,13 +44,35 @@ upstreams:
     url: %s
     timeout: 5s
 routes:
+  # A dark launch: every GET is served by v1 and mirrored to v2; v1-twin
+  # (the same version as v1) teaches the proxy which fields are noise.
   - name: api
     match: {path_prefix: /api/}
     upstream: v1
+    shadow:
+      targets:
+        - name: v2
+          headers: {remove: [Authorization, Cookie]}
+      percent: 100
+      compare:
+        secondary: v1-twin
+        headers: [Content-Type]
+  # A canary: a sticky share of users (by X-User-ID) is served by v2;
+  # internal users always are.
   - name: checkout
     match: {path_prefix: /checkout/}
     upstream: v1
+    split:
+      key: header:X-User-ID
+      salt: checkout
+      to: v2
+      percent: %d
+      response_header: X-Shadowproxy-Upstream
+      cohorts:
+        - name: internal
+          when: {header: {X-Internal: "true"}}
+          to: v2
   - name: default
     upstream: v1
-`, listen, adminListen, bs.V1.URL, bs.Twin.URL, bs.V2.URL)
+`, listen, adminListen, bs.V1.URL, bs.Twin.URL, bs.V2.URL, CheckoutPercent)
 }

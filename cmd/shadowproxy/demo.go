@@ -62,6 +62,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	proxyURL, adminURL := "http://"+a.ProxyAddr(), "http://"+a.AdminAddr()
+	canaryUser, stableUser := demo.CheckoutUsers()
 	fmt.Fprintf(stdout, `
 shadowproxy demo is running.
 
@@ -69,12 +70,19 @@ shadowproxy demo is running.
   admin      %[2]s   (dashboard, /metrics, /api/v1/...)
   backends   v1 %[3]s   v1-twin %[4]s   v2 %[5]s
 
-Try:
-  curl -s %[1]s/api/users/u42
-  curl -s %[2]s/metrics | grep shadowproxy_requests_total
+Dark launch (/api/ served by v1, mirrored to v2, v1-twin cancels the noise):
+  curl -s %[1]s/api/users/u5
+  curl -s %[2]s/api/v1/routes          # match rate, top differing fields, learnt noise
+  curl -s '%[2]s/api/v1/diffs?route=api&limit=3'
+  curl -s %[2]s/metrics | grep -E 'shadowproxy_(shadow_requests|comparisons)_total'
 
-Simulated users send about %[6]d requests/s. Press Ctrl-C to stop.
-`, proxyURL, adminURL, bs.V1.URL, bs.Twin.URL, bs.V2.URL, *rps)
+Canary (/checkout/ sends %[7]d%% of users to v2, sticky by X-User-ID):
+  curl -si -H 'X-User-ID: %[8]s' %[1]s/checkout/cart   # lands on v2
+  curl -si -H 'X-User-ID: %[9]s' %[1]s/checkout/cart   # stays on v1
+  curl -si -H 'X-Internal: true' %[1]s/checkout/cart   # internal cohort: always v2
+
+Simulated users send about %[6]d requests/s. Open %[2]s/ for the dashboard. Ctrl-C stops.
+`, proxyURL, adminURL, bs.V1.URL, bs.Twin.URL, bs.V2.URL, *rps, demo.CheckoutPercent, canaryUser, stableUser)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if *rps > 0 {

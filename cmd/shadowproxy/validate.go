@@ -78,4 +78,36 @@ func describeMatch(m config.Match) string {
 }
 
 // routeDetails describes a route's split, shadow and rollout sections.
-func routeDetails(r config.Route) []string { return nil }
+func routeDetails(r config.Route) []string {
+	var out []string
+	if s := r.Split; s != nil {
+		line := fmt.Sprintf("split %s%% of %s to %s (salt %q, missing key: %s)", s.Percent.BP(), s.Key, s.To, s.Salt, orDefault(s.OnMissing, "stable"))
+		out = append(out, line)
+		for _, c := range s.Cohorts {
+			out = append(out, fmt.Sprintf("  cohort %s -> %s", c.Name, orDefault(c.To, s.To)))
+		}
+	}
+	if sh := r.Shadow; sh != nil {
+		var targets []string
+		for _, t := range sh.Targets {
+			targets = append(targets, t.Name)
+		}
+		line := fmt.Sprintf("shadow %s%% of %s to %s (workers %d, queue %d, timeout %s)",
+			sh.Percent.BP(), strings.Join(sh.Methods, ","), strings.Join(targets, ","), sh.Workers, sh.QueueSize, sh.Timeout.D())
+		out = append(out, line)
+		if sh.Compare.Secondary != "" {
+			out = append(out, fmt.Sprintf("  noise learnt from secondary %s", sh.Compare.Secondary))
+		}
+		if len(sh.Compare.Ignore) > 0 {
+			out = append(out, fmt.Sprintf("  ignoring %s", strings.Join(sh.Compare.Ignore, " ")))
+		}
+	}
+	return out
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

@@ -1,0 +1,132 @@
+package analysis
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/shadowproxy/shadowproxy/config"
+	"github.com/shadowproxy/shadowproxy/diff"
+	"github.com/shadowproxy/shadowproxy/metrics"
+	"github.com/shadowproxy/shadowproxy/proxy"
+)
+
+func testConfig(t *testing.T, compare string) *config.Config {
+	t.Helper()
+	cfg, err := config.Load("t.yaml", []byte(`
+upstreams:
+  - {name: p, url: "http://127.0.0.1:1"}
+  - {name: s, url: "http://127.0.0.1:2"}
+routes:
+  - name: api
+    upstream: p
+    shadow: {targets: [s], compare: {`+compare+`}}
+`), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func exchange(primary, shadow string, shadowOutcome proxy.Outcome) *proxy.Exchange {
+	return &proxy.Exchange{
+		Route: "api", Method: "GET", URI: "/x", Time: time.Unix(1000, 0), PrimaryLatency: 2 * time.Millisecond,
+		Primary: diff.Capture{Status: 200, ContentType: "application/json", Body: []byte(primary)},
+		Shadows: []proxy.ShadowResult{{Target: "s", Outcome: shadowOutcome, Latency: 5 * time.Millisecond,
+			Capture: diff.Capture{Status: 200, ContentType: "application/json", Body: []byte(shadow)}}},
+	}
+}
+
+func TestCompareCountsAndHook(t *testing.T) {
+	m := metrics.New("t")
+	a := New(m, nil, nil)
+	if err := a.Configure(testConfig(t, "ignore: [/ts]")); err != nil {
+		t.Fatal(err)
+	}
+	var verdicts []bool
+	a.SetComparisonHook("api", func(match bool) { verdicts = append(verdicts, match) })
+	a.Compare(exchange(`{"a":1,"ts":1}`, `{"a":1,"ts":2}`, proxy.OutcomeOK))
+	a.Compare(exchange(`{"a":1}`, `{"a":2}`, proxy.OutcomeOK))
+	a.Compare(exchange(`{"a":1}`, `{"a":2}`, proxy.OutcomeSkipped))
+	if v := testutil.ToFloat64(m.Comparisons.WithLabelValues("api", "s", "match")); v != 1 {
+		t.Errorf("match = %v", v)
+	}
+	if v := testutil.ToFloat64(m.Comparisons.WithLabelValues("api", "s", "mismatch")); v != 1 {
+		t.Errorf("mismatch = %v", v)
+	}
+	if v := testutil.ToFloat64(m.DiffFields.WithLabelValues("api", "s", "/a")); v != 1 {
+		t.Errorf("diff_fields{/a} = %v", v)
+	}
+	if len(verdicts) != 2 || !verdicts[0] || verdicts[1] {
+		t.Errorf("hook saw %v; skipped exchanges must not be compared", verdicts)
+	}
+	if _, err := a.Diffs("nope", 1, ""); err != ErrUnknownRoute {
+		t.Errorf("unknown route err = %v", err)
+	}
+}
+
+func TestConfigureKeepsStateOnlyWhenUnchanged(t *testing.T) {
+	a := New(metrics.New("t"), nil, nil)
+	a.Configure(testConfig(t, "ignore: [/ts]"))
+	a.Compare(exchange(`{"a":1}`, `{"a":2}`, proxy.OutcomeOK))
+	a.Configure(testConfig(t, "ignore: [/ts]"))
+	if s, _ := a.Diffs("api", 10, ""); len(s) != 1 {
+		t.Errorf("unchanged compare section lost samples: %d", len(s))
+	}
+	a.Configure(testConfig(t, "ignore: [/other]"))
+	if s, _ := a.Diffs("api", 10, ""); len(s) != 0 {
+		t.Errorf("changed rules kept old samples: %d", len(s))
+	}
+}
+
+func TestHistoryIntervals(t *testing.T) {
+	a := New(metrics.New("t"), nil, nil)
+	a.Configure(testConfig(t, ""))
+	a.Compare(exchange(`{"a":1}`, `{"a":1}`, proxy.OutcomeOK))
+	a.Compare(exchange(`{"a":1}`, `{"a":2}`, proxy.OutcomeOK))
+	a.Tick(time.Unix(10, 0))
+	a.Tick(time.Unix(20, 0)) // an empty interval
+	h, err := a.History("api")
+	if err != nil || len(h.Points) != 2 {
+		t.Fatalf("history %+v %v", h, err)
+	}
+	p := h.Points[0]
+	if p.Comparisons != 2 || p.MatchRate == nil || *p.MatchRate != 0.5 {
+		t.Errorf("first point %+v", p)
+	}
+	if math.Abs(p.ShadowP99-0.005)/0.005 > 0.1 || math.Abs(p.PrimaryP50-0.002)/0.002 > 0.1 {
+		t.Errorf("latencies %v %v not within 10%%", p.ShadowP99, p.PrimaryP50)
+	}
+	if h.Points[1].MatchRate != nil || h.Points[1].Comparisons != 0 {
+		t.Errorf("empty interval %+v", h.Points[1])
+	}
+	for i := 0; i < HistoryPoints+5; i++ {
+		a.Tick(time.Unix(int64(100+i), 0))
+	}
+	h, _ = a.History("api")
+	if len(h.Points) != HistoryPoints || !h.Points[0].Time.Before(h.Points[1].Time) {
+		t.Errorf("ring: %d points", len(h.Points))
+	}
+}
+
+func TestLatencyHistQuantiles(t *testing.T) {
+	var h latencyHist
+	for i := 1; i <= 1000; i++ {
+		h.add(time.Duration(i) * time.Millisecond)
+	}
+	for q, want := range map[float64]float64{0.5: 0.5, 0.95: 0.95, 0.99: 0.99} {
+		if got := h.quantile(q); math.Abs(got-want)/want > 0.1 {
+			t.Errorf("q%v = %v, want %v within 10%%", q, got, want)
+		}
+	}
+	h.reset()
+	if h.quantile(0.5) != 0 {
+		t.Error("reset histogram not empty")
+	}
+	h.add(time.Hour) // beyond the last bucket: clamped, not a panic
+	if h.quantile(1) <= 0 {
+		t.Error("clamped value lost")
+	}
+}
