@@ -54,6 +54,16 @@ type Config struct {
 	Upstreams []Upstream `yaml:"upstreams"`
 	// Routes are matched in order; the first match wins.
 	Routes []Route `yaml:"routes"`
+	// TLS, when set, serves the proxy listener over TLS.
+	TLS *TLS `yaml:"tls"`
+	// RequestID keeps or generates a request id per request.
+	RequestID RequestID `yaml:"request_id"`
+	// AccessLog logs requests (sampled) through the structured logger.
+	AccessLog AccessLog `yaml:"access_log"`
+	// Upgrades configures WebSocket and other Connection: Upgrade requests.
+	Upgrades Upgrades `yaml:"upgrades"`
+	// WatchConfig reloads the file when it changes (polled every 2s).
+	WatchConfig bool `yaml:"watch_config"`
 
 	// Source is the file the config was read from ("" when from memory).
 	Source string `yaml:"-"`
@@ -97,6 +107,14 @@ type Upstream struct {
 	Name string `yaml:"name"`
 	// URL is scheme://host:port of the backend; no path.
 	URL string `yaml:"url"`
+	// URLs lists several endpoints of the same backend instead of URL.
+	URLs []string `yaml:"urls"`
+	// Balance is round_robin (default) or least_conn across URLs.
+	Balance string `yaml:"balance"`
+	// TLS verifies https endpoints.
+	TLS UpstreamTLS `yaml:"tls"`
+	// Health ejects failing endpoints and optionally probes them.
+	Health Health `yaml:"health"`
 	// Timeout bounds a whole request to the upstream; past it the client gets 504.
 	Timeout cfgtypes.Duration `yaml:"timeout"`
 	// ConnectTimeout bounds dialing a new connection.
@@ -172,6 +190,7 @@ func (c *Config) ApplyDefaults() {
 			u.MaxConns = DefaultUpstreamMaxConns
 		}
 	}
+	c.applyEdgeDefaults()
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		for j, m := range r.Match.Methods {

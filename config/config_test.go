@@ -357,3 +357,64 @@ routes:
 		t.Errorf("warnings: %s", w)
 	}
 }
+
+func TestEdgeValidation(t *testing.T) {
+	_, err := Load("t.yaml", []byte(`
+tls: {cert_file: /nonexistent/cert.pem, key_file: /nonexistent/key.pem, min_version: "1.1"}
+request_id: {header: "bad header"}
+access_log: {enabled: true, sample: 2, fields: [method, stauts]}
+upstreams:
+  - name: pool
+    url: http://127.0.0.1:1
+    urls: [http://127.0.0.1:2, "ftp://x"]
+    balance: random
+    tls: {ca_file: /nonexistent/ca.pem}
+    health: {path: health, expect_status: 99, interval: 1s, timeout: 2s}
+routes:
+  - {name: r, upstream: pool}
+`), noEnv)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	got := err.Error()
+	for _, want := range []string{
+		`t.yaml:2: tls.cert_file: cannot load the key pair`,
+		`t.yaml:2: tls.min_version: unsupported "1.1": want 1.2 or 1.3`,
+		`t.yaml:3: request_id.header: invalid header name "bad header"`,
+		`t.yaml:4: access_log.sample: must be between 0 and 1`,
+		`t.yaml:4: access_log.fields[1]: unknown field "stauts" (did you mean "status"?)`,
+		`upstreams[0].balance: unknown "random": want round_robin or least_conn`,
+		`upstreams[0].urls: give url or urls, not both`,
+		`upstreams[0].urls[1]: invalid url "ftp://x"`,
+		`upstreams[0].tls.ca_file: open /nonexistent/ca.pem`,
+		`upstreams[0].health.path: "health" must start with '/'`,
+		`upstreams[0].health.expect_status: 99 is not an HTTP status`,
+		`upstreams[0].health.timeout: must not exceed health.interval (1s)`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("errors lack %q:\n%s", want, got)
+		}
+	}
+}
+
+func TestEdgeDefaults(t *testing.T) {
+	cfg, err := Load("t.yaml", []byte(`
+upstreams:
+  - {name: pool, urls: ["http://127.0.0.1:1", "http://127.0.0.1:2"], tls: {insecure_skip_verify: true}}
+routes:
+  - {name: r, upstream: pool}
+`), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := cfg.Upstreams[0]
+	if u.Balance != BalanceRoundRobin || u.Health.MaxFailures != DefaultMaxFailures || u.Health.Ejection.D() != DefaultEjectionDuration || len(u.Endpoints()) != 2 {
+		t.Errorf("upstream defaults %+v", u)
+	}
+	if cfg.RequestID.Header != "X-Request-Id" || *cfg.AccessLog.Sample != 1 || cfg.Upgrades.IdleTimeout.D() != DefaultUpgradeIdle {
+		t.Errorf("edge defaults %+v %+v", cfg.RequestID, cfg.Upgrades)
+	}
+	if w := strings.Join(cfg.Warnings(), "\n"); !strings.Contains(w, "insecure_skip_verify") {
+		t.Errorf("warnings %q", w)
+	}
+}

@@ -46,6 +46,7 @@ func (c *Config) Validate() []error {
 		add("log.format", "unknown format %q: want json or console", c.Log.Format)
 	}
 	errs = append(errs, c.Limits.validate()...)
+	errs = append(errs, c.validateEdge()...)
 	for i, cidr := range c.TrustedProxies {
 		if _, err := parsePrefix(cidr); err != nil {
 			add(fmt.Sprintf("trusted_proxies[%d]", i), "invalid CIDR %q: want an address or a network such as 10.0.0.0/8", cidr)
@@ -88,6 +89,11 @@ func (c *Config) Validate() []error {
 // Warnings lists things that are valid but probably not what was meant.
 func (c *Config) Warnings() []string {
 	var w []string
+	for i, u := range c.Upstreams {
+		if u.TLS.InsecureSkipVerify {
+			w = append(w, fmt.Sprintf("upstreams[%d] (%s) has tls.insecure_skip_verify: its certificate is not checked, so anyone on the path can impersonate it", i, u.Name))
+		}
+	}
 	if !isLoopbackAddr(c.AdminListen) && c.Admin.Token == "" {
 		w = append(w, fmt.Sprintf("admin_listen %s is not loopback and admin.token is empty: mutating admin endpoints will refuse every request until a token is set", c.AdminListen))
 	}
@@ -160,10 +166,12 @@ func (u *Upstream) validate(p string) []error {
 	} else if !nameRE.MatchString(u.Name) {
 		add("name", "invalid name %q: use letters, digits, '-', '_' and '.'", u.Name)
 	}
-	if u.URL == "" {
-		add("url", "a url such as http://127.0.0.1:9001 is required")
-	} else if _, _, err := ParseUpstreamURL(u.URL); err != nil {
-		add("url", "%v", err)
+	if u.URL == "" && len(u.URLs) == 0 {
+		add("url", "a url such as http://127.0.0.1:9001 (or urls: [...]) is required")
+	} else if u.URL != "" {
+		if _, _, err := ParseUpstreamURL(u.URL); err != nil {
+			add("url", "%v", err)
+		}
 	}
 	if u.Timeout <= 0 {
 		add("timeout", "must be positive")

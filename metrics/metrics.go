@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Namespace prefixes every shadowproxy metric.
@@ -38,6 +39,14 @@ type Metrics struct {
 	UpstreamErrors   *prometheus.CounterVec   // route, upstream, reason
 	Unmatched        prometheus.Counter
 	RejectedRequests *prometheus.CounterVec // reason
+
+	// Upstream endpoints (labels bounded by the configuration).
+	EndpointUp        *prometheus.GaugeVec   // upstream, endpoint
+	EndpointEjections *prometheus.CounterVec // upstream, endpoint
+
+	// Upgrades (WebSocket tunnels).
+	Upgrades      *prometheus.CounterVec // route, result
+	ActiveTunnels prometheus.Gauge
 
 	// Splitting.
 	SplitDecisions *prometheus.CounterVec // route, upstream, reason
@@ -80,6 +89,11 @@ func New(version string) *Metrics {
 	m.UpstreamErrors = f.counterVec("upstream_errors_total", "Primary requests that failed at the upstream, by reason: connect, timeout, reset or other.", "route", "upstream", "reason")
 	m.Unmatched = f.counter("unmatched_requests_total", "Requests that matched no route and were answered 404.")
 	m.RejectedRequests = f.counterVec("rejected_requests_total", "Requests rejected before routing, by reason: body_too_large, header_too_large, timeout, malformed.", "reason")
+
+	m.EndpointUp = f.gaugeVec("upstream_endpoint_up", "1 while an upstream endpoint receives traffic, 0 while it is ejected or failing its health check.", "upstream", "endpoint")
+	m.EndpointEjections = f.counterVec("upstream_endpoint_ejections_total", "Times an endpoint was ejected after consecutive connect errors or timeouts.", "upstream", "endpoint")
+	m.Upgrades = f.counterVec("upgrades_total", "Connection: Upgrade requests by route and result: tunnelled, refused, failed.", "route", "result")
+	m.ActiveTunnels = f.gauge("active_tunnels", "Upgraded connections (WebSocket tunnels) open now.")
 
 	m.SplitDecisions = f.counterVec("split_decisions_total", "Split decisions by route, chosen upstream and reason: percent, cohort, missing_key, forced or halted.", "route", "upstream", "reason")
 	m.SplitPercent = f.gaugeVec("split_percent", "Current canary share of a route in percent (5 means 5%).", "route")
@@ -195,3 +209,42 @@ var codeStrings = func() (t [600]string) {
 	}
 	return t
 }()
+
+// Sum adds up every series of c whose labels include all of match. It is
+// for the admin API, never the request path: it collects the whole vector.
+func Sum(c prometheus.Collector, match prometheus.Labels) float64 {
+	ch := make(chan prometheus.Metric, 64)
+	go func() { c.Collect(ch); close(ch) }()
+	var total float64
+	for m := range ch {
+		var pb dto.Metric
+		if m.Write(&pb) != nil {
+			continue
+		}
+		if !labelsMatch(pb.GetLabel(), match) {
+			continue
+		}
+		switch {
+		case pb.Counter != nil:
+			total += pb.Counter.GetValue()
+		case pb.Gauge != nil:
+			total += pb.Gauge.GetValue()
+		case pb.Histogram != nil:
+			total += float64(pb.Histogram.GetSampleCount())
+		}
+	}
+	return total
+}
+
+func labelsMatch(pairs []*dto.LabelPair, want prometheus.Labels) bool {
+	found := 0
+	for _, p := range pairs {
+		if v, ok := want[p.GetName()]; ok {
+			if v != p.GetValue() {
+				return false
+			}
+			found++
+		}
+	}
+	return found == len(want)
+}

@@ -69,3 +69,17 @@ func TestForgetRoute(t *testing.T) {
 		t.Errorf("series after forget = %d", n)
 	}
 }
+
+func TestSum(t *testing.T) {
+	m := New("test")
+	m.ShadowRequests.WithLabelValues("api", "v2", "ok").Add(3)
+	m.ShadowRequests.WithLabelValues("api", "v3", "ok").Add(2)
+	m.ShadowRequests.WithLabelValues("api", "v2", "dropped").Add(7)
+	m.ShadowRequests.WithLabelValues("web", "v2", "ok").Add(100)
+	if v := Sum(m.ShadowRequests, map[string]string{"route": "api", "outcome": "ok"}); v != 5 {
+		t.Errorf("sum = %v, want 5", v)
+	}
+	if v := Sum(m.ShadowRequests, map[string]string{"route": "api"}); v != 12 {
+		t.Errorf("sum = %v, want 12", v)
+	}
+}

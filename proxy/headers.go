@@ -22,6 +22,7 @@ var viaValue = []byte("1.1 shadowproxy")
 type headerScratch struct {
 	tokens [][]byte
 	buf    []byte
+	reqID  []byte
 }
 
 // connectionTokens collects the field names listed in every Connection

@@ -88,6 +88,15 @@ func startProxy(t testing.TB, yamlText string) *testProxy {
 	return &testProxy{Addr: ln.Addr().String(), URL: "http://" + ln.Addr().String(), Srv: srv, Met: m, Logs: logs}
 }
 
+func mustLoad(t testing.TB, yamlText string) *config.Config {
+	t.Helper()
+	cfg, err := config.Load("test.yaml", []byte(yamlText), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	return cfg
+}
+
 // simpleConfig routes everything to one upstream.
 func simpleConfig(upstreamURL string, extra string) string {
 	return fmt.Sprintf(`

@@ -362,19 +362,11 @@ func (mi *mirror) send(j *mirrorJob, t *shadowTarget, r *jobResult, req *fasthtt
 	for _, kv := range t.set {
 		req.Header.Set(kv[0], kv[1])
 	}
-	switch {
-	case t.host != "":
-		req.Header.SetHost(t.host)
-		req.URI().SetHost(t.host)
-	case t.up.rewriteHost:
-		req.Header.SetHost(t.up.hostHeader)
-		req.URI().SetHost(t.up.hostHeader)
-	}
 	req.SetTimeout(mi.timeout)
 	resp.Reset()
 	t.inflight.Inc()
 	t0 := time.Now()
-	err := t.up.shadow.Do(req, resp)
+	_, err := t.up.do(req, resp, true, t.host)
 	r.latency = time.Since(t0)
 	t.inflight.Dec()
 	t.duration.Observe(r.latency.Seconds())

@@ -13,6 +13,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -50,6 +51,12 @@ type Server struct {
 	serving  atomic.Bool
 	scratch  sync.Pool // *headerScratch
 	reloadMu sync.Mutex
+	ids      *requestIDs
+	tunnels  tunnelSet
+	// cert is the listener's certificate when TLS is configured; a reload
+	// swaps it and new handshakes pick it up.
+	cert   atomic.Pointer[tls.Certificate]
+	tlsCfg *tls.Config
 }
 
 // New compiles cfg and prepares a server; it does not listen yet.
@@ -60,7 +67,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.Metrics == nil {
 		return nil, errors.New("proxy: Options.Metrics is required")
 	}
-	s := &Server{log: opts.Logger, metrics: opts.Metrics}
+	s := &Server{log: opts.Logger, metrics: opts.Metrics, ids: newRequestIDs()}
 	s.deps = buildDeps{metrics: opts.Metrics, log: opts.Logger, comparer: opts.Comparer, observers: opts.Observers}
 	s.scratch.New = func() any { return &headerScratch{} }
 	snap, err := buildSnapshot(cfg, nil, s.deps)
@@ -68,6 +75,17 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.snap.Store(snap)
+	if cfg.TLS.Enabled() {
+		if err := s.loadCert(cfg.TLS); err != nil {
+			return nil, err
+		}
+		s.tlsCfg = &tls.Config{
+			MinVersion: cfg.TLS.MinTLSVersion(),
+			// fasthttp speaks HTTP/1.1 only; offering h2 would break clients.
+			NextProtos:     []string{"http/1.1"},
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil },
+		}
+	}
 	lim := cfg.Limits
 	s.srv = &fasthttp.Server{
 		Handler:                       s.handle,
@@ -96,10 +114,22 @@ func (s *Server) Snapshot() *Snapshot { return s.snap.Load() }
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	if s.tlsCfg != nil {
+		ln = tls.NewListener(ln, s.tlsCfg)
+	}
 	s.serving.Store(true)
 	err := s.srv.Serve(ln)
 	s.serving.Store(false)
 	return err
+}
+
+func (s *Server) loadCert(c *config.TLS) error {
+	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	s.cert.Store(&cert)
+	return nil
 }
 
 // Ready reports whether the server accepts traffic (serving, not draining).
@@ -109,6 +139,9 @@ func (s *Server) Ready() bool { return s.serving.Load() && !s.draining.Load() }
 // then closes the remaining connections and the upstream pools.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
+	// Tunnels are long-lived by nature; waiting for them would only burn the
+	// drain deadline, so they are closed first (clients reconnect).
+	s.tunnels.closeAll()
 	err := s.srv.ShutdownWithContext(ctx)
 	snap := s.snap.Load()
 	snap.closeMirrors()
@@ -123,6 +156,14 @@ func (s *Server) Reload(cfg *config.Config) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	prev := s.snap.Load()
+	if cfg.TLS.Enabled() != (s.tlsCfg != nil) {
+		return errors.New("tls cannot be turned on or off by a reload (restart the process)")
+	}
+	if cfg.TLS.Enabled() {
+		if err := s.loadCert(cfg.TLS); err != nil {
+			return err
+		}
+	}
 	next, err := buildSnapshot(cfg, prev, s.deps)
 	if err != nil {
 		return err
@@ -136,38 +177,72 @@ func (s *Server) Reload(cfg *config.Config) error {
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	snap := s.snap.Load()
+	sc := s.scratch.Get().(*headerScratch)
+	defer s.scratch.Put(sc)
+	var reqID []byte
+	if h := snap.edge.reqIDHeader; h != "" {
+		reqID = s.ensureRequestID(ctx, h, sc)
+	}
 	r := snap.match(ctx)
 	if r == nil {
 		s.metrics.Unmatched.Inc()
 		writeError(ctx, fasthttp.StatusNotFound, "no route matches this request")
+		s.finish(ctx, snap, reqID, accessEntry{status: fasthttp.StatusNotFound, duration: time.Since(start)})
 		return
 	}
 	t, cohort := r.targets[0], CohortControl
+	var decision splitter.Decision
 	if r.split != nil {
-		d := r.split.Decide(&ctx.Request, ctx.RemoteIP())
-		t = r.targets[d.Target]
-		r.splitCounters[d.Target][d.Reason].Inc()
+		decision = r.split.Decide(&ctx.Request, ctx.RemoteIP())
+		t = r.targets[decision.Target]
+		r.splitCounters[decision.Target][decision.Reason].Inc()
 		switch {
-		case d.Reason == splitter.ReasonCohort || d.Reason == splitter.ReasonForced:
+		case decision.Reason == splitter.ReasonCohort || decision.Reason == splitter.ReasonForced:
 			cohort = CohortExcluded
-		case d.Target != 0:
+		case decision.Target != 0:
 			cohort = CohortCanary
 		}
 	}
-	status, upErr := s.forward(ctx, r, t, start)
+	var status int
+	var upErr bool
+	if ctx.Request.Header.ConnectionUpgrade() {
+		status = s.upgrade(ctx, snap, r, t)
+	} else {
+		status, upErr = s.forward(ctx, r, t, start, sc)
+	}
+	elapsed := time.Since(start)
 	if r.splitHeader != "" {
 		ctx.Response.Header.Set(r.splitHeader, t.up.Name)
 	}
 	if r.observer != nil {
-		r.observer.ObserveRequest(cohort, status, upErr, time.Since(start))
+		r.observer.ObserveRequest(cohort, status, upErr, elapsed)
+	}
+	if al := snap.edge.access; al != nil && al.sampled(status) {
+		e := accessEntry{route: r.Name, upstream: t.up.Name, status: status, bytes: len(ctx.Response.Body()), duration: elapsed}
+		if r.split != nil {
+			e.split = decision.Reason.String()
+		}
+		s.finish(ctx, snap, reqID, e)
+		return
+	}
+	s.finish(ctx, snap, reqID, accessEntry{})
+}
+
+// finish returns the request id to the client and writes the access log
+// line when e carries a status (the caller sampled it).
+func (s *Server) finish(ctx *fasthttp.RequestCtx, snap *Snapshot, reqID []byte, e accessEntry) {
+	if reqID != nil {
+		ctx.Response.Header.SetBytesV(snap.edge.reqIDHeader, reqID)
+	}
+	if al := snap.edge.access; al != nil && e.status != 0 && (e.route != "" || al.sampled(e.status)) {
+		e.requestID = reqID
+		al.write(ctx, e)
 	}
 }
 
 // forward sends the request to t's upstream and writes its response, or a
 // short error, to the client.
-func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start time.Time) (status int, upstreamErr bool) {
-	sc := s.scratch.Get().(*headerScratch)
-	defer s.scratch.Put(sc)
+func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start time.Time, sc *headerScratch) (status int, upstreamErr bool) {
 	req, resp := &ctx.Request, &ctx.Response
 	clientClose := sc.removeRequestHopByHop(&req.Header)
 	sc.appendForwarded(ctx)
@@ -178,14 +253,9 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 		// shadow target applies its own.
 		job = r.mirror.offer(ctx, up, start)
 	}
-	if up.rewriteHost {
-		// fasthttp writes Host from the parsed URI, so both must change.
-		req.Header.SetHost(up.hostHeader)
-		req.URI().SetHost(up.hostHeader)
-	}
 	req.SetTimeout(up.timeout)
 
-	err := up.primary.Do(req, resp)
+	_, err := up.do(req, resp, false, "")
 	elapsed := time.Since(start)
 	if job != nil {
 		job.deliverPrimary(resp, err, elapsed)

@@ -26,6 +26,7 @@ type Snapshot struct {
 	Config    *config.Config
 	routes    []*Route
 	upstreams map[string]*Upstream
+	edge      *edgeSettings
 }
 
 // Routes returns the compiled routes in match order.
@@ -132,7 +133,7 @@ type buildDeps struct {
 // buildSnapshot compiles cfg. Upstreams whose settings did not change are
 // taken over from prev (nil on first start) so a reload does not reconnect.
 func buildSnapshot(cfg *config.Config, prev *Snapshot, d buildDeps) (s *Snapshot, err error) {
-	s = &Snapshot{Config: cfg, upstreams: make(map[string]*Upstream, len(cfg.Upstreams))}
+	s = &Snapshot{Config: cfg, upstreams: make(map[string]*Upstream, len(cfg.Upstreams)), edge: newEdgeSettings(cfg, d.log)}
 	defer func() {
 		if err != nil {
 			s.closeMirrors()
@@ -150,11 +151,14 @@ func buildSnapshot(cfg *config.Config, prev *Snapshot, d buildDeps) (s *Snapshot
 				continue
 			}
 		}
-		up, err := newUpstream(uc, shadowPoolSize(cfg, uc.Name))
+		up, err := newUpstream(uc, shadowPoolSize(cfg, uc.Name), d.metrics, d.log)
 		if err != nil {
-			return nil, fmt.Errorf("upstream %q: %w", uc.Name, err)
+			return s, fmt.Errorf("upstream %q: %w", uc.Name, err)
 		}
 		s.upstreams[uc.Name] = up
+		if err := up.startProbes(); err != nil {
+			return s, fmt.Errorf("upstream %q: %w", uc.Name, err)
+		}
 	}
 	for _, rc := range cfg.Routes {
 		r := &Route{Name: rc.Name}

@@ -2,91 +2,304 @@ package proxy
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
+	"reflect"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
 
 	"github.com/shadowproxy/shadowproxy/config"
+	"github.com/shadowproxy/shadowproxy/healthcheck"
+	"github.com/shadowproxy/shadowproxy/metrics"
 )
 
-// Upstream is a backend with its pooled keep-alive clients. Primary and
-// shadow traffic use separate pools so a flood of mirrored requests can
-// never take the connections the primary path needs.
+// Upstream is a backend with one or more endpoints, each with pooled
+// keep-alive clients. Primary and shadow traffic use separate pools so a
+// flood of mirrored requests can never take the connections the primary
+// path needs.
 type Upstream struct {
 	Name        string
-	Addr        string
 	cfg         config.Upstream
-	primary     *fasthttp.HostClient
-	shadow      *fasthttp.HostClient
+	endpoints   []*endpoint
+	leastConn   bool
+	rr          atomic.Uint64
 	timeout     time.Duration
 	rewriteHost bool
-	hostHeader  string
+	maxFailures int32
+	ejection    time.Duration
+	log         *zap.Logger
+	checkers    []*healthcheck.Checker
 }
 
-// newUpstream builds the pools for u. shadowConns bounds the shadow pool.
-func newUpstream(u config.Upstream, shadowConns int) (*Upstream, error) {
-	addr, isTLS, err := config.ParseUpstreamURL(u.URL)
+// endpoint is one address of an upstream.
+type endpoint struct {
+	url        string
+	addr       string
+	hostHeader string
+	primary    *fasthttp.HostClient
+	shadow     *fasthttp.HostClient
+	// failures counts consecutive connect errors and timeouts.
+	failures atomic.Int32
+	// ejectedUntil (unix nanoseconds) keeps traffic away after too many
+	// failures; past it the endpoint is tried again.
+	ejectedUntil atomic.Int64
+	// probeDown is set by a failing active health check.
+	probeDown atomic.Bool
+	upGauge   prometheus.Gauge
+	ejections prometheus.Counter
+}
+
+// newUpstream builds the pools for u. shadowConns bounds each endpoint's
+// shadow pool.
+func newUpstream(u config.Upstream, shadowConns int, m *metrics.Metrics, log *zap.Logger) (*Upstream, error) {
+	up := &Upstream{
+		Name:        u.Name,
+		cfg:         u,
+		leastConn:   u.Balance == config.BalanceLeastConn,
+		timeout:     u.Timeout.D(),
+		rewriteHost: u.RewriteHost,
+		maxFailures: int32(u.Health.MaxFailures),
+		ejection:    u.Health.Ejection.D(),
+		log:         log,
+	}
+	tlsCfg, err := upstreamTLS(u)
 	if err != nil {
 		return nil, err
 	}
-	host := addr
-	if h, port, err := net.SplitHostPort(addr); err == nil && (port == "80" && !isTLS || port == "443" && isTLS) {
-		host = h
+	for _, raw := range u.Endpoints() {
+		addr, isTLS, err := config.ParseUpstreamURL(raw)
+		if err != nil {
+			return nil, err
+		}
+		host := addr
+		if h, port, err := net.SplitHostPort(addr); err == nil && (port == "80" && !isTLS || port == "443" && isTLS) {
+			host = h
+		}
+		ep := &endpoint{url: raw, addr: addr, hostHeader: host,
+			upGauge:   m.EndpointUp.WithLabelValues(u.Name, raw),
+			ejections: m.EndpointEjections.WithLabelValues(u.Name, raw)}
+		var epTLS *tls.Config
+		if isTLS {
+			epTLS = tlsCfg.Clone()
+			if epTLS.ServerName == "" {
+				epTLS.ServerName, _, _ = net.SplitHostPort(addr)
+			}
+		}
+		ep.primary = newHostClient(u, addr, u.MaxConns, epTLS)
+		ep.shadow = newHostClient(u, addr, max(shadowConns, 1), epTLS)
+		ep.upGauge.Set(1)
+		up.endpoints = append(up.endpoints, ep)
 	}
-	up := &Upstream{
-		Name:        u.Name,
-		Addr:        addr,
-		cfg:         u,
-		timeout:     u.Timeout.D(),
-		rewriteHost: u.RewriteHost,
-		hostHeader:  host,
+	if len(up.endpoints) == 0 {
+		return nil, errors.New("no endpoints")
 	}
-	up.primary = up.newClient(u.MaxConns, isTLS)
-	up.shadow = up.newClient(max(shadowConns, 1), isTLS)
 	return up, nil
 }
 
-func (up *Upstream) newClient(maxConns int, isTLS bool) *fasthttp.HostClient {
-	u := up.cfg
+func upstreamTLS(u config.Upstream) (*tls.Config, error) {
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.TLS.ServerName, InsecureSkipVerify: u.TLS.InsecureSkipVerify} //nolint:gosec // opt-in, warned about
+	if u.TLS.CAFile != "" {
+		pem, err := os.ReadFile(u.TLS.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.ca_file %s: no PEM certificates found", u.TLS.CAFile)
+		}
+		c.RootCAs = pool
+	}
+	return c, nil
+}
+
+func newHostClient(u config.Upstream, addr string, maxConns int, tlsCfg *tls.Config) *fasthttp.HostClient {
 	connectTimeout := u.ConnectTimeout.D()
 	dial := (&fasthttp.TCPDialer{}).DialTimeout
-	if host, _, err := net.SplitHostPort(up.Addr); err == nil && net.ParseIP(host) != nil {
+	if host, _, err := net.SplitHostPort(addr); err == nil && net.ParseIP(host) != nil {
 		// An address needs no DNS cache (whose cleaner goroutine outlives
 		// the pool by a minute); a plain dialer is enough.
 		dial = func(addr string, timeout time.Duration) (net.Conn, error) {
 			return (&net.Dialer{Timeout: timeout}).Dial("tcp", addr)
 		}
 	}
-	c := &fasthttp.HostClient{
-		Addr:     up.Addr,
+	return &fasthttp.HostClient{
+		Addr:     addr,
 		Name:     "shadowproxy",
-		IsTLS:    isTLS,
+		IsTLS:    tlsCfg != nil,
 		MaxConns: maxConns,
 		// Waiting for a free connection is bounded by the request timeout;
 		// past it the client gets 503 rather than an unbounded queue.
-		MaxConnWaitTimeout:            u.Timeout.D(),
-		MaxIdleConnDuration:           u.MaxIdleConnDuration.D(),
-		MaxResponseBodySize:           int(u.MaxResponseBody),
-		ReadBufferSize:                16 << 10,
-		WriteBufferSize:               16 << 10,
-		DisablePathNormalizing:        true,
-		DisableHeaderNamesNormalizing: false,
-		NoDefaultUserAgentHeader:      true,
-		MaxIdemponentCallAttempts:     2,
-		RetryIfErr:                    retryOnStaleConnection,
+		MaxConnWaitTimeout:        u.Timeout.D(),
+		MaxIdleConnDuration:       u.MaxIdleConnDuration.D(),
+		MaxResponseBodySize:       int(u.MaxResponseBody),
+		ReadBufferSize:            16 << 10,
+		WriteBufferSize:           16 << 10,
+		DisablePathNormalizing:    true,
+		NoDefaultUserAgentHeader:  true,
+		MaxIdemponentCallAttempts: 2,
+		RetryIfErr:                retryOnStaleConnection,
+		TLSConfig:                 tlsCfg,
 		Dial: func(addr string) (net.Conn, error) {
 			return dial(addr, connectTimeout)
 		},
 	}
-	if isTLS {
-		c.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: up.hostHeader}
+}
+
+// startProbes runs active health checks when health.path is configured.
+func (up *Upstream) startProbes() error {
+	h := up.cfg.Health
+	if h.Path == "" {
+		return nil
 	}
-	return c
+	for _, ep := range up.endpoints {
+		ep := ep
+		client := &http.Client{Transport: &http.Transport{TLSClientConfig: ep.primary.TLSConfig, DisableKeepAlives: true}}
+		c, err := healthcheck.New(healthcheck.Config{
+			URL: ep.url + h.Path, Interval: h.Interval.D(), Timeout: h.Timeout.D(), ExpectStatus: h.ExpectStatus,
+			UnhealthyAfter: 1, HealthyAfter: 1, Client: client, Logger: up.log,
+			OnChange: func(healthy bool, s healthcheck.Status) {
+				ep.probeDown.Store(!healthy)
+				ep.refreshGauge(time.Now().UnixNano())
+				up.log.Warn("upstream endpoint health changed", zap.String("upstream", up.Name), zap.String("endpoint", ep.url),
+					zap.Bool("healthy", healthy), zap.Int("status", s.LastStatus), zap.String("error", s.LastError))
+			},
+		})
+		if err != nil {
+			return fmt.Errorf("health check of %s: %w", ep.url, err)
+		}
+		up.checkers = append(up.checkers, c)
+		c.Start()
+	}
+	return nil
+}
+
+func (ep *endpoint) healthy(now int64) bool {
+	return !ep.probeDown.Load() && now >= ep.ejectedUntil.Load()
+}
+
+func (ep *endpoint) refreshGauge(now int64) {
+	if ep.healthy(now) {
+		ep.upGauge.Set(1)
+	} else {
+		ep.upGauge.Set(0)
+	}
+}
+
+// pick chooses an endpoint, skipping unhealthy ones and except. When every
+// endpoint is unhealthy it still returns one (failing open beats refusing
+// all traffic on a flapping check).
+func (up *Upstream) pick(except *endpoint) *endpoint {
+	eps := up.endpoints
+	if len(eps) == 1 {
+		return eps[0]
+	}
+	now := time.Now().UnixNano()
+	start := int(up.rr.Add(1) % uint64(len(eps)))
+	var best *endpoint
+	for i := range eps {
+		ep := eps[(start+i)%len(eps)]
+		if ep == except || !ep.healthy(now) {
+			continue
+		}
+		if !up.leastConn {
+			return ep
+		}
+		if best == nil || ep.primary.PendingRequests() < best.primary.PendingRequests() {
+			best = ep
+		}
+	}
+	if best != nil {
+		return best
+	}
+	for i := range eps {
+		if ep := eps[(start+i)%len(eps)]; ep != except {
+			return ep
+		}
+	}
+	return eps[start]
+}
+
+// do sends req to an endpoint of the upstream. An idempotent request that
+// failed to connect is retried once on another endpoint: it cannot have
+// reached an upstream. Nothing else is retried here.
+//
+// host, when set, is sent as Host (a shadow target's host setting);
+// otherwise rewrite_host sends the endpoint's own.
+func (up *Upstream) do(req *fasthttp.Request, resp *fasthttp.Response, shadow bool, host string) (*endpoint, error) {
+	ep := up.pick(nil)
+	err := ep.send(up, req, resp, shadow, host)
+	if err == nil || len(up.endpoints) == 1 {
+		return ep, err
+	}
+	if reason, _ := classify(err); reason == ReasonConnect && isIdempotent(&req.Header) {
+		next := up.pick(ep)
+		if next != ep {
+			resp.Reset()
+			return next, next.send(up, req, resp, shadow, host)
+		}
+	}
+	return ep, err
+}
+
+func (ep *endpoint) send(up *Upstream, req *fasthttp.Request, resp *fasthttp.Response, shadow bool, host string) error {
+	client := ep.primary
+	if shadow {
+		client = ep.shadow
+	}
+	// HostClient refuses a URI whose scheme differs from its own (a request
+	// that arrived over TLS going to a plain upstream, or the reverse).
+	if client.IsTLS {
+		req.URI().SetScheme("https")
+	} else {
+		req.URI().SetScheme("http")
+	}
+	if host == "" && up.rewriteHost {
+		host = ep.hostHeader
+	}
+	if host != "" {
+		// fasthttp writes Host from the parsed URI, so both must change.
+		req.Header.SetHost(host)
+		req.URI().SetHost(host)
+	}
+	err := client.Do(req, resp)
+	up.observe(ep, err)
+	return err
+}
+
+// observe feeds passive health: consecutive connect errors and timeouts
+// eject the endpoint for the ejection period.
+func (up *Upstream) observe(ep *endpoint, err error) {
+	if err == nil {
+		if ep.failures.Load() != 0 {
+			ep.failures.Store(0)
+		}
+		return
+	}
+	reason, _ := classify(err)
+	if reason != ReasonConnect && reason != ReasonTimeout || up.maxFailures <= 0 {
+		return
+	}
+	if ep.failures.Add(1) < up.maxFailures {
+		return
+	}
+	ep.failures.Store(0)
+	now := time.Now()
+	ep.ejectedUntil.Store(now.Add(up.ejection).UnixNano())
+	ep.upGauge.Set(0)
+	ep.ejections.Inc()
+	up.log.Warn("upstream endpoint ejected", zap.String("upstream", up.Name), zap.String("endpoint", ep.url),
+		zap.Int32("consecutive_failures", up.maxFailures), zap.Duration("for", up.ejection), zap.Error(err))
+	time.AfterFunc(up.ejection, func() { ep.refreshGauge(time.Now().UnixNano()) })
 }
 
 // retryOnStaleConnection retries an idempotent request once when a pooled
@@ -106,12 +319,17 @@ func isIdempotent(h *fasthttp.RequestHeader) bool {
 }
 
 // sameConfig reports whether a reload may keep this upstream's pools.
-func (up *Upstream) sameConfig(u config.Upstream) bool { return up.cfg == u }
+func (up *Upstream) sameConfig(u config.Upstream) bool { return reflect.DeepEqual(up.cfg, u) }
 
-// close releases idle pooled connections.
+// close stops health probes and releases idle pooled connections.
 func (up *Upstream) close() {
-	up.primary.CloseIdleConnections()
-	up.shadow.CloseIdleConnections()
+	for _, c := range up.checkers {
+		c.Close()
+	}
+	for _, ep := range up.endpoints {
+		ep.primary.CloseIdleConnections()
+		ep.shadow.CloseIdleConnections()
+	}
 }
 
 // ErrorReason classifies an upstream error for the reason label:
