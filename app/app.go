@@ -134,6 +134,9 @@ func (a *App) Start() error {
 	bg, cancel := context.WithCancel(context.Background())
 	a.stopBackground = cancel
 	go a.analyzer.Run(bg)
+	if cfg.WatchConfig && a.opts.ConfigPath != "" {
+		go a.watchConfig(bg, a.opts.ConfigPath, watchInterval)
+	}
 	go func() { a.serveErr <- a.proxy.Serve(pl) }()
 	go func() {
 		if err := a.adminSrv.Serve(al); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -259,3 +259,18 @@ func TestReloadKeepsLearntNoiseAndRejectsBadConfig(t *testing.T) {
 		t.Errorf("POST /api/v1/reload = %d %s", resp.StatusCode, b)
 	}
 }
+
+func TestWatchConfigReloadsOnChange(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.yaml")
+	up := jsonService(t, false)
+	base := fmt.Sprintf("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nupstreams: [{name: u, url: %s}]\nroutes:\n  - {name: a, upstream: u}\n", up)
+	os.WriteFile(path, []byte(base), 0o600)
+	a := startApp(t, base, Options{ConfigPath: path})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go a.watchConfig(ctx, path, 20*time.Millisecond)
+	time.Sleep(50 * time.Millisecond)
+	os.WriteFile(path, []byte(base+"  - {name: b, match: {path_prefix: /b}, upstream: u}\n"), 0o600)
+	waitFor(t, "reload after the file changed", func() bool { return len(a.Config().Routes) == 2 })
+}

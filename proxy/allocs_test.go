@@ -32,3 +32,29 @@ func TestPrimaryPathAllocs(t *testing.T) {
 		t.Errorf("primary path allocates %.2f times per request; want 0", n)
 	}
 }
+
+// TestMirrorEnqueueAllocs pins the mirror hand-off on the request path
+// (copy into a pooled job, non-blocking enqueue, primary capture) and the
+// shadow send at most one allocation per request amortized. Allocation
+// counts are process-wide, so the comparison stage (which builds strings
+// for samples, off the request path) is left out with a nil Comparer.
+func TestMirrorEnqueueAllocs(t *testing.T) {
+	primary, shadow := startFastUpstream(t), startFastUpstream(t)
+	client, _ := benchProxyWith(t, shadowConfig(primary, shadow, "      targets: [shadow]\n      queue_size: 4096"), nil)
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	do := func() {
+		req.Reset()
+		req.SetRequestURI("http://proxy/api/items?page=2")
+		if err := client.Do(req, resp); err != nil || resp.StatusCode() != 200 {
+			t.Fatalf("%v %d", err, resp.StatusCode())
+		}
+	}
+	for i := 0; i < 500; i++ {
+		do()
+	}
+	// The whole process is measured (workers and comparers included), so
+	// this bounds the request path and the shadow round trip together.
+	if n := testing.AllocsPerRun(500, do); n > 1 {
+		t.Errorf("a mirrored request allocates %.2f times; want at most 1", n)
+	}
+}

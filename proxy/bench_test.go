@@ -36,12 +36,18 @@ func startFastUpstream(tb testing.TB) string {
 // benchProxy serves cfgText on an in-memory listener and returns a client
 // that talks to it.
 func benchProxy(tb testing.TB, cfgText string) (*fasthttp.HostClient, *Server) {
+	return benchProxyWith(tb, cfgText, nopComparer{})
+}
+
+// benchProxyWith is benchProxy with a given comparer (nil: shadow outcomes
+// are counted but nothing is compared).
+func benchProxyWith(tb testing.TB, cfgText string, comparer Comparer) (*fasthttp.HostClient, *Server) {
 	tb.Helper()
 	cfg, err := config.Load("bench.yaml", []byte(cfgText), func(string) (string, bool) { return "", false })
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv, err := New(cfg, Options{Logger: zap.NewNop(), Metrics: metrics.New("bench")})
+	srv, err := New(cfg, Options{Logger: zap.NewNop(), Metrics: metrics.New("bench"), Comparer: comparer})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -90,3 +96,16 @@ func benchPrimary(b *testing.B, cfgText string, prepare func(*fasthttp.Request))
 func BenchmarkPrimaryPath(b *testing.B) {
 	benchPrimary(b, simpleConfig(startFastUpstream(b), ""), nil)
 }
+
+// BenchmarkPrimaryWithShadow is BenchmarkPrimaryPath with every request
+// mirrored to a second fast upstream and compared (no-op comparer): the
+// client-visible cost of shadowing. Run side by side with
+// BenchmarkPrimaryPath.
+func BenchmarkPrimaryWithShadow(b *testing.B) {
+	primary, shadow := startFastUpstream(b), startFastUpstream(b)
+	benchPrimary(b, shadowConfig(primary, shadow, "      targets: [shadow]\n      queue_size: 4096\n      workers: 64"), nil)
+}
+
+type nopComparer struct{}
+
+func (nopComparer) Compare(*Exchange) {}

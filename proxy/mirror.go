@@ -94,6 +94,11 @@ type mirror struct {
 	targets  []*shadowTarget // shadow targets, then the secondary if any
 	nShadows int             // targets[:nShadows] are shadows
 	comparer Comparer
+	// headers lists the response headers worth capturing (lower case):
+	// the compare section's list plus Content-Type and Content-Encoding;
+	// allHeaders when it says "*".
+	headers    map[string]bool
+	allHeaders bool
 
 	queue    chan *mirrorJob
 	compareQ chan *mirrorJob
@@ -185,6 +190,13 @@ func newMirror(route string, sc *config.Shadow, splitKey string, snap *Snapshot,
 		key = &k
 	}
 	mi.sampler = splitter.NewSampler(key, sc.Salt, cfgtypes.BasisPoints(*sc.Percent), tp)
+	mi.headers = map[string]bool{"content-type": true, "content-encoding": true}
+	for _, h := range sc.Compare.Headers {
+		if h == "*" {
+			mi.allHeaders = true
+		}
+		mi.headers[strings.ToLower(h)] = true
+	}
 	for _, meth := range sc.Methods {
 		mi.methods = append(mi.methods, []byte(meth))
 	}
@@ -407,12 +419,12 @@ func (mi *mirror) comparer_() {
 func (mi *mirror) compare(j *mirrorJob) {
 	ex := &j.ex
 	ex.Route = mi.route
-	ex.Method = string(j.req.Header.Method())
+	ex.Method = methodString(j.req.Header.Method())
 	ex.URI = string(j.req.Header.RequestURI())
 	ex.RequestID = string(j.req.Header.Peek("X-Request-Id"))
 	ex.Time = j.start
 	ex.PrimaryLatency = j.primaryLatency
-	fillCapture(&ex.Primary, j.primaryStatus, j.primaryHead, j.primaryBody, j.primaryTrunc, j.primaryErr, mi.maxBody)
+	mi.fillCapture(&ex.Primary, j.primaryStatus, j.primaryHead, j.primaryBody, j.primaryTrunc, j.primaryErr)
 	ex.Shadows = ex.Shadows[:0]
 	ex.Secondary = nil
 	for i, t := range mi.targets {
@@ -422,7 +434,7 @@ func (mi *mirror) compare(j *mirrorJob) {
 		if r.outcome == OutcomeSkipped {
 			err = errSkipped
 		}
-		fillCapture(&sr.Capture, r.status, r.head, r.body, r.trunc, err, mi.maxBody)
+		mi.fillCapture(&sr.Capture, r.status, r.head, r.body, r.trunc, err)
 		if t.secondary {
 			sec := sr
 			ex.Secondary = &sec
@@ -437,37 +449,71 @@ var errSkipped = errors.New("not sent: the primary was served by this upstream")
 
 // fillCapture parses a raw response head into c's headers and decodes a
 // compressed body, so that two upstreams compressing differently (or the
-// same content compressed twice) still compare by content.
-func fillCapture(c *diff.Capture, status int, head, body []byte, trunc bool, err error, maxBody int) {
+// same content compressed twice) still compare by content. Only headers the
+// comparison reads become strings.
+func (mi *mirror) fillCapture(c *diff.Capture, status int, head, body []byte, trunc bool, err error) {
 	*c = diff.Capture{Status: status, Body: body, Truncated: trunc, Err: err}
 	if err != nil {
 		return
 	}
 	encoding := ""
-	lines := strings.Split(string(head), "\r\n")
-	for _, line := range lines[min(1, len(lines)):] { // skip the status line
-		name, value, ok := strings.Cut(line, ":")
-		if !ok {
+	var lower [64]byte
+	if i := bytes.Index(head, []byte("\r\n")); i >= 0 {
+		head = head[i+2:] // skip the status line
+	}
+	for len(head) > 0 {
+		line := head
+		if i := bytes.Index(head, []byte("\r\n")); i >= 0 {
+			line, head = head[:i], head[i+2:]
+		} else {
+			head = nil
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
 			continue
 		}
-		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
-		c.Headers = append(c.Headers, diff.Header{Name: name, Value: value})
+		name := bytes.TrimSpace(line[:colon])
+		if !mi.allHeaders && (len(name) > len(lower) || !mi.headers[string(appendLower(lower[:0], name))]) {
+			continue
+		}
+		value := string(bytes.TrimSpace(line[colon+1:]))
+		c.Headers = append(c.Headers, diff.Header{Name: string(name), Value: value})
 		switch {
-		case strings.EqualFold(name, "Content-Type"):
+		case bytes.EqualFold(name, []byte("Content-Type")):
 			c.ContentType = value
-		case strings.EqualFold(name, "Content-Encoding"):
+		case bytes.EqualFold(name, []byte("Content-Encoding")):
 			encoding = strings.ToLower(value)
 		}
 	}
 	if encoding == "" || encoding == "identity" || trunc {
 		return
 	}
-	decoded, cut, derr := decodeBody(encoding, body, maxBody)
+	decoded, cut, derr := decodeBody(encoding, body, mi.maxBody)
 	if derr != nil {
 		c.Err = fmt.Errorf("content-encoding %q: %w", encoding, derr)
 		return
 	}
 	c.Body, c.Truncated = decoded, cut
+}
+
+func appendLower(dst, b []byte) []byte {
+	for _, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+// methodString returns a constant for common methods (no allocation).
+func methodString(m []byte) string {
+	for _, known := range [...]string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"} {
+		if string(m) == known {
+			return known
+		}
+	}
+	return string(m)
 }
 
 // decodeBody inflates gzip or deflate bodies up to limit bytes, so a
