@@ -1,0 +1,598 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ExternalSource supplies metrics measured outside the proxy (a Prometheus
+// query, a crash reporter). Value returns the metric for one cohort over the
+// window; the controller calls it off the request path with a timeout, and
+// puts the route and the declared query in ctx (see ExternalQueryFrom).
+type ExternalSource interface {
+	Value(ctx context.Context, metric string, cohort Cohort, window time.Duration) (float64, error)
+}
+
+// ExternalQuery is what the controller knows about one external lookup.
+type ExternalQuery struct {
+	Route  string
+	Metric string
+	// Query is the declared external_metrics[].query, possibly empty.
+	Query  string
+	Cohort Cohort
+	Window time.Duration
+}
+
+type externalQueryKey struct{}
+
+// ExternalQueryFrom returns the route and declared query of the lookup an
+// ExternalSource is serving, so that one source can serve every route.
+func ExternalQueryFrom(ctx context.Context) (ExternalQuery, bool) {
+	q, ok := ctx.Value(externalQueryKey{}).(ExternalQuery)
+	return q, ok
+}
+
+// HealthProber reports the canary's active health: the number of probes
+// that failed in a row (0 when the last probe succeeded).
+// *healthcheck.Checker implements it.
+type HealthProber interface {
+	ConsecutiveFailures() int
+}
+
+// Verdict is the outcome of one condition on one evaluation.
+type Verdict string
+
+const (
+	// VerdictPass: a promote condition is satisfied.
+	VerdictPass Verdict = "pass"
+	// VerdictFail: a promote condition is not satisfied.
+	VerdictFail Verdict = "fail"
+	// VerdictOK: a rollback condition is not met.
+	VerdictOK Verdict = "ok"
+	// VerdictBreach: a rollback condition is met on this evaluation; it
+	// fires once it has been met on every evaluation for its "for".
+	VerdictBreach Verdict = "breach"
+	// VerdictNoData: too few samples (or no probe yet) for any verdict.
+	VerdictNoData Verdict = "no_data"
+	// VerdictNotApplicable: a baseline comparison at 100%, where the
+	// control has no traffic. It neither blocks promotion nor fires.
+	VerdictNotApplicable Verdict = "not_applicable"
+	// VerdictError: an external source failed; treated like no_data.
+	VerdictError Verdict = "error"
+)
+
+// ConditionResult explains one condition on one evaluation. Values are in
+// the metric's unit: fractions for rates, seconds for latency. Fields that
+// do not apply are null, never NaN.
+type ConditionResult struct {
+	// Condition is the condition as written ("error_rate_5xx above_baseline 2x for 5m").
+	Condition string `json:"condition"`
+	Metric    string `json:"metric"`
+	// Unit is "ratio", "seconds", "count" or "number".
+	Unit   string `json:"unit"`
+	Window string `json:"window,omitempty"`
+	// Canary and Control are the measured values (Control null for
+	// route-wide metrics).
+	Canary  *float64 `json:"canary"`
+	Control *float64 `json:"control"`
+	// Threshold is the absolute threshold, or the factor of a baseline comparison.
+	Threshold float64 `json:"threshold"`
+	// Baseline is the control value actually compared against (after the
+	// min_baseline floor), and Ratio the canary over it.
+	Baseline *float64 `json:"baseline,omitempty"`
+	Ratio    *float64 `json:"ratio,omitempty"`
+	// CanarySamples and ControlSamples are the sample counts behind the values.
+	CanarySamples  uint64 `json:"canary_samples"`
+	ControlSamples uint64 `json:"control_samples"`
+	// Tests are the statistical tests run, and PValue the one the verdict used.
+	Tests  []TestResult `json:"tests,omitempty"`
+	PValue *float64     `json:"p_value,omitempty"`
+	// Met is whether the condition is true on this evaluation.
+	Met     bool    `json:"met"`
+	Verdict Verdict `json:"verdict"`
+	// BreachingFor is how long a rollback condition has been met, and Fired
+	// whether that reached its "for".
+	BreachingFor float64 `json:"breaching_for_seconds,omitempty"`
+	Fired        bool    `json:"fired,omitempty"`
+	// Detail is the whole story in one line.
+	Detail string `json:"detail"`
+
+	index int // position in the condition list in force
+}
+
+// Decision is what an evaluation concluded.
+type Decision string
+
+const (
+	// DecisionHold: stay at the step (hold not over, a condition not
+	// passing, too few samples, or paused).
+	DecisionHold Decision = "hold"
+	// DecisionPromote: moved to the next step.
+	DecisionPromote Decision = "promote"
+	// DecisionRollback: a guardrail fired; the canary is at 0%.
+	DecisionRollback Decision = "rollback"
+	// DecisionComplete: the last step's hold passed with every promote_when.
+	DecisionComplete Decision = "complete"
+	// DecisionReady: manual mode, every promote_when passes; waiting for a
+	// promote command.
+	DecisionReady Decision = "ready"
+)
+
+// Explanation is the full record of one evaluation of a route.
+type Explanation struct {
+	Route   string    `json:"route"`
+	At      time.Time `json:"at"`
+	Mode    Mode      `json:"mode"`
+	State   State     `json:"state"`
+	Step    int       `json:"step"`
+	Percent float64   `json:"percent"`
+	// HeldSeconds is the time spent at this step (pauses excluded) and
+	// HoldSeconds the step's hold.
+	HeldSeconds float64 `json:"held_seconds"`
+	HoldSeconds float64 `json:"hold_seconds"`
+	// Samples are the request counts in the section's default window.
+	Samples  SampleCounts      `json:"samples"`
+	Decision Decision          `json:"decision"`
+	Reason   string            `json:"reason"`
+	Promote  []ConditionResult `json:"promote"`
+	Rollback []ConditionResult `json:"rollback"`
+}
+
+// SampleCounts are request counts per cohort.
+type SampleCounts struct {
+	Window      string `json:"window"`
+	Canary      uint64 `json:"canary"`
+	Control     uint64 `json:"control"`
+	Excluded    uint64 `json:"excluded"`
+	Comparisons uint64 `json:"comparisons"`
+}
+
+// evaluator computes condition results for one route at one moment. It
+// reads only immutable inputs and the concurrency-safe Recorder, so it runs
+// without the route's lock (external lookups may take seconds).
+type evaluator struct {
+	ctx       context.Context
+	route     string
+	spec      *Spec
+	rec       *Recorder
+	now       time.Time
+	dataSince time.Time
+	atFull    bool
+	health    HealthProber
+	external  ExternalSource
+	timeout   time.Duration
+	windows   map[time.Duration]*WindowStats
+}
+
+// stats returns the window ending now, clipped to dataSince (samples from
+// before a resume after rollback belong to the failed attempt).
+func (e *evaluator) stats(d time.Duration) *WindowStats {
+	if w, ok := e.windows[d]; ok {
+		return w
+	}
+	from := e.now.Add(-d)
+	if from.Before(e.dataSince) {
+		from = e.dataSince
+	}
+	w := e.rec.Between(from, e.now)
+	if e.windows == nil {
+		e.windows = map[time.Duration]*WindowStats{}
+	}
+	e.windows[d] = &w
+	return &w
+}
+
+func (e *evaluator) minSamples(c *Condition) uint64 {
+	if c.MinSamples > 0 {
+		return uint64(c.MinSamples)
+	}
+	if e.spec.MinSamples > 0 {
+		return uint64(e.spec.MinSamples)
+	}
+	return DefaultMinSamples
+}
+
+func (e *evaluator) alpha() float64 {
+	if e.spec.Alpha > 0 {
+		return float64(e.spec.Alpha)
+	}
+	return DefaultAlpha
+}
+
+// evaluate computes one condition. rollback selects the verdict vocabulary
+// and the sample rule: a count that breaches a rollback threshold is
+// evidence by itself, but a promotion always needs min_samples.
+func (e *evaluator) evaluate(c *Condition, index int, rollback bool) ConditionResult {
+	win := e.spec.window(c)
+	res := ConditionResult{Condition: c.describe(), Metric: c.Metric, Window: fmtDur(win), index: index}
+	m, ok := e.spec.lookupMetric(c.Metric)
+	if !ok { // Validate rejects this; stay safe if called unvalidated.
+		res.Verdict, res.Detail = VerdictError, fmt.Sprintf("unknown metric %q", c.Metric)
+		return res
+	}
+	res.Unit = unitName(m)
+	thr, cmp := c.absolute()
+	if thr != nil {
+		res.Threshold = thr.value
+	} else if c.AboveBaseline != nil {
+		res.Threshold = float64(*c.AboveBaseline)
+	} else if c.BelowBaseline != nil {
+		res.Threshold = float64(*c.BelowBaseline)
+	} else if c.Consecutive > 0 {
+		res.Threshold = float64(c.Consecutive)
+	}
+	finish := func(met bool, detail string) ConditionResult {
+		res.Met = met
+		switch {
+		case rollback && met:
+			res.Verdict = VerdictBreach
+		case rollback:
+			res.Verdict = VerdictOK
+		case met:
+			res.Verdict = VerdictPass
+		default:
+			res.Verdict = VerdictFail
+		}
+		res.Detail = detail
+		return res
+	}
+	noVerdict := func(v Verdict, detail string) ConditionResult {
+		res.Verdict, res.Detail = v, detail
+		return res
+	}
+
+	switch m.kind {
+	case kindHealth:
+		res.Window = "" // a probe streak has no window
+		if e.health == nil {
+			return noVerdict(VerdictNoData, "no health prober for this route")
+		}
+		v := float64(e.health.ConsecutiveFailures())
+		res.Canary = ptr(v)
+		var met bool
+		if c.Consecutive > 0 {
+			met = v >= float64(c.Consecutive)
+			return finish(met, fmt.Sprintf("%d consecutive failed probes (fires at %d)", int(v), c.Consecutive))
+		}
+		met = compare(v, thr.value, cmp)
+		return finish(met, fmt.Sprintf("%d consecutive failed probes, %s %s", int(v), cmpWord(cmp, rollback), thr.raw))
+	case kindExternal:
+		return e.evaluateExternal(c, m, win, rollback, &res, finish, noVerdict)
+	}
+
+	w := e.stats(win)
+	if m.name == "match_rate" {
+		res.CanarySamples = w.Comparisons
+		if need := e.minSamples(c); w.Comparisons < need {
+			return noVerdict(VerdictNoData, fmt.Sprintf("insufficient comparisons: %d of %d", w.Comparisons, need))
+		}
+		v := w.MatchRate()
+		res.Canary = ptr(v)
+		met := compare(v, thr.value, cmp)
+		return finish(met, fmt.Sprintf("match rate %s over %d comparisons, %s %s", formatValue(m, v), w.Comparisons, cmpWord(cmp, rollback), thr.raw))
+	}
+
+	can, ctl := &w.Canary, &w.Control
+	res.CanarySamples, res.ControlSamples = can.Requests, ctl.Requests
+	cv, kv := metricValue(m, can), metricValue(m, ctl)
+	res.Canary = ptr(cv)
+	if ctl.Requests > 0 {
+		res.Control = ptr(kv)
+	}
+	baseline := c.AboveBaseline != nil || c.BelowBaseline != nil
+	if baseline && e.atFull {
+		return noVerdict(VerdictNotApplicable, "the control has no traffic at 100%; baseline comparisons no longer apply")
+	}
+	countBreach := rollback && m.kind == kindCount && thr != nil
+	if need := e.minSamples(c); !countBreach && (can.Requests < need || (!e.atFull && ctl.Requests < need)) {
+		if e.atFull {
+			return noVerdict(VerdictNoData, fmt.Sprintf("insufficient samples: canary %d of %d", can.Requests, need))
+		}
+		return noVerdict(VerdictNoData, fmt.Sprintf("insufficient samples: canary %d, control %d of %d each", can.Requests, ctl.Requests, need))
+	}
+
+	if thr != nil {
+		met := compare(cv, thr.value, cmp)
+		ctx := ""
+		if res.Control != nil {
+			ctx = " (control " + formatValue(m, kv) + ")"
+		}
+		return finish(met, fmt.Sprintf("canary %s%s, %s %s", formatValue(m, cv), ctx, cmpWord(cmp, rollback), thr.raw))
+	}
+
+	// Baseline comparison. The floor keeps a zero (or tiny) control value
+	// from turning any canary error into an infinite ratio, while the
+	// significance test keeps a handful of errors from firing; with both a
+	// real regression against a clean control is still caught.
+	floor := defaultFloor(m)
+	if c.MinBaseline != nil {
+		floor = c.MinBaseline.value
+	}
+	base := math.Max(kv, floor)
+	res.Baseline = ptr(base)
+	ratio, finite := safeRatio(cv, base)
+	if finite {
+		res.Ratio = ptr(ratio)
+	}
+	var p float64
+	switch m.kind {
+	case kindRate:
+		x1, x0 := can.Errors5xx, ctl.Errors5xx
+		if m.name == "upstream_error_rate" {
+			x1, x0 = can.UpstreamErrors, ctl.UpstreamErrors
+		}
+		t := proportionTest(x1, can.Requests, x0, ctl.Requests)
+		res.Tests = []TestResult{t}
+		p = t.PValue
+	case kindLatency:
+		res.Tests, p = latencyTests(can, ctl, m.quantile)
+	}
+	res.PValue = ptr(p)
+	ratioText := "∞"
+	if finite {
+		ratioText = strconv.FormatFloat(ratio, 'f', 2, 64) + "x"
+	}
+	head := fmt.Sprintf("canary %s vs control %s", formatValue(m, cv), formatValue(m, kv))
+	if base > kv {
+		head += fmt.Sprintf(" (floor %s)", formatValue(m, base))
+	}
+	testText := testsText(res.Tests)
+	if c.AboveBaseline != nil {
+		k := float64(*c.AboveBaseline)
+		bigger := ratio > k
+		significant := p < e.alpha()
+		met := bigger && significant
+		why := ""
+		switch {
+		case met:
+			why = fmt.Sprintf("%s > %gx and significant (%s < %g)", ratioText, k, fmtP(p), e.alpha())
+		case bigger:
+			why = fmt.Sprintf("%s > %gx but not significant (%s >= %g)", ratioText, k, fmtP(p), e.alpha())
+		default:
+			why = fmt.Sprintf("%s <= %gx", ratioText, k)
+		}
+		return finish(met, head+": "+why+testText)
+	}
+	k := float64(*c.BelowBaseline)
+	met := ratio < k
+	rel := ">="
+	if met {
+		rel = "<"
+	}
+	return finish(met, fmt.Sprintf("%s: %s %s %gx%s", head, ratioText, rel, k, testText))
+}
+
+func (e *evaluator) evaluateExternal(c *Condition, m metricInfo, win time.Duration, rollback bool, res *ConditionResult,
+	finish func(bool, string) ConditionResult, noVerdict func(Verdict, string) ConditionResult) ConditionResult {
+	if e.external == nil {
+		return noVerdict(VerdictError, "no external metric source is configured")
+	}
+	query := ""
+	for _, x := range e.spec.ExternalMetrics {
+		if x.Name == m.name {
+			query = x.Query
+		}
+	}
+	get := func(cohort Cohort) (float64, error) {
+		ctx, cancel := context.WithTimeout(e.ctx, e.timeout)
+		defer cancel()
+		ctx = context.WithValue(ctx, externalQueryKey{}, ExternalQuery{Route: e.route, Metric: m.name, Query: query, Cohort: cohort, Window: win})
+		v, err := e.external.Value(ctx, m.name, cohort, win)
+		if err == nil && (math.IsNaN(v) || math.IsInf(v, 0)) {
+			err = errors.New("not a finite number")
+		}
+		if err != nil {
+			return 0, fmt.Errorf("external metric %s (%s): %w", m.name, cohort, err)
+		}
+		return v, nil
+	}
+	cv, err := get(Canary)
+	if err != nil {
+		return noVerdict(VerdictError, err.Error())
+	}
+	res.Canary = ptr(cv)
+	thr, cmp := c.absolute()
+	if thr != nil {
+		return finish(compare(cv, thr.value, cmp), fmt.Sprintf("canary %s, %s %s", formatValue(m, cv), cmpWord(cmp, rollback), thr.raw))
+	}
+	if e.atFull {
+		return noVerdict(VerdictNotApplicable, "the control has no traffic at 100%; baseline comparisons no longer apply")
+	}
+	kv, err := get(Control)
+	if err != nil {
+		return noVerdict(VerdictError, err.Error())
+	}
+	res.Control = ptr(kv)
+	floor := 0.0
+	if c.MinBaseline != nil {
+		floor = c.MinBaseline.value
+	}
+	base := math.Max(kv, floor)
+	res.Baseline = ptr(base)
+	ratio, finite := safeRatio(cv, base)
+	if finite {
+		res.Ratio = ptr(ratio)
+	}
+	ratioText := "∞"
+	if finite {
+		ratioText = strconv.FormatFloat(ratio, 'f', 2, 64) + "x"
+	}
+	head := fmt.Sprintf("canary %s vs control %s: %s", formatValue(m, cv), formatValue(m, kv), ratioText)
+	// External sources give no samples to test, so the comparison is on
+	// the values alone; the source is expected to smooth over its window.
+	if c.AboveBaseline != nil {
+		k := float64(*c.AboveBaseline)
+		return finish(ratio > k, fmt.Sprintf("%s %s %gx", head, relWord(ratio > k, ">", "<="), k))
+	}
+	k := float64(*c.BelowBaseline)
+	return finish(ratio < k, fmt.Sprintf("%s %s %gx", head, relWord(ratio < k, "<", ">="), k))
+}
+
+func relWord(ok bool, yes, no string) string {
+	if ok {
+		return yes
+	}
+	return no
+}
+
+// safeRatio divides, reporting an infinite ratio (a positive canary over a
+// zero baseline) as not finite. 0/0 is 0: neither cohort shows anything.
+func safeRatio(a, b float64) (float64, bool) {
+	switch {
+	case b > 0:
+		return a / b, true
+	case a > 0:
+		return math.Inf(1), false
+	default:
+		return 0, true
+	}
+}
+
+func defaultFloor(m metricInfo) float64 {
+	switch m.kind {
+	case kindRate:
+		return DefaultRateFloor
+	case kindLatency:
+		return DefaultLatencyFloor.Seconds()
+	}
+	return 0
+}
+
+func metricValue(m metricInfo, c *CohortStats) float64 {
+	switch m.name {
+	case "requests":
+		return float64(c.Requests)
+	case "errors_5xx":
+		return float64(c.Errors5xx)
+	case "upstream_errors":
+		return float64(c.UpstreamErrors)
+	case "error_rate_5xx":
+		return c.ErrorRate5xx()
+	case "upstream_error_rate":
+		return c.UpstreamErrorRate()
+	}
+	if m.kind == kindLatency {
+		return c.quantileMicros(m.quantile) / 1e6
+	}
+	return 0
+}
+
+func compare(v, t float64, cmp string) bool {
+	switch cmp {
+	case "below":
+		return v < t
+	case "above":
+		return v > t
+	case "at_most":
+		return v <= t
+	case "at_least":
+		return v >= t
+	}
+	return false
+}
+
+// cmpWord phrases a comparison for a detail line: a promote condition says
+// what it needs, a rollback condition when it fires.
+func cmpWord(cmp string, rollback bool) string {
+	op := map[string]string{"below": "<", "above": ">", "at_most": "<=", "at_least": ">="}[cmp]
+	if rollback {
+		return "fires when " + op
+	}
+	return "needs " + op
+}
+
+func unitName(m metricInfo) string {
+	switch m.kind {
+	case kindRate:
+		return "ratio"
+	case kindLatency:
+		return "seconds"
+	case kindCount, kindHealth:
+		return "count"
+	}
+	switch m.unit {
+	case UnitRatio:
+		return "ratio"
+	case UnitDuration:
+		return "seconds"
+	}
+	return "number"
+}
+
+// formatValue renders a value in its metric's unit for humans.
+func formatValue(m metricInfo, v float64) string {
+	switch unitName(m) {
+	case "ratio":
+		return strconv.FormatFloat(v*100, 'g', 3, 64) + "%"
+	case "seconds":
+		d := time.Duration(v * float64(time.Second))
+		switch {
+		case d >= time.Second:
+			d = d.Round(time.Millisecond)
+		case d >= time.Millisecond:
+			d = d.Round(10 * time.Microsecond)
+		}
+		return d.String()
+	case "count":
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(v, 'g', 4, 64)
+}
+
+// fmtP renders "p=0.0123"; below float precision it says "p<1e-15"
+// rather than a misleading "p=0".
+func fmtP(p float64) string {
+	if p < 1e-15 {
+		return "p<1e-15"
+	}
+	return "p=" + strconv.FormatFloat(p, 'g', 3, 64)
+}
+
+func testsText(ts []TestResult) string {
+	if len(ts) == 0 {
+		return ""
+	}
+	parts := make([]string, 0, len(ts))
+	for _, t := range ts {
+		if t.Name == "fisher" || t.Name == "tail_fisher" {
+			parts = append(parts, fmt.Sprintf("%s %s", t.Name, fmtP(t.PValue)))
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s=%.3g %s", t.Name, t.Statistic, fmtP(t.PValue)))
+	}
+	return " [" + strings.Join(parts, ", ") + "]"
+}
+
+// describe renders a condition as it reads in the policy.
+func (c *Condition) describe() string {
+	var b strings.Builder
+	b.WriteString(c.Metric)
+	if t, name := c.absolute(); t != nil {
+		b.WriteString(" " + name + " " + t.raw)
+	}
+	if c.AboveBaseline != nil {
+		b.WriteString(" above_baseline " + strconv.FormatFloat(float64(*c.AboveBaseline), 'g', -1, 64) + "x")
+	}
+	if c.BelowBaseline != nil {
+		b.WriteString(" below_baseline " + strconv.FormatFloat(float64(*c.BelowBaseline), 'g', -1, 64) + "x")
+	}
+	if c.Consecutive > 0 {
+		b.WriteString(" consecutive " + strconv.Itoa(c.Consecutive))
+	}
+	if c.For > 0 {
+		b.WriteString(" for " + fmtDur(c.For.D()))
+	}
+	return b.String()
+}
+
+func ptr(v float64) *float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	return &v
+}

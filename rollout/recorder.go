@@ -1,0 +1,425 @@
+package rollout
+
+import (
+	"math"
+	"math/bits"
+	"runtime"
+	"sync/atomic"
+	"time"
+)
+
+// Cohort says which group a request belongs to for canary analysis.
+type Cohort uint8
+
+const (
+	// Control requests went to the stable upstream by the percentage split.
+	Control Cohort = iota
+	// Canary requests went to the canary upstream by the percentage split.
+	Canary
+	// Excluded requests were routed by a cohort rule (internal users,
+	// synthetic traffic). They are counted separately and never enter the
+	// canary-vs-control statistics, because they are not a random sample
+	// and would bias both the comparison and the sample-size gate.
+	Excluded
+	numCohorts
+)
+
+// String names the cohort as it appears in JSON and logs.
+func (c Cohort) String() string {
+	switch c {
+	case Control:
+		return "control"
+	case Canary:
+		return "canary"
+	case Excluded:
+		return "excluded"
+	}
+	return "unknown"
+}
+
+// Latency histogram layout: log-linear buckets over microseconds, 8
+// sub-buckets per power of two (each at most 12.5% wide), from 1µs to 2^27µs
+// (about 134s); slower requests land in the last bucket. Fixed buckets keep
+// the per-slot memory constant and let the Mann-Whitney test work on bucket
+// counts (ties within a bucket are handled by the tie correction).
+const (
+	subBucketBits  = 3
+	subBuckets     = 1 << subBucketBits
+	maxExponent    = 26
+	numBuckets     = subBuckets * (maxExponent - subBucketBits + 2)
+	resettingEpoch = math.MinInt64
+)
+
+// bucketOf maps a latency to its histogram bucket.
+func bucketOf(d time.Duration) int {
+	if d <= 0 {
+		return 0
+	}
+	us := uint64(d / time.Microsecond)
+	if us < subBuckets {
+		return int(us)
+	}
+	e := bits.Len64(us) - 1
+	if e > maxExponent {
+		return numBuckets - 1
+	}
+	m := (us >> (e - subBucketBits)) & (subBuckets - 1)
+	return subBuckets*(e-subBucketBits+1) + int(m)
+}
+
+// bucketBounds returns a bucket's [lo, hi) in microseconds.
+func bucketBounds(i int) (lo, hi float64) {
+	if i < subBuckets {
+		return float64(i), float64(i + 1)
+	}
+	e := i/subBuckets + subBucketBits - 1
+	m := i % subBuckets
+	shift := uint(e - subBucketBits)
+	return float64(uint64(subBuckets+m) << shift), float64(uint64(subBuckets+m+1) << shift)
+}
+
+// cohortCounters are one cohort's counts within one slot.
+type cohortCounters struct {
+	requests atomic.Uint64
+	err5xx   atomic.Uint64
+	upstream atomic.Uint64
+	hist     [numBuckets]atomic.Uint64
+}
+
+// slot holds everything observed during one slot-length interval. epoch is
+// the slot's index in time (unix nanos / slot length); resettingEpoch marks
+// a slot being cleared for reuse.
+type slot struct {
+	epoch   atomic.Int64
+	cohorts [2]cohortCounters // Control, Canary
+	// Excluded traffic is only counted: no histogram, to save memory.
+	exclRequests, excl5xx, exclUpstream atomic.Uint64
+	comparisons, matches                atomic.Uint64
+}
+
+func (s *slot) reset() {
+	for c := range s.cohorts {
+		cc := &s.cohorts[c]
+		cc.requests.Store(0)
+		cc.err5xx.Store(0)
+		cc.upstream.Store(0)
+		for i := range cc.hist {
+			cc.hist[i].Store(0)
+		}
+	}
+	s.exclRequests.Store(0)
+	s.excl5xx.Store(0)
+	s.exclUpstream.Store(0)
+	s.comparisons.Store(0)
+	s.matches.Store(0)
+}
+
+// Recorder collects one route's per-cohort measurements in a ring of fixed
+// time slots. Writers touch only the current slot with atomic adds, so the
+// request path takes no lock and allocates nothing; memory is bounded by the
+// number of slots, which is fixed at construction.
+type Recorder struct {
+	now       func() time.Time
+	slotNanos int64
+	retention time.Duration
+	slots     []slot
+	dropped   atomic.Uint64
+}
+
+// RecorderOption configures NewRecorder.
+type RecorderOption func(*recorderConfig)
+
+type recorderConfig struct {
+	slot, retention time.Duration
+}
+
+// WithSlot sets the slot length (default 10s): the granularity of windows.
+func WithSlot(d time.Duration) RecorderOption {
+	return func(c *recorderConfig) {
+		if d > 0 {
+			c.slot = d
+		}
+	}
+}
+
+// WithRetention sets how much history is kept (default 1h); it must cover
+// the longest condition window (see Spec.RecorderOptions).
+func WithRetention(d time.Duration) RecorderOption {
+	return func(c *recorderConfig) {
+		if d > 0 {
+			c.retention = min(d, MaxWindow)
+		}
+	}
+}
+
+// NewRecorder returns a Recorder reading time from now (time.Now when nil).
+func NewRecorder(now func() time.Time, opts ...RecorderOption) *Recorder {
+	cfg := recorderConfig{slot: 10 * time.Second, retention: time.Hour}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	// One extra slot for the partially filled current one, one more so that
+	// the slot being reset is never one a window still reads.
+	n := int(cfg.retention/cfg.slot) + 2
+	if cfg.retention%cfg.slot != 0 {
+		n++
+	}
+	r := &Recorder{now: now, slotNanos: int64(cfg.slot), retention: cfg.retention, slots: make([]slot, n)}
+	for i := range r.slots {
+		r.slots[i].epoch.Store(-1)
+	}
+	return r
+}
+
+// Retention is how much history the Recorder keeps.
+func (r *Recorder) Retention() time.Duration { return r.retention }
+
+// Slot is the Recorder's slot length.
+func (r *Recorder) Slot() time.Duration { return time.Duration(r.slotNanos) }
+
+// Dropped counts observations lost because their slot was being recycled
+// (a writer stalled for longer than the whole retention) — normally 0.
+func (r *Recorder) Dropped() uint64 { return r.dropped.Load() }
+
+// current returns the slot for the present moment, claiming and clearing it
+// if it still holds an old epoch. A writer only writes after it has seen the
+// slot carry its own epoch, so a reset can never wipe a newer count.
+func (r *Recorder) current() *slot {
+	e := r.now().UnixNano() / r.slotNanos
+	s := &r.slots[int(uint64(e)%uint64(len(r.slots)))]
+	for spin := 0; spin < 1000; spin++ {
+		cur := s.epoch.Load()
+		switch {
+		case cur == e:
+			return s
+		case cur == resettingEpoch:
+			runtime.Gosched()
+		case cur > e:
+			return nil // a writer so late that its slot has been reused
+		default:
+			if s.epoch.CompareAndSwap(cur, resettingEpoch) {
+				s.reset()
+				s.epoch.Store(e)
+				return s
+			}
+		}
+	}
+	return nil
+}
+
+// ObserveRequest records one proxied request. status is the status the
+// client saw (a proxy-generated 502/504 counts as a 5xx); upstreamErr marks
+// a failed upstream exchange (connect error, timeout, reset). It takes no
+// lock and does not allocate.
+func (r *Recorder) ObserveRequest(c Cohort, status int, upstreamErr bool, latency time.Duration) {
+	if c >= numCohorts {
+		return
+	}
+	s := r.current()
+	if s == nil {
+		r.dropped.Add(1)
+		return
+	}
+	if c == Excluded {
+		s.exclRequests.Add(1)
+		if status >= 500 {
+			s.excl5xx.Add(1)
+		}
+		if upstreamErr {
+			s.exclUpstream.Add(1)
+		}
+		return
+	}
+	cc := &s.cohorts[c]
+	cc.requests.Add(1)
+	if status >= 500 {
+		cc.err5xx.Add(1)
+	}
+	if upstreamErr {
+		cc.upstream.Add(1)
+	}
+	cc.hist[bucketOf(latency)].Add(1)
+}
+
+// ObserveComparison records one shadow comparison of the route (match rate
+// is measured for the route as a whole, not per cohort).
+func (r *Recorder) ObserveComparison(match bool) {
+	s := r.current()
+	if s == nil {
+		r.dropped.Add(1)
+		return
+	}
+	s.comparisons.Add(1)
+	if match {
+		s.matches.Add(1)
+	}
+}
+
+// CohortStats are one cohort's totals over a window.
+type CohortStats struct {
+	Requests       uint64 `json:"requests"`
+	Errors5xx      uint64 `json:"errors_5xx"`
+	UpstreamErrors uint64 `json:"upstream_errors"`
+	hist           [numBuckets]uint64
+}
+
+// ErrorRate5xx is the share of 5xx responses (0 without requests).
+func (c *CohortStats) ErrorRate5xx() float64 { return frac(c.Errors5xx, c.Requests) }
+
+// UpstreamErrorRate is the share of failed upstream exchanges.
+func (c *CohortStats) UpstreamErrorRate() float64 { return frac(c.UpstreamErrors, c.Requests) }
+
+// Quantile estimates the q-quantile of latency by linear interpolation
+// within the histogram bucket holding it (error at most half a bucket,
+// about 6%). It is 0 without samples.
+func (c *CohortStats) Quantile(q float64) time.Duration {
+	return time.Duration(c.quantileMicros(q) * float64(time.Microsecond))
+}
+
+func (c *CohortStats) histTotal() uint64 {
+	var n uint64
+	for _, v := range c.hist {
+		n += v
+	}
+	return n
+}
+
+func (c *CohortStats) quantileMicros(q float64) float64 {
+	n := c.histTotal()
+	if n == 0 {
+		return 0
+	}
+	rank := q * float64(n)
+	var cum float64
+	for i, v := range c.hist {
+		if v == 0 {
+			continue
+		}
+		next := cum + float64(v)
+		if next >= rank {
+			lo, hi := bucketBounds(i)
+			if i == numBuckets-1 {
+				return lo
+			}
+			return lo + (hi-lo)*(rank-cum)/float64(v)
+		}
+		cum = next
+	}
+	lo, _ := bucketBounds(numBuckets - 1)
+	return lo
+}
+
+// bucketOfQuantile returns the bucket holding the q-quantile.
+func (c *CohortStats) bucketOfQuantile(q float64) int {
+	n := c.histTotal()
+	rank := q * float64(n)
+	var cum float64
+	for i, v := range c.hist {
+		cum += float64(v)
+		if v > 0 && cum >= rank {
+			return i
+		}
+	}
+	return numBuckets - 1
+}
+
+// countAbove returns how many samples lie in buckets above b.
+func (c *CohortStats) countAbove(b int) uint64 {
+	var n uint64
+	for _, v := range c.hist[b+1:] {
+		n += v
+	}
+	return n
+}
+
+func (c *CohortStats) add(o *CohortStats) {
+	c.Requests += o.Requests
+	c.Errors5xx += o.Errors5xx
+	c.UpstreamErrors += o.UpstreamErrors
+	for i := range c.hist {
+		c.hist[i] += o.hist[i]
+	}
+}
+
+// WindowStats are the totals of every slot that started within a window.
+type WindowStats struct {
+	From        time.Time   `json:"from"`
+	To          time.Time   `json:"to"`
+	Control     CohortStats `json:"control"`
+	Canary      CohortStats `json:"canary"`
+	Excluded    CohortStats `json:"excluded"`
+	Comparisons uint64      `json:"comparisons"`
+	Matches     uint64      `json:"matches"`
+}
+
+// MatchRate is the share of matching shadow comparisons.
+func (w *WindowStats) MatchRate() float64 { return frac(w.Matches, w.Comparisons) }
+
+// Cohort returns the stats of c.
+func (w *WindowStats) Cohort(c Cohort) *CohortStats {
+	switch c {
+	case Control:
+		return &w.Control
+	case Canary:
+		return &w.Canary
+	default:
+		return &w.Excluded
+	}
+}
+
+// Window returns the totals of the last d (rounded to whole slots; the
+// current, partly filled slot is included).
+func (r *Recorder) Window(d time.Duration) WindowStats {
+	now := r.now()
+	return r.Between(now.Add(-d), now)
+}
+
+// Between returns the totals of the slots that start at or after from and
+// no later than to. Slots outside the retention are not available.
+func (r *Recorder) Between(from, to time.Time) WindowStats {
+	w := WindowStats{From: from, To: to}
+	last := to.UnixNano() / r.slotNanos
+	first := (from.UnixNano() + r.slotNanos - 1) / r.slotNanos
+	if oldest := last - int64(len(r.slots)) + 2; first < oldest {
+		first = oldest
+	}
+	var tmp [3]CohortStats
+	for e := first; e <= last; e++ {
+		s := &r.slots[int(uint64(e)%uint64(len(r.slots)))]
+		if s.epoch.Load() != e {
+			continue
+		}
+		for c := range s.cohorts {
+			cc := &s.cohorts[c]
+			t := &tmp[c]
+			t.Requests = cc.requests.Load()
+			t.Errors5xx = cc.err5xx.Load()
+			t.UpstreamErrors = cc.upstream.Load()
+			for i := range cc.hist {
+				t.hist[i] = cc.hist[i].Load()
+			}
+		}
+		tmp[2] = CohortStats{Requests: s.exclRequests.Load(), Errors5xx: s.excl5xx.Load(), UpstreamErrors: s.exclUpstream.Load()}
+		cmp, match := s.comparisons.Load(), s.matches.Load()
+		// A slot recycled while it was being read is discarded whole.
+		if s.epoch.Load() != e {
+			continue
+		}
+		w.Control.add(&tmp[0])
+		w.Canary.add(&tmp[1])
+		w.Excluded.add(&tmp[2])
+		w.Comparisons += cmp
+		w.Matches += match
+	}
+	return w
+}
+
+func frac(a, b uint64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
