@@ -44,8 +44,11 @@ type App struct {
 	analyzer *analysis.Analyzer
 	rollouts *rolloutManager
 
-	mu       sync.Mutex
-	cfg      *config.Config
+	mu  sync.Mutex
+	cfg *config.Config
+	// pending is the config being applied by a reload, visible to the
+	// callbacks the proxy makes while compiling it.
+	pending  *config.Config
 	proxyLn  net.Listener
 	adminLn  net.Listener
 	adminSrv *http.Server
@@ -69,11 +72,17 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	if err := a.analyzer.Configure(cfg); err != nil {
 		return nil, err
 	}
-	p, err := proxy.New(cfg, proxy.Options{Logger: log, Metrics: a.metrics, Comparer: a.analyzer})
+	a.rollouts = newRolloutManager(a)
+	a.rollouts.prepare(cfg)
+	p, err := proxy.New(cfg, proxy.Options{Logger: log, Metrics: a.metrics, Comparer: a.analyzer,
+		Observers: a.rollouts.observer, SplitOverride: a.rollouts.splitOverride})
 	if err != nil {
 		return nil, err
 	}
 	a.proxy = p
+	if err := a.rollouts.sync(cfg); err != nil {
+		return nil, err
+	}
 	a.metrics.ConfigLastReloadOK.Set(1)
 	a.metrics.ConfigLastReloadTime.SetToCurrentTime()
 	return a, nil
@@ -95,6 +104,16 @@ func NewLogger(c config.Log) (*zap.Logger, error) {
 	zc.EncoderConfig.TimeKey = "ts"
 	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 	return zc.Build()
+}
+
+// pendingOrCurrentConfig is the config being applied, else the current one.
+func (a *App) pendingOrCurrentConfig() *config.Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.pending != nil {
+		return a.pending
+	}
+	return a.cfg
 }
 
 // Logger returns the process logger.
@@ -134,6 +153,7 @@ func (a *App) Start() error {
 	bg, cancel := context.WithCancel(context.Background())
 	a.stopBackground = cancel
 	go a.analyzer.Run(bg)
+	go a.rollouts.controller.Run(bg)
 	if cfg.WatchConfig && a.opts.ConfigPath != "" {
 		go a.watchConfig(bg, a.opts.ConfigPath, watchInterval)
 	}
@@ -150,15 +170,17 @@ func (a *App) Start() error {
 
 func (a *App) adminOptions(cfg *config.Config) admin.Options {
 	return admin.Options{
-		Logger:       a.log,
-		Registry:     a.metrics.Registry,
-		Token:        cfg.Admin.Token,
-		ProtectReads: cfg.Admin.ProtectReads,
-		Loopback:     cfg.AdminIsLoopback(),
-		Ready:        a.proxy.Ready,
-		Routes:       func() any { return a.routeViews() },
-		Diffs:        a.diffs,
-		History:      a.history,
+		Logger:         a.log,
+		Registry:       a.metrics.Registry,
+		Token:          cfg.Admin.Token,
+		ProtectReads:   cfg.Admin.ProtectReads,
+		Loopback:       cfg.AdminIsLoopback(),
+		Ready:          a.proxy.Ready,
+		Routes:         func() any { return a.routeViews() },
+		Rollouts:       a.rollouts.status,
+		RolloutCommand: a.rollouts.command,
+		Diffs:          a.diffs,
+		History:        a.history,
 		Reload: func() (any, error) {
 			if err := a.Reload(); err != nil {
 				return nil, err
@@ -217,12 +239,24 @@ func (a *App) apply(cfg *config.Config) error {
 	if err := a.analyzer.Configure(cfg); err != nil {
 		return err
 	}
+	a.mu.Lock()
+	a.pending = cfg
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.pending = nil
+		a.mu.Unlock()
+	}()
+	a.rollouts.prepare(cfg)
 	if err := a.proxy.Reload(cfg); err != nil {
 		return err
 	}
 	a.mu.Lock()
 	a.cfg = cfg
 	a.mu.Unlock()
+	if err := a.rollouts.sync(cfg); err != nil {
+		a.log.Error("rollout configuration not applied", zap.Error(err))
+	}
 	for _, r := range old.Routes {
 		if !hasRoute(cfg, r.Name) {
 			a.metrics.ForgetRoute(r.Name)
@@ -252,6 +286,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 		a.stopBackground()
 	}
 	err := a.proxy.Shutdown(ctx)
+	a.rollouts.close(ctx)
 	if a.adminSrv != nil {
 		actx, acancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer acancel()

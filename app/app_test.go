@@ -51,6 +51,15 @@ func jsonService(t testing.TB, realDiff bool) string {
 	return "http://" + ln.Addr().String()
 }
 
+func mustConfig(t testing.TB, cfgText string) *config.Config {
+	t.Helper()
+	cfg, err := config.Load("test.yaml", []byte(cfgText), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	return cfg
+}
+
 func startApp(t testing.TB, cfgText string, opts Options) *App {
 	t.Helper()
 	cfg, err := config.Load("test.yaml", []byte(cfgText), func(string) (string, bool) { return "", false })

@@ -1,6 +1,227 @@
 package app
 
-// rolloutManager connects the rollout controller to the proxy's routes.
-type rolloutManager struct{}
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
 
-func (m *rolloutManager) routeStatus(route string) any { return nil }
+	"go.uber.org/zap"
+
+	"github.com/shadowproxy/shadowproxy/admin"
+	"github.com/shadowproxy/shadowproxy/cfgtypes"
+	"github.com/shadowproxy/shadowproxy/config"
+	"github.com/shadowproxy/shadowproxy/healthcheck"
+	"github.com/shadowproxy/shadowproxy/metrics"
+	"github.com/shadowproxy/shadowproxy/notify"
+	"github.com/shadowproxy/shadowproxy/proxy"
+	"github.com/shadowproxy/shadowproxy/rollout"
+)
+
+// rolloutManager connects the rollout controller to the proxy: one
+// recorder per rollout route (kept across reloads so history survives),
+// route handles that always address the route in the snapshot in force,
+// webhooks, canary health probes and the rollout metrics.
+type rolloutManager struct {
+	app        *App
+	log        *zap.Logger
+	controller *rollout.Controller
+	notifier   *notify.Dispatcher
+
+	mu        sync.Mutex
+	recorders map[string]*rollout.Recorder
+	windows   map[string]time.Duration
+	managed   map[string]bool
+}
+
+func newRolloutManager(a *App) *rolloutManager {
+	m := &rolloutManager{app: a, log: a.log.Named("rollout"), recorders: map[string]*rollout.Recorder{},
+		windows: map[string]time.Duration{}, managed: map[string]bool{}}
+	m.notifier = notify.New(notify.Options{Logger: a.log.Named("notify")})
+	registerNotifyMetrics(a.metrics, m.notifier)
+	met := a.metrics
+	m.controller = rollout.NewController(rollout.Options{
+		Logger:   m.log,
+		Notifier: rollout.Webhooks(m.notifier),
+		OnTransition: func(route, action string, step int, bp cfgtypes.BasisPoints) {
+			met.RolloutPercent.WithLabelValues(route).Set(bp.Percent())
+			met.RolloutStep.WithLabelValues(route).Set(float64(step))
+			met.RolloutTransitions.WithLabelValues(route, action).Inc()
+		},
+		HealthProbe: m.healthProbe,
+	})
+	return m
+}
+
+func registerNotifyMetrics(m *metrics.Metrics, d *notify.Dispatcher) {
+	m.RegisterNotifications(func() metrics.NotifyStats {
+		s := d.Stats()
+		return metrics.NotifyStats{Delivered: s.Delivered, Failed: s.Failed, Dropped: s.Dropped}
+	})
+}
+
+// prepare creates (or keeps) a recorder for every rollout route of cfg.
+// It runs before the proxy compiles cfg, which asks observer() for them.
+func (m *rolloutManager) prepare(cfg *config.Config) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, rc := range cfg.Routes {
+		if rc.Rollout == nil {
+			continue
+		}
+		w := rc.Rollout.LongestWindow()
+		if old := m.recorders[rc.Name]; old != nil && m.windows[rc.Name] >= w {
+			continue
+		}
+		m.recorders[rc.Name] = rollout.NewRecorder(time.Now, rc.Rollout.RecorderOptions()...)
+		m.windows[rc.Name] = w
+	}
+}
+
+// observer is proxy.Options.Observers.
+func (m *rolloutManager) observer(route string) proxy.RequestObserver {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if rec := m.recorders[route]; rec != nil && m.hasRollout(route) {
+		return recorderObserver{rec}
+	}
+	return nil
+}
+
+func (m *rolloutManager) hasRollout(route string) bool {
+	for _, rc := range m.app.pendingOrCurrentConfig().Routes {
+		if rc.Name == route {
+			return rc.Rollout != nil
+		}
+	}
+	return false
+}
+
+// splitOverride is proxy.Options.SplitOverride: a snapshot being built
+// starts from the controller's share, never from the config's percentage,
+// so a reload cannot briefly undo a rollback or a promotion.
+func (m *rolloutManager) splitOverride(route string) (cfgtypes.BasisPoints, bool, bool) {
+	st, ok := m.controller.RouteStatus(route)
+	if !ok || st.Mode == rollout.ModeDryRun {
+		return 0, false, false
+	}
+	return st.PercentBP, st.State == rollout.StateRolledBack, true
+}
+
+// sync registers every rollout route of cfg with the controller (a second
+// AddRoute of a name is a reload that keeps its step and hold clock) and
+// removes routes that lost their rollout.
+func (m *rolloutManager) sync(cfg *config.Config) error {
+	want := map[string]bool{}
+	var errs []error
+	for _, rc := range cfg.Routes {
+		if rc.Rollout == nil {
+			continue
+		}
+		want[rc.Name] = true
+		m.mu.Lock()
+		rec := m.recorders[rc.Name]
+		m.mu.Unlock()
+		if err := m.controller.AddRoute(rc.Name, *rc.Rollout, rec, routeHandle{m.app, rc.Name}); err != nil {
+			errs = append(errs, fmt.Errorf("route %q: rollout: %w", rc.Name, err))
+			continue
+		}
+		m.app.analyzer.SetComparisonHook(rc.Name, rec.ObserveComparison)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for name := range m.managed {
+		if !want[name] {
+			m.controller.RemoveRoute(name)
+			delete(m.recorders, name)
+			delete(m.windows, name)
+		}
+	}
+	m.managed = want
+	return errors.Join(errs...)
+}
+
+// healthProbe starts active probes of the route's canary upstream.
+func (m *rolloutManager) healthProbe(route string, hc rollout.HealthCheck) (rollout.HealthProber, error) {
+	cfg := m.app.pendingOrCurrentConfig()
+	var canary *config.Upstream
+	for _, rc := range cfg.Routes {
+		if rc.Name == route && rc.Split != nil {
+			canary = cfg.Upstream(rc.Split.To)
+		}
+	}
+	if canary == nil || len(canary.Endpoints()) == 0 {
+		return nil, fmt.Errorf("route %q has no canary upstream to probe", route)
+	}
+	c, err := healthcheck.New(healthcheck.Config{
+		URL: canary.Endpoints()[0] + hc.Path, Interval: hc.Interval.D(), Timeout: hc.Timeout.D(),
+		ExpectStatus: hc.ExpectStatus, Logger: m.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.Start()
+	return c, nil
+}
+
+func (m *rolloutManager) routeStatus(route string) any {
+	if st, ok := m.controller.RouteStatus(route); ok {
+		return st
+	}
+	return nil
+}
+
+func (m *rolloutManager) status() any { return m.controller.Status() }
+
+func (m *rolloutManager) command(route, action string) (any, error) {
+	err := m.controller.Command(route, action)
+	switch {
+	case errors.Is(err, rollout.ErrUnknownRoute):
+		return nil, fmt.Errorf("%w: %w", err, admin.ErrNotFound)
+	case errors.Is(err, rollout.ErrInvalidTransition):
+		return nil, fmt.Errorf("%w: %w", err, admin.ErrConflict)
+	case err != nil:
+		return nil, err
+	}
+	st, _ := m.controller.RouteStatus(route)
+	return st, nil
+}
+
+func (m *rolloutManager) close(ctx context.Context) {
+	m.controller.Close()
+	m.notifier.Close(ctx)
+}
+
+// routeHandle addresses a route by name in whatever snapshot is in force,
+// so a controller decision made after a reload lands on the new route.
+type routeHandle struct {
+	app  *App
+	name string
+}
+
+func (h routeHandle) SetCanaryPercent(bp cfgtypes.BasisPoints) {
+	if r := h.app.proxy.Snapshot().Route(h.name); r != nil {
+		r.SetCanaryPercent(bp)
+	}
+}
+
+func (h routeHandle) SetHalted(halted bool) {
+	if r := h.app.proxy.Snapshot().Route(h.name); r != nil {
+		r.SetHalted(halted)
+	}
+}
+
+// recorderObserver feeds the proxy's per-request outcomes to a recorder.
+type recorderObserver struct{ rec *rollout.Recorder }
+
+func (o recorderObserver) ObserveRequest(c proxy.Cohort, status int, upstreamErr bool, d time.Duration) {
+	cohort := rollout.Control
+	switch c {
+	case proxy.CohortCanary:
+		cohort = rollout.Canary
+	case proxy.CohortExcluded:
+		cohort = rollout.Excluded
+	}
+	o.rec.ObserveRequest(cohort, status, upstreamErr, d)
+}

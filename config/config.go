@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shadowproxy/shadowproxy/cfgtypes"
+	"github.com/shadowproxy/shadowproxy/rollout"
 	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
@@ -142,6 +143,8 @@ type Route struct {
 	Split *splitter.Spec `yaml:"split"`
 	// Shadow mirrors a sample of requests to shadow upstreams.
 	Shadow *Shadow `yaml:"shadow"`
+	// Rollout walks the split's canary through steps automatically.
+	Rollout *rollout.Spec `yaml:"rollout"`
 }
 
 // Match selects requests by host, path prefix and method; all given parts
@@ -201,6 +204,9 @@ func (c *Config) ApplyDefaults() {
 		}
 		if r.Shadow != nil {
 			r.Shadow.applyDefaults(r.Name)
+		}
+		if r.Rollout != nil {
+			r.Rollout.ApplyDefaults()
 		}
 	}
 }

@@ -103,6 +103,11 @@ func (c *Config) Warnings() []string {
 				w = append(w, fmt.Sprintf("routes[%d] (%s) mirrors non-safe methods %s: shadow upstreams must not have side effects (use a shadow database, or strip credentials)", i, r.Name, strings.Join(unsafe, ", ")))
 			}
 		}
+		if r.Rollout != nil {
+			for _, rw := range r.Rollout.Warnings() {
+				w = append(w, fmt.Sprintf("routes[%d] (%s) rollout: %s", i, r.Name, rw))
+			}
+		}
 		if r.Match.isCatchAll() && i < len(c.Routes)-1 {
 			w = append(w, fmt.Sprintf("routes[%d] (%s) matches every request, so the %d route(s) after it are never used", i, r.Name, len(c.Routes)-1-i))
 		}
@@ -236,6 +241,12 @@ func (r *Route) validate(p string) []error {
 	}
 	if r.Shadow != nil {
 		errs = append(errs, cfgtypes.Prefix(p+".shadow", r.Shadow.validate())...)
+	}
+	if r.Rollout != nil {
+		if r.Split == nil {
+			add("rollout", "a rollout moves the split's canary share: add a split section (key, to) to this route")
+		}
+		errs = append(errs, cfgtypes.Prefix(p+".rollout", r.Rollout.Validate())...)
 	}
 	seen := map[string]bool{}
 	for i, m := range r.Match.Methods {

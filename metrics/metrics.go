@@ -68,7 +68,6 @@ type Metrics struct {
 	RolloutPercent     *prometheus.GaugeVec   // route
 	RolloutStep        *prometheus.GaugeVec   // route
 	RolloutTransitions *prometheus.CounterVec // route, action
-	Notifications      *prometheus.CounterVec // result
 
 	// Configuration.
 	ConfigReloads        *prometheus.CounterVec // result
@@ -111,7 +110,6 @@ func New(version string) *Metrics {
 	m.RolloutPercent = f.gaugeVec("rollout_percent", "Canary share set by the rollout controller, in percent.", "route")
 	m.RolloutStep = f.gaugeVec("rollout_step", "Current rollout step (0-based index into steps).", "route")
 	m.RolloutTransitions = f.counterVec("rollout_transitions_total", "Rollout transitions by route and action: promote, rollback, pause or resume.", "route", "action")
-	m.Notifications = f.counterVec("notifications_total", "Rollout webhook notifications by result: sent, failed or dropped.", "result")
 
 	m.ConfigReloads = f.counterVec("config_reloads_total", "Configuration reloads by result: success or failure.", "result")
 	m.ConfigLastReloadOK = f.gauge("config_last_reload_successful", "1 when the last configuration load or reload succeeded, 0 otherwise.")
@@ -121,6 +119,31 @@ func New(version string) *Metrics {
 
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// NotifyStats are the cumulative counts of webhook deliveries.
+type NotifyStats struct{ Delivered, Failed, Dropped uint64 }
+
+// RegisterNotifications exports shadowproxy_notifications_total{result}
+// from stats, read at scrape time (the dispatcher keeps the counts).
+func (m *Metrics) RegisterNotifications(stats func() NotifyStats) {
+	for _, result := range []string{"delivered", "failed", "dropped"} {
+		result := result
+		m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "notifications_total",
+			Help:        "Rollout webhook notifications by result: delivered, failed (after retries) or dropped (queue full).",
+			ConstLabels: prometheus.Labels{"result": result},
+		}, func() float64 {
+			s := stats()
+			switch result {
+			case "delivered":
+				return float64(s.Delivered)
+			case "failed":
+				return float64(s.Failed)
+			}
+			return float64(s.Dropped)
+		}))
+	}
 }
 
 // ForgetRoute deletes every series labelled with route, so that a route

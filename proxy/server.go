@@ -24,6 +24,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
+	"github.com/shadowproxy/shadowproxy/cfgtypes"
 	"github.com/shadowproxy/shadowproxy/config"
 	"github.com/shadowproxy/shadowproxy/metrics"
 	"github.com/shadowproxy/shadowproxy/splitter"
@@ -38,6 +39,10 @@ type Options struct {
 	// Observers returns the observer of a route's primary requests (the
 	// rollout recorder), or nil. Called when a snapshot is built.
 	Observers func(route string) RequestObserver
+	// SplitOverride gives a route's canary share and halt state when a
+	// snapshot is built (the rollout controller's, which outrank the
+	// config's percent); ok=false keeps the config's.
+	SplitOverride func(route string) (bp cfgtypes.BasisPoints, halted, ok bool)
 }
 
 // Server is the proxy listener. Create it with New, start it with Serve.
@@ -68,7 +73,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		return nil, errors.New("proxy: Options.Metrics is required")
 	}
 	s := &Server{log: opts.Logger, metrics: opts.Metrics, ids: newRequestIDs()}
-	s.deps = buildDeps{metrics: opts.Metrics, log: opts.Logger, comparer: opts.Comparer, observers: opts.Observers}
+	s.deps = buildDeps{metrics: opts.Metrics, log: opts.Logger, comparer: opts.Comparer, observers: opts.Observers, override: opts.SplitOverride}
 	s.scratch.New = func() any { return &headerScratch{} }
 	snap, err := buildSnapshot(cfg, nil, s.deps)
 	if err != nil {

@@ -32,6 +32,16 @@ type Snapshot struct {
 // Routes returns the compiled routes in match order.
 func (s *Snapshot) Routes() []*Route { return s.routes }
 
+// Route returns the named route or nil.
+func (s *Snapshot) Route(name string) *Route {
+	for _, r := range s.routes {
+		if r.Name == name {
+			return r
+		}
+	}
+	return nil
+}
+
 // Upstream returns the named upstream or nil.
 func (s *Snapshot) Upstream(name string) *Upstream { return s.upstreams[name] }
 
@@ -128,6 +138,7 @@ type buildDeps struct {
 	log       *zap.Logger
 	comparer  Comparer
 	observers func(route string) RequestObserver
+	override  func(route string) (cfgtypes.BasisPoints, bool, bool)
 }
 
 // buildSnapshot compiles cfg. Upstreams whose settings did not change are
@@ -192,6 +203,12 @@ func (s *Snapshot) compileRoute(r *Route, rc config.Route, tp *splitter.TrustedP
 		r.split = sp
 		r.splitHeader = sp.ResponseHeader()
 		r.splitPercent = m.SplitPercent.WithLabelValues(rc.Name)
+		if d.override != nil {
+			if bp, halted, ok := d.override(rc.Name); ok {
+				sp.SetPercent(bp)
+				sp.SetHalted(halted)
+			}
+		}
 		r.splitPercent.Set(sp.Percent().Percent())
 		reasons := splitter.Reasons()
 		for _, name := range sp.Targets() {
