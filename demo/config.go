@@ -72,6 +72,23 @@ routes:
         - name: internal
           when: {header: {X-Internal: "true"}}
           to: v2
+    # The canary walks 10%% -> 50%% -> 100%% in about a minute while it stays
+    # healthy; a burst of 5xx or failing health probes rolls it back.
+    rollout:
+      interval: 2s
+      window: 30s
+      min_samples: 20
+      steps:
+        - {percent: 10, hold: 20s}
+        - {percent: 50, hold: 20s}
+        - {percent: 100}
+      promote_when:
+        - {metric: error_rate_5xx, below: 1%%}
+        - {metric: latency_p95, below: 250ms}
+      rollback_when:
+        - {metric: error_rate_5xx, above_baseline: 2x, for: 4s}
+        - {metric: health_check_failures, consecutive: 3}
+      health_check: {path: /healthz, interval: 2s, timeout: 1s}
   - name: default
     upstream: v1
 `, listen, adminListen, bs.V1.URL, bs.Twin.URL, bs.V2.URL, CheckoutPercent)

@@ -31,7 +31,7 @@ func Traffic(ctx context.Context, proxyURL string, rps int, maxRequests int64) (
 	tick := time.NewTicker(time.Second / time.Duration(max(rps, 1)))
 	defer tick.Stop()
 	var st TrafficStats
-	paths := []string{"/api/users/u%d", "/api/users/u%d", "/api/products", "/checkout/cart-%d"}
+	paths := []string{"/api/users/u%d", "/api/users/u%d", "/api/products", "/checkout/cart-%d", "/checkout/cart-%d"}
 	for maxRequests == 0 || st.Sent < maxRequests {
 		select {
 		case <-ctx.Done():

@@ -20,7 +20,8 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:8080", "proxy `address` (loopback)")
 	adminListen := fs.String("admin-listen", "127.0.0.1:9901", "admin `address` (loopback)")
-	rps := fs.Int("rps", 20, "simulated user requests per second sent to the proxy (0: none)")
+	rps := fs.Int("rps", 40, "simulated user requests per second sent to the proxy (0: none)")
+	failAfter := fs.Duration("fail-v2-after", 0, "make v2 answer 500 after this long, to watch the rollout roll it back (0: never)")
 	duration := fs.Duration("duration", 0, "stop after this long (0: run until interrupted)")
 	printConfig := fs.Bool("print-config", false, "print the demo configuration and exit")
 	fs.Usage = func() {
@@ -81,6 +82,10 @@ Canary (/checkout/ sends %[7]d%% of users to v2, sticky by X-User-ID):
   curl -si -H 'X-User-ID: %[9]s' %[1]s/checkout/cart   # stays on v1
   curl -si -H 'X-Internal: true' %[1]s/checkout/cart   # internal cohort: always v2
 
+Rollout (/checkout/ walks v2 from 10%% to 50%% to 100%% in about a minute):
+  curl -s %[2]s/api/v1/rollouts
+  curl -s -X POST %[2]s/api/v1/rollouts/checkout/pause      # or resume, promote, rollback
+
 Simulated users send about %[6]d requests/s. Open %[2]s/ for the dashboard. Ctrl-C stops.
 `, proxyURL, adminURL, bs.V1.URL, bs.Twin.URL, bs.V2.URL, *rps, demo.CheckoutPercent, canaryUser, stableUser)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -91,6 +96,12 @@ Simulated users send about %[6]d requests/s. Open %[2]s/ for the dashboard. Ctrl
 				a.Logger().Error("demo traffic", zap.Error(err))
 			}
 		}()
+	}
+	if *failAfter > 0 {
+		time.AfterFunc(*failAfter, func() {
+			a.Logger().Warn("demo: v2 now answers 500 to everything; watch the rollout roll it back")
+			bs.V2.SetFailing(true)
+		})
 	}
 	if *duration > 0 {
 		go func() {
