@@ -36,7 +36,7 @@ type rolloutManager struct {
 }
 
 func newRolloutManager(a *App) *rolloutManager {
-	m := &rolloutManager{app: a, log: a.log.Named("rollout"), recorders: map[string]*rollout.Recorder{},
+	m := &rolloutManager{app: a, log: a.log, recorders: map[string]*rollout.Recorder{},
 		windows: map[string]time.Duration{}, managed: map[string]bool{}}
 	m.notifier = notify.New(notify.Options{Logger: a.log.Named("notify")})
 	registerNotifyMetrics(a.metrics, m.notifier)
