@@ -8,7 +8,7 @@ BIN       := bin/shadowproxy
 PKGS      := ./...
 FUZZTIME  ?= 20s
 
-.PHONY: all build run test test-short bench bench-compare lint fmt fuzz soak clean
+.PHONY: all build run test test-short browser bench bench-compare lint fmt fuzz soak clean
 
 all: build
 
@@ -25,6 +25,10 @@ test:
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 	@# Allocation pins only mean something without the race detector.
 	$(GO) test -count=1 -run 'Allocs' $(PKGS)
+
+## browser: the dashboard tested in headless Chromium (installs it when missing)
+browser:
+	bash .ci/browser.sh
 
 test-short:
 	$(GO) test -count=1 $(PKGS)

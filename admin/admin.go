@@ -82,7 +82,9 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("POST /api/v1/rollouts/{route}/{action}", a.write(a.rolloutCommand))
 	mux.HandleFunc("POST /api/v1/reload", a.write(a.reload))
 	if o.Dashboard != nil {
-		mux.Handle("GET /", a.read(o.Dashboard.ServeHTTP))
+		// The page's files hold no data (the API reads stay protected), and
+		// it must load to ask for the token when reads are protected.
+		mux.Handle("GET /", o.Dashboard)
 	} else {
 		mux.HandleFunc("GET /{$}", a.index)
 	}

@@ -176,6 +176,7 @@ func (a *App) adminOptions(cfg *config.Config) admin.Options {
 		ProtectReads:   cfg.Admin.ProtectReads,
 		Loopback:       cfg.AdminIsLoopback(),
 		Ready:          a.proxy.Ready,
+		Dashboard:      admin.Dashboard(),
 		Routes:         func() any { return a.routeViews() },
 		Rollouts:       a.rollouts.status,
 		RolloutCommand: a.rollouts.command,
