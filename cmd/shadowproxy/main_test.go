@@ -58,10 +58,11 @@ routes:
     upstream: stable
     split: {key: "header:X-User", to: canary, percent: 5}
     shadow: {targets: [canary], methods: [GET, POST]}
+    rollout: {steps: [{percent: 5, hold: 1m}, {percent: 100}]}
 `)
 	code, out, _ := runCLI("validate", "-config", good)
 	if code != 0 || !strings.Contains(out, "valid") || !strings.Contains(out, "split 5% of header:X-User to canary") ||
-		!strings.Contains(out, "shadow 100% of GET,POST to canary") || !strings.Contains(out, "mirrors non-safe methods POST") {
+		!strings.Contains(out, "shadow 100% of GET,POST to canary") || !strings.Contains(out, "rollout auto: 5% -> 100%") || !strings.Contains(out, "mirrors non-safe methods POST") {
 		t.Errorf("code %d out:\n%s", code, out)
 	}
 	bad := writeFile(t, dir, "bad.yaml", "upstreams:\n  - {name: stable, url: \"http://127.0.0.1:9001\"}\nroutes:\n  - {name: api, upstream: stabel}\n  - {name: b, upstream: x, bogus: 1}\n")

@@ -102,6 +102,14 @@ func routeDetails(r config.Route) []string {
 			out = append(out, fmt.Sprintf("  ignoring %s", strings.Join(sh.Compare.Ignore, " ")))
 		}
 	}
+	if ro := r.Rollout; ro != nil {
+		var steps []string
+		for _, st := range ro.Steps {
+			steps = append(steps, st.Percent.BP().String()+"%")
+		}
+		out = append(out, fmt.Sprintf("rollout %s: %s (every %s, %d promote and %d rollback conditions)",
+			ro.Mode, strings.Join(steps, " -> "), ro.Interval.D(), len(ro.PromoteWhen), len(ro.RollbackWhen)))
+	}
 	return out
 }
 
