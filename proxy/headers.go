@@ -116,7 +116,9 @@ func (sc *headerScratch) appendForwarded(ctx *fasthttp.RequestCtx) {
 	} else {
 		h.Set("X-Forwarded-Proto", "http")
 	}
-	if host := h.Host(); len(host) > 0 {
+	// The host the request is routed by: for an absolute-form target its
+	// authority, not the Host field (RFC 9112 §3.2.2).
+	if host := ctx.Host(); len(host) > 0 {
 		h.SetBytesV("X-Forwarded-Host", host)
 	}
 	appendVia(sc, h.Peek("Via"), func(v []byte) { h.SetBytesV("Via", v) })

@@ -367,6 +367,7 @@ func (mi *mirror) send(j *mirrorJob, t *shadowTarget, r *jobResult, req *fasthtt
 		return
 	}
 	j.req.CopyTo(req)
+	req.Header.SetProtocol("HTTP/1.1")
 	req.Header.Set(config.DefaultShadowMarker, "1")
 	for _, name := range t.remove {
 		req.Header.Del(name)

@@ -184,6 +184,14 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	snap := s.snap.Load()
 	sc := s.scratch.Get().(*headerScratch)
 	defer s.scratch.Put(sc)
+	if code, why := checkRequest(ctx); code != 0 {
+		s.metrics.RejectedRequests.WithLabelValues("malformed").Inc()
+		s.log.Info("request rejected before routing", zap.String("reason", why), zap.Int("status", code),
+			zap.String("remote", ctx.RemoteAddr().String()))
+		writeError(ctx, code, why)
+		ctx.SetConnectionClose()
+		return
+	}
 	var reqID []byte
 	if h := snap.edge.reqIDHeader; h != "" {
 		reqID = s.ensureRequestID(ctx, h, sc)
@@ -259,9 +267,19 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 		job = r.mirror.offer(ctx, up, start)
 	}
 	req.SetTimeout(up.timeout)
+	// The proxy speaks its own version upstream (RFC 9110 §6.2); the
+	// client's is restored afterwards because the server reads it to decide
+	// how to answer and whether to keep the connection.
+	http10 := !req.Header.IsHTTP11()
+	if http10 {
+		req.Header.SetProtocol("HTTP/1.1")
+	}
 
 	_, err := up.do(req, resp, false, "")
 	elapsed := time.Since(start)
+	if http10 {
+		req.Header.SetProtocol("HTTP/1.0")
+	}
 	if job != nil {
 		job.deliverPrimary(resp, err, elapsed)
 	}

@@ -80,6 +80,14 @@ func (s *Server) openTunnel(ctx *fasthttp.RequestCtx, r *Route, t *target, idle 
 		conn = tc
 	}
 	conn.SetDeadline(time.Now().Add(up.timeout))
+	// The body was read (and de-chunked) by the server; it is re-framed with
+	// Content-Length so its bytes cannot end a chunked body early and smuggle
+	// a second request to the upstream.
+	req.Header.Del("Transfer-Encoding")
+	if len(req.Body()) > 0 {
+		req.Header.SetContentLength(len(req.Body()))
+	}
+	req.Header.SetProtocol("HTTP/1.1")
 	head := append([]byte(nil), req.Header.Header()...)
 	head = append(head, req.Body()...)
 	br := bufio.NewReader(conn)

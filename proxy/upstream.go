@@ -133,8 +133,9 @@ func newHostClient(u config.Upstream, addr string, maxConns int, tlsCfg *tls.Con
 		}
 	}
 	return &fasthttp.HostClient{
-		Addr:     addr,
-		Name:     "shadowproxy",
+		Addr: addr,
+		// No Name: HostClient would send it as User-Agent when the client
+		// sent none, and a proxy must not invent request fields.
 		IsTLS:    tlsCfg != nil,
 		MaxConns: maxConns,
 		// Waiting for a free connection is bounded by the request timeout;
@@ -256,6 +257,9 @@ func (ep *endpoint) send(up *Upstream, req *fasthttp.Request, resp *fasthttp.Res
 	if shadow {
 		client = ep.shadow
 	}
+	// fasthttp would add Content-Type: application/octet-stream to a body
+	// sent without one; forward exactly what the client sent.
+	req.Header.SetNoDefaultContentType(true)
 	// HostClient refuses a URI whose scheme differs from its own (a request
 	// that arrived over TLS going to a plain upstream, or the reverse).
 	if client.IsTLS {
