@@ -54,5 +54,9 @@ fmt:
 fuzz:
 	bash .ci/fuzz.sh $(FUZZTIME)
 
+## soak: bounded mixed-load run of bin/shadowproxy; fails if RSS, goroutines or fds keep growing (SOAK_DURATION, default 2m)
+soak: build
+	$(GO) run ./soak
+
 clean:
 	rm -rf bin

@@ -20,6 +20,7 @@ import (
 
 	"github.com/shadowproxy/shadowproxy/config"
 	"github.com/shadowproxy/shadowproxy/metrics"
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 // recordingComparer keeps copies of what it was given.
@@ -374,22 +375,34 @@ func TestShadowSamplingIsStickyPerUser(t *testing.T) {
 		seen[r.Header.Get("X-User")]++
 		mu.Unlock()
 	})
-	p, rc := startMirrorProxy(t, shadowConfig(primary.URL, shadow.URL, "      targets: [shadow]\n      percent: 50\n      key: header:X-User"))
+	p, _ := startMirrorProxy(t, shadowConfig(primary.URL, shadow.URL, "      targets: [shadow]\n      percent: 50\n      key: header:X-User"))
+	// The public recipe says which users are sampled: bucket < 5000 with
+	// the default shadow salt "<route>:shadow".
+	want := map[string]bool{}
+	for u := 0; u < 40; u++ {
+		id := fmt.Sprintf("user-%d", u)
+		if splitter.Bucket("api:shadow", []byte(id)) < 5000 {
+			want[id] = true
+		}
+	}
+	if len(want) == 0 || len(want) == 40 {
+		t.Fatalf("degenerate sample: %d of 40", len(want))
+	}
 	for round := 0; round < 3; round++ {
 		for u := 0; u < 40; u++ {
 			rawRequest(t, p.Addr, fmt.Sprintf("GET /x HTTP/1.1\r\nHost: a\r\nX-User: user-%d\r\n\r\n", u))
 		}
 	}
-	eventually(t, "comparisons", func() bool { return len(rc.snapshot()) == int(shadowCount(p, "ok")) && shadowCount(p, "ok") > 0 })
+	eventually(t, "every sampled request mirrored", func() bool { return int(shadowCount(p, "ok")) == 3*len(want) })
 	mu.Lock()
 	defer mu.Unlock()
 	for u, n := range seen {
-		if n != 3 {
-			t.Errorf("user %s shadowed %d of 3 times; sampling must be sticky", u, n)
+		if !want[u] || n != 3 {
+			t.Errorf("user %s shadowed %d of 3 times (sampled: %v); sampling must be sticky and follow the recipe", u, n, want[u])
 		}
 	}
-	if len(seen) == 0 || len(seen) == 40 {
-		t.Errorf("%d of 40 users shadowed at 50%%", len(seen))
+	if len(seen) != len(want) {
+		t.Errorf("%d users shadowed, want %d", len(seen), len(want))
 	}
 }
 
