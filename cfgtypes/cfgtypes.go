@@ -321,3 +321,26 @@ func (m *Multiplier) UnmarshalYAML(n *yaml.Node) error {
 	*m = Multiplier(v)
 	return nil
 }
+
+// IsToken reports whether s is a non-empty RFC 9110 token (§5.6.2), the
+// syntax of field names, methods and cookie names.
+func IsToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !IsTokenByte(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// IsTokenByte reports whether c may appear in an RFC 9110 token.
+func IsTokenByte(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}

@@ -128,3 +128,11 @@ func TestPrefix(t *testing.T) {
 		}
 	}
 }
+
+func TestIsToken(t *testing.T) {
+	for s, want := range map[string]bool{"X-User-ID": true, "GET": true, "a!#$%&'*+-.^_`|~z": true, "": false, "has space": false, "colon:": false, "é": false, "(x)": false} {
+		if IsToken(s) != want {
+			t.Errorf("IsToken(%q) = %v", s, !want)
+		}
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"os"
-	"regexp"
 	"time"
 
 	"github.com/shadowproxy/shadowproxy/cfgtypes"
@@ -139,8 +138,6 @@ func (c *Config) applyEdgeDefaults() {
 	}
 }
 
-var headerNameRE = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
-
 func (c *Config) validateEdge() []error {
 	var errs []error
 	add := func(path, format string, args ...any) {
@@ -158,7 +155,7 @@ func (c *Config) validateEdge() []error {
 			add("tls.min_version", "unsupported %q: want 1.2 or 1.3", c.TLS.MinVersion)
 		}
 	}
-	if !headerNameRE.MatchString(c.RequestID.Header) {
+	if !cfgtypes.IsToken(c.RequestID.Header) {
 		add("request_id.header", "invalid header name %q", c.RequestID.Header)
 	}
 	if s := *c.AccessLog.Sample; s < 0 || s > 1 {

@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net/textproto"
 	"strings"
 	"time"
 
@@ -136,12 +135,12 @@ func (s *Shadow) validate() []error {
 		}
 		seen[t.Name] = true
 		for name := range t.Headers.Set {
-			if !validHeaderName(name) {
+			if !cfgtypes.IsToken(name) {
 				add(p+".headers.set."+name, "invalid header name %q", name)
 			}
 		}
 		for j, name := range t.Headers.Remove {
-			if !validHeaderName(name) {
+			if !cfgtypes.IsToken(name) {
 				add(fmt.Sprintf("%s.headers.remove[%d]", p, j), "invalid header name %q", name)
 			}
 		}
@@ -150,7 +149,7 @@ func (s *Shadow) validate() []error {
 		}
 	}
 	for i, m := range s.Methods {
-		if !methodRE.MatchString(m) {
+		if !cfgtypes.IsToken(m) {
 			add(fmt.Sprintf("methods[%d]", i), "invalid method %q", m)
 		}
 	}
@@ -196,20 +195,4 @@ func (s *Shadow) UnsafeMethods() []string {
 		}
 	}
 	return out
-}
-
-func validHeaderName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for _, c := range []byte(name) {
-		if !isTokenChar(c) {
-			return false
-		}
-	}
-	return textproto.CanonicalMIMEHeaderKey(name) != ""
-}
-
-func isTokenChar(c byte) bool {
-	return c > 0x20 && c < 0x7f && !strings.ContainsRune("\"(),/:;<=>?@[\\]{}", rune(c))
 }

@@ -14,9 +14,6 @@ import (
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
 
-// methodRE accepts an HTTP token (RFC 9110 §5.6.2) in upper case.
-var methodRE = regexp.MustCompile("^[A-Z0-9!#$%&'*+.^_`|~-]+$")
-
 // Validate reports every problem in a defaulted config as *cfgtypes.FieldError
 // values whose paths point into the YAML.
 func (c *Config) Validate() []error {
@@ -250,7 +247,7 @@ func (r *Route) validate(p string) []error {
 	}
 	seen := map[string]bool{}
 	for i, m := range r.Match.Methods {
-		if !methodRE.MatchString(m) {
+		if !cfgtypes.IsToken(m) {
 			add(fmt.Sprintf("match.methods[%d]", i), "invalid method %q", m)
 		}
 		if seen[m] {

@@ -172,7 +172,7 @@ func (s *Spec) Validate() []error {
 		if h == "*" {
 			continue
 		}
-		if !validHeaderName(h) {
+		if !cfgtypes.IsToken(h) {
 			add(path, "invalid header name %q: want a token such as Content-Type, or \"*\" for all but the volatile headers", h)
 			continue
 		}
@@ -223,23 +223,6 @@ func (s *Spec) Validate() []error {
 		add("noise.max_paths", "invalid count %d: want 1 to %d", s.Noise.MaxPaths, maxNoisePath)
 	}
 	return errs
-}
-
-// validHeaderName reports whether h is an RFC 9110 token.
-func validHeaderName(h string) bool {
-	if h == "" {
-		return false
-	}
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // Rules is a compiled compare section: immutable, safe for concurrent use,

@@ -183,23 +183,7 @@ func TestKeepAliveReuse(t *testing.T) {
 	p := startProxy(t, simpleConfig(up.URL, ""))
 	client := &http.Client{Timeout: 5 * time.Second}
 	const n = 300
-	var wg sync.WaitGroup
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < n/4; i++ {
-				resp, err := client.Get(p.URL + "/k")
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-		}()
-	}
-	wg.Wait()
+	loadLoop(t, client, p.URL+"/k", 4, n)
 	if c := up.conns.Load(); c > 8 {
 		t.Errorf("upstream accepted %d connections for %d requests; keep-alive is not reused", c, n)
 	}

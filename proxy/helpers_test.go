@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -63,13 +64,17 @@ type testProxy struct {
 // it on a fresh 127.0.0.1 port.
 func startProxy(t testing.TB, yamlText string) *testProxy {
 	t.Helper()
-	cfg, err := config.Load("test.yaml", []byte(yamlText), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
+	return startProxyWith(t, yamlText, nil)
+}
+
+// startProxyWith is startProxy with a Comparer for mirrored exchanges.
+// The returned proxy's stop shuts it down (also done at cleanup).
+func startProxyWith(t testing.TB, yamlText string, comparer Comparer) *testProxy {
+	t.Helper()
+	cfg := mustLoad(t, yamlText)
 	core, logs := observer.New(zap.DebugLevel)
 	m := metrics.New("test")
-	srv, err := New(cfg, Options{Logger: zap.New(core), Metrics: m})
+	srv, err := New(cfg, Options{Logger: zap.New(core), Metrics: m, Comparer: comparer})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,13 +84,40 @@ func startProxy(t testing.TB, yamlText string) *testProxy {
 	}
 	done := make(chan struct{})
 	go func() { srv.Serve(ln); close(done) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		<-done
-	})
-	return &testProxy{Addr: ln.Addr().String(), URL: "http://" + ln.Addr().String(), Srv: srv, Met: m, Logs: logs}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			srv.Shutdown(ctx)
+			<-done
+		})
+	}
+	t.Cleanup(stop)
+	return &testProxy{Addr: ln.Addr().String(), URL: "http://" + ln.Addr().String(), Srv: srv, Met: m, Logs: logs, stop: stop}
+}
+
+// loadLoop sends n GETs to url from workers goroutines and fails the test
+// on a transport error.
+func loadLoop(t testing.TB, client *http.Client, url string, workers, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < n/workers; i++ {
+				resp, err := client.Get(url)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 func mustLoad(t testing.TB, yamlText string) *config.Config {

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"compress/gzip"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -16,10 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"go.uber.org/zap"
 
-	"github.com/shadowproxy/shadowproxy/config"
-	"github.com/shadowproxy/shadowproxy/metrics"
 	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
@@ -67,35 +63,8 @@ func (c *recordingComparer) snapshot() []recorded {
 // startMirrorProxy serves cfgText with a recording comparer.
 func startMirrorProxy(t testing.TB, cfgText string) (*testProxy, *recordingComparer) {
 	t.Helper()
-	cfg, err := config.Load("test.yaml", []byte(cfgText), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
 	rc := &recordingComparer{}
-	m := metrics.New("test")
-	srv, err := New(cfg, Options{Logger: zap.NewNop(), Metrics: m, Comparer: rc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { srv.Serve(ln); close(done) }()
-	p := &testProxy{Addr: ln.Addr().String(), URL: "http://" + ln.Addr().String(), Srv: srv, Met: m}
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			srv.Shutdown(ctx)
-			<-done
-		})
-	}
-	t.Cleanup(stop)
-	p.stop = stop
-	return p, rc
+	return startProxyWith(t, cfgText, rc), rc
 }
 
 func shadowConfig(primary, shadow, shadowBlock string) string {
@@ -465,25 +434,7 @@ func TestMirrorMemoryBounded(t *testing.T) {
 	hang := hangingListener(t)
 	p, _ := startMirrorProxy(t, shadowConfig(primary.URL, hang, "      targets: [shadow]\n      timeout: 30s\n      workers: 16\n      queue_size: 256"))
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
-	do := func(k int) {
-		var wg sync.WaitGroup
-		for w := 0; w < 16; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; i < k/16; i++ {
-					resp, err := client.Get(p.URL + "/m")
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-			}()
-		}
-		wg.Wait()
-	}
+	do := func(k int) { loadLoop(t, client, p.URL+"/m", 16, k) }
 	do(2000) // warm up: the queue fills and the workers hang
 	var before, after runtime.MemStats
 	runtime.GC()

@@ -4,6 +4,8 @@ import (
 	"bytes"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/shadowproxy/shadowproxy/cfgtypes"
 )
 
 // checkRequest refuses what fasthttp's parser lets through but an upstream
@@ -98,16 +100,12 @@ func validFieldNames(raw []byte) bool {
 			return false
 		}
 		for _, c := range line[:colon] {
-			if !isTokenChar(c) {
+			if !cfgtypes.IsTokenByte(c) {
 				return false
 			}
 		}
 	}
 	return true
-}
-
-func isTokenChar(c byte) bool {
-	return isAlnum(c) || bytes.IndexByte([]byte("!#$%&'*+-.^_`|~"), c) >= 0
 }
 
 func isAlnum(c byte) bool {

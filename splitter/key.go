@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/shadowproxy/shadowproxy/cfgtypes"
 )
 
 // keyKind says where a KeySource reads the key from.
@@ -48,7 +50,7 @@ func ParseKeySource(s string) (KeySource, error) {
 		}
 		k = KeySource{kind: keyHeader, name: name}
 	case "cookie":
-		if !isToken(name) {
+		if !cfgtypes.IsToken(name) {
 			return KeySource{}, fmt.Errorf("invalid key %q: want a cookie name after \"cookie:\" (letters, digits and !#$%%&'*+-.^_`|~), such as cookie:session", s)
 		}
 		k = KeySource{kind: keyCookie, name: name}
@@ -68,7 +70,7 @@ func ParseKeySource(s string) (KeySource, error) {
 // checkHeaderName rejects names fasthttp could not look up, and Cookie, whose
 // value fasthttp rebuilds (allocating) once cookies have been parsed.
 func checkHeaderName(name string) error {
-	if !isToken(name) {
+	if !cfgtypes.IsToken(name) {
 		return fmt.Errorf("want a header name (letters, digits and !#$%%&'*+-.^_`|~), such as X-User-ID")
 	}
 	if strings.EqualFold(name, "Cookie") {
@@ -87,24 +89,6 @@ func checkQueryName(name string) error {
 		}
 	}
 	return nil
-}
-
-// isToken reports whether s is a non-empty RFC 9110 token, the syntax of
-// header and cookie names.
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // String renders the source in the syntax ParseKeySource accepts.

@@ -130,7 +130,7 @@ func (s *Spec) Validate() []error {
 			add("force_header", "invalid header name %q: %v", s.ForceHeader, err)
 		}
 	}
-	if s.ResponseHeader != "" && !isToken(s.ResponseHeader) {
+	if s.ResponseHeader != "" && !cfgtypes.IsToken(s.ResponseHeader) {
 		add("response_header", "invalid header name %q: want letters, digits and !#$%%&'*+-.^_`|~, such as X-Shadowproxy-Upstream", s.ResponseHeader)
 	}
 	if len(s.Cohorts) > MaxCohorts {
@@ -235,7 +235,7 @@ func (f condField) len() int { return len(f.values) + len(f.lists) }
 
 func (c *Conditions) fields() []condField {
 	cookieName := func(n string) error {
-		if !isToken(n) {
+		if !cfgtypes.IsToken(n) {
 			return fmt.Errorf("invalid cookie name %q: want letters, digits and !#$%%&'*+-.^_`|~", n)
 		}
 		return nil
