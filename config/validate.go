@@ -181,6 +181,9 @@ func (u *Upstream) validate(p string) []error {
 	if u.MaxConns < 0 {
 		add("max_conns", "must not be negative")
 	}
+	if u.PipelineConns < 0 || u.PipelineConns > 64 {
+		add("pipeline_conns", "must be between 0 (off) and 64")
+	}
 	return errs
 }
 

@@ -58,3 +58,23 @@ func TestMirrorEnqueueAllocs(t *testing.T) {
 		t.Errorf("a mirrored request allocates %.2f times; want at most 1", n)
 	}
 }
+
+// TestPipelinedPathAllocs pins the pipelined primary path (pipeline_conns)
+// at zero allocations too.
+func TestPipelinedPathAllocs(t *testing.T) {
+	client, _ := benchProxy(t, simpleConfig(startFastUpstream(t), "    pipeline_conns: 2"))
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	do := func() {
+		req.Reset()
+		req.SetRequestURI("http://proxy/api/items?page=2")
+		if err := client.Do(req, resp); err != nil || resp.StatusCode() != 200 {
+			t.Fatalf("%v %d", err, resp.StatusCode())
+		}
+	}
+	for i := 0; i < 200; i++ {
+		do()
+	}
+	if n := testing.AllocsPerRun(500, do); n > 0.5 {
+		t.Errorf("pipelined path allocates %.2f times per request; want 0", n)
+	}
+}

@@ -109,3 +109,9 @@ func BenchmarkPrimaryWithShadow(b *testing.B) {
 type nopComparer struct{}
 
 func (nopComparer) Compare(*Exchange) {}
+
+// BenchmarkPrimaryPathPipelined is BenchmarkPrimaryPath with
+// pipeline_conns: 4 on the upstream.
+func BenchmarkPrimaryPathPipelined(b *testing.B) {
+	benchPrimary(b, simpleConfig(startFastUpstream(b), "    pipeline_conns: 4"), nil)
+}

@@ -260,6 +260,12 @@ func (mi *mirror) offer(ctx *fasthttp.RequestCtx, primaryUp *Upstream, start tim
 	if mi.closed.Load() {
 		return nil
 	}
+	if len(mi.queue) >= cap(mi.queue) {
+		// Full already: drop before paying for the copy. (A racing worker
+		// may free a slot; dropping one more job then is harmless.)
+		mi.countDropped()
+		return nil
+	}
 	j := mi.jobs.Get().(*mirrorJob)
 	ctx.Request.CopyTo(&j.req)
 	j.peer = append(j.peer[:0], ctx.RemoteIP()...)
@@ -271,11 +277,15 @@ func (mi *mirror) offer(ctx *fasthttp.RequestCtx, primaryUp *Upstream, start tim
 		mi.queueDepth.Set(float64(len(mi.queue)))
 		return j
 	default:
-		for _, t := range mi.targets {
-			t.outcomes[OutcomeDropped].Inc()
-		}
+		mi.countDropped()
 		mi.recycle(j)
 		return nil
+	}
+}
+
+func (mi *mirror) countDropped() {
+	for _, t := range mi.targets {
+		t.outcomes[OutcomeDropped].Inc()
 	}
 }
 
@@ -375,11 +385,10 @@ func (mi *mirror) send(j *mirrorJob, t *shadowTarget, r *jobResult, req *fasthtt
 	for _, kv := range t.set {
 		req.Header.Set(kv[0], kv[1])
 	}
-	req.SetTimeout(mi.timeout)
 	resp.Reset()
 	t.inflight.Inc()
 	t0 := time.Now()
-	_, err := t.up.do(req, resp, true, t.host)
+	_, err := t.up.do(req, resp, true, t.host, mi.timeout)
 	r.latency = time.Since(t0)
 	t.inflight.Dec()
 	t.duration.Observe(r.latency.Seconds())

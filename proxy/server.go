@@ -266,7 +266,6 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 		// shadow target applies its own.
 		job = r.mirror.offer(ctx, up, start)
 	}
-	req.SetTimeout(up.timeout)
 	// The proxy speaks its own version upstream (RFC 9110 §6.2); the
 	// client's is restored afterwards because the server reads it to decide
 	// how to answer and whether to keep the connection.
@@ -275,7 +274,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 		req.Header.SetProtocol("HTTP/1.1")
 	}
 
-	_, err := up.do(req, resp, false, "")
+	_, err := up.do(req, resp, false, "", up.timeout)
 	elapsed := time.Since(start)
 	if http10 {
 		req.Header.SetProtocol("HTTP/1.0")

@@ -48,6 +48,10 @@ type endpoint struct {
 	hostHeader string
 	primary    *fasthttp.HostClient
 	shadow     *fasthttp.HostClient
+	// primaryPipe and shadowPipe carry bodiless GET/HEAD/OPTIONS requests
+	// when pipeline_conns is set (nil otherwise).
+	primaryPipe *fasthttp.PipelineClient
+	shadowPipe  *fasthttp.PipelineClient
 	// failures counts consecutive connect errors and timeouts.
 	failures atomic.Int32
 	// ejectedUntil (unix nanoseconds) keeps traffic away after too many
@@ -97,6 +101,10 @@ func newUpstream(u config.Upstream, shadowConns int, m *metrics.Metrics, log *za
 		}
 		ep.primary = newHostClient(u, addr, u.MaxConns, epTLS)
 		ep.shadow = newHostClient(u, addr, max(shadowConns, 1), epTLS)
+		if u.PipelineConns > 0 {
+			ep.primaryPipe = newPipelineClient(u, ep.primary)
+			ep.shadowPipe = newPipelineClient(u, ep.shadow)
+		}
 		ep.upGauge.Set(1)
 		up.endpoints = append(up.endpoints, ep)
 	}
@@ -154,6 +162,39 @@ func newHostClient(u config.Upstream, addr string, maxConns int, tlsCfg *tls.Con
 			return dial(addr, connectTimeout)
 		},
 	}
+}
+
+// newPipelineClient mirrors hc's settings for pipelined requests.
+func newPipelineClient(u config.Upstream, hc *fasthttp.HostClient) *fasthttp.PipelineClient {
+	return &fasthttp.PipelineClient{
+		Addr:                     hc.Addr,
+		IsTLS:                    hc.IsTLS,
+		TLSConfig:                hc.TLSConfig,
+		Dial:                     hc.Dial,
+		MaxConns:                 u.PipelineConns,
+		MaxPendingRequests:       max(hc.MaxConns, 1024),
+		MaxIdleConnDuration:      hc.MaxIdleConnDuration,
+		MaxResponseBodySize:      hc.MaxResponseBodySize,
+		ReadBufferSize:           hc.ReadBufferSize,
+		WriteBufferSize:          hc.WriteBufferSize,
+		DisablePathNormalizing:   true,
+		NoDefaultUserAgentHeader: true,
+		Logger:                   nopLogger{},
+	}
+}
+
+// nopLogger silences PipelineClient's own error logging; errors reach the
+// proxy's log through the request that failed.
+type nopLogger struct{}
+
+func (nopLogger) Printf(string, ...any) {}
+
+// pipelinable reports whether a request may share a pipelined connection:
+// idempotent, without a body, so a response mix-up or a replay after a
+// broken connection can do no harm.
+func pipelinable(req *fasthttp.Request) bool {
+	h := &req.Header
+	return (h.IsGet() || h.IsHead() || h.IsOptions()) && len(req.Body()) == 0
 }
 
 // startProbes runs active health checks when health.path is configured.
@@ -236,9 +277,9 @@ func (up *Upstream) pick(except *endpoint) *endpoint {
 //
 // host, when set, is sent as Host (a shadow target's host setting);
 // otherwise rewrite_host sends the endpoint's own.
-func (up *Upstream) do(req *fasthttp.Request, resp *fasthttp.Response, shadow bool, host string) (*endpoint, error) {
+func (up *Upstream) do(req *fasthttp.Request, resp *fasthttp.Response, shadow bool, host string, timeout time.Duration) (*endpoint, error) {
 	ep := up.pick(nil)
-	err := ep.send(up, req, resp, shadow, host)
+	err := ep.send(up, req, resp, shadow, host, timeout)
 	if err == nil || len(up.endpoints) == 1 {
 		return ep, err
 	}
@@ -246,16 +287,16 @@ func (up *Upstream) do(req *fasthttp.Request, resp *fasthttp.Response, shadow bo
 		next := up.pick(ep)
 		if next != ep {
 			resp.Reset()
-			return next, next.send(up, req, resp, shadow, host)
+			return next, next.send(up, req, resp, shadow, host, timeout)
 		}
 	}
 	return ep, err
 }
 
-func (ep *endpoint) send(up *Upstream, req *fasthttp.Request, resp *fasthttp.Response, shadow bool, host string) error {
-	client := ep.primary
+func (ep *endpoint) send(up *Upstream, req *fasthttp.Request, resp *fasthttp.Response, shadow bool, host string, timeout time.Duration) error {
+	client, pipe := ep.primary, ep.primaryPipe
 	if shadow {
-		client = ep.shadow
+		client, pipe = ep.shadow, ep.shadowPipe
 	}
 	// fasthttp would add Content-Type: application/octet-stream to a body
 	// sent without one; forward exactly what the client sent.
@@ -275,6 +316,21 @@ func (ep *endpoint) send(up *Upstream, req *fasthttp.Request, resp *fasthttp.Res
 		req.Header.SetHost(host)
 		req.URI().SetHost(host)
 	}
+	if pipe != nil && pipelinable(req) {
+		err := pipe.DoTimeout(req, resp, timeout)
+		if err != nil {
+			// A broken pipelined connection fails every request queued on
+			// it; these are idempotent and bodiless, so one retry on the
+			// pool is safe. A timeout is never retried.
+			if reason, _ := classify(err); reason == ReasonReset || errors.Is(err, fasthttp.ErrPipelineOverflow) {
+				resp.Reset()
+				err = client.Do(req, resp)
+			}
+		}
+		up.observe(ep, err)
+		return err
+	}
+	req.SetTimeout(timeout)
 	err := client.Do(req, resp)
 	up.observe(ep, err)
 	return err
