@@ -36,6 +36,7 @@ test-short:
 ## bench: Go micro-benchmarks with allocation counts
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime=2s $(PKGS)
+	$(GO) run ./bench/shadowcmp
 
 ## bench-compare: side-by-side against direct, nginx and HAProxy (installs them)
 bench-compare: build
