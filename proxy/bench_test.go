@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"net"
 	"strings"
 	"testing"
@@ -53,7 +54,12 @@ func benchProxyWith(tb testing.TB, cfgText string, comparer Comparer) (*fasthttp
 	}
 	ln := fasthttputil.NewInmemoryListener()
 	go srv.Serve(ln)
-	tb.Cleanup(func() { srv.srv.Shutdown(); ln.Close() })
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx) // stops mirror workers too, not only the listener
+		ln.Close()
+	})
 	client := &fasthttp.HostClient{
 		Addr:     "proxy",
 		MaxConns: 64,

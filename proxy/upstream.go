@@ -48,10 +48,12 @@ type endpoint struct {
 	hostHeader string
 	primary    *fasthttp.HostClient
 	shadow     *fasthttp.HostClient
-	// primaryPipe and shadowPipe carry bodiless GET/HEAD/OPTIONS requests
-	// when pipeline_conns is set (nil otherwise).
+	// primaryPipe carries bodiless GET/HEAD/OPTIONS requests when
+	// pipeline_conns is set (nil otherwise). Shadow traffic never uses it:
+	// measured, a slow shadow on 4 pipelined connections serves one request
+	// per connection at a time (head-of-line blocking) and its delivery fell
+	// from 10.9% to 1.0% of requests, for a 10% gain with a fast shadow.
 	primaryPipe *fasthttp.PipelineClient
-	shadowPipe  *fasthttp.PipelineClient
 	// failures counts consecutive connect errors and timeouts.
 	failures atomic.Int32
 	// ejectedUntil (unix nanoseconds) keeps traffic away after too many
@@ -103,7 +105,6 @@ func newUpstream(u config.Upstream, shadowConns int, m *metrics.Metrics, log *za
 		ep.shadow = newHostClient(u, addr, max(shadowConns, 1), epTLS)
 		if u.PipelineConns > 0 {
 			ep.primaryPipe = newPipelineClient(u, ep.primary)
-			ep.shadowPipe = newPipelineClient(u, ep.shadow)
 		}
 		ep.upGauge.Set(1)
 		up.endpoints = append(up.endpoints, ep)
@@ -165,6 +166,8 @@ func newHostClient(u config.Upstream, addr string, maxConns int, tlsCfg *tls.Con
 }
 
 // newPipelineClient mirrors hc's settings for pipelined requests.
+// PipelineClient has no Close: after a reload drops it, its connections
+// end once idle for max_idle_conn_duration (a bounded linger).
 func newPipelineClient(u config.Upstream, hc *fasthttp.HostClient) *fasthttp.PipelineClient {
 	return &fasthttp.PipelineClient{
 		Addr:                     hc.Addr,
@@ -296,7 +299,7 @@ func (up *Upstream) do(req *fasthttp.Request, resp *fasthttp.Response, shadow bo
 func (ep *endpoint) send(up *Upstream, req *fasthttp.Request, resp *fasthttp.Response, shadow bool, host string, timeout time.Duration) error {
 	client, pipe := ep.primary, ep.primaryPipe
 	if shadow {
-		client, pipe = ep.shadow, ep.shadowPipe
+		client, pipe = ep.shadow, nil
 	}
 	// fasthttp would add Content-Type: application/octet-stream to a body
 	// sent without one; forward exactly what the client sent.
