@@ -27,11 +27,7 @@ import (
 // whose id is divisible by 4 carry a different price.
 func jsonService(t testing.TB, realDiff bool) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return serveLoopback(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/api/items/"))
 		price := 10
 		if realDiff && id%4 == 0 {
@@ -45,7 +41,18 @@ func jsonService(t testing.TB, realDiff bool) string {
 			"requestId": hex.EncodeToString(rid[:]),
 			"meta":      map[string]any{"timestamp": time.Now().UnixNano()},
 		})
-	})}
+	}))
+}
+
+// serveLoopback serves h on a fresh 127.0.0.1 port until the test ends and
+// returns its base URL.
+func serveLoopback(t testing.TB, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return "http://" + ln.Addr().String()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,28 +15,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
-
-// nameServer answers every request with its name and counts them.
-type nameServer struct {
-	url  string
-	hits atomic.Int64
-}
-
-func startNameServer(t *testing.T, name string) *nameServer {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns := &nameServer{url: "http://" + ln.Addr().String()}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ns.hits.Add(1)
-		io.WriteString(w, name)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ns
-}
 
 // reloadConfig routes /x to the upstream called name (the only primary
 // upstream the config declares, so a reload away from it also closes its
@@ -79,8 +56,8 @@ func writeAtomically(t *testing.T, path, text string) {
 // reload overlapped it; the invalid configs must be rejected and counted
 // and must never route a request; the final state is A's.
 func TestReloadUnderLoad(t *testing.T) {
-	u1, u2, u3 := startNameServer(t, "u1"), startNameServer(t, "u2"), startNameServer(t, "u3")
-	shadow := startNameServer(t, "shadow")
+	u1, u2, u3 := startVersion(t, "u1"), startVersion(t, "u2"), startVersion(t, "u3")
+	shadow := startVersion(t, "shadow")
 	cfgA := reloadConfig("u1", u1.url, shadow.url, "")
 	cfgB := reloadConfig("u2", u2.url, shadow.url, "")
 	invalid := reloadConfig("u3", u3.url, shadow.url, "limits: {read_timout: 5s}\n")

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -29,21 +28,14 @@ type versionServer struct {
 func startVersion(t testing.TB, name string) *versionServer {
 	t.Helper()
 	v := &versionServer{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	v.url = serveLoopback(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v.hits.Add(1)
 		if v.failing.Load() {
 			http.Error(w, "broken", 500)
 			return
 		}
 		io.WriteString(w, name)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	v.url = "http://" + ln.Addr().String()
+	}))
 	return v
 }
 
