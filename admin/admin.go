@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 
@@ -81,6 +82,12 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /api/v1/rollouts", a.read(a.rollouts))
 	mux.HandleFunc("POST /api/v1/rollouts/{route}/{action}", a.write(a.rolloutCommand))
 	mux.HandleFunc("POST /api/v1/reload", a.write(a.reload))
+	// Profiles expose memory contents and cost CPU: guarded like mutations.
+	mux.HandleFunc("GET /debug/pprof/", a.write(pprof.Index))
+	mux.HandleFunc("GET /debug/pprof/cmdline", a.write(pprof.Cmdline))
+	mux.HandleFunc("GET /debug/pprof/profile", a.write(pprof.Profile))
+	mux.HandleFunc("GET /debug/pprof/symbol", a.write(pprof.Symbol))
+	mux.HandleFunc("GET /debug/pprof/trace", a.write(pprof.Trace))
 	if o.Dashboard != nil {
 		// The page's files hold no data (the API reads stay protected), and
 		// it must load to ask for the token when reads are protected.

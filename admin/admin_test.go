@@ -128,3 +128,22 @@ func TestReloadErrorsListed(t *testing.T) {
 		t.Errorf("%d %s", code, body)
 	}
 }
+
+func TestPprofGuardedLikeMutations(t *testing.T) {
+	for _, tt := range []struct {
+		opts  Options
+		token string
+		want  int
+	}{
+		{Options{Loopback: true}, "", 200},
+		{Options{Loopback: false}, "", 401},
+		{Options{Token: "s3"}, "", 401},
+		{Options{Token: "s3"}, "s3", 200},
+	} {
+		srv := httptest.NewServer(Handler(tt.opts))
+		if code, _ := do(t, srv, "GET", "/debug/pprof/goroutine?debug=1", tt.token); code != tt.want {
+			t.Errorf("%+v token %q: %d, want %d", tt.opts, tt.token, code, tt.want)
+		}
+		srv.Close()
+	}
+}

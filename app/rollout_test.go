@@ -229,3 +229,32 @@ func TestRolloutPromotesHealthyCanaryAndResumesAfterRestart(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+// TestExternalMetricFromPrometheus: a promote condition on an external
+// metric is answered by the configured Prometheus, with the cohort and
+// window substituted into the declared query.
+func TestExternalMetricFromPrometheus(t *testing.T) {
+	queries := make(chan string, 100)
+	prom := serveLoopback(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case queries <- r.URL.Query().Get("query"):
+		default:
+		}
+		io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"0.97"]}]}}`)
+	}))
+	stable, canary := startVersion(t, "stable"), startVersion(t, "canary")
+	cfg := rolloutConfig(stable.url, canary.url, filepath.Join(t.TempDir(), "s.json"), `
+      steps: [{percent: 10, hold: 100ms}, {percent: 100}]
+      external_metrics:
+        - name: conversion_rate
+          unit: ratio
+          query: conv{cohort="$cohort",route="$route"}[$window]
+      promote_when:
+        - {metric: conversion_rate, above: 90%}
+`) + "prometheus: {url: " + prom + "}\n"
+	a := startApp(t, cfg, Options{})
+	waitFor(t, "promotion on the external metric", func() bool { return rollouts(t, "http://"+a.AdminAddr())[0].Percent == 100 })
+	if q := <-queries; q != `conv{cohort="canary",route="shop"}[3s]` {
+		t.Errorf("query sent: %s", q)
+	}
+}

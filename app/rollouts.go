@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -15,6 +16,7 @@ import (
 	"github.com/shadowproxy/shadowproxy/healthcheck"
 	"github.com/shadowproxy/shadowproxy/metrics"
 	"github.com/shadowproxy/shadowproxy/notify"
+	"github.com/shadowproxy/shadowproxy/promsource"
 	"github.com/shadowproxy/shadowproxy/proxy"
 	"github.com/shadowproxy/shadowproxy/rollout"
 )
@@ -28,6 +30,10 @@ type rolloutManager struct {
 	log        *zap.Logger
 	controller *rollout.Controller
 	notifier   *notify.Dispatcher
+
+	// external is the Prometheus source in force (nil: none configured);
+	// a reload swaps it.
+	external atomic.Pointer[promsource.Source]
 
 	mu        sync.Mutex
 	recorders map[string]*rollout.Recorder
@@ -50,8 +56,34 @@ func newRolloutManager(a *App) *rolloutManager {
 			met.RolloutTransitions.WithLabelValues(route, action).Inc()
 		},
 		HealthProbe: m.healthProbe,
+		External:    externalSource{m},
 	})
 	return m
+}
+
+// setPrometheus points external metrics at cfg's Prometheus (or nowhere).
+func (m *rolloutManager) setPrometheus(cfg config.Prometheus) error {
+	if cfg.URL == "" {
+		m.external.Store(nil)
+		return nil
+	}
+	src, err := promsource.New(cfg.URL, cfg.Timeout.D())
+	if err != nil {
+		return err
+	}
+	m.external.Store(src)
+	return nil
+}
+
+// externalSource forwards to the Prometheus source in force.
+type externalSource struct{ m *rolloutManager }
+
+func (e externalSource) Value(ctx context.Context, metric string, c rollout.Cohort, window time.Duration) (float64, error) {
+	src := e.m.external.Load()
+	if src == nil {
+		return 0, fmt.Errorf("external metric %q: no prometheus.url is configured", metric)
+	}
+	return src.Value(ctx, metric, c, window)
 }
 
 func registerNotifyMetrics(m *metrics.Metrics, d *notify.Dispatcher) {
@@ -64,6 +96,9 @@ func registerNotifyMetrics(m *metrics.Metrics, d *notify.Dispatcher) {
 // prepare creates (or keeps) a recorder for every rollout route of cfg.
 // It runs before the proxy compiles cfg, which asks observer() for them.
 func (m *rolloutManager) prepare(cfg *config.Config) {
+	if err := m.setPrometheus(cfg.Prometheus); err != nil {
+		m.log.Error("prometheus source not set", zap.Error(err))
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, rc := range cfg.Routes {

@@ -65,6 +65,8 @@ type Config struct {
 	Upgrades Upgrades `yaml:"upgrades"`
 	// WatchConfig reloads the file when it changes (polled every 2s).
 	WatchConfig bool `yaml:"watch_config"`
+	// Prometheus answers rollouts' external_metrics queries.
+	Prometheus Prometheus `yaml:"prometheus"`
 
 	// Source is the file the config was read from ("" when from memory).
 	Source string `yaml:"-"`
@@ -165,6 +167,14 @@ type Match struct {
 	Methods []string `yaml:"methods"`
 }
 
+// Prometheus is the query API external rollout metrics are read from.
+type Prometheus struct {
+	// URL of a Prometheus-compatible HTTP API, such as http://prometheus:9090.
+	URL string `yaml:"url"`
+	// Timeout bounds one query (default 5s).
+	Timeout cfgtypes.Duration `yaml:"timeout"`
+}
+
 // ApplyDefaults fills every unset optional field.
 func (c *Config) ApplyDefaults() {
 	if c.Listen == "" {
@@ -200,6 +210,7 @@ func (c *Config) ApplyDefaults() {
 		}
 	}
 	c.applyEdgeDefaults()
+	setDur(&c.Prometheus.Timeout, 5*time.Second)
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		for j, m := range r.Match.Methods {

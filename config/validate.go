@@ -44,6 +44,11 @@ func (c *Config) Validate() []error {
 	}
 	errs = append(errs, c.Limits.validate()...)
 	errs = append(errs, c.validateEdge()...)
+	if c.Prometheus.URL != "" {
+		if u, err := url.Parse(c.Prometheus.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add("prometheus.url", "invalid url %q: want http(s)://host:port of a Prometheus-compatible API", c.Prometheus.URL)
+		}
+	}
 	for i, cidr := range c.TrustedProxies {
 		if _, err := parsePrefix(cidr); err != nil {
 			add(fmt.Sprintf("trusted_proxies[%d]", i), "invalid CIDR %q: want an address or a network such as 10.0.0.0/8", cidr)
@@ -99,6 +104,9 @@ func (c *Config) Warnings() []string {
 			if unsafe := r.Shadow.UnsafeMethods(); len(unsafe) > 0 {
 				w = append(w, fmt.Sprintf("routes[%d] (%s) mirrors non-safe methods %s: shadow upstreams must not have side effects (use a shadow database, or strip credentials)", i, r.Name, strings.Join(unsafe, ", ")))
 			}
+		}
+		if r.Rollout != nil && len(r.Rollout.ExternalMetrics) > 0 && c.Prometheus.URL == "" {
+			w = append(w, fmt.Sprintf("routes[%d] (%s) rollout declares external metrics but prometheus.url is not set: conditions on them report an error and block promotion", i, r.Name))
 		}
 		if r.Rollout != nil {
 			for _, rw := range r.Rollout.Warnings() {

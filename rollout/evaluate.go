@@ -30,6 +30,12 @@ type ExternalQuery struct {
 
 type externalQueryKey struct{}
 
+// WithExternalQuery returns ctx carrying q, the way the controller calls an
+// ExternalSource (so a source can be tested without a controller).
+func WithExternalQuery(ctx context.Context, q ExternalQuery) context.Context {
+	return context.WithValue(ctx, externalQueryKey{}, q)
+}
+
 // ExternalQueryFrom returns the route and declared query of the lookup an
 // ExternalSource is serving, so that one source can serve every route.
 func ExternalQueryFrom(ctx context.Context) (ExternalQuery, bool) {
@@ -381,7 +387,7 @@ func (e *evaluator) evaluateExternal(c *Condition, m metricInfo, win time.Durati
 	get := func(cohort Cohort) (float64, error) {
 		ctx, cancel := context.WithTimeout(e.ctx, e.timeout)
 		defer cancel()
-		ctx = context.WithValue(ctx, externalQueryKey{}, ExternalQuery{Route: e.route, Metric: m.name, Query: query, Cohort: cohort, Window: win})
+		ctx = WithExternalQuery(ctx, ExternalQuery{Route: e.route, Metric: m.name, Query: query, Cohort: cohort, Window: win})
 		v, err := e.external.Value(ctx, m.name, cohort, win)
 		if err == nil && (math.IsNaN(v) || math.IsInf(v, 0)) {
 			err = errors.New("not a finite number")
