@@ -230,24 +230,20 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	if r.observer != nil {
 		r.observer.ObserveRequest(cohort, status, upErr, elapsed)
 	}
-	if al := snap.edge.access; al != nil && al.sampled(status) {
-		e := accessEntry{route: r.Name, upstream: t.up.Name, status: status, bytes: len(ctx.Response.Body()), duration: elapsed}
-		if r.split != nil {
-			e.split = decision.Reason.String()
-		}
-		s.finish(ctx, snap, reqID, e)
-		return
+	e := accessEntry{route: r.Name, upstream: t.up.Name, status: status, bytes: len(ctx.Response.Body()), duration: elapsed}
+	if r.split != nil {
+		e.split = decision.Reason.String()
 	}
-	s.finish(ctx, snap, reqID, accessEntry{})
+	s.finish(ctx, snap, reqID, e)
 }
 
-// finish returns the request id to the client and writes the access log
-// line when e carries a status (the caller sampled it).
+// finish returns the request id to the client and, when the access log is
+// on and samples this request, writes its line.
 func (s *Server) finish(ctx *fasthttp.RequestCtx, snap *Snapshot, reqID []byte, e accessEntry) {
 	if reqID != nil {
 		ctx.Response.Header.SetBytesV(snap.edge.reqIDHeader, reqID)
 	}
-	if al := snap.edge.access; al != nil && e.status != 0 && (e.route != "" || al.sampled(e.status)) {
+	if al := snap.edge.access; al != nil && al.sampled(e.status) {
 		e.requestID = reqID
 		al.write(ctx, e)
 	}
