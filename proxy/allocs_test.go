@@ -12,11 +12,14 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// TestPrimaryPathAllocs pins the proxy's own request path at zero
-// allocations in steady state.
-func TestPrimaryPathAllocs(t *testing.T) {
-	client, _ := benchProxy(t, simpleConfig(startFastUpstream(t), ""))
+// requestAllocs sends warm requests through client (warming pools, buffers
+// and metric children), then returns the average allocations per request
+// over 500 more. Counts are process-wide: client, proxy and upstream.
+func requestAllocs(t *testing.T, client *fasthttp.HostClient, warm int) float64 {
+	t.Helper()
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
 	do := func() {
 		req.Reset()
 		req.SetRequestURI("http://proxy/api/items?page=2")
@@ -25,36 +28,30 @@ func TestPrimaryPathAllocs(t *testing.T) {
 			t.Fatalf("%v %d", err, resp.StatusCode())
 		}
 	}
-	for i := 0; i < 200; i++ { // warm pools, buffers and metric children
+	for i := 0; i < warm; i++ {
 		do()
 	}
-	if n := testing.AllocsPerRun(500, do); n > 0.5 {
+	return testing.AllocsPerRun(500, do)
+}
+
+// TestPrimaryPathAllocs pins the proxy's own request path at zero
+// allocations in steady state.
+func TestPrimaryPathAllocs(t *testing.T) {
+	client, _ := benchProxy(t, simpleConfig(startFastUpstream(t), ""))
+	if n := requestAllocs(t, client, 200); n > 0.5 {
 		t.Errorf("primary path allocates %.2f times per request; want 0", n)
 	}
 }
 
 // TestMirrorEnqueueAllocs pins the mirror hand-off on the request path
 // (copy into a pooled job, non-blocking enqueue, primary capture) and the
-// shadow send at most one allocation per request amortized. Allocation
-// counts are process-wide, so the comparison stage (which builds strings
-// for samples, off the request path) is left out with a nil Comparer.
+// shadow send at most one allocation per request amortized. The comparison
+// stage (which builds strings for samples, off the request path) is left
+// out with a nil Comparer, since counts are process-wide.
 func TestMirrorEnqueueAllocs(t *testing.T) {
 	primary, shadow := startFastUpstream(t), startFastUpstream(t)
 	client, _ := benchProxyWith(t, shadowConfig(primary, shadow, "      targets: [shadow]\n      queue_size: 4096"), nil)
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	do := func() {
-		req.Reset()
-		req.SetRequestURI("http://proxy/api/items?page=2")
-		if err := client.Do(req, resp); err != nil || resp.StatusCode() != 200 {
-			t.Fatalf("%v %d", err, resp.StatusCode())
-		}
-	}
-	for i := 0; i < 500; i++ {
-		do()
-	}
-	// The whole process is measured (workers and comparers included), so
-	// this bounds the request path and the shadow round trip together.
-	if n := testing.AllocsPerRun(500, do); n > 1 {
+	if n := requestAllocs(t, client, 500); n > 1 {
 		t.Errorf("a mirrored request allocates %.2f times; want at most 1", n)
 	}
 }
@@ -63,18 +60,7 @@ func TestMirrorEnqueueAllocs(t *testing.T) {
 // at zero allocations too.
 func TestPipelinedPathAllocs(t *testing.T) {
 	client, _ := benchProxy(t, simpleConfig(startFastUpstream(t), "    pipeline_conns: 2"))
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	do := func() {
-		req.Reset()
-		req.SetRequestURI("http://proxy/api/items?page=2")
-		if err := client.Do(req, resp); err != nil || resp.StatusCode() != 200 {
-			t.Fatalf("%v %d", err, resp.StatusCode())
-		}
-	}
-	for i := 0; i < 200; i++ {
-		do()
-	}
-	if n := testing.AllocsPerRun(500, do); n > 0.5 {
+	if n := requestAllocs(t, client, 200); n > 0.5 {
 		t.Errorf("pipelined path allocates %.2f times per request; want 0", n)
 	}
 }
