@@ -8,7 +8,7 @@ BIN       := bin/shadowproxy
 PKGS      := ./...
 FUZZTIME  ?= 20s
 # Packages with allocation pins (tests named *Alloc*), run again without -race.
-ALLOC_PKGS := ./proxy ./metrics ./splitter ./diff ./rollout
+ALLOC_PKGS := ./proxy ./internal/metrics ./splitter ./diff ./internal/rollout
 
 .PHONY: all build run test test-short browser bench bench-compare lint fmt fuzz soak clean
 
@@ -59,7 +59,7 @@ fuzz:
 
 ## soak: bounded mixed-load run of bin/shadowproxy; fails if RSS, goroutines or fds keep growing (SOAK_DURATION, default 2m)
 soak: build
-	$(GO) run ./soak
+	$(GO) run ./bench/soak
 
 clean:
 	rm -rf bin

@@ -34,4 +34,4 @@ dpkg-query -W -f='chromium ${Version}\n' chromium
 
 echo "== browser test"
 export SHADOWPROXY_ARTIFACTS="${SHADOWPROXY_ARTIFACTS:-/tmp/shadowproxy-artifacts}"
-go test -tags browser -count=1 -timeout 5m -run Browser -v ./admin/
+go test -tags browser -count=1 -timeout 5m -run Browser -v ./internal/admin/

@@ -12,8 +12,8 @@ package config
 import (
 	"time"
 
-	"github.com/shadowproxy/shadowproxy/cfgtypes"
-	"github.com/shadowproxy/shadowproxy/rollout"
+	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
+	"github.com/shadowproxy/shadowproxy/internal/rollout"
 	"github.com/shadowproxy/shadowproxy/splitter"
 )
 

@@ -6,7 +6,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/shadowproxy/shadowproxy/cfgtypes"
+	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
 )
 
 // Edge defaults.

@@ -7,8 +7,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/shadowproxy/shadowproxy/cfgtypes"
 	"github.com/shadowproxy/shadowproxy/diff"
+	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
 )
 
 // Shadow defaults.

@@ -31,9 +31,9 @@ import (
 	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
 
-	"github.com/shadowproxy/shadowproxy/app"
 	"github.com/shadowproxy/shadowproxy/config"
-	"github.com/shadowproxy/shadowproxy/demo"
+	"github.com/shadowproxy/shadowproxy/internal/app"
+	"github.com/shadowproxy/shadowproxy/internal/demo"
 )
 
 // testEnv stands in for the environment the manifests give the proxy.

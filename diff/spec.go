@@ -9,7 +9,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/shadowproxy/shadowproxy/cfgtypes"
+	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
 )
 
 // Defaults of the compare section.

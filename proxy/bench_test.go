@@ -12,7 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/shadowproxy/shadowproxy/config"
-	"github.com/shadowproxy/shadowproxy/metrics"
+	"github.com/shadowproxy/shadowproxy/internal/metrics"
 )
 
 // benchBody is a ~1 KiB JSON answer, the size the comparison harness uses.

@@ -16,7 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/shadowproxy/shadowproxy/config"
-	"github.com/shadowproxy/shadowproxy/metrics"
+	"github.com/shadowproxy/shadowproxy/internal/metrics"
 )
 
 // Well-formed request parts (RFC 9110/9112/3986), for which the matcher's

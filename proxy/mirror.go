@@ -17,10 +17,10 @@ import (
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
-	"github.com/shadowproxy/shadowproxy/cfgtypes"
 	"github.com/shadowproxy/shadowproxy/config"
 	"github.com/shadowproxy/shadowproxy/diff"
-	"github.com/shadowproxy/shadowproxy/metrics"
+	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
+	"github.com/shadowproxy/shadowproxy/internal/metrics"
 	"github.com/shadowproxy/shadowproxy/splitter"
 )
 

@@ -19,8 +19,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/shadowproxy/shadowproxy/config"
-	"github.com/shadowproxy/shadowproxy/healthcheck"
-	"github.com/shadowproxy/shadowproxy/metrics"
+	"github.com/shadowproxy/shadowproxy/internal/healthcheck"
+	"github.com/shadowproxy/shadowproxy/internal/metrics"
 )
 
 // Upstream is a backend with one or more endpoints, each with pooled

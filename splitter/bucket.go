@@ -3,7 +3,7 @@ package splitter
 import (
 	"github.com/cespare/xxhash/v2"
 
-	"github.com/shadowproxy/shadowproxy/cfgtypes"
+	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
 )
 
 // NumBuckets is the number of buckets a key hashes into: one per basis point,

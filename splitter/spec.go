@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/shadowproxy/shadowproxy/cfgtypes"
+	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
 )
 
 // OnMissing values: what happens to a request without a key.

@@ -11,9 +11,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/shadowproxy/shadowproxy/app"
 	"github.com/shadowproxy/shadowproxy/bench/internal/backend"
 	"github.com/shadowproxy/shadowproxy/config"
+	"github.com/shadowproxy/shadowproxy/internal/app"
 )
 
 // writeAddrs writes the listen addresses, one per line, for the driver.

@@ -10,9 +10,9 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/shadowproxy/shadowproxy/app"
 	"github.com/shadowproxy/shadowproxy/config"
-	"github.com/shadowproxy/shadowproxy/demo"
+	"github.com/shadowproxy/shadowproxy/internal/app"
+	"github.com/shadowproxy/shadowproxy/internal/demo"
 )
 
 func cmdDemo(args []string, stdout, stderr io.Writer) int {

@@ -12,8 +12,8 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/shadowproxy/shadowproxy/app"
 	"github.com/shadowproxy/shadowproxy/config"
+	"github.com/shadowproxy/shadowproxy/internal/app"
 )
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {

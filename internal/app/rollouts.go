@@ -10,15 +10,15 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/shadowproxy/shadowproxy/admin"
-	"github.com/shadowproxy/shadowproxy/cfgtypes"
 	"github.com/shadowproxy/shadowproxy/config"
-	"github.com/shadowproxy/shadowproxy/healthcheck"
-	"github.com/shadowproxy/shadowproxy/metrics"
-	"github.com/shadowproxy/shadowproxy/notify"
-	"github.com/shadowproxy/shadowproxy/promsource"
+	"github.com/shadowproxy/shadowproxy/internal/admin"
+	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
+	"github.com/shadowproxy/shadowproxy/internal/healthcheck"
+	"github.com/shadowproxy/shadowproxy/internal/metrics"
+	"github.com/shadowproxy/shadowproxy/internal/notify"
+	"github.com/shadowproxy/shadowproxy/internal/promsource"
+	"github.com/shadowproxy/shadowproxy/internal/rollout"
 	"github.com/shadowproxy/shadowproxy/proxy"
-	"github.com/shadowproxy/shadowproxy/rollout"
 )
 
 // rolloutManager connects the rollout controller to the proxy: one

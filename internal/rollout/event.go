@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/shadowproxy/shadowproxy/cfgtypes"
+	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
 )
 
 // Actions name transitions in events, logs, OnTransition and the

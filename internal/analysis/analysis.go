@@ -22,7 +22,7 @@ import (
 
 	"github.com/shadowproxy/shadowproxy/config"
 	"github.com/shadowproxy/shadowproxy/diff"
-	"github.com/shadowproxy/shadowproxy/metrics"
+	"github.com/shadowproxy/shadowproxy/internal/metrics"
 	"github.com/shadowproxy/shadowproxy/proxy"
 )
 

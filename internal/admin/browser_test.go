@@ -32,10 +32,10 @@ import (
 	"github.com/chromedp/chromedp"
 	"go.uber.org/zap"
 
-	"github.com/shadowproxy/shadowproxy/admin"
-	"github.com/shadowproxy/shadowproxy/app"
 	"github.com/shadowproxy/shadowproxy/config"
-	"github.com/shadowproxy/shadowproxy/demo"
+	"github.com/shadowproxy/shadowproxy/internal/admin"
+	"github.com/shadowproxy/shadowproxy/internal/app"
+	"github.com/shadowproxy/shadowproxy/internal/demo"
 )
 
 const chromiumPath = "/usr/bin/chromium"

@@ -14,7 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/shadowproxy/shadowproxy/cfgtypes"
+	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
 )
 
 // Errors returned by Command; the admin API maps them to 404, 400 and 409.

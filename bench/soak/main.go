@@ -49,7 +49,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/shadowproxy/shadowproxy/demo"
+	"github.com/shadowproxy/shadowproxy/internal/demo"
 )
 
 func main() { os.Exit(run()) }

@@ -6,10 +6,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/shadowproxy/shadowproxy/admin"
-	"github.com/shadowproxy/shadowproxy/analysis"
 	"github.com/shadowproxy/shadowproxy/config"
-	"github.com/shadowproxy/shadowproxy/metrics"
+	"github.com/shadowproxy/shadowproxy/internal/admin"
+	"github.com/shadowproxy/shadowproxy/internal/analysis"
+	"github.com/shadowproxy/shadowproxy/internal/metrics"
 )
 
 // RouteView is one entry of GET /api/v1/routes.

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shadowproxy/shadowproxy/rollout"
+	"github.com/shadowproxy/shadowproxy/internal/rollout"
 )
 
 func TestExpand(t *testing.T) {

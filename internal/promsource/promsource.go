@@ -26,7 +26,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/shadowproxy/shadowproxy/rollout"
+	"github.com/shadowproxy/shadowproxy/internal/rollout"
 )
 
 // Source implements rollout.ExternalSource.

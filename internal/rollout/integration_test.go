@@ -13,8 +13,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/shadowproxy/shadowproxy/healthcheck"
-	"github.com/shadowproxy/shadowproxy/notify"
+	"github.com/shadowproxy/shadowproxy/internal/healthcheck"
+	"github.com/shadowproxy/shadowproxy/internal/notify"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -16,10 +16,10 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/shadowproxy/shadowproxy/admin"
-	"github.com/shadowproxy/shadowproxy/analysis"
 	"github.com/shadowproxy/shadowproxy/config"
-	"github.com/shadowproxy/shadowproxy/metrics"
+	"github.com/shadowproxy/shadowproxy/internal/admin"
+	"github.com/shadowproxy/shadowproxy/internal/analysis"
+	"github.com/shadowproxy/shadowproxy/internal/metrics"
 	"github.com/shadowproxy/shadowproxy/proxy"
 )
 
