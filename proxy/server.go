@@ -110,6 +110,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		CloseOnShutdown:               true,
 		SecureErrorLogMessage:         true,
 		Logger:                        zapPrintf{opts.Logger},
+		ExpectHandler:                 s.expect,
 	}
 	return s, nil
 }
@@ -192,6 +193,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetConnectionClose()
 		return
 	}
+	if len(ctx.Request.Header.PeekTrailerKeys()) > 0 {
+		dropRequestTrailers(&ctx.Request.Header)
+	}
 	var reqID []byte
 	if h := snap.edge.reqIDHeader; h != "" {
 		reqID = s.ensureRequestID(ctx, h, sc)
@@ -218,10 +222,15 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	var status int
 	var upErr bool
-	if ctx.Request.Header.ConnectionUpgrade() {
+	if ctx.Request.Header.ConnectionUpgrade() && snap.edge.upgradeAllowed(ctx.Request.Header.PeekAll("Upgrade")) {
 		status = s.upgrade(ctx, snap, r, t)
 	} else {
-		status, upErr = s.forward(ctx, r, t, start, sc)
+		if len(ctx.Request.Header.Peek("Upgrade")) > 0 {
+			// Forwarded as a plain request: the hop-by-hop removal drops
+			// Upgrade and Connection, so the upstream cannot switch.
+			s.metrics.Upgrades.WithLabelValues(r.Name, "not_allowed").Inc()
+		}
+		status, upErr = s.forward(ctx, r, t, start, sc, snap.edge.reqIDHeader)
 	}
 	elapsed := time.Since(start)
 	if r.splitHeader != "" {
@@ -251,9 +260,10 @@ func (s *Server) finish(ctx *fasthttp.RequestCtx, snap *Snapshot, reqID []byte, 
 
 // forward sends the request to t's upstream and writes its response, or a
 // short error, to the client.
-func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start time.Time, sc *headerScratch) (status int, upstreamErr bool) {
+func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start time.Time, sc *headerScratch, reqIDHeader string) (status int, upstreamErr bool) {
 	req, resp := &ctx.Request, &ctx.Response
-	clientClose := sc.removeRequestHopByHop(&req.Header)
+	clientClose := sc.removeRequestHopByHop(&req.Header, reqIDHeader)
+	sc.stripClientMarkers(&req.Header)
 	sc.appendForwarded(ctx)
 	up := t.up
 	var job *mirrorJob
@@ -270,7 +280,15 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 		req.Header.SetProtocol("HTTP/1.1")
 	}
 
-	_, err := up.do(req, resp, false, "", up.timeout)
+	ep, err := up.do(req, resp, false, "", up.timeout)
+	if err == nil && resp.StatusCode() == fasthttp.StatusSwitchingProtocols {
+		// Nothing was asked to switch. fasthttp has already pooled the
+		// connection; what follows the 101 on it must not become the next
+		// client's response. The switch guard closed it for plain upstreams;
+		// closing the idle pool covers TLS ones.
+		ep.primary.CloseIdleConnections()
+		err = errUnaskedSwitch
+	}
 	elapsed := time.Since(start)
 	if http10 {
 		req.Header.SetProtocol("HTTP/1.0")
@@ -305,6 +323,9 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 	return code, false
 }
 
+// errUnaskedSwitch is a 101 answer to a request that did not ask to switch.
+var errUnaskedSwitch = errors.New("upstream switched protocols on a request that asked for no upgrade")
+
 func errorText(code int) string {
 	switch code {
 	case fasthttp.StatusGatewayTimeout:
@@ -324,6 +345,19 @@ func writeError(ctx *fasthttp.RequestCtx, code int, msg string) {
 	ctx.SetContentType("text/plain; charset=utf-8")
 	ctx.Response.Header.Set("Via", string(viaValue))
 	ctx.SetBodyString(fmt.Sprintf("%d %s: %s\n", code, fasthttp.StatusMessage(code), msg))
+}
+
+// expect answers "Expect: 100-continue": a declared length over
+// max_request_body gets 413 at once, before the client sends the body it
+// was holding back (and fasthttp closes the connection after it).
+func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
+	if n := ctx.Request.Header.ContentLength(); n > s.srv.MaxRequestBodySize && s.srv.MaxRequestBodySize > 0 {
+		s.metrics.RejectedRequests.WithLabelValues("body_too_large").Inc()
+		s.log.Info("request rejected before routing", zap.String("reason", "body_too_large"), zap.Int("status", fasthttp.StatusRequestEntityTooLarge),
+			zap.Int("content_length", n), zap.String("remote", ctx.RemoteAddr().String()))
+		return fasthttp.StatusRequestEntityTooLarge
+	}
+	return fasthttp.StatusContinue
 }
 
 // handleParseError answers requests fasthttp could not read. fasthttp's

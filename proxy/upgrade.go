@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -49,8 +51,23 @@ func (s *Server) openTunnel(ctx *fasthttp.RequestCtx, r *Route, t *target, idle 
 		req.Header.Del(name)
 	}
 	sc := s.scratch.Get().(*headerScratch)
+	sc.stripClientMarkers(&req.Header)
 	sc.appendForwarded(ctx)
 	s.scratch.Put(sc)
+	// absolute-form: the route was chosen by the target's authority, so the
+	// upstream gets that as Host and an origin-form target (RFC 9112
+	// §3.2.2), as on the forwarding path; never one host to route by and
+	// another to serve.
+	if rt := req.Header.RequestURI(); len(rt) > 0 && rt[0] != '/' {
+		if host := ctx.Host(); len(host) > 0 {
+			req.Header.SetHostBytes(host)
+		}
+		req.Header.SetRequestURIBytes(req.URI().RequestURI())
+	}
+	// The head is written by hand below; fasthttp would otherwise add a
+	// Content-Type the client never sent.
+	req.Header.SetNoDefaultContentType(true)
+	asked := append([]byte(nil), req.Header.Peek("Upgrade")...)
 	up := t.up
 	ep := up.pick(nil)
 	if up.rewriteHost {
@@ -65,7 +82,7 @@ func (s *Server) openTunnel(ctx *fasthttp.RequestCtx, r *Route, t *target, idle 
 		writeError(ctx, code, errorText(code))
 		return code, false
 	}
-	conn, err := ep.primary.Dial(ep.addr)
+	conn, err := ep.dial(ep.addr)
 	if err != nil {
 		up.observe(ep, err)
 		return fail(err, fasthttp.StatusBadGateway)
@@ -113,6 +130,10 @@ func (s *Server) openTunnel(ctx *fasthttp.RequestCtx, r *Route, t *target, idle 
 		s.metrics.Upgrades.WithLabelValues(r.Name, "declined").Inc()
 		t.requests.Inc(rh.StatusCode())
 		return rh.StatusCode(), false
+	}
+	if !switchedAsAsked(asked, rh.Peek("Upgrade")) {
+		conn.Close()
+		return fail(fmt.Errorf("upstream switched to %q, which the client did not ask for (%q)", rh.Peek("Upgrade"), asked), fasthttp.StatusBadGateway)
 	}
 	answer := append([]byte(nil), rh.Header()...)
 	conn.SetDeadline(time.Time{})
@@ -248,4 +269,25 @@ func (ts *tunnelSet) closeAll() {
 		p.a.SetDeadline(time.Unix(1, 0))
 		p.b.Close()
 	}
+}
+
+// switchedAsAsked reports whether a 101's Upgrade names one protocol the
+// client offered (RFC 9110 §7.8: the server switches to one of them).
+func switchedAsAsked(asked, got []byte) bool {
+	got = bytes.TrimSpace(got)
+	if len(got) == 0 || bytes.IndexByte(got, ',') >= 0 {
+		return false
+	}
+	for len(asked) > 0 {
+		var tok []byte
+		if i := bytes.IndexByte(asked, ','); i >= 0 {
+			tok, asked = asked[:i], asked[i+1:]
+		} else {
+			tok, asked = asked, nil
+		}
+		if bytes.EqualFold(bytes.TrimSpace(tok), got) {
+			return true
+		}
+	}
+	return false
 }

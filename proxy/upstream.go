@@ -54,6 +54,8 @@ type endpoint struct {
 	// per connection at a time (head-of-line blocking) and its delivery fell
 	// from 10.9% to 1.0% of requests, for a 10% gain with a fast shadow.
 	primaryPipe *fasthttp.PipelineClient
+	// dial connects without the switch guard, for upgrade tunnels.
+	dial fasthttp.DialFunc
 	// failures counts consecutive connect errors and timeouts.
 	failures atomic.Int32
 	// ejectedUntil (unix nanoseconds) keeps traffic away after too many
@@ -101,6 +103,7 @@ func newUpstream(u config.Upstream, shadowConns int, m *metrics.Metrics, log *za
 				epTLS.ServerName, _, _ = net.SplitHostPort(addr)
 			}
 		}
+		ep.dial = rawDialer(u, addr)
 		ep.primary = newHostClient(u, addr, u.MaxConns, epTLS)
 		ep.shadow = newHostClient(u, addr, max(shadowConns, 1), epTLS)
 		if u.PipelineConns > 0 {
@@ -131,7 +134,10 @@ func upstreamTLS(u config.Upstream) (*tls.Config, error) {
 	return c, nil
 }
 
-func newHostClient(u config.Upstream, addr string, maxConns int, tlsCfg *tls.Config) *fasthttp.HostClient {
+// rawDialer connects to addr within the upstream's connect timeout. The
+// upgrade path and pipelined connections use it directly; pooled HostClient
+// connections wrap it in a switchGuard.
+func rawDialer(u config.Upstream, addr string) fasthttp.DialFunc {
 	connectTimeout := u.ConnectTimeout.D()
 	dial := (&fasthttp.TCPDialer{}).DialTimeout
 	if host, _, err := net.SplitHostPort(addr); err == nil && net.ParseIP(host) != nil {
@@ -139,6 +145,23 @@ func newHostClient(u config.Upstream, addr string, maxConns int, tlsCfg *tls.Con
 		// the pool by a minute); a plain dialer is enough.
 		dial = func(addr string, timeout time.Duration) (net.Conn, error) {
 			return (&net.Dialer{Timeout: timeout}).Dial("tcp", addr)
+		}
+	}
+	return func(addr string) (net.Conn, error) { return dial(addr, connectTimeout) }
+}
+
+func newHostClient(u config.Upstream, addr string, maxConns int, tlsCfg *tls.Config) *fasthttp.HostClient {
+	raw := rawDialer(u, addr)
+	dial := raw
+	if tlsCfg == nil {
+		// Over TLS the guard would see ciphertext; there the request path's
+		// CloseIdleConnections after a rogue 101 is the only defence.
+		dial = func(addr string) (net.Conn, error) {
+			c, err := raw(addr)
+			if err != nil {
+				return nil, err
+			}
+			return &switchGuard{Conn: c}, nil
 		}
 	}
 	return &fasthttp.HostClient{
@@ -159,10 +182,41 @@ func newHostClient(u config.Upstream, addr string, maxConns int, tlsCfg *tls.Con
 		MaxIdemponentCallAttempts: 2,
 		RetryIfErr:                retryOnStaleConnection,
 		TLSConfig:                 tlsCfg,
-		Dial: func(addr string) (net.Conn, error) {
-			return dial(addr, connectTimeout)
-		},
+		Dial:                      dial,
 	}
+}
+
+// switchGuard closes a pooled upstream connection as soon as a response on
+// it starts with "101": the proxy never asks a pooled connection for an
+// upgrade, so whatever follows a 101 there is another protocol's bytes (or
+// injected responses) that the next request on the connection would read as
+// its own answer. fasthttp returns a 1xx-answered connection to the pool, so
+// it has to be caught here, below the pool. Closed, the connection fails on
+// its next use, which is retried for idempotent requests like any stale one.
+type switchGuard struct {
+	net.Conn
+	head     [12]byte // "HTTP/1.1 101"
+	n        int
+	awaiting bool // a request was written since the last response started
+}
+
+func (g *switchGuard) Write(p []byte) (int, error) {
+	g.awaiting, g.n = true, 0
+	return g.Conn.Write(p)
+}
+
+func (g *switchGuard) Read(p []byte) (int, error) {
+	n, err := g.Conn.Read(p)
+	if g.awaiting && n > 0 {
+		g.n += copy(g.head[g.n:], p[:n])
+		if g.n == len(g.head) {
+			g.awaiting = false
+			if string(g.head[:7]) == "HTTP/1." && string(g.head[8:]) == " 101" {
+				g.Conn.Close()
+			}
+		}
+	}
+	return n, err
 }
 
 // newPipelineClient mirrors hc's settings for pipelined requests.
@@ -173,7 +227,10 @@ func newPipelineClient(u config.Upstream, hc *fasthttp.HostClient) *fasthttp.Pip
 		Addr:                     hc.Addr,
 		IsTLS:                    hc.IsTLS,
 		TLSConfig:                hc.TLSConfig,
-		Dial:                     hc.Dial,
+		// A pipelined connection interleaves writes and reads, which the
+		// switch guard cannot follow; its requests are bodiless GETs that
+		// forward() answers 502 on a 101 anyway.
+		Dial:                     rawDialer(u, hc.Addr),
 		MaxConns:                 u.PipelineConns,
 		MaxPendingRequests:       max(hc.MaxConns, 1024),
 		MaxIdleConnDuration:      hc.MaxIdleConnDuration,
@@ -311,7 +368,10 @@ func (ep *endpoint) send(up *Upstream, req *fasthttp.Request, resp *fasthttp.Res
 	} else {
 		req.URI().SetScheme("http")
 	}
-	if host == "" && up.rewriteHost {
+	// An HTTP/1.0 client may send no Host; fasthttp then refuses to send
+	// the request, and that refusal would count as the upstream's failure
+	// (in the canary's error rate too). The endpoint's own name stands in.
+	if host == "" && (up.rewriteHost || len(req.Header.Host()) == 0 && len(req.URI().Host()) == 0) {
 		host = ep.hostHeader
 	}
 	if host != "" {
@@ -374,7 +434,7 @@ func retryOnStaleConnection(req *fasthttp.Request, attempts int, err error) (res
 	if attempts > 1 || !isIdempotent(&req.Header) {
 		return false, false
 	}
-	return false, errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF)
+	return false, errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
 }
 
 func isIdempotent(h *fasthttp.RequestHeader) bool {

@@ -91,7 +91,7 @@ func New(version string) *Metrics {
 
 	m.EndpointUp = f.gaugeVec("upstream_endpoint_up", "1 while an upstream endpoint receives traffic, 0 while it is ejected or failing its health check.", "upstream", "endpoint")
 	m.EndpointEjections = f.counterVec("upstream_endpoint_ejections_total", "Times an endpoint was ejected after consecutive connect errors or timeouts.", "upstream", "endpoint")
-	m.Upgrades = f.counterVec("upgrades_total", "Connection: Upgrade requests by route and result: tunnelled, refused, failed.", "route", "result")
+	m.Upgrades = f.counterVec("upgrades_total", "Connection: Upgrade requests by route and result: tunnelled, declined (the upstream answered without switching), refused, failed, not_allowed (protocol not in upgrades.allow: forwarded as a plain request).", "route", "result")
 	m.ActiveTunnels = f.gauge("active_tunnels", "Upgraded connections (WebSocket tunnels) open now.")
 
 	m.SplitDecisions = f.counterVec("split_decisions_total", "Split decisions by route, chosen upstream and reason: percent, cohort, missing_key, forced or halted.", "route", "upstream", "reason")
