@@ -224,9 +224,9 @@ func (g *switchGuard) Read(p []byte) (int, error) {
 // end once idle for max_idle_conn_duration (a bounded linger).
 func newPipelineClient(u config.Upstream, hc *fasthttp.HostClient) *fasthttp.PipelineClient {
 	return &fasthttp.PipelineClient{
-		Addr:                     hc.Addr,
-		IsTLS:                    hc.IsTLS,
-		TLSConfig:                hc.TLSConfig,
+		Addr:      hc.Addr,
+		IsTLS:     hc.IsTLS,
+		TLSConfig: hc.TLSConfig,
 		// A pipelined connection interleaves writes and reads, which the
 		// switch guard cannot follow; its requests are bodiless GETs that
 		// forward() answers 502 on a 101 anyway.
