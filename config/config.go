@@ -79,6 +79,12 @@ type Admin struct {
 	Token string `yaml:"token"`
 	// ProtectReads requires the token on read-only endpoints too.
 	ProtectReads bool `yaml:"protect_reads"`
+	// Hosts are the names (without port) the admin listener answers to
+	// besides loopback names and addresses, the address a connection arrived
+	// on and admin_listen's host; other Host values get 421 (DNS rebinding).
+	Hosts []string `yaml:"hosts"`
+	// Pprof serves /debug/pprof/ on the admin listener, behind the token.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Log configures the structured logger.

@@ -182,6 +182,14 @@ func (c *Config) validateEdge() []error {
 	if c.Upgrades.MaxTunnels < 0 {
 		add("upgrades.max_tunnels", "must not be negative")
 	}
+	if c.Admin.Pprof && c.Admin.Token == "" {
+		add("admin.pprof", "profiles need admin.token: set a token (profiles expose memory contents) or turn pprof off")
+	}
+	for i, h := range c.Admin.Hosts {
+		if h == "" || strings.ContainsAny(h, ":/@ ") && !strings.HasPrefix(h, "[") {
+			add(fmt.Sprintf("admin.hosts[%d]", i), "%q: give a host name or address without port or scheme, such as admin.example.internal", h)
+		}
+	}
 	for i, p := range c.Upgrades.Allow {
 		path := fmt.Sprintf("upgrades.allow[%d]", i)
 		switch {

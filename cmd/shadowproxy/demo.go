@@ -84,7 +84,7 @@ Canary (/checkout/ sends %[7]d%% of users to v2, sticky by X-User-ID):
 
 Rollout (/checkout/ walks v2 from 10%% to 50%% to 100%% in about a minute):
   curl -s %[2]s/api/v1/rollouts
-  curl -s -X POST %[2]s/api/v1/rollouts/checkout/pause      # or resume, promote, rollback
+  curl -s -X POST -H 'X-Shadowproxy-Admin: 1' %[2]s/api/v1/rollouts/checkout/pause      # or resume, promote, rollback
 
 Simulated users send about %[6]d requests/s. Open %[2]s/ for the dashboard. Ctrl-C stops.
 `, proxyURL, adminURL, bs.V1.URL, bs.Twin.URL, bs.V2.URL, *rps, demo.CheckoutPercent, canaryUser, stableUser)

@@ -265,7 +265,7 @@ func TestReloadKeepsLearntNoiseAndRejectsBadConfig(t *testing.T) {
 		testutil.ToFloat64(a.Metrics().ConfigLastReloadOK) != 0 {
 		t.Error("reload failure not counted")
 	}
-	resp, err := http.Post("http://"+a.AdminAddr()+"/api/v1/reload", "", nil)
+	resp, err := adminPost("http://" + a.AdminAddr() + "/api/v1/reload")
 	if err != nil {
 		t.Fatal(err)
 	}

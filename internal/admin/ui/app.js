@@ -142,7 +142,10 @@
   // sessionStorage: gone when the tab closes) and retries with it.
   async function api(path, method) {
     for (;;) {
-      const headers = {Accept: 'application/json'};
+      // X-Shadowproxy-Admin marks the request as the dashboard's own: a page
+      // on another origin cannot send it without a preflight, so a loopback
+      // listener without a token accepts mutations only with it.
+      const headers = {Accept: 'application/json', 'X-Shadowproxy-Admin': '1'};
       const tok = sessionStorage.getItem(TOKEN_KEY);
       if (tok) headers.Authorization = 'Bearer ' + tok;
       const resp = await fetch(path, {method: method || 'GET', headers, cache: 'no-store', credentials: 'same-origin'});
