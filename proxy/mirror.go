@@ -124,6 +124,7 @@ type shadowTarget struct {
 	outcomes  [numOutcomes]prometheus.Counter
 	duration  prometheus.Observer
 	inflight  prometheus.Gauge
+	truncated prometheus.Counter
 	secondary bool
 }
 
@@ -230,6 +231,7 @@ func newShadowTarget(route string, tc config.ShadowTarget, up *Upstream, m *metr
 		host:      tc.Host,
 		duration:  m.ShadowDuration.WithLabelValues(route, label),
 		inflight:  m.ShadowInflight.WithLabelValues(route, label),
+		truncated: m.ShadowBodyTruncated.WithLabelValues(route, label),
 		secondary: secondary,
 	}
 	for name, v := range tc.Headers.Set {
@@ -389,6 +391,25 @@ func (mi *mirror) send(j *mirrorJob, t *shadowTarget, r *jobResult, req *fasthtt
 	t.inflight.Inc()
 	t0 := time.Now()
 	_, err := t.up.do(req, resp, true, t.host, mi.timeout)
+	if err != nil && errors.Is(err, fasthttp.ErrBodyTooLarge) && t.up.shadowBodyCapped() {
+		// The shadow pool stops reading at shadow.max_body (and closes the
+		// connection): an endless or huge shadow answer costs max_body, not
+		// the upstream's max_response_body. The status and headers were
+		// read and still compare; the body is counted and not compared.
+		t.truncated.Inc()
+		r.status = resp.StatusCode()
+		r.head = append(r.head, resp.Header.Header()...)
+		r.trunc = true
+		err = nil
+	} else if err == nil {
+		r.status = resp.StatusCode()
+		r.head = append(r.head, resp.Header.Header()...)
+		r.body, r.trunc = appendCapped(r.body, resp.Body(), mi.maxBody)
+		if r.trunc {
+			t.truncated.Inc()
+		}
+	}
+	dropLargeBody(resp)
 	r.latency = time.Since(t0)
 	t.inflight.Dec()
 	t.duration.Observe(r.latency.Seconds())
@@ -406,9 +427,6 @@ func (mi *mirror) send(j *mirrorJob, t *shadowTarget, r *jobResult, req *fasthtt
 	}
 	r.outcome = OutcomeOK
 	t.outcomes[OutcomeOK].Inc()
-	r.status = resp.StatusCode()
-	r.head = append(r.head, resp.Header.Header()...)
-	r.body, r.trunc = appendCapped(r.body, resp.Body(), mi.maxBody)
 }
 
 // comparer_ turns finished jobs into Exchanges and hands them to the

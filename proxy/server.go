@@ -308,6 +308,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 			zap.String("reason", reason.String()), zap.Int("status", code),
 			zap.ByteString("method", req.Header.Method()), zap.Duration("elapsed", elapsed),
 			zap.Error(err))
+		dropLargeBody(resp)
 		resp.Reset()
 		writeError(ctx, code, errorText(code))
 		return code, true
@@ -321,6 +322,20 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 		resp.SetConnectionClose()
 	}
 	return code, false
+}
+
+// keepBodyBuffer is the largest body buffer kept for reuse. fasthttp pools
+// response buffers (and a mirror worker keeps its response for its
+// lifetime), so one answer that grew a buffer to max_response_body would
+// otherwise hold that memory long after it was sent or refused.
+const keepBodyBuffer = 256 << 10
+
+// dropLargeBody lets the collector have a body buffer that grew past
+// keepBodyBuffer instead of returning it to a pool.
+func dropLargeBody(resp *fasthttp.Response) {
+	if cap(resp.Body()) > keepBodyBuffer {
+		resp.SwapBody(nil)
+	}
 }
 
 // errUnaskedSwitch is a 101 answer to a request that did not ask to switch.

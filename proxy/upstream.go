@@ -39,6 +39,19 @@ type Upstream struct {
 	ejection    time.Duration
 	log         *zap.Logger
 	checkers    []*healthcheck.Checker
+	shadowPool  shadowPool
+}
+
+// shadowPool sizes an upstream's shadow connections from the routes that
+// mirror to it. It is part of the key that lets a reload keep the
+// upstream: a reload adding a shadow route must get a pool sized for it.
+type shadowPool struct {
+	// conns bounds each endpoint's shadow connections: the sum of the
+	// mirroring routes' workers.
+	conns int
+	// maxBody is the largest shadow.max_body of those routes; the shadow
+	// pool stops reading a response there (0: no route mirrors here).
+	maxBody int64
 }
 
 // endpoint is one address of an upstream.
@@ -67,10 +80,10 @@ type endpoint struct {
 	ejections prometheus.Counter
 }
 
-// newUpstream builds the pools for u. shadowConns bounds each endpoint's
-// shadow pool.
-func newUpstream(u config.Upstream, shadowConns int, m *metrics.Metrics, log *zap.Logger) (*Upstream, error) {
+// newUpstream builds the pools for u; sp sizes the shadow pools.
+func newUpstream(u config.Upstream, sp shadowPool, m *metrics.Metrics, log *zap.Logger) (*Upstream, error) {
 	up := &Upstream{
+		shadowPool:  sp,
 		Name:        u.Name,
 		cfg:         u,
 		leastConn:   u.Balance == config.BalanceLeastConn,
@@ -105,7 +118,10 @@ func newUpstream(u config.Upstream, shadowConns int, m *metrics.Metrics, log *za
 		}
 		ep.dial = rawDialer(u, addr)
 		ep.primary = newHostClient(u, addr, u.MaxConns, epTLS)
-		ep.shadow = newHostClient(u, addr, max(shadowConns, 1), epTLS)
+		ep.shadow = newHostClient(u, addr, max(sp.conns, 1), epTLS)
+		if up.shadowBodyCapped() {
+			ep.shadow.MaxResponseBodySize = int(sp.maxBody)
+		}
 		if u.PipelineConns > 0 {
 			ep.primaryPipe = newPipelineClient(u, ep.primary)
 		}
@@ -442,7 +458,15 @@ func isIdempotent(h *fasthttp.RequestHeader) bool {
 }
 
 // sameConfig reports whether a reload may keep this upstream's pools.
-func (up *Upstream) sameConfig(u config.Upstream) bool { return reflect.DeepEqual(up.cfg, u) }
+func (up *Upstream) sameConfig(u config.Upstream, sp shadowPool) bool {
+	return up.shadowPool == sp && reflect.DeepEqual(up.cfg, u)
+}
+
+// shadowBodyCapped reports whether the shadow pool's body limit is a
+// route's shadow.max_body rather than the upstream's max_response_body.
+func (up *Upstream) shadowBodyCapped() bool {
+	return up.shadowPool.maxBody > 0 && up.shadowPool.maxBody < int64(up.cfg.MaxResponseBody)
+}
 
 // close stops health probes and releases idle pooled connections.
 func (up *Upstream) close() {

@@ -58,6 +58,9 @@ type Metrics struct {
 	ShadowQueue    *prometheus.GaugeVec     // route
 	ShadowInflight *prometheus.GaugeVec     // route, target
 	ShadowSkipped  *prometheus.CounterVec   // route, reason
+	// ShadowBodyTruncated counts shadow responses cut at shadow.max_body
+	// while reading (the rest discarded with the connection).
+	ShadowBodyTruncated *prometheus.CounterVec // route, target
 
 	// Comparison.
 	Comparisons *prometheus.CounterVec // route, target, result
@@ -102,6 +105,7 @@ func New(version string) *Metrics {
 	m.ShadowQueue = f.gaugeVec("shadow_queue_depth", "Mirror jobs waiting for a worker, by route.", "route")
 	m.ShadowInflight = f.gaugeVec("shadow_inflight", "Shadow requests in flight, by route and target.", "route", "target")
 	m.ShadowSkipped = f.counterVec("shadow_skipped_total", "Sampled requests not mirrored, by reason: method (not a mirrored method), body_too_large.", "route", "reason")
+	m.ShadowBodyTruncated = f.counterVec("shadow_body_truncated_total", "Shadow responses longer than shadow.max_body: read up to it, the rest discarded with the connection, by route and target.", "route", "target")
 
 	m.Comparisons = f.counterVec("comparisons_total", "Primary/shadow comparisons by route, target and result: match, mismatch or uncomparable.", "route", "target", "result")
 	m.DiffFields = f.counterVec("diff_fields_total", "Differences by normalized field path (capped per route, then 'other').", "route", "target", "field")
@@ -152,7 +156,7 @@ func (m *Metrics) ForgetRoute(route string) {
 	l := prometheus.Labels{"route": route}
 	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
 		m.Requests, m.RequestDuration, m.UpstreamErrors, m.SplitDecisions, m.SplitPercent,
-		m.ShadowRequests, m.ShadowDuration, m.ShadowQueue, m.ShadowInflight, m.ShadowSkipped,
+		m.ShadowRequests, m.ShadowDuration, m.ShadowQueue, m.ShadowInflight, m.ShadowSkipped, m.ShadowBodyTruncated,
 		m.Comparisons, m.DiffFields, m.NoiseFields, m.RolloutPercent, m.RolloutStep, m.RolloutTransitions,
 	} {
 		v.DeletePartialMatch(l)
