@@ -159,25 +159,80 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Reload compiles cfg and swaps it in. Requests already running keep the
 // snapshot they started with. On error the old snapshot stays.
 func (s *Server) Reload(cfg *config.Config) error {
-	s.reloadMu.Lock()
-	defer s.reloadMu.Unlock()
-	prev := s.snap.Load()
-	if cfg.TLS.Enabled() != (s.tlsCfg != nil) {
-		return errors.New("tls cannot be turned on or off by a reload (restart the process)")
-	}
-	if cfg.TLS.Enabled() {
-		if err := s.loadCert(cfg.TLS); err != nil {
-			return err
-		}
-	}
-	next, err := buildSnapshot(cfg, prev, s.deps)
+	p, err := s.PrepareReload(cfg)
 	if err != nil {
 		return err
 	}
-	s.snap.Store(next)
-	prev.closeMirrors()
-	prev.closeUnused(next)
+	p.Commit()
 	return nil
+}
+
+// PreparedReload is a compiled configuration that is not in force yet.
+// Until Commit or Abort, other reloads of the same Server wait, so the
+// snapshot it was built from stays the one it replaces.
+type PreparedReload struct {
+	s          *Server
+	prev, next *Snapshot
+	cert       *tls.Certificate
+	done       bool
+}
+
+// PrepareReload compiles cfg (new upstream pools, mirror workers, the TLS
+// certificate) without changing what serves requests. The caller must end
+// it with Commit or Abort.
+func (s *Server) PrepareReload(cfg *config.Config) (*PreparedReload, error) {
+	s.reloadMu.Lock()
+	p := &PreparedReload{s: s, prev: s.snap.Load()}
+	if cfg.TLS.Enabled() != (s.tlsCfg != nil) {
+		s.reloadMu.Unlock()
+		return nil, errors.New("tls cannot be turned on or off by a reload (restart the process)")
+	}
+	if cfg.TLS.Enabled() {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			s.reloadMu.Unlock()
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		p.cert = &cert
+	}
+	next, err := buildSnapshot(cfg, p.prev, s.deps)
+	if err != nil {
+		s.reloadMu.Unlock()
+		return nil, err
+	}
+	p.next = next
+	return p, nil
+}
+
+// Next is the snapshot Commit will put in force.
+func (p *PreparedReload) Next() *Snapshot { return p.next }
+
+// Commit puts the prepared configuration in force and releases what the
+// previous one alone used.
+func (p *PreparedReload) Commit() {
+	if p.done {
+		return
+	}
+	p.done = true
+	defer p.s.reloadMu.Unlock()
+	if p.cert != nil {
+		p.s.cert.Store(p.cert)
+	}
+	p.s.snap.Store(p.next)
+	p.prev.closeMirrors()
+	p.prev.closeUnused(p.next)
+}
+
+// Abort discards the prepared configuration: its mirror workers stop and
+// the upstream pools only it created are closed.
+func (p *PreparedReload) Abort() {
+	if p.done {
+		return
+	}
+	p.done = true
+	defer p.s.reloadMu.Unlock()
+	p.next.closeMirrors()
+	p.next.closeUnused(p.prev)
 }
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
