@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -394,6 +395,42 @@ routes:
 		if !strings.Contains(got, want) {
 			t.Errorf("errors lack %q:\n%s", want, got)
 		}
+	}
+}
+
+func TestEdgeHardeningValidation(t *testing.T) {
+	_, err := Load("t.yaml", []byte(`
+admin: {pprof: true, hosts: ["ops.example.com", "http://x:9901"]}
+upgrades: {allow: [websocket, H2C, websocket/13, "bad token"]}
+upstreams:
+  - {name: s, url: http://127.0.0.1:1}
+routes:
+  - {name: r, upstream: s}
+`), noEnv)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	got := err.Error()
+	for _, want := range []string{
+		`t.yaml:2: admin.pprof: profiles need admin.token`,
+		`admin.hosts[1]: "http://x:9901": give a host name or address without port or scheme`,
+		`upgrades.allow[1]: h2c cannot be tunnelled`,
+		`upgrades.allow[2]: "websocket/13": give the protocol name without a version`,
+		`upgrades.allow[3]: invalid protocol name "bad token"`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("errors lack %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "admin.hosts[0]") || strings.Contains(got, "upgrades.allow[0]") {
+		t.Errorf("valid entries refused:\n%s", got)
+	}
+	cfg, err := Load("t.yaml", []byte("upstreams: [{name: s, url: http://127.0.0.1:1}]\nroutes: [{name: r, upstream: s}]\n"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(cfg.Upgrades.Allow) != "[websocket]" || cfg.Admin.Pprof {
+		t.Errorf("defaults: upgrades.allow %v, admin.pprof %v", cfg.Upgrades.Allow, cfg.Admin.Pprof)
 	}
 }
 
