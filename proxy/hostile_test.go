@@ -1233,6 +1233,20 @@ func TestHostileEdgeFields(t *testing.T) {
 			},
 		},
 		{
+			name: "upgrade with a hop-by-hop field listed in Connection",
+			req:  "GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade, X-Secret\r\nX-Secret: s3cret\r\nUpgrade: websocket\r\n\r\n",
+			check: func(res clientResult, evil, good []*wireRequest) string {
+				if len(good) != 1 {
+					return fmt.Sprintf("%d requests at good", len(good))
+				}
+				r := good[0]
+				if len(r.Values("X-Secret")) > 0 || fmt.Sprint(r.Values("Connection")) != "[Upgrade]" || fmt.Sprint(r.Values("Upgrade")) != "[websocket]" {
+					return fmt.Sprintf("upstream got X-Secret %q, Connection %q, Upgrade %q; want no X-Secret, Connection: Upgrade, Upgrade: websocket", r.Values("X-Secret"), r.Values("Connection"), r.Values("Upgrade"))
+				}
+				return ""
+			},
+		},
+		{
 			name: "upgrade with a body and no Content-Type",
 			req:  "POST /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 3\r\n\r\nabc",
 			check: func(res clientResult, evil, good []*wireRequest) string {

@@ -38,19 +38,29 @@ func (s *Server) upgrade(ctx *fasthttp.RequestCtx, snap *Snapshot, r *Route, t *
 		writeError(ctx, fasthttp.StatusServiceUnavailable, "too many upgraded connections")
 		return fasthttp.StatusServiceUnavailable
 	}
-	status, ok := s.openTunnel(ctx, r, t, cfg.IdleTimeout.D())
+	status, ok := s.openTunnel(ctx, r, t, cfg.IdleTimeout.D(), snap.edge.reqIDHeader)
 	if !ok {
 		s.tunnels.release()
 	}
 	return status
 }
 
-func (s *Server) openTunnel(ctx *fasthttp.RequestCtx, r *Route, t *target, idle time.Duration) (int, bool) {
+func (s *Server) openTunnel(ctx *fasthttp.RequestCtx, r *Route, t *target, idle time.Duration, reqIDHeader string) (int, bool) {
 	req := &ctx.Request
+	sc := s.scratch.Get().(*headerScratch)
+	// Every field the client's Connection lists is hop-by-hop, as on the
+	// forwarding path; only "Connection: Upgrade" and Upgrade travel on
+	// (RFC 9110 §7.8).
+	sc.connectionTokens(req.Header.PeekAll("Connection"))
+	for _, tok := range sc.tokens {
+		if !isEndToEndSpecial(tok) && !bytes.EqualFold(tok, []byte("Upgrade")) && !(reqIDHeader != "" && bytes.EqualFold(tok, []byte(reqIDHeader))) {
+			req.Header.DelBytes(tok)
+		}
+	}
 	for _, name := range []string{"Keep-Alive", "Proxy-Connection", "Proxy-Authorization", "TE", "Trailer"} {
 		req.Header.Del(name)
 	}
-	sc := s.scratch.Get().(*headerScratch)
+	req.Header.Set("Connection", "Upgrade")
 	sc.stripClientMarkers(&req.Header)
 	sc.appendForwarded(ctx)
 	s.scratch.Put(sc)
