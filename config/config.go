@@ -108,7 +108,14 @@ type Limits struct {
 	// MaxRequestsPerConn closes a client connection after this many requests
 	// (0: unlimited).
 	MaxRequestsPerConn int `yaml:"max_requests_per_conn"`
+	// BufferBody is the largest request or response body held in memory
+	// whole; a longer one streams through (and is not mirrored). Default
+	// DefaultBufferBody.
+	BufferBody cfgtypes.Size `yaml:"buffer_body"`
 }
+
+// DefaultBufferBody is limits.buffer_body when unset.
+const DefaultBufferBody = 1 << 20
 
 // Upstream is one backend.
 type Upstream struct {
@@ -198,6 +205,7 @@ func (c *Config) ApplyDefaults() {
 	l := &c.Limits
 	setSize(&l.MaxRequestBody, DefaultMaxRequestBody)
 	setSize(&l.MaxHeaderSize, DefaultMaxHeaderSize)
+	setSize(&l.BufferBody, DefaultBufferBody)
 	setDur(&l.ReadTimeout, DefaultReadTimeout)
 	setDur(&l.WriteTimeout, DefaultWriteTimeout)
 	setDur(&l.IdleTimeout, DefaultIdleTimeout)

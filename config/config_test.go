@@ -429,8 +429,12 @@ routes:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(cfg.Upgrades.Allow) != "[websocket]" || cfg.Admin.Pprof {
-		t.Errorf("defaults: upgrades.allow %v, admin.pprof %v", cfg.Upgrades.Allow, cfg.Admin.Pprof)
+	if fmt.Sprint(cfg.Upgrades.Allow) != "[websocket]" || cfg.Admin.Pprof || cfg.Limits.BufferBody != DefaultBufferBody {
+		t.Errorf("defaults: upgrades.allow %v, admin.pprof %v, limits.buffer_body %d", cfg.Upgrades.Allow, cfg.Admin.Pprof, cfg.Limits.BufferBody)
+	}
+	_, err = Load("t.yaml", []byte("limits: {buffer_body: 100}\nupstreams: [{name: s, url: http://127.0.0.1:1}]\nroutes: [{name: r, upstream: s}]\n"), noEnv)
+	if err == nil || !strings.Contains(err.Error(), "limits.buffer_body: 100B is too small: at least 4KiB") {
+		t.Errorf("buffer_body 100: %v", err)
 	}
 }
 

@@ -34,6 +34,13 @@ type headerScratch struct {
 	ends   []int
 	buf    []byte
 	reqID  []byte
+	// body holds a request body read before routing (bufferOrStream).
+	body []byte
+	// stream is the request's streamed body, when it has one.
+	stream *clientBody
+	// clientFault: the request failed on the client's side (its streamed
+	// body), so no cohort is charged with it.
+	clientFault bool
 }
 
 // connectionTokens collects the field names listed in every Connection

@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -1376,4 +1377,36 @@ func TestHostileClientFaultsNotCounted(t *testing.T) {
 		t.Errorf("observer saw %d requests %v, want only the served one", n, rec.all())
 	}
 	_ = stable
+}
+
+// TestHostileStreamedUploadStalls: a client that declares 8 MiB (over
+// limits.buffer_body, so the body streams to the upstream as it arrives),
+// sends 2 MiB and stalls. At read_timeout it gets 408 and its connection
+// closes; the failure is the client's, so it is not an upstream error; and
+// the upstream never sees a request that looks complete.
+func TestHostileStreamedUploadStalls(t *testing.T) {
+	var received atomic.Int64
+	up := bulkUpstream(t, &received)
+	p := startProxy(t, fmt.Sprintf(`
+upstreams:
+  - {name: stable, url: %s}
+routes:
+  - {name: default, upstream: stable}
+limits: {read_timeout: 1s, max_request_body: 16MiB}
+`, up))
+	res := rawClient(t, p.Addr, []string{"POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 8388608\r\n\r\n" + strings.Repeat("u", 2<<20)}, 0, 4*time.Second)
+	if len(res.Status) != 1 || res.Status[0] != 408 || !res.Closed {
+		t.Errorf("stalled streamed upload: client saw %s, want 408 and a closed connection", res)
+	}
+	if v := testutil.ToFloat64(p.Met.RejectedRequests.WithLabelValues("timeout")); v != 1 {
+		t.Errorf("rejected_requests_total{reason=timeout} = %v, want 1", v)
+	}
+	for _, reason := range []string{"connect", "timeout", "reset", "other"} {
+		if v := testutil.ToFloat64(p.Met.UpstreamErrors.WithLabelValues("default", "stable", reason)); v != 0 {
+			t.Errorf("upstream_errors_total{reason=%s} = %v: the client's stall was charged to the upstream", reason, v)
+		}
+	}
+	if got := received.Load(); got >= 8<<20 {
+		t.Errorf("the upstream read %d bytes: a complete-looking body", got)
+	}
 }

@@ -112,6 +112,9 @@ type mirror struct {
 	skippedMethod  prometheus.Counter
 	skippedBody    prometheus.Counter
 	skippedCompare prometheus.Counter
+	// skippedStreamed counts requests whose body streamed (longer than
+	// limits.buffer_body).
+	skippedStreamed prometheus.Counter
 }
 
 // shadowTarget is a shadow upstream with its request changes and metrics.
@@ -165,18 +168,19 @@ type jobResult struct {
 func newMirror(route string, sc *config.Shadow, splitKey string, snap *Snapshot, tp *splitter.TrustedProxies,
 	m *metrics.Metrics, log *zap.Logger, comparer Comparer) (*mirror, error) {
 	mi := &mirror{
-		route:          route,
-		log:            log,
-		maxBody:        int(sc.MaxBody),
-		timeout:        sc.Timeout.D(),
-		comparer:       comparer,
-		queue:          make(chan *mirrorJob, sc.QueueSize),
-		compareQ:       make(chan *mirrorJob, sc.QueueSize),
-		stop:           make(chan struct{}),
-		queueDepth:     m.ShadowQueue.WithLabelValues(route),
-		skippedMethod:  m.ShadowSkipped.WithLabelValues(route, "method"),
-		skippedBody:    m.ShadowSkipped.WithLabelValues(route, "body_too_large"),
-		skippedCompare: m.ShadowSkipped.WithLabelValues(route, "compare_queue_full"),
+		route:           route,
+		log:             log,
+		maxBody:         int(sc.MaxBody),
+		timeout:         sc.Timeout.D(),
+		comparer:        comparer,
+		queue:           make(chan *mirrorJob, sc.QueueSize),
+		compareQ:        make(chan *mirrorJob, sc.QueueSize),
+		stop:            make(chan struct{}),
+		queueDepth:      m.ShadowQueue.WithLabelValues(route),
+		skippedMethod:   m.ShadowSkipped.WithLabelValues(route, "method"),
+		skippedBody:     m.ShadowSkipped.WithLabelValues(route, "body_too_large"),
+		skippedCompare:  m.ShadowSkipped.WithLabelValues(route, "compare_queue_full"),
+		skippedStreamed: m.ShadowSkipped.WithLabelValues(route, "streamed"),
 	}
 	keyText := sc.Key
 	if keyText == "" {
@@ -255,6 +259,12 @@ func (mi *mirror) offer(ctx *fasthttp.RequestCtx, primaryUp *Upstream, start tim
 	if !mi.sampler.Sample(&ctx.Request, ctx.RemoteIP()) {
 		return nil
 	}
+	if ctx.Request.IsBodyStream() {
+		// Past limits.buffer_body: the body passes through once and is not
+		// kept, so there is nothing to send a shadow.
+		mi.skippedStreamed.Inc()
+		return nil
+	}
 	if len(ctx.Request.Body()) > mi.maxBody {
 		mi.skippedBody.Inc()
 		return nil
@@ -309,7 +319,14 @@ func (j *mirrorJob) deliverPrimary(resp *fasthttp.Response, err error, latency t
 	if err == nil {
 		j.primaryStatus = resp.StatusCode()
 		j.primaryHead = append(j.primaryHead[:0], resp.Header.Header()...)
-		j.primaryBody, j.primaryTrunc = appendCapped(j.primaryBody[:0], resp.Body(), j.m.maxBody)
+		if resp.IsBodyStream() {
+			// Streamed to the client (longer than limits.buffer_body): the
+			// body is not kept, so it is not compared; status and headers
+			// are.
+			j.primaryBody, j.primaryTrunc = j.primaryBody[:0], true
+		} else {
+			j.primaryBody, j.primaryTrunc = appendCapped(j.primaryBody[:0], resp.Body(), j.m.maxBody)
+		}
 	}
 	j.release()
 }

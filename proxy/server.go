@@ -62,6 +62,10 @@ type Server struct {
 	// swaps it and new handshakes pick it up.
 	cert   atomic.Pointer[tls.Certificate]
 	tlsCfg *tls.Config
+	// maxRequestBody is limits.max_request_body; bufferBody is
+	// limits.buffer_body, the largest body held whole.
+	maxRequestBody int64
+	bufferBody     int
 }
 
 // New compiles cfg and prepares a server; it does not listen yet.
@@ -92,6 +96,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		}
 	}
 	lim := cfg.Limits
+	s.maxRequestBody, s.bufferBody = int64(lim.MaxRequestBody), int(lim.BufferBody)
 	s.srv = &fasthttp.Server{
 		Handler:                       s.handle,
 		ErrorHandler:                  s.handleParseError,
@@ -111,6 +116,9 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		SecureErrorLogMessage:         true,
 		Logger:                        zapPrintf{opts.Logger},
 		ExpectHandler:                 s.expect,
+		// Bodies are read by the handler (bufferOrStream): whole up to
+		// buffer_body, streamed beyond it.
+		StreamRequestBody: true,
 	}
 	return s, nil
 }
@@ -248,6 +256,20 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetConnectionClose()
 		return
 	}
+	streamed, code, reason, why := s.bufferOrStream(ctx, sc)
+	if code != 0 {
+		s.metrics.RejectedRequests.WithLabelValues(reason).Inc()
+		s.log.Info("request rejected before routing", zap.String("reason", reason), zap.Int("status", code),
+			zap.String("remote", ctx.RemoteAddr().String()))
+		writeError(ctx, code, why)
+		ctx.SetConnectionClose()
+		return
+	}
+	sc.stream, sc.clientFault = nil, false
+	if streamed {
+		sc.stream = ctx.Request.BodyStream().(*clientBody)
+	}
+	// After the body: a chunked body's trailer section is read with it.
 	if len(ctx.Request.Header.PeekTrailerKeys()) > 0 {
 		dropRequestTrailers(&ctx.Request.Header)
 	}
@@ -291,10 +313,16 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	if r.splitHeader != "" {
 		ctx.Response.Header.Set(r.splitHeader, t.up.Name)
 	}
-	if r.observer != nil {
+	if r.observer != nil && !sc.clientFault {
 		r.observer.ObserveRequest(cohort, status, upErr, elapsed)
 	}
-	e := accessEntry{route: r.Name, upstream: t.up.Name, status: status, bytes: len(ctx.Response.Body()), duration: elapsed}
+	// A streamed answer's length is its Content-Length (-1 when chunked):
+	// Body() would read the whole stream into memory.
+	size := ctx.Response.Header.ContentLength()
+	if !ctx.Response.IsBodyStream() {
+		size = len(ctx.Response.Body())
+	}
+	e := accessEntry{route: r.Name, upstream: t.up.Name, status: status, bytes: size, duration: elapsed}
 	if r.split != nil {
 		e.split = decision.Reason.String()
 	}
@@ -353,6 +381,19 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 	}
 	if clientClose {
 		req.Header.SetConnectionClose()
+	}
+	if err != nil && sc.stream != nil && sc.stream.err != nil {
+		// The client's streamed body failed (cut, too slow, over the
+		// limit), not the upstream: answered and counted as the client's.
+		code, reason, why := clientFault(sc.stream.err)
+		s.metrics.RejectedRequests.WithLabelValues(reason).Inc()
+		s.log.Info("streamed request body failed", zap.String("route", r.Name), zap.String("upstream", up.Name),
+			zap.String("reason", reason), zap.Int("status", code), zap.Error(sc.stream.err))
+		resp.Reset()
+		writeError(ctx, code, why)
+		ctx.SetConnectionClose()
+		sc.clientFault = true
+		return code, false
 	}
 	if err != nil {
 		reason, code := classify(err)
@@ -421,7 +462,7 @@ func writeError(ctx *fasthttp.RequestCtx, code int, msg string) {
 // max_request_body gets 413 at once, before the client sends the body it
 // was holding back (and fasthttp closes the connection after it).
 func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
-	if n := ctx.Request.Header.ContentLength(); n > s.srv.MaxRequestBodySize && s.srv.MaxRequestBodySize > 0 {
+	if n := ctx.Request.Header.ContentLength(); s.maxRequestBody > 0 && int64(n) > s.maxRequestBody {
 		s.metrics.RejectedRequests.WithLabelValues("body_too_large").Inc()
 		s.log.Info("request rejected before routing", zap.String("reason", "body_too_large"), zap.Int("status", fasthttp.StatusRequestEntityTooLarge),
 			zap.Int("content_length", n), zap.String("remote", ctx.RemoteAddr().String()))

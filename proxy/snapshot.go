@@ -158,12 +158,12 @@ func buildSnapshot(cfg *config.Config, prev *Snapshot, d buildDeps) (s *Snapshot
 	for _, uc := range cfg.Upstreams {
 		sp := shadowPoolFor(cfg, uc.Name)
 		if prev != nil {
-			if old := prev.upstreams[uc.Name]; old != nil && old.sameConfig(uc, sp) {
+			if old := prev.upstreams[uc.Name]; old != nil && old.sameConfig(uc, sp, int(cfg.Limits.BufferBody)) {
 				s.upstreams[uc.Name] = old
 				continue
 			}
 		}
-		up, err := newUpstream(uc, sp, d.metrics, d.log)
+		up, err := newUpstream(uc, sp, int(cfg.Limits.BufferBody), d.metrics, d.log)
 		if err != nil {
 			return s, fmt.Errorf("upstream %q: %w", uc.Name, err)
 		}

@@ -32,6 +32,14 @@ func (s *Server) upgrade(ctx *fasthttp.RequestCtx, snap *Snapshot, r *Route, t *
 		writeError(ctx, fasthttp.StatusNotImplemented, "protocol upgrades are disabled on this proxy")
 		return fasthttp.StatusNotImplemented
 	}
+	if ctx.Request.IsBodyStream() {
+		// The head and body are written by hand; a body past buffer_body
+		// has no business on an upgrade request.
+		s.metrics.Upgrades.WithLabelValues(r.Name, "refused").Inc()
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "an upgrade request body longer than limits.buffer_body is not accepted")
+		ctx.SetConnectionClose()
+		return fasthttp.StatusRequestEntityTooLarge
+	}
 	if !s.tunnels.acquire(cfg.MaxTunnels) {
 		s.metrics.Upgrades.WithLabelValues(r.Name, "refused").Inc()
 		s.log.Warn("upgrade refused: too many tunnels", zap.String("route", r.Name), zap.Int("max_tunnels", cfg.MaxTunnels))

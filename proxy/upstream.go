@@ -40,6 +40,9 @@ type Upstream struct {
 	log         *zap.Logger
 	checkers    []*healthcheck.Checker
 	shadowPool  shadowPool
+	// bufferBody is limits.buffer_body: primary responses longer than it
+	// stream to the client.
+	bufferBody int
 }
 
 // shadowPool sizes an upstream's shadow connections from the routes that
@@ -81,9 +84,10 @@ type endpoint struct {
 }
 
 // newUpstream builds the pools for u; sp sizes the shadow pools.
-func newUpstream(u config.Upstream, sp shadowPool, m *metrics.Metrics, log *zap.Logger) (*Upstream, error) {
+func newUpstream(u config.Upstream, sp shadowPool, bufferBody int, m *metrics.Metrics, log *zap.Logger) (*Upstream, error) {
 	up := &Upstream{
 		shadowPool:  sp,
+		bufferBody:  bufferBody,
 		Name:        u.Name,
 		cfg:         u,
 		leastConn:   u.Balance == config.BalanceLeastConn,
@@ -118,6 +122,7 @@ func newUpstream(u config.Upstream, sp shadowPool, m *metrics.Metrics, log *zap.
 		}
 		ep.dial = rawDialer(u, addr)
 		ep.primary = newHostClient(u, addr, u.MaxConns, epTLS)
+		ep.primary.Transport = newStreamTransport(bufferBody, u)
 		ep.shadow = newHostClient(u, addr, max(sp.conns, 1), epTLS)
 		if up.shadowBodyCapped() {
 			ep.shadow.MaxResponseBodySize = int(sp.maxBody)
@@ -270,7 +275,7 @@ func (nopLogger) Printf(string, ...any) {}
 // broken connection can do no harm.
 func pipelinable(req *fasthttp.Request) bool {
 	h := &req.Header
-	return (h.IsGet() || h.IsHead() || h.IsOptions()) && len(req.Body()) == 0
+	return (h.IsGet() || h.IsHead() || h.IsOptions()) && !req.IsBodyStream() && len(req.Body()) == 0
 }
 
 // startProbes runs active health checks when health.path is configured.
@@ -458,8 +463,8 @@ func isIdempotent(h *fasthttp.RequestHeader) bool {
 }
 
 // sameConfig reports whether a reload may keep this upstream's pools.
-func (up *Upstream) sameConfig(u config.Upstream, sp shadowPool) bool {
-	return up.shadowPool == sp && reflect.DeepEqual(up.cfg, u)
+func (up *Upstream) sameConfig(u config.Upstream, sp shadowPool, bufferBody int) bool {
+	return up.shadowPool == sp && up.bufferBody == bufferBody && reflect.DeepEqual(up.cfg, u)
 }
 
 // shadowBodyCapped reports whether the shadow pool's body limit is a

@@ -104,7 +104,7 @@ func New(version string) *Metrics {
 	m.ShadowDuration = f.histogramVec("shadow_duration_seconds", "Shadow request latency by route and target.", "route", "target")
 	m.ShadowQueue = f.gaugeVec("shadow_queue_depth", "Mirror jobs waiting for a worker, by route.", "route")
 	m.ShadowInflight = f.gaugeVec("shadow_inflight", "Shadow requests in flight, by route and target.", "route", "target")
-	m.ShadowSkipped = f.counterVec("shadow_skipped_total", "Sampled requests not mirrored, by reason: method (not a mirrored method), body_too_large.", "route", "reason")
+	m.ShadowSkipped = f.counterVec("shadow_skipped_total", "Sampled requests not mirrored, by reason: method (not a mirrored method), body_too_large, compare_queue_full, streamed (body longer than limits.buffer_body).", "route", "reason")
 	m.ShadowBodyTruncated = f.counterVec("shadow_body_truncated_total", "Shadow responses longer than shadow.max_body: read up to it, the rest discarded with the connection, by route and target.", "route", "target")
 
 	m.Comparisons = f.counterVec("comparisons_total", "Primary/shadow comparisons by route, target and result: match, mismatch or uncomparable.", "route", "target", "result")
