@@ -51,20 +51,32 @@ func TestRequestIDKeptOrGenerated(t *testing.T) {
 	}
 }
 
+// The id reaches the shadow and the recorded exchange under whatever header
+// request_id.header names, not only under the default one.
 func TestRequestIDReachesShadowAndSamples(t *testing.T) {
-	shadowIDs := make(chan string, 1)
-	primary := startUpstream(t, fastJSON(`{"a":1}`))
-	shadow := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		shadowIDs <- r.Header.Get("X-Request-Id")
-		fastJSON(`{"a":2}`)(w, r)
-	})
-	p, rc := startMirrorProxy(t, shadowConfig(primary.URL, shadow.URL, "      targets: [shadow]"))
-	resp := rawRequest(t, p.Addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
-	id := resp.Header.Get("X-Request-Id")
-	if got := <-shadowIDs; got != id || id == "" {
-		t.Errorf("shadow saw id %q, client got %q", got, id)
+	for _, tc := range []struct{ name, header, extra string }{
+		{"default header", "X-Request-Id", ""},
+		{"custom header", "X-Trace-Token", "request_id: {header: X-Trace-Token}\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			shadowIDs := make(chan string, 1)
+			primary := startUpstream(t, fastJSON(`{"a":1}`))
+			shadow := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+				shadowIDs <- r.Header.Get(tc.header)
+				fastJSON(`{"a":2}`)(w, r)
+			})
+			p, rc := startMirrorProxy(t, shadowConfig(primary.URL, shadow.URL, "      targets: [shadow]")+tc.extra)
+			resp := rawRequest(t, p.Addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+			id := resp.Header.Get(tc.header)
+			if got := <-shadowIDs; got != id || id == "" {
+				t.Errorf("shadow saw id %q, client got %q", got, id)
+			}
+			eventually(t, "comparison", func() bool { return len(rc.snapshot()) == 1 })
+			if got := rc.snapshot()[0].requestID; got != id {
+				t.Errorf("the recorded exchange carries id %q, the client got %q", got, id)
+			}
+		})
 	}
-	eventually(t, "comparison", func() bool { return len(rc.snapshot()) == 1 })
 }
 
 func TestAccessLogSampledAndRedacted(t *testing.T) {

@@ -112,6 +112,9 @@ type mirror struct {
 	skippedMethod  prometheus.Counter
 	skippedBody    prometheus.Counter
 	skippedCompare prometheus.Counter
+
+	// reqIDHeader is request_id.header, where the id an Exchange carries is.
+	reqIDHeader string
 }
 
 // shadowTarget is a shadow upstream with its request changes and metrics.
@@ -176,6 +179,7 @@ func newMirror(route string, sc *config.Shadow, splitKey string, snap *Snapshot,
 		skippedMethod:  m.ShadowSkipped.WithLabelValues(route, "method"),
 		skippedBody:    m.ShadowSkipped.WithLabelValues(route, "body_too_large"),
 		skippedCompare: m.ShadowSkipped.WithLabelValues(route, "compare_queue_full"),
+		reqIDHeader:    snap.Config.RequestID.Header,
 	}
 	keyText := sc.Key
 	if keyText == "" {
@@ -431,7 +435,7 @@ func (mi *mirror) compare(j *mirrorJob) {
 	ex.Route = mi.route
 	ex.Method = methodString(j.req.Header.Method())
 	ex.URI = string(j.req.Header.RequestURI())
-	ex.RequestID = string(j.req.Header.Peek("X-Request-Id"))
+	ex.RequestID = string(j.req.Header.Peek(mi.reqIDHeader))
 	ex.Time = j.start
 	ex.PrimaryLatency = j.primaryLatency
 	mi.fillCapture(&ex.Primary, j.primaryStatus, j.primaryHead, j.primaryBody, j.primaryTrunc, j.primaryErr)

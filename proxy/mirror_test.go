@@ -27,6 +27,7 @@ type recordingComparer struct {
 
 type recorded struct {
 	method, uri        string
+	requestID          string
 	primaryStatus      int
 	primaryBody        string
 	primaryErr         error
@@ -39,7 +40,7 @@ type recorded struct {
 }
 
 func (c *recordingComparer) Compare(ex *Exchange) {
-	r := recorded{method: ex.Method, uri: ex.URI, primaryStatus: ex.Primary.Status, primaryBody: string(ex.Primary.Body),
+	r := recorded{method: ex.Method, uri: ex.URI, requestID: ex.RequestID, primaryStatus: ex.Primary.Status, primaryBody: string(ex.Primary.Body),
 		primaryErr: ex.Primary.Err, primaryContentType: ex.Primary.ContentType}
 	for _, s := range ex.Shadows {
 		r.shadowStatus = append(r.shadowStatus, s.Capture.Status)
