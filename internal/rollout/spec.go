@@ -53,7 +53,7 @@ var externalUnits = []string{string(UnitNumber), string(UnitRatio), string(UnitD
 const (
 	DefaultInterval           = 10 * time.Second
 	DefaultWindow             = 5 * time.Minute
-	DefaultMinSamples         = 1000 // the seed's minimum for error-rate decisions
+	DefaultMinSamples         = 1000 // one error in 1000 requests moves an error rate by 0.1 point
 	DefaultAlpha              = 0.05
 	DefaultHealthPath         = "/healthz"
 	DefaultHealthInterval     = 5 * time.Second
@@ -811,7 +811,8 @@ func (s *Spec) Warnings() []string {
 		w = append(w, fmt.Sprintf("state_file %q is relative: it depends on the working directory", s.StateFile))
 	}
 	if s.MinSamples > 0 && s.MinSamples < DefaultMinSamples {
-		w = append(w, fmt.Sprintf("min_samples %d is below %d, the seed's minimum for error-rate decisions", s.MinSamples, DefaultMinSamples))
+		w = append(w, fmt.Sprintf("min_samples %d is below %d, the default: one error in %d requests is already a %.2g%% error rate, so single failures decide verdicts",
+			s.MinSamples, DefaultMinSamples, s.MinSamples, 100/float64(s.MinSamples)))
 	}
 	if s.Alpha > 0.1 {
 		w = append(w, fmt.Sprintf("alpha %g is above 0.1: expect more false rollbacks", float64(s.Alpha)))
