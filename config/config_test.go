@@ -233,20 +233,6 @@ routes:
 	}
 }
 
-func TestSuggest(t *testing.T) {
-	names := []string{"stable", "canary", "stable-twin"}
-	for got, want := range map[string]string{
-		"stabel": ` (did you mean "stable"?)`,
-		"canry":  ` (did you mean "canary"?)`,
-		"xyz":    "",
-		"":       "",
-	} {
-		if s := Suggest(got, names); s != want {
-			t.Errorf("Suggest(%q) = %q, want %q", got, s, want)
-		}
-	}
-}
-
 func TestParseUpstreamURL(t *testing.T) {
 	for raw, want := range map[string]string{
 		"http://127.0.0.1:9001": "127.0.0.1:9001",

@@ -163,7 +163,7 @@ func (c *Config) validateEdge() []error {
 	}
 	for i, f := range c.AccessLog.Fields {
 		if !contains(AccessLogFields, f) {
-			add(fmt.Sprintf("access_log.fields[%d]", i), "unknown field %q%s", f, Suggest(f, AccessLogFields))
+			add(fmt.Sprintf("access_log.fields[%d]", i), "unknown field %q%s", f, cfgtypes.Suggest(f, AccessLogFields))
 		}
 	}
 	if c.Upgrades.MaxTunnels < 0 {
@@ -183,7 +183,7 @@ func (u *Upstream) validateEdge(p string) []error {
 	switch u.Balance {
 	case BalanceRoundRobin, BalanceLeastConn:
 	default:
-		add("balance", "unknown %q: want round_robin or least_conn%s", u.Balance, Suggest(u.Balance, []string{BalanceRoundRobin, BalanceLeastConn}))
+		add("balance", "unknown %q: want round_robin or least_conn%s", u.Balance, cfgtypes.Suggest(u.Balance, []string{BalanceRoundRobin, BalanceLeastConn}))
 	}
 	if u.URL != "" && len(u.URLs) > 0 {
 		add("urls", "give url or urls, not both")

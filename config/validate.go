@@ -35,7 +35,7 @@ func (c *Config) Validate() []error {
 	case "debug", "info", "warn", "error":
 	default:
 		add("log.level", "unknown level %q: want debug, info, warn or error%s", c.Log.Level,
-			Suggest(c.Log.Level, []string{"debug", "info", "warn", "error"}))
+			cfgtypes.Suggest(c.Log.Level, []string{"debug", "info", "warn", "error"}))
 	}
 	switch c.Log.Format {
 	case "json", "console":
@@ -146,7 +146,7 @@ func (c *Config) checkUpstreamRef(path, name string) []error {
 	for i, u := range c.Upstreams {
 		known[i] = u.Name
 	}
-	return []error{cfgtypes.Errorf(path, "unknown upstream %q%s", name, Suggest(name, known))}
+	return []error{cfgtypes.Errorf(path, "unknown upstream %q%s", name, cfgtypes.Suggest(name, known))}
 }
 
 func (l *Limits) validate() []error {

@@ -242,7 +242,7 @@ func (e *ExternalMetric) UnmarshalYAML(n *yaml.Node) error {
 				}
 			}
 			if !found {
-				return fmt.Errorf("line %d: field %s not found in external metric%s", n.Content[i].Line, k, didYouMean(k, externalMetricKeys))
+				return fmt.Errorf("line %d: field %s not found in external metric%s", n.Content[i].Line, k, cfgtypes.Suggest(k, externalMetricKeys))
 			}
 		}
 		type plain ExternalMetric
@@ -494,7 +494,7 @@ func (s *Spec) Validate() []error {
 	}
 
 	if s.Mode != "" && s.Mode != ModeAuto && s.Mode != ModeManual && s.Mode != ModeDryRun {
-		add("mode", "unknown mode %q%s; want auto, manual or dry_run", string(s.Mode), didYouMean(string(s.Mode), modes))
+		add("mode", "unknown mode %q%s; want auto, manual or dry_run", string(s.Mode), cfgtypes.Suggest(string(s.Mode), modes))
 	}
 	if s.Interval != 0 && s.Interval.D() < MinInterval {
 		add("interval", "must be at least %s, got %s", MinInterval, s.Interval.D())
@@ -528,7 +528,7 @@ func (s *Spec) Validate() []error {
 			}
 		}
 		if e.Unit != "" && e.Unit != UnitNumber && e.Unit != UnitRatio && e.Unit != UnitDuration {
-			add(p+".unit", "unknown unit %q%s; want number, ratio or duration", string(e.Unit), didYouMean(string(e.Unit), externalUnits))
+			add(p+".unit", "unknown unit %q%s; want number, ratio or duration", string(e.Unit), cfgtypes.Suggest(string(e.Unit), externalUnits))
 		}
 	}
 
@@ -667,7 +667,7 @@ func (s *Spec) validateConditions(prefix string, conds []Condition, rollback boo
 		}
 		m, ok := s.lookupMetric(c.Metric)
 		if !ok {
-			if hint := didYouMean(c.Metric, s.knownMetricNames()); hint != "" {
+			if hint := cfgtypes.Suggest(c.Metric, s.knownMetricNames()); hint != "" {
 				add(p+".metric", "unknown metric %q%s", c.Metric, hint)
 			} else {
 				add(p+".metric", "unknown metric %q: use one of %s, or declare it under external_metrics", c.Metric, strings.Join(MetricNames(), ", "))
