@@ -28,12 +28,13 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
 
 	"github.com/shadowproxy/shadowproxy/config"
 	"github.com/shadowproxy/shadowproxy/internal/app"
 	"github.com/shadowproxy/shadowproxy/internal/demo"
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
+	"github.com/shadowproxy/shadowproxy/internal/testkit/apptest"
 )
 
 // testEnv stands in for the environment the manifests give the proxy.
@@ -891,7 +892,7 @@ func TestMetricNamesAreExported(t *testing.T) {
 		Route string `json:"route"`
 		State string `json:"state"`
 	}
-	getJSON(t, client, adminURL+"/api/v1/rollouts", &rollouts)
+	testkit.GetJSON(t, client, adminURL+"/api/v1/rollouts", &rollouts)
 	for _, r := range rollouts {
 		if r.State == "progressing" {
 			post(t, client, adminURL+"/api/v1/rollouts/"+r.Route+"/pause", http.StatusOK)
@@ -926,38 +927,11 @@ func TestMetricNamesAreExported(t *testing.T) {
 // with one more route ("gone", /gone/) whose upstream is a closed port.
 func startProxy(t *testing.T) (adminURL, proxyURL string) {
 	t.Helper()
-	bs, err := demo.StartBackends()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(bs.Close)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := ln.Addr().String()
-	ln.Close()
-	text := withGoneRoute(t, demo.ConfigYAML(bs, "127.0.0.1:0", "127.0.0.1:0"), "http://"+closed)
-	load := func() (*config.Config, error) {
-		return config.Load("demo.yaml", []byte(text), func(string) (string, bool) { return "", false })
-	}
-	cfg, err := load()
-	if err != nil {
-		t.Fatalf("demo configuration with the gone route:\n%v\n%s", err, text)
-	}
-	a, err := app.New(cfg, app.Options{Logger: zap.NewNop(), Version: "deploy-test", ReloadFunc: load})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-	})
-	return "http://" + a.AdminAddr(), "http://" + a.ProxyAddr()
+	bs := apptest.DemoBackends(t)
+	text := withGoneRoute(t, demo.ConfigYAML(bs, "127.0.0.1:0", "127.0.0.1:0"), "http://"+testkit.ClosedAddr(t))
+	load := func() (*config.Config, error) { return config.Load("demo.yaml", []byte(text), apptest.NoEnv) }
+	run := apptest.Start(t, text, app.Options{Version: "deploy-test", ReloadFunc: load})
+	return run.AdminURL, run.ProxyURL
 }
 
 // withGoneRoute adds an upstream at url and a first route /gone/ to it.
@@ -1023,20 +997,5 @@ func post(t *testing.T, c *http.Client, url string, want int) {
 	resp.Body.Close()
 	if resp.StatusCode != want {
 		t.Fatalf("POST %s: %s %s", url, resp.Status, body)
-	}
-}
-
-func getJSON(t *testing.T, c *http.Client, url string, v any) {
-	t.Helper()
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", url, resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		t.Fatalf("GET %s: %v", url, err)
 	}
 }

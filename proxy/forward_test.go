@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
 )
 
 func TestURIForwardedExactly(t *testing.T) {
@@ -116,7 +118,7 @@ func TestUpstreamErrors(t *testing.T) {
 		}
 	})
 	defer close(hang)
-	dead := "http://" + freePort(t)
+	dead := "http://" + testkit.ClosedAddr(t)
 
 	t.Run("closed port is 502", func(t *testing.T) {
 		p := startProxy(t, simpleConfig(dead, ""))

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
 	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
@@ -92,18 +93,6 @@ func fastJSON(body string) http.HandlerFunc {
 	}
 }
 
-// eventually polls cond until it holds or the bound passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestMirrorDeliversAndCaptures(t *testing.T) {
 	primary := startUpstream(t, fastJSON(`{"v":1}`))
 	shadow := startUpstream(t, fastJSON(`{"v":2}`))
@@ -114,7 +103,7 @@ func TestMirrorDeliversAndCaptures(t *testing.T) {
 			t.Fatalf("client got the shadow's answer or garbage: %q", body)
 		}
 	}
-	eventually(t, "20 comparisons", func() bool { return len(rc.snapshot()) == 20 })
+	testkit.Eventually(t, "20 comparisons", func() bool { return len(rc.snapshot()) == 20 })
 	for _, r := range rc.snapshot() {
 		if r.primaryBody != `{"v":1}` || r.shadowBody[0] != `{"v":2}` || r.shadowStatus[0] != 200 || r.primaryContentType != "application/json" {
 			t.Errorf("captured %+v", r)
@@ -171,14 +160,14 @@ func TestSlowShadowDoesNotSlowClients(t *testing.T) {
 // Isolation 2: a dead shadow (connection refused) is invisible to clients.
 func TestDeadShadow(t *testing.T) {
 	primary := startUpstream(t, fastJSON(`{}`))
-	p, rc := startMirrorProxy(t, shadowConfig(primary.URL, "http://"+freePort(t), "      targets: [shadow]"))
+	p, rc := startMirrorProxy(t, shadowConfig(primary.URL, "http://"+testkit.ClosedAddr(t), "      targets: [shadow]"))
 	for i := 0; i < 50; i++ {
 		if resp := rawRequest(t, p.Addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != 200 {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
 	}
-	eventually(t, "50 shadow errors", func() bool { return shadowCount(p, "error") == 50 })
-	eventually(t, "50 comparisons", func() bool { return len(rc.snapshot()) == 50 })
+	testkit.Eventually(t, "50 shadow errors", func() bool { return shadowCount(p, "error") == 50 })
+	testkit.Eventually(t, "50 comparisons", func() bool { return len(rc.snapshot()) == 50 })
 	if rc.snapshot()[0].shadowOutcome[0] != OutcomeError {
 		t.Errorf("outcome %v", rc.snapshot()[0].shadowOutcome[0])
 	}
@@ -231,9 +220,9 @@ func TestHangingShadowTimesOutAndLeaksNothing(t *testing.T) {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
 	}
-	eventually(t, "timeouts counted", func() bool { return shadowCount(p, "timeout") > 0 })
+	testkit.Eventually(t, "timeouts counted", func() bool { return shadowCount(p, "timeout") > 0 })
 	p.stop()
-	eventually(t, "goroutines back to baseline", func() bool {
+	testkit.Eventually(t, "goroutines back to baseline", func() bool {
 		return runtime.NumGoroutine() <= base+3
 	})
 }
@@ -273,7 +262,7 @@ func TestConcurrentPostsNoAliasing(t *testing.T) {
 		}(w)
 	}
 	wg.Wait()
-	eventually(t, "all comparisons", func() bool { return len(rc.snapshot()) == workers*per })
+	testkit.Eventually(t, "all comparisons", func() bool { return len(rc.snapshot()) == workers*per })
 	for _, r := range rc.snapshot() {
 		sent := strings.TrimPrefix(r.primaryBody, "P:")
 		if r.shadowBody[0] != "S:"+sent {
@@ -326,7 +315,7 @@ func TestUnsafeMethodsNotMirroredByDefault(t *testing.T) {
 		rawRequest(t, p.Addr, m+" /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}")
 	}
 	rawRequest(t, p.Addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
-	eventually(t, "the GET mirrored", func() bool { return shadowHits.Load() == 1 })
+	testkit.Eventually(t, "the GET mirrored", func() bool { return shadowHits.Load() == 1 })
 	time.Sleep(100 * time.Millisecond)
 	if n := shadowHits.Load(); n != 1 {
 		t.Errorf("shadow saw %d requests, want only the GET", n)
@@ -363,7 +352,7 @@ func TestShadowSamplingIsStickyPerUser(t *testing.T) {
 			rawRequest(t, p.Addr, fmt.Sprintf("GET /x HTTP/1.1\r\nHost: a\r\nX-User: user-%d\r\n\r\n", u))
 		}
 	}
-	eventually(t, "every sampled request mirrored", func() bool { return int(shadowCount(p, "ok")) == 3*len(want) })
+	testkit.Eventually(t, "every sampled request mirrored", func() bool { return int(shadowCount(p, "ok")) == 3*len(want) })
 	mu.Lock()
 	defer mu.Unlock()
 	for u, n := range seen {
@@ -410,7 +399,7 @@ routes:
 	for i := 0; i < 10; i++ {
 		rawRequest(t, p.Addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
 	}
-	eventually(t, "10 comparisons", func() bool { return len(rc.snapshot()) == 10 })
+	testkit.Eventually(t, "10 comparisons", func() bool { return len(rc.snapshot()) == 10 })
 	for _, r := range rc.snapshot() {
 		if !r.hasSecondary || r.secondaryBody != `{"v":"twin"}` || r.shadowBody[0] != `{"v":"s"}` {
 			t.Errorf("%+v", r)
@@ -466,7 +455,7 @@ func TestCompressedBodiesComparedByContent(t *testing.T) {
 	shadow := startUpstream(t, fastJSON(`{"a":1}`))
 	p, rc := startMirrorProxy(t, shadowConfig(primary.URL, shadow.URL, "      targets: [shadow]"))
 	rawRequest(t, p.Addr, "GET /x HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\n\r\n")
-	eventually(t, "comparison", func() bool { return len(rc.snapshot()) == 1 })
+	testkit.Eventually(t, "comparison", func() bool { return len(rc.snapshot()) == 1 })
 	if r := rc.snapshot()[0]; r.primaryBody != `{"a":1}` {
 		t.Errorf("primary body not decoded for comparison: %q", r.primaryBody)
 	}

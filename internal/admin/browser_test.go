@@ -36,6 +36,8 @@ import (
 	"github.com/shadowproxy/shadowproxy/internal/admin"
 	"github.com/shadowproxy/shadowproxy/internal/app"
 	"github.com/shadowproxy/shadowproxy/internal/demo"
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
+	"github.com/shadowproxy/shadowproxy/internal/testkit/apptest"
 )
 
 const chromiumPath = "/usr/bin/chromium"
@@ -444,33 +446,14 @@ func (b *browser) checkConsole() {
 // an admin token, and returns the admin and proxy URLs and the config text.
 func startDemo(t *testing.T) (adminURL, proxyURL, cfgText string) {
 	t.Helper()
-	bs, err := demo.StartBackends()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(bs.Close)
+	bs := apptest.DemoBackends(t)
 	text := demo.ConfigYAML(bs, "127.0.0.1:0", "127.0.0.1:0")
 	if strings.Contains(text, "\nadmin:") {
 		t.Fatal("the demo configuration now has an admin section; set the token through it instead of adding one")
 	}
 	text = strings.Replace(text, "\nlog:", fmt.Sprintf("\nadmin: {token: %s}\nlog:", browserToken), 1)
-	cfg, err := config.Load("demo.yaml", []byte(text), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatalf("demo configuration: %v", err)
-	}
-	a, err := app.New(cfg, app.Options{Logger: zap.NewNop(), Version: "browser-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-	})
-	return "http://" + a.AdminAddr(), "http://" + a.ProxyAddr(), text
+	run := apptest.Start(t, text, app.Options{Version: "browser-test"})
+	return run.AdminURL, run.ProxyURL, text
 }
 
 type rolloutStatus struct {
@@ -480,18 +463,7 @@ type rolloutStatus struct {
 
 func getRollouts(t *testing.T, adminURL string) []rolloutStatus {
 	t.Helper()
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(adminURL + "/api/v1/rollouts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	var out []rolloutStatus
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /api/v1/rollouts: %s", resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		t.Fatalf("GET /api/v1/rollouts: %v", err)
-	}
+	testkit.GetJSON(t, &http.Client{Timeout: 5 * time.Second}, adminURL+"/api/v1/rollouts", &out)
 	return out
 }

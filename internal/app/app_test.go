@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/shadowproxy/shadowproxy/config"
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
 )
 
 // jsonService answers like a real service: a stable document per path plus
@@ -27,7 +27,7 @@ import (
 // whose id is divisible by 4 carry a different price.
 func jsonService(t testing.TB, realDiff bool) string {
 	t.Helper()
-	return serveLoopback(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return testkit.ServeLoopback(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/api/items/"))
 		price := 10
 		if realDiff && id%4 == 0 {
@@ -42,20 +42,6 @@ func jsonService(t testing.TB, realDiff bool) string {
 			"meta":      map[string]any{"timestamp": time.Now().UnixNano()},
 		})
 	}))
-}
-
-// serveLoopback serves h on a fresh 127.0.0.1 port until the test ends and
-// returns its base URL.
-func serveLoopback(t testing.TB, h http.Handler) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: h}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return "http://" + ln.Addr().String()
 }
 
 func mustConfig(t testing.TB, cfgText string) *config.Config {
@@ -85,35 +71,6 @@ func startApp(t testing.TB, cfgText string, opts Options) *App {
 	}
 	t.Cleanup(func() { a.Shutdown(context.Background()) })
 	return a
-}
-
-func get(t testing.TB, url string, v any) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
-	}
-	if v != nil {
-		if err := json.Unmarshal(b, v); err != nil {
-			t.Fatalf("GET %s: %v: %s", url, err, b)
-		}
-	}
-}
-
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func noiseConfig(primary, twin, shadow string) string {
@@ -154,13 +111,13 @@ func TestNoiseLearningEndToEnd(t *testing.T) {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		}
-		waitFor(t, "comparisons caught up", func() bool {
+		testkit.Eventually(t, "comparisons caught up", func() bool {
 			return comparisons("match")+comparisons("mismatch")+comparisons("uncomparable") >= float64(from+n)
 		})
 	}
 	send(0, 200) // learning
 	var routes []RouteView
-	get(t, adminURL+"/api/v1/routes", &routes)
+	testkit.GetJSON(t, nil, adminURL+"/api/v1/routes", &routes)
 	noisy := map[string]bool{}
 	for _, nf := range routes[0].Comparison.Noise {
 		if nf.Noisy {
@@ -184,7 +141,7 @@ func TestNoiseLearningEndToEnd(t *testing.T) {
 			Path, Kind, Primary, Shadow string
 		} `json:"differences"`
 	}
-	get(t, adminURL+"/api/v1/diffs?route=api&limit=10", &samples)
+	testkit.GetJSON(t, nil, adminURL+"/api/v1/diffs?route=api&limit=10", &samples)
 	if len(samples) != 10 {
 		t.Fatalf("samples = %d", len(samples))
 	}
@@ -194,7 +151,7 @@ func TestNoiseLearningEndToEnd(t *testing.T) {
 		}
 	}
 	var filtered []json.RawMessage
-	get(t, adminURL+"/api/v1/diffs?route=api&limit=10&field=/name", &filtered)
+	testkit.GetJSON(t, nil, adminURL+"/api/v1/diffs?route=api&limit=10&field=/name", &filtered)
 	if len(filtered) != 0 {
 		t.Errorf("filter by a field that never differs returned %d samples", len(filtered))
 	}
@@ -214,7 +171,7 @@ func TestNoiseLearningEndToEnd(t *testing.T) {
 			ShadowP99   float64  `json:"shadow_p99"`
 		} `json:"points"`
 	}
-	get(t, adminURL+"/api/v1/history?route=api", &hist)
+	testkit.GetJSON(t, nil, adminURL+"/api/v1/history?route=api", &hist)
 	if len(hist.Points) != 1 || hist.Points[0].Comparisons != 400 || hist.Points[0].MatchRate == nil || hist.Points[0].ShadowP99 <= 0 {
 		t.Errorf("history = %+v", hist.Points)
 	}
@@ -237,7 +194,7 @@ func TestReloadKeepsLearntNoiseAndRejectsBadConfig(t *testing.T) {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
-	waitFor(t, "noise learnt", func() bool {
+	testkit.Eventually(t, "noise learnt", func() bool {
 		s, _ := a.analyzer.Summary("api")
 		return len(s.Noise) > 0 && s.Noise[0].Noisy
 	})
@@ -288,5 +245,5 @@ func TestWatchConfigReloadsOnChange(t *testing.T) {
 	go a.watchConfig(ctx, path, 20*time.Millisecond)
 	time.Sleep(50 * time.Millisecond)
 	os.WriteFile(path, []byte(base+"  - {name: b, match: {path_prefix: /b}, upstream: u}\n"), 0o600)
-	waitFor(t, "reload after the file changed", func() bool { return len(a.Config().Routes) == 2 })
+	testkit.Eventually(t, "reload after the file changed", func() bool { return len(a.Config().Routes) == 2 })
 }

@@ -2,17 +2,15 @@ package demo_test
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-
-	"github.com/shadowproxy/shadowproxy/config"
 	"github.com/shadowproxy/shadowproxy/internal/app"
 	"github.com/shadowproxy/shadowproxy/internal/demo"
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
+	"github.com/shadowproxy/shadowproxy/internal/testkit/apptest"
 	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
@@ -21,24 +19,9 @@ import (
 // both sides served, a shadow with learnt noise and real differences, and
 // an active rollout.
 func TestDemoEndToEnd(t *testing.T) {
-	bs, err := demo.StartBackends()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bs.Close()
-	cfg, err := config.Load("demo.yaml", []byte(demo.ConfigYAML(bs, "127.0.0.1:0", "127.0.0.1:0")), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatalf("the built-in configuration is invalid: %v", err)
-	}
-	a, err := app.New(cfg, app.Options{Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer a.Shutdown(context.Background())
-	proxyURL, adminURL := "http://"+a.ProxyAddr(), "http://"+a.AdminAddr()
+	bs := apptest.DemoBackends(t)
+	run := apptest.Start(t, demo.ConfigYAML(bs, "127.0.0.1:0", "127.0.0.1:0"), app.Options{})
+	proxyURL, adminURL := run.ProxyURL, run.AdminURL
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -68,7 +51,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var routes []app.RouteView
-		getJSON(t, adminURL+"/api/v1/routes", &routes)
+		testkit.GetJSON(t, nil, adminURL+"/api/v1/routes", &routes)
 		api := routes[0]
 		if api.Comparison != nil && len(api.Comparison.Targets) == 1 {
 			tg := api.Comparison.Targets[0]
@@ -92,20 +75,8 @@ func TestDemoEndToEnd(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	var rollouts []struct{ Route, State string }
-	getJSON(t, adminURL+"/api/v1/rollouts", &rollouts)
+	testkit.GetJSON(t, nil, adminURL+"/api/v1/rollouts", &rollouts)
 	if len(rollouts) != 1 || rollouts[0].Route != "checkout" || rollouts[0].State != "progressing" {
 		t.Errorf("rollouts %+v", rollouts)
-	}
-}
-
-func getJSON(t *testing.T, url string, v any) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		t.Fatal(err)
 	}
 }
