@@ -373,9 +373,9 @@ routes:
 		`upstreams[0].urls: give url or urls, not both`,
 		`upstreams[0].urls[1]: invalid url "ftp://x"`,
 		`upstreams[0].tls.ca_file: open /nonexistent/ca.pem`,
-		`upstreams[0].health.path: "health" must start with '/'`,
-		`upstreams[0].health.expect_status: 99 is not an HTTP status`,
-		`upstreams[0].health.timeout: must not exceed health.interval (1s)`,
+		`upstreams[0].health.path: must start with "/", got "health"`,
+		`upstreams[0].health.expect_status: must be an HTTP status between 100 and 599, got 99`,
+		`upstreams[0].health.timeout: must not exceed the interval (1s), got 2s`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("errors lack %q:\n%s", want, got)

@@ -67,11 +67,18 @@ type Health struct {
 	// Ejection is how long an ejected endpoint gets no traffic before it is
 	// tried again.
 	Ejection cfgtypes.Duration `yaml:"ejection"`
-	// Active probes run only when Path is set.
-	Path         string            `yaml:"path"`
-	Interval     cfgtypes.Duration `yaml:"interval"`
-	Timeout      cfgtypes.Duration `yaml:"timeout"`
-	ExpectStatus int               `yaml:"expect_status"`
+	// Probe configures the active probes, which run only when its Path is
+	// set: GET Path on every endpoint, with the upstream's TLS settings.
+	cfgtypes.Probe `yaml:",inline"`
+}
+
+// DefaultHealthProbe holds the values an upstream's active probe takes for
+// the fields it leaves out; there is no default path, so probes are off
+// unless health.path is set.
+var DefaultHealthProbe = cfgtypes.Probe{
+	Interval:     cfgtypes.Duration(DefaultHealthInterval),
+	Timeout:      cfgtypes.Duration(DefaultHealthTimeout),
+	ExpectStatus: 200,
 }
 
 // RequestID configures request id propagation.
@@ -130,11 +137,7 @@ func (c *Config) applyEdgeDefaults() {
 			h.MaxFailures = DefaultMaxFailures
 		}
 		setDur(&h.Ejection, DefaultEjectionDuration)
-		setDur(&h.Interval, DefaultHealthInterval)
-		setDur(&h.Timeout, DefaultHealthTimeout)
-		if h.ExpectStatus == 0 {
-			h.ExpectStatus = 200
-		}
+		h.Probe = h.Probe.WithDefaults(DefaultHealthProbe)
 	}
 }
 
@@ -202,16 +205,7 @@ func (u *Upstream) validateEdge(p string) []error {
 	if h.MaxFailures < 0 {
 		add("health.max_failures", "must not be negative")
 	}
-	if h.Path != "" && h.Path[0] != '/' {
-		add("health.path", "%q must start with '/'", h.Path)
-	}
-	if h.ExpectStatus < 100 || h.ExpectStatus > 599 {
-		add("health.expect_status", "%d is not an HTTP status", h.ExpectStatus)
-	}
-	if h.Timeout > h.Interval {
-		add("health.timeout", "must not exceed health.interval (%s)", h.Interval.D())
-	}
-	return errs
+	return append(errs, h.Probe.Validate(p+".health", DefaultHealthProbe)...)
 }
 
 // Endpoints returns the upstream's URLs: urls, or url alone.

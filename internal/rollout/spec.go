@@ -196,16 +196,19 @@ type Condition struct {
 	For cfgtypes.Duration `yaml:"for,omitempty"`
 }
 
-// HealthCheck configures active HTTP probes of the canary upstream.
-type HealthCheck struct {
-	// Path appended to the canary's base URL (default /healthz).
-	Path string `yaml:"path,omitempty"`
-	// Interval between probes (default 5s).
-	Interval cfgtypes.Duration `yaml:"interval,omitempty"`
-	// Timeout of one probe (default 2s).
-	Timeout cfgtypes.Duration `yaml:"timeout,omitempty"`
-	// ExpectStatus is the status a healthy canary answers (default 200).
-	ExpectStatus int `yaml:"expect_status,omitempty"`
+// HealthCheck configures active HTTP probes of the canary upstream: the
+// same probe as an upstream's health section, sent to every endpoint of the
+// canary with the upstream's TLS settings. Path is appended to each
+// endpoint's base URL.
+type HealthCheck = cfgtypes.Probe
+
+// DefaultHealthCheck holds the values a health_check section takes for the
+// fields it leaves out.
+var DefaultHealthCheck = HealthCheck{
+	Path:         DefaultHealthPath,
+	Interval:     cfgtypes.Duration(DefaultHealthInterval),
+	Timeout:      cfgtypes.Duration(DefaultHealthTimeout),
+	ExpectStatus: DefaultHealthExpectStatus,
 }
 
 // ExternalMetric declares a metric measured outside the proxy. In YAML it is
@@ -402,18 +405,7 @@ func (s *Spec) ApplyDefaults() {
 		s.RollbackWhen = DefaultRollbackWhen()
 	}
 	if hc := s.HealthCheck; hc != nil {
-		if hc.Path == "" {
-			hc.Path = DefaultHealthPath
-		}
-		if hc.Interval == 0 {
-			hc.Interval = cfgtypes.Duration(DefaultHealthInterval)
-		}
-		if hc.Timeout == 0 {
-			hc.Timeout = cfgtypes.Duration(DefaultHealthTimeout)
-		}
-		if hc.ExpectStatus == 0 {
-			hc.ExpectStatus = DefaultHealthExpectStatus
-		}
+		*hc = hc.WithDefaults(DefaultHealthCheck)
 	}
 	for i := range s.ExternalMetrics {
 		if s.ExternalMetrics[i].Unit == "" {
@@ -552,23 +544,7 @@ func (s *Spec) Validate() []error {
 	errs = append(errs, s.validateConditions("rollback_when", s.RollbackWhen, true)...)
 
 	if hc := s.HealthCheck; hc != nil {
-		if hc.Path != "" && !strings.HasPrefix(hc.Path, "/") {
-			add("health_check.path", "must start with \"/\", got %q", hc.Path)
-		}
-		interval := hc.Interval.D()
-		if interval == 0 {
-			interval = DefaultHealthInterval
-		}
-		timeout := hc.Timeout.D()
-		if timeout == 0 {
-			timeout = DefaultHealthTimeout
-		}
-		if timeout > interval {
-			add("health_check.timeout", "must not exceed the interval (%s), got %s", interval, timeout)
-		}
-		if hc.ExpectStatus != 0 && (hc.ExpectStatus < 100 || hc.ExpectStatus > 599) {
-			add("health_check.expect_status", "must be an HTTP status between 100 and 599, got %d", hc.ExpectStatus)
-		}
+		errs = append(errs, hc.Validate("health_check", DefaultHealthCheck)...)
 	}
 
 	for i, raw := range s.Notify {
