@@ -108,10 +108,8 @@ type mirror struct {
 	wg       sync.WaitGroup
 	closed   atomic.Bool
 
-	queueDepth     prometheus.Gauge
-	skippedMethod  prometheus.Counter
-	skippedBody    prometheus.Counter
-	skippedCompare prometheus.Counter
+	queueDepth prometheus.Gauge
+	skipped    [numSkipReasons]prometheus.Counter
 
 	// reqIDHeader is request_id.header, where the id an Exchange carries is.
 	reqIDHeader string
@@ -167,19 +165,19 @@ type jobResult struct {
 func newMirror(route string, sc *config.Shadow, splitKey string, snap *Snapshot, tp *splitter.TrustedProxies,
 	m *metrics.Metrics, log *zap.Logger, comparer Comparer) (*mirror, error) {
 	mi := &mirror{
-		route:          route,
-		log:            log,
-		maxBody:        int(sc.MaxBody),
-		timeout:        sc.Timeout.D(),
-		comparer:       comparer,
-		queue:          make(chan *mirrorJob, sc.QueueSize),
-		compareQ:       make(chan *mirrorJob, sc.QueueSize),
-		stop:           make(chan struct{}),
-		queueDepth:     m.ShadowQueue.WithLabelValues(route),
-		skippedMethod:  m.ShadowSkipped.WithLabelValues(route, "method"),
-		skippedBody:    m.ShadowSkipped.WithLabelValues(route, "body_too_large"),
-		skippedCompare: m.ShadowSkipped.WithLabelValues(route, "compare_queue_full"),
-		reqIDHeader:    snap.Config.RequestID.Header,
+		route:       route,
+		log:         log,
+		maxBody:     int(sc.MaxBody),
+		timeout:     sc.Timeout.D(),
+		comparer:    comparer,
+		queue:       make(chan *mirrorJob, sc.QueueSize),
+		compareQ:    make(chan *mirrorJob, sc.QueueSize),
+		stop:        make(chan struct{}),
+		queueDepth:  m.ShadowQueue.WithLabelValues(route),
+		reqIDHeader: snap.Config.RequestID.Header,
+	}
+	for r := SkipReason(0); r < numSkipReasons; r++ {
+		mi.skipped[r] = m.ShadowSkipped.WithLabelValues(route, r.String())
 	}
 	keyText := sc.Key
 	if keyText == "" {
@@ -251,14 +249,14 @@ func newShadowTarget(route string, tc config.ShadowTarget, up *Upstream, m *metr
 // must already have had its hop-by-hop fields removed.
 func (mi *mirror) offer(ctx *fasthttp.RequestCtx, primaryUp *Upstream, start time.Time) *mirrorJob {
 	if !mi.methodMirrored(ctx.Method()) {
-		mi.skippedMethod.Inc()
+		mi.skipped[SkipMethod].Inc()
 		return nil
 	}
 	if !mi.sampler.Sample(&ctx.Request, ctx.RemoteIP()) {
 		return nil
 	}
 	if len(ctx.Request.Body()) > mi.maxBody {
-		mi.skippedBody.Inc()
+		mi.skipped[SkipBodyTooLarge].Inc()
 		return nil
 	}
 	if mi.closed.Load() {
@@ -336,7 +334,7 @@ func (j *mirrorJob) release() {
 	select {
 	case mi.compareQ <- j:
 	default:
-		mi.skippedCompare.Inc()
+		mi.skipped[SkipCompareQueueFull].Inc()
 		mi.recycle(j)
 	}
 }

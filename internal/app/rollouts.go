@@ -199,9 +199,9 @@ func (m *rolloutManager) healthProbe(route string, hc rollout.HealthCheck) (roll
 	return g, nil
 }
 
-func (m *rolloutManager) routeStatus(route string) any {
+func (m *rolloutManager) routeStatus(route string) *rollout.RouteStatus {
 	if st, ok := m.controller.RouteStatus(route); ok {
-		return st
+		return &st
 	}
 	return nil
 }

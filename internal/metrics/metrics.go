@@ -13,6 +13,7 @@ package metrics
 import (
 	"runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,6 +75,12 @@ type Metrics struct {
 	ConfigLastReloadOK   prometheus.Gauge
 	ConfigLastReloadTime prometheus.Gauge
 	BuildInfo            *prometheus.GaugeVec // version, goversion
+
+	// status holds one StatusCounters per route and upstream, so that every
+	// snapshot counts into the same one and its Total covers everything
+	// exported for the pair, across reloads.
+	statusMu sync.Mutex
+	status   map[[2]string]*StatusCounters
 }
 
 // New creates and registers every collector, including the Go runtime and
@@ -157,6 +164,13 @@ func (m *Metrics) ForgetRoute(route string) {
 	} {
 		v.DeletePartialMatch(l)
 	}
+	m.statusMu.Lock()
+	defer m.statusMu.Unlock()
+	for k := range m.status {
+		if k[0] == route {
+			delete(m.status, k)
+		}
+	}
 }
 
 type factory struct{ r *prometheus.Registry }
@@ -200,30 +214,58 @@ type StatusCounters struct {
 	route    string
 	upstream string
 	byCode   [600]atomic.Pointer[counterBox]
+	other    atomic.Pointer[counterBox] // codes outside 100..599
 }
 
 type counterBox struct{ c prometheus.Counter }
 
-// NewStatusCounters binds requests_total to one route and upstream.
+// NewStatusCounters binds requests_total to one route and upstream. Every
+// call for the same pair returns the same StatusCounters, until ForgetRoute.
 func (m *Metrics) NewStatusCounters(route, upstream string) *StatusCounters {
-	return &StatusCounters{vec: m.Requests, route: route, upstream: upstream}
+	m.statusMu.Lock()
+	defer m.statusMu.Unlock()
+	k := [2]string{route, upstream}
+	if s := m.status[k]; s != nil {
+		return s
+	}
+	if m.status == nil {
+		m.status = map[[2]string]*StatusCounters{}
+	}
+	s := &StatusCounters{vec: m.Requests, route: route, upstream: upstream}
+	m.status[k] = s
+	return s
 }
 
 // Inc counts one response with status code. Codes outside 100..599 are
 // counted as "other" so that a broken upstream cannot create series.
 func (s *StatusCounters) Inc(code int) {
-	if code < 100 || code >= 600 {
-		s.vec.WithLabelValues(s.route, s.upstream, "other").Inc()
-		return
+	slot, label := &s.other, "other"
+	if code >= 100 && code < 600 {
+		slot, label = &s.byCode[code], codeStrings[code]
 	}
-	slot := &s.byCode[code]
 	if b := slot.Load(); b != nil {
 		b.c.Inc()
 		return
 	}
-	b := &counterBox{c: s.vec.WithLabelValues(s.route, s.upstream, codeStrings[code])}
+	// Two first responses racing resolve the same child: no count is lost.
+	b := &counterBox{c: s.vec.WithLabelValues(s.route, s.upstream, label)}
 	slot.Store(b)
 	b.c.Inc()
+}
+
+// Total is the number of responses counted, every code included. It reads
+// the children it holds, for the admin API; never on the request path.
+func (s *StatusCounters) Total() float64 {
+	var n float64
+	for i := range s.byCode {
+		if b := s.byCode[i].Load(); b != nil {
+			n += Value(b.c)
+		}
+	}
+	if b := s.other.Load(); b != nil {
+		n += Value(b.c)
+	}
+	return n
 }
 
 var codeStrings = func() (t [600]string) {
@@ -233,41 +275,21 @@ var codeStrings = func() (t [600]string) {
 	return t
 }()
 
-// Sum adds up every series of c whose labels include all of match. It is
-// for the admin API, never the request path: it collects the whole vector.
-func Sum(c prometheus.Collector, match prometheus.Labels) float64 {
-	ch := make(chan prometheus.Metric, 64)
-	go func() { c.Collect(ch); close(ch) }()
-	var total float64
-	for m := range ch {
-		var pb dto.Metric
-		if m.Write(&pb) != nil {
-			continue
-		}
-		if !labelsMatch(pb.GetLabel(), match) {
-			continue
-		}
-		switch {
-		case pb.Counter != nil:
-			total += pb.Counter.GetValue()
-		case pb.Gauge != nil:
-			total += pb.Gauge.GetValue()
-		case pb.Histogram != nil:
-			total += float64(pb.Histogram.GetSampleCount())
-		}
+// Value reads one counter, gauge or histogram child (a histogram's number
+// of observations). It is for the admin API, which reads the children the
+// components hold instead of collecting and filtering whole vectors.
+func Value(m prometheus.Metric) float64 {
+	var pb dto.Metric
+	if m.Write(&pb) != nil {
+		return 0
 	}
-	return total
-}
-
-func labelsMatch(pairs []*dto.LabelPair, want prometheus.Labels) bool {
-	found := 0
-	for _, p := range pairs {
-		if v, ok := want[p.GetName()]; ok {
-			if v != p.GetValue() {
-				return false
-			}
-			found++
-		}
+	switch {
+	case pb.Counter != nil:
+		return pb.Counter.GetValue()
+	case pb.Gauge != nil:
+		return pb.Gauge.GetValue()
+	case pb.Histogram != nil:
+		return float64(pb.Histogram.GetSampleCount())
 	}
-	return found == len(want)
+	return 0
 }
