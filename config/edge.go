@@ -72,13 +72,15 @@ type Health struct {
 	cfgtypes.Probe `yaml:",inline"`
 }
 
-// DefaultHealthProbe holds the values an upstream's active probe takes for
-// the fields it leaves out; there is no default path, so probes are off
+// DefaultHealthProbe returns the values an upstream's active probe takes
+// for the fields it leaves out; there is no default path, so probes are off
 // unless health.path is set.
-var DefaultHealthProbe = cfgtypes.Probe{
-	Interval:     cfgtypes.Duration(DefaultHealthInterval),
-	Timeout:      cfgtypes.Duration(DefaultHealthTimeout),
-	ExpectStatus: 200,
+func DefaultHealthProbe() cfgtypes.Probe {
+	return cfgtypes.Probe{
+		Interval:     cfgtypes.Duration(DefaultHealthInterval),
+		Timeout:      cfgtypes.Duration(DefaultHealthTimeout),
+		ExpectStatus: 200,
+	}
 }
 
 // RequestID configures request id propagation.
@@ -137,7 +139,7 @@ func (c *Config) applyEdgeDefaults() {
 			h.MaxFailures = DefaultMaxFailures
 		}
 		setDur(&h.Ejection, DefaultEjectionDuration)
-		h.Probe = h.Probe.WithDefaults(DefaultHealthProbe)
+		h.Probe = h.Probe.WithDefaults(DefaultHealthProbe())
 	}
 }
 
@@ -205,7 +207,7 @@ func (u *Upstream) validateEdge(p string) []error {
 	if h.MaxFailures < 0 {
 		add("health.max_failures", "must not be negative")
 	}
-	return append(errs, h.Probe.Validate(p+".health", DefaultHealthProbe)...)
+	return append(errs, h.Probe.Validate(p+".health", DefaultHealthProbe())...)
 }
 
 // Endpoints returns the upstream's URLs: urls, or url alone.

@@ -15,7 +15,7 @@ import (
 	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
-func keysOf(m map[string]float64) []string {
+func apiKeys(m map[string]float64) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
 		out = append(out, k)
@@ -24,7 +24,7 @@ func keysOf(m map[string]float64) []string {
 	return out
 }
 
-func names[T fmt.Stringer](values []T) []string {
+func apiEnumNames[T fmt.Stringer](values []T) []string {
 	out := make([]string, 0, len(values))
 	for _, v := range values {
 		out = append(out, v.String())
@@ -33,7 +33,7 @@ func names[T fmt.Stringer](values []T) []string {
 	return out
 }
 
-func sum(m map[string]float64) float64 {
+func apiSum(m map[string]float64) float64 {
 	var n float64
 	for _, v := range m {
 		n += v
@@ -98,20 +98,20 @@ routes:
 		}
 		return routes[0]
 	}
-	testkit.Eventually(t, "five shadow requests ended", func() bool { return sum(shop().Shadow.Outcomes) == 5 })
+	testkit.Eventually(t, "five shadow requests ended", func() bool { return apiSum(shop().Shadow.Outcomes) == 5 })
 	check := func(when string) {
 		t.Helper()
 		v := shop()
-		if got, want := keysOf(v.Split.Decisions), names(splitter.Reasons()); !slices.Equal(got, want) {
+		if got, want := apiKeys(v.Split.Decisions), apiEnumNames(splitter.Reasons()); !slices.Equal(got, want) {
 			t.Errorf("%s: decisions_by_reason has %v, want every splitter.Reason %v", when, got, want)
 		}
-		if got, want := keysOf(v.Shadow.Outcomes), names(proxy.Outcomes()); !slices.Equal(got, want) {
+		if got, want := apiKeys(v.Shadow.Outcomes), apiEnumNames(proxy.Outcomes()); !slices.Equal(got, want) {
 			t.Errorf("%s: outcomes has %v, want every proxy.Outcome %v", when, got, want)
 		}
-		if got, want := keysOf(v.Shadow.Skipped), names(proxy.SkipReasons()); !slices.Equal(got, want) {
+		if got, want := apiKeys(v.Shadow.Skipped), apiEnumNames(proxy.SkipReasons()); !slices.Equal(got, want) {
 			t.Errorf("%s: skipped has %v, want every proxy.SkipReason %v", when, got, want)
 		}
-		if v.Requests != 6 || sum(v.Split.Requests) != 6 || sum(v.Split.Decisions) != 6 {
+		if v.Requests != 6 || apiSum(v.Split.Requests) != 6 || apiSum(v.Split.Decisions) != 6 {
 			t.Errorf("%s: requests %v, by upstream %v, decisions %v; want 6 each", when, v.Requests, v.Split.Requests, v.Split.Decisions)
 		}
 		if v.Split.Decisions[splitter.ReasonMissingKey.String()] != 1 || v.Shadow.Skipped[proxy.SkipMethod.String()] != 1 {

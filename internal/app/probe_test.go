@@ -46,9 +46,9 @@ func startTLSCanary(t *testing.T) *tlsCanary {
 	return c
 }
 
-// caFile writes the PEM of the certificate every httptest TLS server uses
+// tlsCanaryCA writes the PEM of the certificate every httptest TLS server uses
 // (valid for example.com and 127.0.0.1) and returns its path.
-func caFile(t *testing.T, srv *httptest.Server) string {
+func tlsCanaryCA(t *testing.T, srv *httptest.Server) string {
 	path := filepath.Join(t.TempDir(), "ca.pem")
 	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
 	if err := os.WriteFile(path, pemBytes, 0o600); err != nil {
@@ -89,7 +89,7 @@ routes:
 func TestCanaryProbeUsesUpstreamTLSAndEveryEndpoint(t *testing.T) {
 	stable := testkit.ServeLoopback(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	first, second := startTLSCanary(t), startTLSCanary(t)
-	ca := caFile(t, first.srv)
+	ca := tlsCanaryCA(t, first.srv)
 	hc := rollout.HealthCheck{Path: "/healthz", Interval: cfgtypes.Duration(50 * time.Millisecond),
 		Timeout: cfgtypes.Duration(50 * time.Millisecond), ExpectStatus: 200}
 
@@ -137,7 +137,7 @@ func TestCanaryProbeUsesUpstreamTLSAndEveryEndpoint(t *testing.T) {
 func TestRolloutRollsBackOnSecondCanaryEndpointHealth(t *testing.T) {
 	stable := testkit.ServeLoopback(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	first, second := startTLSCanary(t), startTLSCanary(t)
-	ca := caFile(t, first.srv)
+	ca := tlsCanaryCA(t, first.srv)
 	policy := `      steps: [{percent: 10, hold: 1h}, {percent: 100}]
       rollback_when:
         - {metric: health_check_failures, consecutive: 2}

@@ -202,13 +202,15 @@ type Condition struct {
 // endpoint's base URL.
 type HealthCheck = cfgtypes.Probe
 
-// DefaultHealthCheck holds the values a health_check section takes for the
-// fields it leaves out.
-var DefaultHealthCheck = HealthCheck{
-	Path:         DefaultHealthPath,
-	Interval:     cfgtypes.Duration(DefaultHealthInterval),
-	Timeout:      cfgtypes.Duration(DefaultHealthTimeout),
-	ExpectStatus: DefaultHealthExpectStatus,
+// DefaultHealthCheck returns the values a health_check section takes for
+// the fields it leaves out.
+func DefaultHealthCheck() HealthCheck {
+	return HealthCheck{
+		Path:         DefaultHealthPath,
+		Interval:     cfgtypes.Duration(DefaultHealthInterval),
+		Timeout:      cfgtypes.Duration(DefaultHealthTimeout),
+		ExpectStatus: DefaultHealthExpectStatus,
+	}
 }
 
 // ExternalMetric declares a metric measured outside the proxy. In YAML it is
@@ -405,7 +407,7 @@ func (s *Spec) ApplyDefaults() {
 		s.RollbackWhen = DefaultRollbackWhen()
 	}
 	if hc := s.HealthCheck; hc != nil {
-		*hc = hc.WithDefaults(DefaultHealthCheck)
+		*hc = hc.WithDefaults(DefaultHealthCheck())
 	}
 	for i := range s.ExternalMetrics {
 		if s.ExternalMetrics[i].Unit == "" {
@@ -544,7 +546,7 @@ func (s *Spec) Validate() []error {
 	errs = append(errs, s.validateConditions("rollback_when", s.RollbackWhen, true)...)
 
 	if hc := s.HealthCheck; hc != nil {
-		errs = append(errs, hc.Validate("health_check", DefaultHealthCheck)...)
+		errs = append(errs, hc.Validate("health_check", DefaultHealthCheck())...)
 	}
 
 	for i, raw := range s.Notify {
