@@ -90,8 +90,10 @@ func TestCanaryProbeUsesUpstreamTLSAndEveryEndpoint(t *testing.T) {
 	stable := testkit.ServeLoopback(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	first, second := startTLSCanary(t), startTLSCanary(t)
 	ca := tlsCanaryCA(t, first.srv)
-	hc := rollout.HealthCheck{Path: "/healthz", Interval: cfgtypes.Duration(50 * time.Millisecond),
-		Timeout: cfgtypes.Duration(50 * time.Millisecond), ExpectStatus: 200}
+	// Generous: a TLS handshake under -race on a busy machine is slow, and
+	// the first probe of each endpoint is sent at once anyway.
+	hc := rollout.HealthCheck{Path: "/healthz", Interval: cfgtypes.Duration(5 * time.Second),
+		Timeout: cfgtypes.Duration(5 * time.Second), ExpectStatus: 200}
 
 	for _, tc := range []struct {
 		name        string
@@ -114,9 +116,9 @@ func TestCanaryProbeUsesUpstreamTLSAndEveryEndpoint(t *testing.T) {
 			}
 			defer p.(interface{ Close() error }).Close()
 			g := p.(*healthcheck.Group)
-			testkit.Eventually(t, "two probes of each endpoint", func() bool {
+			testkit.Eventually(t, "a probe of each endpoint", func() bool {
 				st := g.Status()
-				return len(st) == 2 && st[0].Checks >= 2 && st[1].Checks >= 2
+				return len(st) == 2 && st[0].Checks >= 1 && st[1].Checks >= 1
 			})
 			worst := 0
 			for i, st := range g.Status() {
@@ -141,7 +143,7 @@ func TestRolloutRollsBackOnSecondCanaryEndpointHealth(t *testing.T) {
 	policy := `      steps: [{percent: 10, hold: 1h}, {percent: 100}]
       rollback_when:
         - {metric: health_check_failures, consecutive: 2}
-      health_check: {path: /healthz, interval: 100ms, timeout: 100ms}`
+      health_check: {path: /healthz, interval: 1s, timeout: 1s}`
 	a := startApp(t, tlsCanaryConfig(stable, []*tlsCanary{first, second}, fmt.Sprintf("{ca_file: %s, server_name: example.com}", ca), policy), Options{})
 	adminURL := "http://" + a.AdminAddr()
 	testkit.Eventually(t, "probes of both endpoints", func() bool { return first.probes.Load() >= 2 && second.probes.Load() >= 2 })
