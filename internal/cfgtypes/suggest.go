@@ -2,6 +2,7 @@ package cfgtypes
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -19,7 +20,7 @@ import (
 //     are not offered;
 //   - ties go to the alphabetically first candidate, so messages are stable.
 func Suggest(got string, candidates []string) string {
-	if got == "" {
+	if got == "" || slices.Contains(candidates, got) {
 		return ""
 	}
 	folded := strings.ToLower(got)
@@ -31,7 +32,7 @@ func Suggest(got string, candidates []string) string {
 		}
 	}
 	limit := max(1, min(3, len([]rune(got))/3))
-	if bestD < 0 || bestD > limit || best == got {
+	if bestD < 0 || bestD > limit {
 		return ""
 	}
 	return fmt.Sprintf(" (did you mean %q?)", best)

@@ -20,6 +20,7 @@ func TestSuggest(t *testing.T) {
 		{"empty input", "", upstreams, ""},
 		{"no candidates", "stable", nil, ""},
 		{"an exact match is no typo", "stable", upstreams, ""},
+		{"an exact match wins over another case", "stable", []string{"Stable", "stable"}, ""},
 		// len 4: one edit allowed, two is another word.
 		{"short word, one edit", "atuo", []string{"auto", "manual", "dry_run"}, `auto`},
 		{"short word, two edits", "aXYo", []string{"auto"}, ""},
