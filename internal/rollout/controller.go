@@ -379,7 +379,7 @@ func (c *Controller) restore(r *route, now time.Time) error {
 			r.pausedAt = now
 		}
 		r.log.Info("restored rollout state", zap.String("state_file", path), zap.String("state", string(r.state)),
-			zap.Int("step", r.step), zap.String("percent", r.percent().String()), zap.Duration("held", r.held(now)))
+			zap.Int("step", r.step), zap.Float64("percent", r.percent().Percent()), zap.Duration("held_ms", r.held(now)))
 		if idx != s.Step {
 			r.persistLocked(now)
 		}
