@@ -28,39 +28,39 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "Usage: shadowproxy demo [flags]\n\nStarts three JSON backends on loopback (v1 stable, v1-twin, v2 candidate), the proxy\nin front of them with a built-in configuration, and light simulated traffic.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fs, args); done {
+		return code
 	}
 	for _, addr := range []string{*listen, *adminListen} {
 		if !isLoopback(addr) {
 			fmt.Fprintf(stderr, "shadowproxy demo: %s is not a loopback address; the demo only listens on this machine\n", addr)
-			return 2
+			return exitUsage
 		}
 	}
 	bs, err := demo.StartBackends()
 	if err != nil {
 		fmt.Fprintf(stderr, "shadowproxy demo: %v\n", err)
-		return 1
+		return exitNo
 	}
 	defer bs.Close()
 	text := demo.ConfigYAML(bs, *listen, *adminListen)
 	if *printConfig {
 		fmt.Fprint(stdout, text)
-		return 0
+		return exitOK
 	}
 	cfg, err := config.Load("demo.yaml", []byte(text), func(string) (string, bool) { return "", false })
 	if err != nil {
 		fmt.Fprintf(stderr, "shadowproxy demo: built-in configuration invalid (a bug):\n%v\n", err)
-		return 1
+		return exitNo
 	}
 	a, err := app.New(cfg, app.Options{Version: version})
 	if err != nil {
 		fmt.Fprintf(stderr, "shadowproxy demo: %v\n", err)
-		return 1
+		return exitNo
 	}
 	if err := a.Start(); err != nil {
 		fmt.Fprintf(stderr, "shadowproxy demo: %v (is another demo running? try -listen 127.0.0.1:18080 -admin-listen 127.0.0.1:19901)\n", err)
-		return 1
+		return exitNo
 	}
 	proxyURL, adminURL := "http://"+a.ProxyAddr(), "http://"+a.AdminAddr()
 	canaryUser, stableUser := demo.CheckoutUsers()
@@ -113,13 +113,13 @@ Simulated users send about %[6]d requests/s. Open %[2]s/ for the dashboard. Ctrl
 		case <-ctx.Done():
 		case err := <-a.Errors():
 			fmt.Fprintf(stderr, "shadowproxy demo: %v\n", err)
-			return 1
+			return exitNo
 		}
 		cancel()
 		if err := a.Shutdown(context.Background()); err != nil {
-			return 1
+			return exitNo
 		}
-		return 0
+		return exitOK
 	}
 	return serveUntilSignal(a)
 }
