@@ -548,9 +548,14 @@ func TestBrowserGuides(t *testing.T) {
 		t.Errorf("ignore line %q", line[0])
 	}
 
-	// Reset learnt noise: arm, confirm; the stub proxy lacks the endpoint.
-	b.do("arming reset", chromedp.Click(chromedp.ID("noise-reset")))
-	b.do("confirming reset", chromedp.Click(chromedp.ID("noise-reset")))
+	// Reset learnt noise from the field: arm, confirm; the stub proxy lacks
+	// the endpoint.
+	b.do("arming reset", chromedp.Click(chromedp.ID("field-reset-noise")))
+	armed := b.poll("the armed reset", `(() => { const r = document.getElementById('field-reset-noise'); return r && r.textContent === 'confirm reset?' ? [document.getElementById('noise-reset').textContent] : null; })()`)
+	if armed[0] != "confirm reset?" {
+		t.Errorf("noise panel button %q while the reset is armed, want confirm reset?", armed[0])
+	}
+	b.do("confirming reset", chromedp.Click(chromedp.ID("field-reset-noise")))
 	res := b.poll("the reset result", `(() => { const r = document.getElementById('noise-result'); return r ? [r.textContent] : null; })()`)
 	if !strings.HasPrefix(res[0], "This proxy cannot reset learnt noise (POST /api/v1/routes/api/noise/reset answered 404)") {
 		t.Errorf("reset result %q", res[0])

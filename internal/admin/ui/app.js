@@ -827,19 +827,23 @@
   async function resetNoise() {
     const route = state.routes.find((r) => r.route === state.selected);
     if (!route) return;
+    const show = () => {
+      renderNoise(route);
+      renderFieldActions(route);
+    };
     if (state.armed !== 'noise-reset') {
       state.armed = 'noise-reset';
-      renderNoise(route);
+      show();
       setTimeout(() => {
         if (state.armed === 'noise-reset') {
           state.armed = '';
-          renderNoise(route);
+          show();
         }
       }, 4000);
       return;
     }
     state.armed = '';
-    renderNoise(route);
+    show();
     fill('noise-message', 'resetting…');
     try {
       const path = '/api/v1/routes/' + encodeURIComponent(route.route) + '/noise/reset';
@@ -898,7 +902,16 @@
     const f = state.field;
     const ign = el('button', {type: 'button', id: 'ignore-field'}, 'ignore this field');
     ign.addEventListener('click', () => showIgnore(f));
-    const out = [el('div', {class: 'field-head'}, 'Field ', el('code', {}, f), ' ', ign)];
+    const head = el('div', {class: 'field-head'}, 'Field ', el('code', {}, f), ' ', ign);
+    if (route.comparison.secondary) {
+      // A field wrongly learnt as noise (or wrongly not) is learnt afresh.
+      const reset = el('button', {type: 'button', id: 'field-reset-noise', class: 'danger' + (state.armed === 'noise-reset' ? ' armed' : ''),
+        title: 'forget the noise learnt on this route; it is learnt again from the secondary'},
+      state.armed === 'noise-reset' ? 'confirm reset?' : 'reset learnt noise');
+      reset.addEventListener('click', resetNoise);
+      head.append(' ', reset);
+    }
+    const out = [head];
     if (state.ignoreFor === f) {
       const a = ignoreAdvice(route, f);
       if (a.line) {
