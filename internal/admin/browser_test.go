@@ -49,7 +49,11 @@ func TestBrowserDashboard(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 
-	adminURL, proxyURL, cfgText, bs := startDemo(t, demo.FastPacing)
+	// The browser first: the story starts with the proxy, and a slow
+	// Chromium start must not make the page miss its first steps.
+	b := newBrowser(t, ctx)
+	defer b.close()
+	adminURL, proxyURL, cfgText, bs := startDemo(t, demo.Pacing{Hold: 4 * time.Second})
 	trafficCtx, stopTraffic := context.WithCancel(ctx)
 	var trafficDone sync.WaitGroup
 	trafficDone.Add(1)
@@ -70,8 +74,6 @@ func TestBrowserDashboard(t *testing.T) {
 		t.Fatalf("GET / on the admin listener: %s %q; the app must set admin.Options.Dashboard to admin.Dashboard()", resp.Status, ct)
 	}
 
-	b := newBrowser(t, ctx)
-	defer b.close()
 	// The rollout first: with the test's fast pacing it promotes every
 	// few seconds.
 	b.do("loading the dashboard", chromedp.Navigate(adminURL+"/#checkout"))
