@@ -435,7 +435,7 @@ func TestBrowserGuides(t *testing.T) {
 		"comparison": map[string]any{"route": "api", "secondary": true,
 			"targets": []map[string]any{{
 				"target": "v2", "match_rate_1m": 0.8, "match_rate_5m": 0.8, "match_rate_total": 0.8,
-				"counts": map[string]int{"match": 400, "mismatch": 100, "uncomparable": 0}, "counts_1m": map[string]int{"match": 40, "mismatch": 10},
+				"counts": map[string]int{"match": 400, "mismatch": 100, "uncomparable": 0, "learning": 7}, "counts_1m": map[string]int{"match": 40, "mismatch": 10},
 				"top_fields": []map[string]any{{"field": "/request_id", "count": 90}, {"field": "/plan", "count": 60}, {"field": "header/Etag", "count": 5}},
 				"latency":    map[string]any{"primary": lat, "shadow": lat},
 			}},
@@ -513,9 +513,12 @@ func TestBrowserGuides(t *testing.T) {
 	help := b.poll("the explanations", `(() => {
 		const h = document.getElementById('overview-help').textContent;
 		const c = document.querySelector('.match-rate');
-		return h ? [h, c.className, c.title] : null;
+		return h ? [h, c.className, c.title, document.querySelector('.card.comparisons .value').textContent] : null;
 	})()`)
-	for _, want := range []string{"✓ same answer", "✗ different answer", "? could not be compared", "Green from 99%, amber from 90%, red below 90%"} {
+	if help[3] != "400 ✓  100 ✗  0 ?  7 ≈" {
+		t.Errorf("comparisons card %q, want 400 ✓  100 ✗  0 ?  7 ≈", help[3])
+	}
+	for _, want := range []string{"✓ same answer", "✗ different answer", "? could not be compared", "≈ compared while noise was still being learnt", "Green from 99%, amber from 90%, red below 90%"} {
 		if !strings.Contains(help[0], want) {
 			t.Errorf("overview explanation %q lacks %q", help[0], want)
 		}

@@ -344,12 +344,13 @@
         const parts = [num(c.match) + ' ✓', num(c.mismatch) + ' ✗', num(c.uncomparable) + ' ?'];
         if (c.learning !== undefined) parts.push(num(c.learning) + ' ≈');
         cards.push(card('comparisons vs ' + t.target + ' · since start', parts.join('  '),
-          {class: 'card comparisons', title: COUNT_LEGEND}));
+          {class: 'card comparisons', title: COUNT_LEGEND + (c.learning !== undefined ? LEARNING_LEGEND : '.')}));
       }
       const noisy = (cmp.noise_fields || []).filter((n) => n.noisy).length;
       cards.push(card('learnt noise fields', cmp.secondary ? String(noisy) : 'no secondary'));
+      const learning = (cmp.targets || []).some((t) => t.counts && t.counts.learning !== undefined);
       fill('overview-help', 'Match rate: the share of compared requests where the shadow answered the same as the primary, ' +
-        'after learnt noise and ignored fields are left out. ' + RATE_LEGEND + ' ' + COUNT_LEGEND);
+        'after learnt noise and ignored fields are left out. ' + RATE_LEGEND + ' ' + COUNT_LEGEND + (learning ? LEARNING_LEGEND : '.'));
     } else {
       cards.push(card('shadow', 'not shadowed'));
       fill('overview-help');
@@ -359,7 +360,8 @@
 
   const RATE_LEGEND = 'Green from 99%, amber from 90%, red below 90%.';
   const COUNT_LEGEND = '✓ same answer · ✗ different answer (see the samples below) · ? could not be compared ' +
-    '(a body too large to capture, or not comparable) · ≈ compared while noise was still being learnt, not counted.';
+    '(a body too large to capture, or not comparable)';
+  const LEARNING_LEGEND = ' · ≈ compared while noise was still being learnt, not counted.';
 
   function rateClass(r) {
     if (r === null || r === undefined) return 'nodata';
