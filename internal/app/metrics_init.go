@@ -10,7 +10,7 @@ import (
 // before their first event.
 func initRouteMetrics(m *metrics.Metrics, cfg *config.Config) {
 	for _, r := range cfg.Routes {
-		rs := metrics.RouteSeries{Route: r.Name}
+		rs := metrics.RouteSeries{Route: r.Name, Rollout: r.Rollout != nil}
 		if r.Shadow != nil {
 			for _, t := range r.Shadow.Targets {
 				rs.Shadows = append(rs.Shadows, t.Name)

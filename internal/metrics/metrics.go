@@ -142,6 +142,8 @@ var (
 	SkipReasons = []string{"method", "body_too_large", "compare_queue_full"}
 	// CompareResults are the result values of comparisons_total.
 	CompareResults = []string{"match", "mismatch", "uncomparable"}
+	// TransitionActions are the action values of rollout_transitions_total.
+	TransitionActions = []string{"start", "promote", "rollback", "pause", "resume", "complete"}
 )
 
 // RouteSeries describes one configured route for InitRoute.
@@ -149,10 +151,12 @@ type RouteSeries struct {
 	Route string
 	// Shadows are the shadow target names (not the secondary).
 	Shadows []string
+	// Rollout is true when the route has a rollout.
+	Rollout bool
 }
 
 // InitRoute creates a configured route's series with fixed label values at
-// zero (upgrades, shadow skips, comparisons, noise), so that dashboards
+// zero (upgrades, shadow skips, comparisons, noise, rollout transitions), so that dashboards
 // and alerts see 0 for a route that has had no such event yet rather than
 // nothing. The proxy creates split decisions and shadow outcomes itself when
 // it compiles a route; series keyed by status code or field path appear with
@@ -171,6 +175,12 @@ func (m *Metrics) InitRoute(rs RouteSeries) {
 			}
 		}
 		m.NoiseFields.WithLabelValues(rs.Route)
+	}
+	if rs.Rollout {
+		// increase() needs a sample before the first rollback to see it.
+		for _, a := range TransitionActions {
+			m.RolloutTransitions.WithLabelValues(rs.Route, a)
+		}
 	}
 }
 

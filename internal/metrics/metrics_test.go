@@ -88,14 +88,15 @@ func TestSum(t *testing.T) {
 // not "no data", before the first event.
 func TestSeriesExistFromStart(t *testing.T) {
 	m := New("test")
-	m.InitRoute(RouteSeries{Route: "api", Shadows: []string{"v2"}})
+	m.InitRoute(RouteSeries{Route: "api", Shadows: []string{"v2"}, Rollout: true})
 	want := map[string]int{
-		"shadowproxy_config_reloads_total":    len(ReloadResults),
-		"shadowproxy_rejected_requests_total": len(RejectReasons),
-		"shadowproxy_upgrades_total":          len(UpgradeResults),
-		"shadowproxy_shadow_skipped_total":    len(SkipReasons),
-		"shadowproxy_comparisons_total":       len(CompareResults),
-		"shadowproxy_noise_fields":            1,
+		"shadowproxy_rollout_transitions_total": len(TransitionActions),
+		"shadowproxy_config_reloads_total":      len(ReloadResults),
+		"shadowproxy_rejected_requests_total":   len(RejectReasons),
+		"shadowproxy_upgrades_total":            len(UpgradeResults),
+		"shadowproxy_shadow_skipped_total":      len(SkipReasons),
+		"shadowproxy_comparisons_total":         len(CompareResults),
+		"shadowproxy_noise_fields":              1,
 	}
 	mfs, err := m.Registry.Gather()
 	if err != nil {
@@ -142,7 +143,7 @@ func TestHelpNamesEveryLabelValue(t *testing.T) {
 		{"shadowproxy_shadow_skipped_total", SkipReasons},
 		{"shadowproxy_comparisons_total", CompareResults},
 		{"shadowproxy_shadow_requests_total", []string{"ok", "dropped", "error", "timeout", "skipped", "shadow", "secondary"}},
-		{"shadowproxy_rollout_transitions_total", []string{"start", "promote", "rollback", "pause", "resume", "complete"}},
+		{"shadowproxy_rollout_transitions_total", TransitionActions},
 	} {
 		h, ok := help[tc.metric]
 		if !ok {
