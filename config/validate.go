@@ -198,6 +198,11 @@ func (u *Upstream) validate(p string) []error {
 // ParseUpstreamURL splits an upstream URL into its address (host:port, with
 // the scheme's default port filled in) and whether it uses TLS.
 func ParseUpstreamURL(raw string) (addr string, tls bool, err error) {
+	if raw != "" && !strings.Contains(raw, "://") {
+		// url.Parse reads "127.0.0.1:9001" as a path and complains about
+		// a colon; what is really missing is the scheme.
+		return "", false, fmt.Errorf("invalid url %q: the scheme is missing; write http://%s (or https://%s)", raw, raw, raw)
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", false, fmt.Errorf("invalid url %q: %v", raw, err)

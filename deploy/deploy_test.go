@@ -470,6 +470,12 @@ func TestAlertRules(t *testing.T) {
 			if err := balanced(expr); err != nil {
 				t.Errorf("alert %s: %v", name, err)
 			}
+			// Every alert says where to read what to do: a README section.
+			runbook := str(get(r, "annotations", "runbook_url"))
+			_, anchor, _ := strings.Cut(runbook, "README.md#")
+			if anchor == "" || !readmeAnchors(t)[anchor] {
+				t.Errorf("alert %s: runbook_url %q does not point to a README section", name, runbook)
+			}
 			names = append(names, name)
 			exprs[name] = expr
 		}
@@ -491,6 +497,33 @@ func TestAlertRules(t *testing.T) {
 	if !strings.HasPrefix(exprs["ShadowproxyDown"], "up{") {
 		t.Errorf("ShadowproxyDown: %q does not test up", exprs["ShadowproxyDown"])
 	}
+}
+
+// readmeAnchors are the GitHub anchors of the README's headings.
+func readmeAnchors(t *testing.T) map[string]bool {
+	t.Helper()
+	data, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if !strings.HasPrefix(line, "#") {
+			continue
+		}
+		title := strings.ToLower(strings.TrimSpace(strings.TrimLeft(line, "#")))
+		var b strings.Builder
+		for _, r := range title {
+			switch {
+			case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '_':
+				b.WriteRune(r)
+			case r == ' ':
+				b.WriteRune('-')
+			}
+		}
+		out[b.String()] = true
+	}
+	return out
 }
 
 // balanced catches the commonest PromQL slip in hand-written rules:
@@ -577,6 +610,32 @@ func TestGrafanaDashboard(t *testing.T) {
 	if err := json.Unmarshal(data, &dash); err != nil {
 		t.Fatal(err)
 	}
+	// A fleet is looked at per namespace and per instance: every query
+	// filters on both variables.
+	var vars struct {
+		Templating struct {
+			List []struct {
+				Name string `json:"name"`
+			} `json:"list"`
+		} `json:"templating"`
+	}
+	if err := json.Unmarshal(data, &vars); err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, v := range vars.Templating.List {
+		names[v.Name] = true
+	}
+	for _, want := range []string{"namespace", "instance", "route"} {
+		if !names[want] {
+			t.Errorf("the dashboard has no %s variable", want)
+		}
+	}
+	for e, where := range grafanaExprs(t) {
+		if !strings.Contains(e, `namespace=~"$namespace", instance=~"$instance"`) {
+			t.Errorf("%s: query %q ignores the namespace and instance variables", where, e)
+		}
+	}
 	if dash.UID == "" || dash.Title == "" {
 		t.Error("the dashboard needs a uid and a title")
 	}
@@ -609,6 +668,8 @@ func TestGrafanaDashboard(t *testing.T) {
 		`shadowproxy_rollout_transitions_total`,
 		`shadowproxy_upstream_errors_total`,
 		`sum by (code) (rate(shadowproxy_requests_total`,
+		// Primary latency per cohort: the stable upstream against the canary.
+		`histogram_quantile(0.95, sum by (le, route, upstream) (rate(shadowproxy_request_duration_seconds_bucket`,
 	} {
 		if !strings.Contains(all.String(), frag) {
 			t.Errorf("no dashboard query contains %q", frag)

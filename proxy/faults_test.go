@@ -293,7 +293,7 @@ func TestFaultShadow(t *testing.T) {
 				}
 			}
 			testkit.Eventually(t, "no shadow request in flight", func() bool {
-				return testutil.ToFloat64(p.Met.ShadowInflight.WithLabelValues("api", "shadow")) == 0
+				return testutil.ToFloat64(p.Met.ShadowInflight.WithLabelValues("api", "shadow", "shadow")) == 0
 			})
 			if shadow != nil && fc.shadowOutcome != "ok" {
 				if got := len(shadow.Requests()); got != n {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -177,6 +178,15 @@ func TestHeadersTooLarge(t *testing.T) {
 	resp := rawRequest(t, p.Addr, "GET /x HTTP/1.1\r\nHost: a\r\nX-Big: "+strings.Repeat("y", 4096)+"\r\n\r\n")
 	if resp.StatusCode != 431 {
 		t.Errorf("status %d, want 431", resp.StatusCode)
+	}
+	// The log names the setting to raise, not fasthttp's internals.
+	entries := p.Logs.FilterMessage("request rejected before routing").All()
+	if len(entries) != 1 {
+		t.Fatalf("%d rejection log lines, want 1", len(entries))
+	}
+	f := entries[0].ContextMap()
+	if f["setting"] != "limits.max_header_size" || strings.Contains(fmt.Sprint(f), "ReadBufferSize") {
+		t.Errorf("rejection logged with %v, want setting limits.max_header_size and no fasthttp internals", f)
 	}
 }
 

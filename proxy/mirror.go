@@ -222,16 +222,18 @@ func newMirror(route string, sc *config.Shadow, splitKey string, snap *Snapshot,
 }
 
 func newShadowTarget(route string, tc config.ShadowTarget, up *Upstream, m *metrics.Metrics, secondary bool) *shadowTarget {
-	label := tc.Name
+	// The role is a label of its own: label values carry no spaces, and a
+	// query can select shadows or secondaries without parsing names.
+	role := "shadow"
 	if secondary {
-		label = tc.Name + " (secondary)"
+		role = "secondary"
 	}
 	t := &shadowTarget{
 		name:      tc.Name,
 		up:        up,
 		host:      tc.Host,
-		duration:  m.ShadowDuration.WithLabelValues(route, label),
-		inflight:  m.ShadowInflight.WithLabelValues(route, label),
+		duration:  m.ShadowDuration.WithLabelValues(route, tc.Name, role),
+		inflight:  m.ShadowInflight.WithLabelValues(route, tc.Name, role),
 		secondary: secondary,
 	}
 	for name, v := range tc.Headers.Set {
@@ -239,7 +241,7 @@ func newShadowTarget(route string, tc config.ShadowTarget, up *Upstream, m *metr
 	}
 	t.remove = append(t.remove, tc.Headers.Remove...)
 	for o := Outcome(0); o < numOutcomes; o++ {
-		t.outcomes[o] = m.ShadowRequests.WithLabelValues(route, label, o.String())
+		t.outcomes[o] = m.ShadowRequests.WithLabelValues(route, tc.Name, role, o.String())
 	}
 	return t
 }

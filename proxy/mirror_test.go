@@ -83,7 +83,7 @@ routes:
 }
 
 func shadowCount(p *testProxy, outcome string) float64 {
-	return testutil.ToFloat64(p.Met.ShadowRequests.WithLabelValues("api", "shadow", outcome))
+	return testutil.ToFloat64(p.Met.ShadowRequests.WithLabelValues("api", "shadow", "shadow", outcome))
 }
 
 func fastJSON(body string) http.HandlerFunc {

@@ -379,7 +379,7 @@ func (up *Upstream) observe(ep *endpoint, err error) {
 	ep.upGauge.Set(0)
 	ep.ejections.Inc()
 	up.log.Warn("upstream endpoint ejected", zap.String("upstream", up.Name), zap.String("endpoint", ep.url),
-		zap.Int32("consecutive_failures", up.maxFailures), zap.Duration("for", up.ejection), zap.Error(err))
+		zap.Int32("consecutive_failures", up.maxFailures), zap.Duration("ejected_for_ms", up.ejection), zap.Error(err))
 	time.AfterFunc(up.ejection, func() { ep.refreshGauge(time.Now().UnixNano()) })
 }
 

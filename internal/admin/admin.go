@@ -95,7 +95,7 @@ func Handler(o Options) http.Handler {
 	} else {
 		mux.HandleFunc("GET /{$}", a.index)
 	}
-	return mux
+	return withFallback(mux)
 }
 
 type api struct{ o Options }

@@ -147,3 +147,43 @@ func TestPprofGuardedLikeMutations(t *testing.T) {
 		srv.Close()
 	}
 }
+
+// TestUnknownPathsAndMethods: the API answers what it does not serve in
+// JSON too: 405 with Allow for a known path and the wrong method, 404
+// otherwise, with or without the dashboard mounted.
+func TestUnknownPathsAndMethods(t *testing.T) {
+	for _, dash := range []bool{false, true} {
+		o := Options{Loopback: true, Routes: func() any { return []any{} }}
+		if dash {
+			o.Dashboard = Dashboard()
+		}
+		srv := httptest.NewServer(Handler(o))
+		for _, tc := range []struct {
+			method, path string
+			code         int
+			allow        string
+		}{
+			{"GET", "/api/v1/nope", 404, ""},
+			{"POST", "/api/v1/nope", 404, ""},
+			{"DELETE", "/api/v1/routes", 405, "GET, HEAD"},
+			{"POST", "/api/v1/routes", 405, "GET, HEAD"},
+			{"GET", "/api/v1/reload", 405, "POST"},
+			{"GET", "/api/v1/rollouts/checkout/pause", 405, "POST"},
+			{"POST", "/healthz", 405, "GET, HEAD"},
+		} {
+			req, _ := http.NewRequest(tc.method, srv.URL+tc.path, nil)
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.code || resp.Header.Get("Allow") != tc.allow ||
+				resp.Header.Get("Content-Type") != "application/json" || !strings.Contains(string(b), `"error"`) {
+				t.Errorf("dashboard %v: %s %s = %d Allow %q %s %s; want %d Allow %q and a JSON error",
+					dash, tc.method, tc.path, resp.StatusCode, resp.Header.Get("Allow"), resp.Header.Get("Content-Type"), b, tc.code, tc.allow)
+			}
+		}
+		srv.Close()
+	}
+}

@@ -54,10 +54,10 @@ type Metrics struct {
 	SplitPercent   *prometheus.GaugeVec   // route
 
 	// Shadowing.
-	ShadowRequests *prometheus.CounterVec   // route, target, outcome
-	ShadowDuration *prometheus.HistogramVec // route, target
+	ShadowRequests *prometheus.CounterVec   // route, target, role, outcome
+	ShadowDuration *prometheus.HistogramVec // route, target, role
 	ShadowQueue    *prometheus.GaugeVec     // route
-	ShadowInflight *prometheus.GaugeVec     // route, target
+	ShadowInflight *prometheus.GaugeVec     // route, target, role
 	ShadowSkipped  *prometheus.CounterVec   // route, reason
 
 	// Comparison.
@@ -94,21 +94,21 @@ func New(version string) *Metrics {
 	m.RequestDuration = f.histogramVec("request_duration_seconds", "Time from receiving a request to having the upstream's response, by route and upstream.", "route", "upstream")
 	m.UpstreamErrors = f.counterVec("upstream_errors_total", "Primary requests that failed at the upstream, by reason: connect, timeout, reset or other.", "route", "upstream", "reason")
 	m.Unmatched = f.counter("unmatched_requests_total", "Requests that matched no route and were answered 404.")
-	m.RejectedRequests = f.counterVec("rejected_requests_total", "Requests rejected before routing, by reason: body_too_large, header_too_large, timeout, malformed.", "reason")
+	m.RejectedRequests = f.counterVec("rejected_requests_total", "Requests rejected before routing, by reason: body_too_large, header_too_large, timeout or malformed.", "reason")
 
 	m.EndpointUp = f.gaugeVec("upstream_endpoint_up", "1 while an upstream endpoint receives traffic, 0 while it is ejected or failing its health check.", "upstream", "endpoint")
 	m.EndpointEjections = f.counterVec("upstream_endpoint_ejections_total", "Times an endpoint was ejected after consecutive connect errors or timeouts.", "upstream", "endpoint")
-	m.Upgrades = f.counterVec("upgrades_total", "Connection: Upgrade requests by route and result: tunnelled, refused, failed.", "route", "result")
+	m.Upgrades = f.counterVec("upgrades_total", "Connection: Upgrade requests by route and result: tunnelled, declined, refused or failed.", "route", "result")
 	m.ActiveTunnels = f.gauge("active_tunnels", "Upgraded connections (WebSocket tunnels) open now.")
 
 	m.SplitDecisions = f.counterVec("split_decisions_total", "Split decisions by route, chosen upstream and reason: percent, cohort, missing_key, forced or halted.", "route", "upstream", "reason")
 	m.SplitPercent = f.gaugeVec("split_percent", "Current canary share of a route in percent (5 means 5%).", "route")
 
-	m.ShadowRequests = f.counterVec("shadow_requests_total", "Mirrored requests by route, shadow target and outcome: ok, dropped, error or timeout.", "route", "target", "outcome")
-	m.ShadowDuration = f.histogramVec("shadow_duration_seconds", "Shadow request latency by route and target.", "route", "target")
+	m.ShadowRequests = f.counterVec("shadow_requests_total", "Mirrored requests by route, target, role (shadow, or secondary: a second copy of the primary that teaches noise) and outcome: ok, dropped, error, timeout or skipped.", "route", "target", "role", "outcome")
+	m.ShadowDuration = f.histogramVec("shadow_duration_seconds", "Shadow request latency by route, target and role: shadow or secondary.", "route", "target", "role")
 	m.ShadowQueue = f.gaugeVec("shadow_queue_depth", "Mirror jobs waiting for a worker, by route.", "route")
-	m.ShadowInflight = f.gaugeVec("shadow_inflight", "Shadow requests in flight, by route and target.", "route", "target")
-	m.ShadowSkipped = f.counterVec("shadow_skipped_total", "Sampled requests not mirrored, by reason: method (not a mirrored method), body_too_large.", "route", "reason")
+	m.ShadowInflight = f.gaugeVec("shadow_inflight", "Shadow requests in flight, by route, target and role: shadow or secondary.", "route", "target", "role")
+	m.ShadowSkipped = f.counterVec("shadow_skipped_total", "Sampled requests not mirrored, by reason: method (not a mirrored method), body_too_large or compare_queue_full (the comparison stage was full).", "route", "reason")
 
 	m.Comparisons = f.counterVec("comparisons_total", "Primary/shadow comparisons by route, target and result: match, mismatch or uncomparable.", "route", "target", "result")
 	m.DiffFields = f.counterVec("diff_fields_total", "Differences by normalized field path (capped per route, then 'other').", "route", "target", "field")
@@ -116,16 +116,79 @@ func New(version string) *Metrics {
 
 	m.RolloutPercent = f.gaugeVec("rollout_percent", "Canary share set by the rollout controller, in percent.", "route")
 	m.RolloutStep = f.gaugeVec("rollout_step", "Current rollout step (0-based index into steps).", "route")
-	m.RolloutTransitions = f.counterVec("rollout_transitions_total", "Rollout transitions by route and action: promote, rollback, pause or resume.", "route", "action")
+	m.RolloutTransitions = f.counterVec("rollout_transitions_total", "Rollout transitions by route and action: start, promote, rollback, pause, resume or complete.", "route", "action")
 
 	m.ConfigReloads = f.counterVec("config_reloads_total", "Configuration reloads by result: success or failure.", "result")
 	m.ConfigLastReloadOK = f.gauge("config_last_reload_successful", "1 when the last configuration load or reload succeeded, 0 otherwise.")
 	m.ConfigLastReloadTime = f.gauge("config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load.")
 	m.BuildInfo = f.gaugeVec("build_info", "Always 1; labels carry the version of the running binary.", "version", "goversion")
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+	// Series with fixed label sets exist from the start at zero, so that an
+	// alert on their rate sees 0 rather than "no data" before the first event.
+	for _, r := range ReloadResults {
+		m.ConfigReloads.WithLabelValues(r)
+	}
+	for _, r := range RejectReasons {
+		m.RejectedRequests.WithLabelValues(r)
+	}
 
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// Fixed label values, in one place so that the zero-valued series created at
+// start and the HELP texts name the same set.
+var (
+	// ReloadResults are the result values of config_reloads_total.
+	ReloadResults = []string{"success", "failure"}
+	// RejectReasons are the reason values of rejected_requests_total.
+	RejectReasons = []string{"body_too_large", "header_too_large", "timeout", "malformed"}
+	// UpgradeResults are the result values of upgrades_total.
+	UpgradeResults = []string{"tunnelled", "declined", "refused", "failed"}
+	// SkipReasons are the reason values of shadow_skipped_total.
+	SkipReasons = []string{"method", "body_too_large", "compare_queue_full"}
+	// CompareResults are the result values of comparisons_total.
+	CompareResults = []string{"match", "mismatch", "uncomparable"}
+	// TransitionActions are the action values of rollout_transitions_total.
+	TransitionActions = []string{"start", "promote", "rollback", "pause", "resume", "complete"}
+)
+
+// RouteSeries describes one configured route for InitRoute.
+type RouteSeries struct {
+	Route string
+	// Shadows are the shadow target names (not the secondary).
+	Shadows []string
+	// Rollout is true when the route has a rollout.
+	Rollout bool
+}
+
+// InitRoute creates a configured route's series with fixed label values at
+// zero (upgrades, shadow skips, comparisons, noise, rollout transitions), so that dashboards
+// and alerts see 0 for a route that has had no such event yet rather than
+// nothing. The proxy creates split decisions and shadow outcomes itself when
+// it compiles a route; series keyed by status code or field path appear with
+// their first event, as their values are not known in advance.
+func (m *Metrics) InitRoute(rs RouteSeries) {
+	for _, r := range UpgradeResults {
+		m.Upgrades.WithLabelValues(rs.Route, r)
+	}
+	if len(rs.Shadows) > 0 {
+		for _, r := range SkipReasons {
+			m.ShadowSkipped.WithLabelValues(rs.Route, r)
+		}
+		for _, t := range rs.Shadows {
+			for _, r := range CompareResults {
+				m.Comparisons.WithLabelValues(rs.Route, t, r)
+			}
+		}
+		m.NoiseFields.WithLabelValues(rs.Route)
+	}
+	if rs.Rollout {
+		// increase() needs a sample before the first rollback to see it.
+		for _, a := range TransitionActions {
+			m.RolloutTransitions.WithLabelValues(rs.Route, a)
+		}
+	}
 }
 
 // NotifyStats are the cumulative counts of webhook deliveries.
@@ -158,7 +221,7 @@ func (m *Metrics) RegisterNotifications(stats func() NotifyStats) {
 func (m *Metrics) ForgetRoute(route string) {
 	l := prometheus.Labels{"route": route}
 	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
-		m.Requests, m.RequestDuration, m.UpstreamErrors, m.SplitDecisions, m.SplitPercent,
+		m.Requests, m.RequestDuration, m.UpstreamErrors, m.Upgrades, m.SplitDecisions, m.SplitPercent,
 		m.ShadowRequests, m.ShadowDuration, m.ShadowQueue, m.ShadowInflight, m.ShadowSkipped,
 		m.Comparisons, m.DiffFields, m.NoiseFields, m.RolloutPercent, m.RolloutStep, m.RolloutTransitions,
 	} {

@@ -73,7 +73,7 @@ func TestForgetRoute(t *testing.T) {
 
 func TestValue(t *testing.T) {
 	m := New("test")
-	c := m.ShadowRequests.WithLabelValues("api", "v2", "ok")
+	c := m.ShadowRequests.WithLabelValues("api", "v2", "shadow", "ok")
 	c.Add(3)
 	g := m.ShadowQueue.WithLabelValues("api")
 	g.Set(7)
@@ -106,5 +106,79 @@ func TestStatusCountersTotalAcrossSnapshots(t *testing.T) {
 	m.ForgetRoute("api")
 	if fresh := m.NewStatusCounters("api", "stable"); fresh == s || fresh.Total() != 0 {
 		t.Errorf("after ForgetRoute: same counters %v, total %v", fresh == s, fresh.Total())
+	}
+}
+
+// TestSeriesExistFromStart: alerts on rate() of these counters must see 0,
+// not "no data", before the first event.
+func TestSeriesExistFromStart(t *testing.T) {
+	m := New("test")
+	m.InitRoute(RouteSeries{Route: "api", Shadows: []string{"v2"}, Rollout: true})
+	want := map[string]int{
+		"shadowproxy_rollout_transitions_total": len(TransitionActions),
+		"shadowproxy_config_reloads_total":      len(ReloadResults),
+		"shadowproxy_rejected_requests_total":   len(RejectReasons),
+		"shadowproxy_upgrades_total":            len(UpgradeResults),
+		"shadowproxy_shadow_skipped_total":      len(SkipReasons),
+		"shadowproxy_comparisons_total":         len(CompareResults),
+		"shadowproxy_noise_fields":              1,
+	}
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, mf := range mfs {
+		for _, s := range mf.GetMetric() {
+			v := s.GetCounter().GetValue() + s.GetGauge().GetValue()
+			if _, ok := want[mf.GetName()]; ok && v == 0 {
+				got[mf.GetName()]++
+			}
+		}
+	}
+	for name, n := range want {
+		if got[name] != n {
+			t.Errorf("%s: %d zero-valued series at start, want %d", name, got[name], n)
+		}
+	}
+}
+
+// TestHelpNamesEveryLabelValue: a HELP text is where an operator learns
+// which values a label takes; it must list all of them.
+func TestHelpNamesEveryLabelValue(t *testing.T) {
+	m := New("test")
+	m.InitRoute(RouteSeries{Route: "api", Shadows: []string{"v2"}})
+	m.ShadowRequests.WithLabelValues("api", "v2", "shadow", "ok")
+	m.RolloutTransitions.WithLabelValues("api", "start")
+	help := map[string]string{}
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		help[mf.GetName()] = mf.GetHelp()
+	}
+	for _, tc := range []struct {
+		metric string
+		values []string
+	}{
+		{"shadowproxy_config_reloads_total", ReloadResults},
+		{"shadowproxy_rejected_requests_total", RejectReasons},
+		{"shadowproxy_upgrades_total", UpgradeResults},
+		{"shadowproxy_shadow_skipped_total", SkipReasons},
+		{"shadowproxy_comparisons_total", CompareResults},
+		{"shadowproxy_shadow_requests_total", []string{"ok", "dropped", "error", "timeout", "skipped", "shadow", "secondary"}},
+		{"shadowproxy_rollout_transitions_total", TransitionActions},
+	} {
+		h, ok := help[tc.metric]
+		if !ok {
+			t.Errorf("%s not exported", tc.metric)
+			continue
+		}
+		for _, v := range tc.values {
+			if !strings.Contains(h, v) {
+				t.Errorf("%s HELP %q does not name %q", tc.metric, h, v)
+			}
+		}
 	}
 }
