@@ -3,6 +3,9 @@ package diff
 import (
 	"bytes"
 	"fmt"
+	"math"
+	"math/big"
+	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -565,4 +568,79 @@ func numbersEqual(a, b []byte) bool {
 		}
 	}
 	return true
+}
+
+// maxToleranceSpread bounds, in decimal digits, how far apart the exponents
+// of two numbers and the tolerance may be for the exact comparison; beyond
+// it (absurd literals such as 1e400 against 0.001) float64 decides.
+const maxToleranceSpread = 2048
+
+// withinTolerance reports |a-b| <= tol exactly in decimal, for valid number
+// literals a and b and a tolerance literal tol: 0.3 and 0.4 are within 0.1,
+// and integers beyond 2^53 keep every digit (12345678901234567890 and
+// 12345678901234567891 differ by 1, which no tolerance below 1 covers).
+// Values of up to 18 digits once aligned use integer arithmetic (no
+// allocation); longer ones use math/big.
+func withinTolerance(a, b, tol []byte) bool {
+	da, db, dt := parseDecimal(a), parseDecimal(b), parseDecimal(tol)
+	// Each value is M × 10^e with M the significant digits as an integer.
+	low := func(d *decimal) int64 { return d.exp - int64(d.n) }
+	eMin, eMax := int64(math.MaxInt64), int64(math.MinInt64)
+	for _, d := range []*decimal{&da, &db, &dt} {
+		if d.n == 0 {
+			continue
+		}
+		eMin = min(eMin, low(d))
+		eMax = max(eMax, d.exp)
+	}
+	if eMin == math.MaxInt64 {
+		return true // all zero
+	}
+	if eMax-eMin > maxToleranceSpread {
+		fa, _ := strconv.ParseFloat(b2s(a), 64)
+		fb, _ := strconv.ParseFloat(b2s(b), 64)
+		ft, _ := strconv.ParseFloat(b2s(tol), 64)
+		return !math.IsInf(fa-fb, 0) && math.Abs(fa-fb) <= ft
+	}
+	if eMax-eMin <= 18 {
+		scaled := func(d *decimal) int64 {
+			var v int64
+			for i := 0; i < d.n; i++ {
+				v = v*10 + int64(d.digit(d.lz+i)-'0')
+			}
+			if d.n == 0 {
+				return 0
+			}
+			for e := low(d); e > eMin; e-- {
+				v *= 10
+			}
+			if d.neg {
+				v = -v
+			}
+			return v
+		}
+		diff := scaled(&da) - scaled(&db)
+		if diff < 0 {
+			diff = -diff
+		}
+		return diff <= scaled(&dt)
+	}
+	scaled := func(d *decimal) *big.Int {
+		v := new(big.Int)
+		if d.n == 0 {
+			return v
+		}
+		digits := make([]byte, 0, d.n)
+		for i := 0; i < d.n; i++ {
+			digits = append(digits, d.digit(d.lz+i))
+		}
+		v.SetString(string(digits), 10)
+		v.Mul(v, new(big.Int).Exp(big.NewInt(10), big.NewInt(low(d)-eMin), nil))
+		if d.neg {
+			v.Neg(v)
+		}
+		return v
+	}
+	diff := new(big.Int).Sub(scaled(&da), scaled(&db))
+	return diff.Abs(diff).Cmp(scaled(&dt)) <= 0
 }

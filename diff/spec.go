@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/textproto"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -239,6 +240,7 @@ type Rules struct {
 	masks      []*regexp.Regexp
 	unordered  bool
 	tolerance  float64
+	tolLit     []byte // tolerance as its shortest decimal literal, for exact comparison
 	pool       sync.Pool // *comparer
 }
 
@@ -254,6 +256,11 @@ func CompileRules(spec Spec) (*Rules, error) {
 		unordered: spec.ArrayOrder == ArrayOrderIgnore,
 		tolerance: spec.FloatTolerance,
 		volatile:  make(map[string]bool, len(volatileHeaders)),
+	}
+	if spec.FloatTolerance > 0 {
+		// The shortest literal that round-trips is what the user wrote
+		// ("0.1"), so the boundary |a-b| <= 0.1 is exact in decimal.
+		r.tolLit = strconv.AppendFloat(nil, spec.FloatTolerance, 'g', -1, 64)
 	}
 	for _, h := range volatileHeaders {
 		r.volatile[textproto.CanonicalMIMEHeaderKey(h)] = true
