@@ -240,7 +240,7 @@ type Rules struct {
 	masks      []*regexp.Regexp
 	unordered  bool
 	tolerance  float64
-	tolLit     []byte // tolerance as its shortest decimal literal, for exact comparison
+	tolLit     []byte    // tolerance as its shortest decimal literal, for exact comparison
 	pool       sync.Pool // *comparer
 }
 
