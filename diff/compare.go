@@ -272,6 +272,9 @@ func (c *comparer) add(d Difference) {
 }
 
 func (c *comparer) compareHeaders(p, s *Capture) {
+	if !slices.Contains(c.r.headers, contentTypeHeader) {
+		c.compareMediaType(p, s)
+	}
 	for _, name := range c.r.headers {
 		c.compareHeader(p, s, name)
 	}
@@ -282,7 +285,7 @@ func (c *comparer) compareHeaders(p, s *Capture) {
 	for _, hs := range [2][]Header{p.Headers, s.Headers} {
 		for _, h := range hs {
 			n := textproto.CanonicalMIMEHeaderKey(h.Name)
-			if c.r.volatile[n] || slices.Contains(c.r.headers, n) || slices.Contains(names, n) {
+			if n == contentTypeHeader || c.r.isVolatile(n) || slices.Contains(c.r.headers, n) || slices.Contains(names, n) {
 				continue
 			}
 			names = append(names, n)
@@ -294,9 +297,56 @@ func (c *comparer) compareHeaders(p, s *Capture) {
 	}
 }
 
+const contentTypeHeader = "Content-Type"
+
+// compareMediaType compares the media type of Content-Type (not its
+// parameters) even when no header is listed: a JSON answer turning into an
+// HTML error page is a real difference. Listing Content-Type in headers
+// compares the whole value instead.
+func (c *comparer) compareMediaType(p, s *Capture) {
+	pv, sv := p.contentType(), s.contentType()
+	if strings.EqualFold(mediaType(pv), mediaType(sv)) {
+		return
+	}
+	c.compareValues(contentTypeHeader, pv, pv != "", sv, sv != "")
+}
+
+func mediaType(ct string) string {
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return strings.TrimSpace(ct)
+}
+
 func (c *comparer) compareHeader(p, s *Capture, name string) {
 	pv, pok := p.header(name)
 	sv, sok := s.header(name)
+	if pok && sok && name == "Cache-Control" && sameTokenSet(pv, sv) {
+		return
+	}
+	c.compareValues(name, pv, pok, sv, sok)
+}
+
+// sameTokenSet compares two comma-separated directive lists regardless of
+// order, case and spacing ("no-cache, max-age=0" equals "max-age=0,no-cache").
+func sameTokenSet(a, b string) bool {
+	ta, tb := tokens(a), tokens(b)
+	slices.Sort(ta)
+	slices.Sort(tb)
+	return slices.Equal(slices.Compact(ta), slices.Compact(tb))
+}
+
+func tokens(v string) []string {
+	var out []string
+	for _, t := range strings.Split(v, ",") {
+		if t = strings.ToLower(strings.TrimSpace(t)); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func (c *comparer) compareValues(name, pv string, pok bool, sv string, sok bool) {
 	var k Kind
 	switch {
 	case pok && sok && pv == sv, !pok && !sok:
@@ -333,10 +383,19 @@ func isJSONType(ct string) bool {
 		(len(ct) > 5 && strings.EqualFold(ct[len(ct)-5:], "+json"))
 }
 
+// IsJSON reports whether body is one valid JSON document (any top-level
+// value, a leading UTF-8 byte order mark allowed): what the proxy compares as
+// JSON when Content-Type declares it. The offline diff command uses it so
+// that files compare exactly as the proxy would compare declared JSON.
+func IsJSON(body []byte) bool {
+	var d doc
+	return d.parse(body) == nil
+}
+
 // looksLikeJSON is the sniff for undeclared bodies: only documents (objects
 // and arrays) qualify, so a text body "42" is not compared as the number 42.
 func looksLikeJSON(b []byte) bool {
-	for _, ch := range b {
+	for _, ch := range bytes.TrimPrefix(b, utf8BOM) {
 		switch ch {
 		case ' ', '\t', '\n', '\r':
 			continue

@@ -71,6 +71,9 @@ type doc struct {
 	tmp     []member // merge sort buffer
 }
 
+// utf8BOM is the UTF-8 byte order mark.
+var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
 // jsonError is a syntax error with the offset where it was found.
 type jsonError struct {
 	off int
@@ -88,7 +91,13 @@ func (d *doc) parse(src []byte) error {
 	d.members = d.members[:0]
 	d.scratch = d.scratch[:0]
 	p := parser{d: d, s: src}
-	i := p.ws(0)
+	i := 0
+	if bytes.HasPrefix(src, utf8BOM) {
+		// RFC 8259 forbids emitting a BOM but lets parsers ignore one;
+		// some servers send it.
+		i = len(utf8BOM)
+	}
+	i = p.ws(i)
 	_, i, err := p.value(i, 0)
 	if err != nil {
 		return err

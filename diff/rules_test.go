@@ -152,3 +152,40 @@ func BenchmarkUnordered100k(b *testing.B) {
 		})
 	}
 }
+
+func TestHeaderRules(t *testing.T) {
+	cap := func(h ...string) *Capture {
+		c := &Capture{Status: 200, Body: []byte("x")}
+		for i := 0; i+1 < len(h); i += 2 {
+			c.Headers = append(c.Headers, Header{Name: h[i], Value: h[i+1]})
+		}
+		return c
+	}
+	tests := []struct {
+		name    string
+		headers []string
+		p, s    *Capture
+		want    []string
+	}{
+		{"media type compared by default", nil, cap("Content-Type", "application/json"), cap("Content-Type", "text/html"), []string{"header/Content-Type"}},
+		{"charset alone is not the media type", nil, cap("Content-Type", "application/json; charset=utf-8"), cap("Content-Type", "application/JSON"), nil},
+		{"listed Content-Type compares the value", []string{"Content-Type"}, cap("Content-Type", "text/plain; charset=utf-8"), cap("Content-Type", "text/plain"), []string{"header/Content-Type"}},
+		{"volatile tracing headers", []string{"*"},
+			cap("X-B3-Traceid", "1", "X-B3-Sampled", "1", "Traceparent", "a", "X-Correlation-Id", "c", "Cf-Ray", "r", "X-Envoy-Upstream-Service-Time", "3", "X-Api", "v"),
+			cap("X-B3-Traceid", "2", "X-B3-Sampled", "0", "Traceparent", "b", "X-Correlation-Id", "d", "Cf-Ray", "s", "X-Envoy-Upstream-Service-Time", "9", "X-Api", "v"), nil},
+		{"cache-control is a token set", []string{"*"}, cap("Cache-Control", "no-cache, max-age=0"), cap("Cache-Control", "Max-Age=0,no-cache"), nil},
+		{"cache-control change", []string{"Cache-Control"}, cap("Cache-Control", "no-cache"), cap("Cache-Control", "max-age=60"), []string{"header/Cache-Control"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := Compare(tt.p, tt.s, mustRules(t, Spec{Headers: tt.headers}))
+			var got []string
+			for _, d := range r.Differences {
+				got = append(got, d.Path)
+			}
+			if strings.Join(got, ",") != strings.Join(tt.want, ",") {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

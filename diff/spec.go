@@ -52,15 +52,16 @@ var volatileHeaders = []string{
 	"Age", "Alt-Svc", "Connection", "Content-Length", "Date", "Etag", "Expires",
 	"Keep-Alive", "Last-Modified", "Nel", "Report-To", "Server", "Server-Timing",
 	"Set-Cookie", "Traceparent", "Tracestate", "Transfer-Encoding", "Via",
-	"X-Amzn-Trace-Id", "X-B3-Spanid", "X-B3-Traceid", "X-Request-Id",
-	"X-Response-Time", "X-Runtime", "X-Trace-Id",
+	"X-Amzn-Trace-Id", "X-B3-*", "X-Request-Id", "X-Correlation-Id", "Cf-Ray",
+	"X-Envoy-*", "X-Response-Time", "X-Runtime", "X-Trace-Id", "B3",
 }
 
 // DefaultRedact returns the redaction patterns that always apply, whatever
 // Spec.Redact adds (matched case-insensitively).
 func DefaultRedact() []string { return append([]string(nil), defaultRedact...) }
 
-// VolatileHeaders returns the headers that headers: ["*"] skips.
+// VolatileHeaders returns the headers that headers: ["*"] skips; a name
+// ending in "*" covers every header with that prefix (X-B3-*, X-Envoy-*).
 func VolatileHeaders() []string { return append([]string(nil), volatileHeaders...) }
 
 // Spec is the YAML of a route's compare: section. The zero value of a field
@@ -237,11 +238,13 @@ type Rules struct {
 	headers    []string  // canonical names, in configured order
 	allHeaders bool
 	volatile   map[string]bool
-	masks      []*regexp.Regexp
-	unordered  bool
-	tolerance  float64
-	tolLit     []byte    // tolerance as its shortest decimal literal, for exact comparison
-	pool       sync.Pool // *comparer
+	// volatilePrefixes are canonical prefixes ("X-B3-") of volatile headers.
+	volatilePrefixes []string
+	masks            []*regexp.Regexp
+	unordered        bool
+	tolerance        float64
+	tolLit           []byte    // tolerance as its shortest decimal literal, for exact comparison
+	pool             sync.Pool // *comparer
 }
 
 // CompileRules validates spec (after applying defaults to a copy) and
@@ -263,6 +266,10 @@ func CompileRules(spec Spec) (*Rules, error) {
 		r.tolLit = strconv.AppendFloat(nil, spec.FloatTolerance, 'g', -1, 64)
 	}
 	for _, h := range volatileHeaders {
+		if p, ok := strings.CutSuffix(h, "*"); ok {
+			r.volatilePrefixes = append(r.volatilePrefixes, textproto.CanonicalMIMEHeaderKey(p))
+			continue
+		}
 		r.volatile[textproto.CanonicalMIMEHeaderKey(h)] = true
 	}
 	for _, p := range spec.Ignore {
@@ -311,6 +318,19 @@ func (r *Rules) HeaderNames() []string { return append([]string(nil), r.headers.
 // AllHeaders reports whether headers lists "*", so every response header
 // must be captured.
 func (r *Rules) AllHeaders() bool { return r.allHeaders }
+
+// isVolatile reports whether a canonical header name is skipped by "*".
+func (r *Rules) isVolatile(canonical string) bool {
+	if r.volatile[canonical] {
+		return true
+	}
+	for _, p := range r.volatilePrefixes {
+		if strings.HasPrefix(canonical, p) {
+			return true
+		}
+	}
+	return false
+}
 
 // redacted reports whether a body path (as decoded segments) is secret.
 func redactedSegs[S ~string | ~[]byte](pats []Pattern, segs []S) bool {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -87,5 +88,29 @@ func TestUsageAndVersion(t *testing.T) {
 	}
 	if code, out, _ := runCLI("-h"); code != 0 || !strings.Contains(out, "shadowproxy diff") {
 		t.Errorf("-h: %d", code)
+	}
+}
+
+// TestDiffCommandDetectsJSONLikeTheProxy: top-level scalars and a UTF-8 BOM
+// are JSON to the proxy when declared; the CLI compares files the same way.
+func TestDiffCommandDetectsJSONLikeTheProxy(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		a, b string
+		want int
+	}{
+		{"1", "1.0", 0},
+		{"\uFEFF{\"a\":1}", `{"a":1.0}`, 0},
+		{`"x"`, `"\u0078"`, 0},
+		{"1", "2", 1},
+		{"hello", "hello", 0},
+		{"hello", "world", 1},
+	}
+	for i, tt := range tests {
+		a := writeFile(t, dir, fmt.Sprintf("a%d", i), tt.a)
+		b := writeFile(t, dir, fmt.Sprintf("b%d", i), tt.b)
+		if code, out, errOut := runCLI("diff", a, b); code != tt.want {
+			t.Errorf("%q vs %q: exit %d, want %d\n%s%s", tt.a, tt.b, code, tt.want, out, errOut)
+		}
 	}
 }
