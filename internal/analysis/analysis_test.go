@@ -50,10 +50,10 @@ func TestCompareCountsAndHook(t *testing.T) {
 	a.Compare(exchange(`{"a":1,"ts":1}`, `{"a":1,"ts":2}`, proxy.OutcomeOK))
 	a.Compare(exchange(`{"a":1}`, `{"a":2}`, proxy.OutcomeOK))
 	a.Compare(exchange(`{"a":1}`, `{"a":2}`, proxy.OutcomeSkipped))
-	if v := testutil.ToFloat64(m.Comparisons.WithLabelValues("api", "s", "match")); v != 1 {
+	if v := testutil.ToFloat64(m.Comparisons.WithLabelValues("api", "s", "GET /x", "match")); v != 1 {
 		t.Errorf("match = %v", v)
 	}
-	if v := testutil.ToFloat64(m.Comparisons.WithLabelValues("api", "s", "mismatch")); v != 1 {
+	if v := testutil.ToFloat64(m.Comparisons.WithLabelValues("api", "s", "GET /x", "mismatch")); v != 1 {
 		t.Errorf("mismatch = %v", v)
 	}
 	if v := testutil.ToFloat64(m.DiffFields.WithLabelValues("api", "s", "/a")); v != 1 {
@@ -111,22 +111,28 @@ func TestHistoryIntervals(t *testing.T) {
 	}
 }
 
-func TestLatencyHistQuantiles(t *testing.T) {
-	var h latencyHist
-	for i := 1; i <= 1000; i++ {
-		h.add(time.Duration(i) * time.Millisecond)
+// TestHistoryAndRoutesAgree: /routes and /history estimate quantiles with
+// the one histogram, so the same comparisons give the same p95 in both.
+func TestHistoryAndRoutesAgree(t *testing.T) {
+	a := New(metrics.New("t"), nil, nil)
+	if err := a.Configure(testConfig(t, "")); err != nil {
+		t.Fatal(err)
 	}
-	for q, want := range map[float64]float64{0.5: 0.5, 0.95: 0.95, 0.99: 0.99} {
-		if got := h.quantile(q); math.Abs(got-want)/want > 0.1 {
-			t.Errorf("q%v = %v, want %v within 10%%", q, got, want)
-		}
+	for i := 1; i <= 500; i++ {
+		ex := exchange(`1`, `1`, proxy.OutcomeOK)
+		ex.PrimaryLatency = time.Duration(i*37%1000+1) * 100 * time.Microsecond
+		ex.Shadows[0].Latency = ex.PrimaryLatency * 2
+		a.Compare(ex)
 	}
-	h.reset()
-	if h.quantile(0.5) != 0 {
-		t.Error("reset histogram not empty")
+	a.Tick(time.Unix(2000, 0))
+	s, _ := a.Summary("api")
+	h, _ := a.History("api")
+	lat := s.Targets[0].Latency
+	p := h.Points[0]
+	if lat.Primary.P95 != p.PrimaryP95 || lat.Shadow.P99 != p.ShadowP99 || lat.Primary.P50 != p.PrimaryP50 {
+		t.Errorf("routes %+v, history %+v", lat, p)
 	}
-	h.add(time.Hour) // beyond the last bucket: clamped, not a panic
-	if h.quantile(1) <= 0 {
-		t.Error("clamped value lost")
+	if math.Abs(lat.Primary.P95-0.095)/0.095 > 0.125 {
+		t.Errorf("p95 = %v, want about 0.095", lat.Primary.P95)
 	}
 }

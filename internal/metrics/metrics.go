@@ -60,9 +60,11 @@ type Metrics struct {
 	ShadowSkipped  *prometheus.CounterVec   // route, reason
 
 	// Comparison.
-	Comparisons *prometheus.CounterVec // route, target, result
+	Comparisons *prometheus.CounterVec // route, target, endpoint, result
 	DiffFields  *prometheus.CounterVec // route, target, field
 	NoiseFields *prometheus.GaugeVec   // route
+	// EndpointsOther counts comparisons of endpoints beyond max_endpoints.
+	EndpointsOther *prometheus.CounterVec // route
 
 	// Rollouts.
 	RolloutPercent     *prometheus.GaugeVec   // route
@@ -103,9 +105,10 @@ func New(version string) *Metrics {
 	m.ShadowInflight = f.gaugeVec("shadow_inflight", "Shadow requests in flight, by route and target.", "route", "target")
 	m.ShadowSkipped = f.counterVec("shadow_skipped_total", "Sampled requests not mirrored, by reason: method (not a mirrored method), body_too_large.", "route", "reason")
 
-	m.Comparisons = f.counterVec("comparisons_total", "Primary/shadow comparisons by route, target and result: match, mismatch or uncomparable.", "route", "target", "result")
+	m.Comparisons = f.counterVec("comparisons_total", "Primary/shadow comparisons by route, target, endpoint (capped per route, then 'other') and result: match, mismatch, uncomparable or learning.", "route", "target", "endpoint", "result")
 	m.DiffFields = f.counterVec("diff_fields_total", "Differences by normalized field path (capped per route, then 'other').", "route", "target", "field")
 	m.NoiseFields = f.gaugeVec("noise_fields", "Field paths learnt as noise (primary and secondary disagree), by route.", "route")
+	m.EndpointsOther = f.counterVec("endpoints_other_total", "Comparisons of endpoints beyond compare.max_endpoints, counted under endpoint 'other', by route.", "route")
 
 	m.RolloutPercent = f.gaugeVec("rollout_percent", "Canary share set by the rollout controller, in percent.", "route")
 	m.RolloutStep = f.gaugeVec("rollout_step", "Current rollout step (0-based index into steps).", "route")
@@ -154,6 +157,7 @@ func (m *Metrics) ForgetRoute(route string) {
 		m.Requests, m.RequestDuration, m.UpstreamErrors, m.SplitDecisions, m.SplitPercent,
 		m.ShadowRequests, m.ShadowDuration, m.ShadowQueue, m.ShadowInflight, m.ShadowSkipped,
 		m.Comparisons, m.DiffFields, m.NoiseFields, m.RolloutPercent, m.RolloutStep, m.RolloutTransitions,
+		m.EndpointsOther,
 	} {
 		v.DeletePartialMatch(l)
 	}
