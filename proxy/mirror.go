@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
@@ -112,6 +114,11 @@ type mirror struct {
 	skippedMethod  prometheus.Counter
 	skippedBody    prometheus.Counter
 	skippedCompare prometheus.Counter
+	// stable is the route's own upstream: the secondary is only asked
+	// about requests it served (split-aware), counted in skippedCanary
+	// otherwise.
+	stable        *Upstream
+	skippedCanary prometheus.Counter
 }
 
 // shadowTarget is a shadow upstream with its request changes and metrics.
@@ -161,9 +168,11 @@ type jobResult struct {
 	err     error
 }
 
-func newMirror(route string, sc *config.Shadow, splitKey string, snap *Snapshot, tp *splitter.TrustedProxies,
+func newMirror(route string, sc *config.Shadow, splitKey string, stable *Upstream, snap *Snapshot, tp *splitter.TrustedProxies,
 	m *metrics.Metrics, log *zap.Logger, comparer Comparer) (*mirror, error) {
 	mi := &mirror{
+		stable:         stable,
+		skippedCanary:  m.ShadowSkipped.WithLabelValues(route, SkipSecondaryCanaryServed),
 		route:          route,
 		log:            log,
 		maxBody:        int(sc.MaxBody),
@@ -376,6 +385,15 @@ func (mi *mirror) send(j *mirrorJob, t *shadowTarget, r *jobResult, req *fasthtt
 		t.outcomes[OutcomeSkipped].Inc()
 		return
 	}
+	if t.secondary && mi.stable != nil && j.primaryUp != mi.stable {
+		// The canary served this request: comparing the secondary (the
+		// stable version) with the canary's answer would learn the real
+		// v1→v2 differences as noise.
+		r.outcome = OutcomeSkipped
+		t.outcomes[OutcomeSkipped].Inc()
+		mi.skippedCanary.Inc()
+		return
+	}
 	j.req.CopyTo(req)
 	req.Header.SetProtocol("HTTP/1.1")
 	req.Header.Set(config.DefaultShadowMarker, "1")
@@ -455,7 +473,12 @@ func (mi *mirror) compare(j *mirrorJob) {
 	mi.comparer.Compare(ex)
 }
 
-var errSkipped = errors.New("not sent: the primary was served by this upstream")
+// SkipSecondaryCanaryServed is the shadow_skipped_total reason of a
+// request the secondary was not asked about because the canary, not the
+// stable upstream, served it.
+const SkipSecondaryCanaryServed = "secondary_canary_served"
+
+var errSkipped = errors.New("not sent: the primary was served by this upstream, or (secondary) by the canary")
 
 // fillCapture parses a raw response head into c's headers and decodes a
 // compressed body, so that two upstreams compressing differently (or the
@@ -526,8 +549,8 @@ func methodString(m []byte) string {
 	return string(m)
 }
 
-// decodeBody inflates gzip or deflate bodies up to limit bytes, so a
-// decompression bomb costs at most limit.
+// decodeBody inflates gzip, deflate, br or zstd bodies up to limit bytes,
+// so a decompression bomb costs at most limit.
 func decodeBody(encoding string, body []byte, limit int) ([]byte, bool, error) {
 	var r io.Reader
 	switch encoding {
@@ -539,8 +562,20 @@ func decodeBody(encoding string, body []byte, limit int) ([]byte, bool, error) {
 		r = zr
 	case "deflate":
 		r = flate.NewReader(bytes.NewReader(body))
+	case "br":
+		r = brotli.NewReader(bytes.NewReader(body))
+	case "zstd":
+		// Streaming with one goroutine; the window (the decoder's memory)
+		// is capped so a frame cannot ask for more than max_body or 8MiB.
+		zr, err := zstd.NewReader(bytes.NewReader(body), zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderMaxWindow(uint64(max(limit, 8<<20))))
+		if err != nil {
+			return nil, false, err
+		}
+		defer zr.Close()
+		r = zr
 	default:
-		return nil, false, errors.New("not decoded for comparison (only gzip and deflate are)")
+		return nil, false, errors.New("not decoded for comparison (only gzip, deflate, br and zstd are)")
 	}
 	out, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/shadowproxy/shadowproxy/internal/admin"
 	"github.com/shadowproxy/shadowproxy/internal/analysis"
 	"github.com/shadowproxy/shadowproxy/internal/metrics"
+	"github.com/shadowproxy/shadowproxy/proxy"
 )
 
 // RouteView is one entry of GET /api/v1/routes.
@@ -67,7 +68,7 @@ func (a *App) routeViews() []RouteView {
 			for _, o := range []string{"ok", "dropped", "error", "timeout", "skipped"} {
 				sv.Outcomes[o] = shadowOutcomes(m, rc, o)
 			}
-			for _, r := range []string{"method", "body_too_large", "compare_queue_full"} {
+			for _, r := range []string{"method", "body_too_large", "compare_queue_full", proxy.SkipSecondaryCanaryServed} {
 				sv.Skipped[r] = metrics.Sum(m.ShadowSkipped, prometheus.Labels{"route": rc.Name, "reason": r})
 			}
 			v.Shadow = sv
