@@ -203,7 +203,11 @@ func (a *Analyzer) route(name string) *routeState {
 }
 
 // Compare implements proxy.Comparer.
-func (a *Analyzer) Compare(ex *proxy.Exchange) {
+func (a *Analyzer) Compare(ex *proxy.Exchange) { a.compare(ex, nil) }
+
+// compare judges every shadow of ex and reports each verdict to seen (when
+// not nil): the judgement suite reads verdicts per request through it.
+func (a *Analyzer) compare(ex *proxy.Exchange, seen func(target string, res diff.Result)) {
 	rs := a.route(ex.Route)
 	if rs == nil {
 		return
@@ -242,6 +246,9 @@ func (a *Analyzer) Compare(ex *proxy.Exchange) {
 		ts.countFields(a.metrics, rs.name, sh.Target, labels)
 		if hook := rs.onComparison.Load(); hook != nil && (res.Outcome == diff.Match || res.Outcome == diff.Mismatch) {
 			(*hook)(res.Outcome == diff.Match)
+		}
+		if seen != nil {
+			seen(sh.Target, res)
 		}
 	}
 }
