@@ -67,3 +67,26 @@ func TestEndpointAndNoiseValidation(t *testing.T) {
 		t.Errorf("%d errors, want %d: %v", len(errs), len(want), errs)
 	}
 }
+
+// FuzzEndpoint: any template either fails validation or compiles, and any
+// request names an endpoint without panicking, starting with its method
+// and never carrying the query string.
+func FuzzEndpoint(f *testing.F) {
+	f.Add("GET /users/{id}", "GET", "/users/42?x=1")
+	f.Add("/a/{b}/c", "POST", "http://h/a/1/c")
+	f.Add("{", "GET", "")
+	f.Fuzz(func(t *testing.T, tmpl, method, uri string) {
+		spec := Spec{Endpoints: []string{tmpl}}
+		r, err := CompileRules(spec)
+		if err != nil {
+			r = mustRules(t, Spec{})
+		}
+		got := r.Endpoint(method, uri)
+		if !strings.HasPrefix(got, method+" /") {
+			t.Fatalf("Endpoint(%q, %q) = %q", method, uri, got)
+		}
+		if strings.ContainsAny(got[len(method):], "?#") {
+			t.Fatalf("Endpoint(%q, %q) = %q keeps the query", method, uri, got)
+		}
+	})
+}

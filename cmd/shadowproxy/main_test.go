@@ -114,3 +114,36 @@ func TestDiffCommandDetectsJSONLikeTheProxy(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateSaysSecondaryIsSplitAware: with a split and a secondary, the
+// summary says plainly that canary-served requests are not sent to it.
+func TestValidateSaysSecondaryIsSplitAware(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "c.yaml", `
+upstreams:
+  - {name: stable, url: "http://127.0.0.1:9001"}
+  - {name: twin, url: "http://127.0.0.1:9003"}
+  - {name: canary, url: "http://127.0.0.1:9002"}
+routes:
+  - name: api
+    upstream: stable
+    split: {key: "header:X-User", to: canary, percent: 10}
+    shadow: {targets: [canary], compare: {secondary: twin, endpoints: ["GET /users/{id}"]}}
+`)
+	code, out, errOut := runCLI("validate", "-config", cfg)
+	if code != 0 || !strings.Contains(out, "noise learnt from secondary twin on requests stable served only (the canary's share, now 10%, is skipped)") {
+		t.Errorf("code %d out:\n%s%s", code, out, errOut)
+	}
+	bad := writeFile(t, dir, "bad.yaml", `
+upstreams: [{name: stable, url: "http://127.0.0.1:9001"}, {name: c, url: "http://127.0.0.1:9002"}]
+routes:
+  - name: api
+    upstream: stable
+    shadow: {targets: [c], compare: {endpoints: ["users/{id}"], always_noise: [status]}}
+`)
+	code, _, errOut = runCLI("validate", "-config", bad)
+	if code != 1 || !strings.Contains(errOut, "routes[0].shadow.compare.endpoints[0]: invalid endpoint") ||
+		!strings.Contains(errOut, `routes[0].shadow.compare.always_noise[0]: "status" is never noise`) {
+		t.Errorf("code %d err:\n%s", code, errOut)
+	}
+}
