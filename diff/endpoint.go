@@ -119,7 +119,9 @@ func (r *Rules) Endpoint(method, uri string) string {
 
 // isIdentifier reports whether a path segment looks like a value rather
 // than a name: all digits, a UUID, a hex token of 8 or more characters with
-// a digit, or a long token mixing letters and digits.
+// a digit, a token with two or more digits ("u80", "order-2024-17") unless
+// it reads as a version ("v2", "v10", "v1.2"), or a long token mixing
+// letters and digits.
 func isIdentifier(s string) bool {
 	if s == "" {
 		return false
@@ -140,7 +142,7 @@ func isIdentifier(s string) bool {
 			alnum++
 		case c >= 'g' && c <= 'z', c >= 'G' && c <= 'Z':
 			alnum++
-		case c == '-' || c == '_':
+		case c == '-' || c == '_' || c == '.':
 		default:
 			return false
 		}
@@ -154,6 +156,22 @@ func isIdentifier(s string) bool {
 		return true
 	case len(s) >= 16 && digits > 0 && alnum > digits:
 		return true
+	case digits >= 2 && !isVersion(s):
+		return true
 	}
 	return false
+}
+
+// isVersion reports "v2", "V10", "v1.2"-like segments: names of API
+// versions, not identifiers.
+func isVersion(s string) bool {
+	if len(s) < 2 || (s[0] != 'v' && s[0] != 'V') {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if (s[i] < '0' || s[i] > '9') && s[i] != '.' {
+			return false
+		}
+	}
+	return true
 }

@@ -17,6 +17,11 @@ func TestEndpoint(t *testing.T) {
 		{"GET", "/o/123e4567-e89b-12d3-a456-426614174000", "GET /o/{id}"},
 		{"GET", "/t/aB3dE5gH7jK9mN1pQ", "GET /t/{id}"},
 		{"GET", "/health/live", "GET /health/live"},
+		{"GET", "/api/users/u80", "GET /api/users/{id}"},
+		{"GET", "/v2/orders/ord-2024-17", "GET /v2/orders/{id}"},
+		{"GET", "/api/v10/x", "GET /api/v10/x"},
+		{"GET", "/oauth2/token", "GET /oauth2/token"},
+		{"GET", "/docs/report.pdf", "GET /docs/report.pdf"},
 		{"GET", "/feed/deadbeef", "GET /feed/deadbeef"}, // hex without a digit is a word
 		{"GET", "/users/ada/avatar", "GET /users/{user}/avatar"},
 		{"POST", "/users/ada/avatar", "POST /users/ada/avatar"},

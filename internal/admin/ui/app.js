@@ -643,7 +643,8 @@
       fill('noise', el('p', {class: 'muted'}, 'No secondary upstream: noise is not learnt. Set compare.secondary to a second instance of the primary.'));
       return;
     }
-    const fields = [...(cmp.noise_fields || [])].sort((a, b) => (b.noisy - a.noisy) || (b.rate - a.rate));
+    // Bounded on the page too: the noisiest keys first.
+    const fields = [...(cmp.noise_fields || [])].sort((a, b) => (b.noisy - a.noisy) || (b.rate - a.rate)).slice(0, 30);
     const endpoints = cmp.endpoints || [];
     fill('noise', fields.length ? table(['endpoint', 'path', 'kind', 'disagreed', 'rate', ''], fields.map((n) => el('tr', {},
       el('td', {}, el('code', {}, n.endpoint || '')),
