@@ -2,7 +2,9 @@ package diff
 
 import (
 	"fmt"
+	"math/big"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -187,5 +189,52 @@ func TestHeaderRules(t *testing.T) {
 				t.Errorf("got %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestWithinToleranceAgreesWithBigRat checks the exact decimal arithmetic
+// (both the 18-digit integer path and the math/big one) against big.Rat on
+// random literals, many of them right at the boundary.
+func TestWithinToleranceAgreesWithBigRat(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	lit := func() string {
+		var b strings.Builder
+		if rng.IntN(4) == 0 {
+			b.WriteByte('-')
+		}
+		b.WriteString(strconv.Itoa(rng.IntN(1000)))
+		if rng.IntN(3) > 0 {
+			b.WriteByte('.')
+			for i := 0; i < 1+rng.IntN(25); i++ {
+				b.WriteByte(byte('0' + rng.IntN(10)))
+			}
+		}
+		if rng.IntN(4) == 0 {
+			fmt.Fprintf(&b, "e%d", rng.IntN(7)-3)
+		}
+		return b.String()
+	}
+	rat := func(s string) *big.Rat {
+		r, ok := new(big.Rat).SetString(s)
+		if !ok {
+			t.Fatalf("bad literal %q", s)
+		}
+		return r
+	}
+	for i := 0; i < 20000; i++ {
+		a, tol := lit(), lit()
+		if strings.HasPrefix(tol, "-") {
+			tol = tol[1:]
+		}
+		b := lit()
+		if i%3 == 0 {
+			// b = a + tol exactly: on the boundary, which must match.
+			b = new(big.Rat).Add(rat(a), rat(tol)).FloatString(40)
+		}
+		d := new(big.Rat).Sub(rat(a), rat(b))
+		want := d.Abs(d).Cmp(rat(tol)) <= 0
+		if got := withinTolerance([]byte(a), []byte(b), []byte(tol)); got != want {
+			t.Fatalf("withinTolerance(%s, %s, %s) = %v, want %v", a, b, tol, got, want)
+		}
 	}
 }
