@@ -302,3 +302,28 @@ func TestStatsConcurrent(t *testing.T) {
 		t.Errorf("after concurrent use: counts %+v, %d samples, %d fields", snap.Counts, len(s.Samples(0, "")), len(snap.TopFields))
 	}
 }
+
+// TestStatsLearningAndRawFields: learning results are counted but carry no
+// verdict (no match rate, field or sample); raw counts include what noise
+// filtering removed.
+func TestStatsLearningAndRawFields(t *testing.T) {
+	s := NewStats(mustRules(t, Spec{}), newClock().now)
+	learning := mismatch("/a")
+	learning.Outcome = Learning
+	if labels := s.Record(Event{Result: learning, RawFields: []string{"/a", "/ts"}}); len(labels) != 0 {
+		t.Errorf("learning result labelled %v", labels)
+	}
+	s.Record(Event{Result: Result{Outcome: Match, Body: BodyJSON, NoiseFiltered: 1}, RawFields: []string{"/ts"}})
+	s.Record(Event{Result: mismatch("/price"), RawFields: []string{"/price", "/ts"}})
+	snap := s.Snapshot()
+	if snap.Counts.Learning != 1 || snap.Counts.Total() != 3 || *snap.MatchRateTotal != 0.5 {
+		t.Errorf("counts %+v rate %v", snap.Counts, rate(snap.MatchRateTotal))
+	}
+	want := []FieldCount{{"/price", 1, 1}, {"/ts", 0, 2}}
+	if !reflect.DeepEqual(snap.TopFields, want) {
+		t.Errorf("top fields %v, want %v", snap.TopFields, want)
+	}
+	if n := len(s.Samples(0, "")); n != 1 {
+		t.Errorf("%d samples, want only the mismatch", n)
+	}
+}

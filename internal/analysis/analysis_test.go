@@ -1,6 +1,7 @@
 package analysis
 
 import (
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -134,5 +135,56 @@ func TestHistoryAndRoutesAgree(t *testing.T) {
 	}
 	if math.Abs(lat.Primary.P95-0.095)/0.095 > 0.125 {
 		t.Errorf("p95 = %v, want about 0.095", lat.Primary.P95)
+	}
+}
+
+// TestEndpointsBoundedAndSeparate: each endpoint learns and counts on its
+// own; past max_endpoints the rest share "other", counted.
+func TestEndpointsBoundedAndSeparate(t *testing.T) {
+	m := metrics.New("t")
+	a := New(m, nil, nil)
+	if err := a.Configure(testConfig(t, "secondary: p, max_endpoints: 2, noise: {min_observations: 3}")); err != nil {
+		t.Fatal(err)
+	}
+	send := func(uri, primary, secondary, shadow string) {
+		ex := exchange(primary, shadow, proxy.OutcomeOK)
+		ex.URI = uri
+		ex.Secondary = &proxy.ShadowResult{Target: "p", Outcome: proxy.OutcomeOK,
+			Capture: diff.Capture{Status: 200, ContentType: "application/json", Body: []byte(secondary)}}
+		a.Compare(ex)
+	}
+	for i := 0; i < 5; i++ {
+		// /users/{id}: ts is noise there; the shadow really changes name.
+		send(fmt.Sprintf("/users/%d", i), `{"ts":1,"name":"a"}`, fmt.Sprintf(`{"ts":%d,"name":"a"}`, i+2), `{"ts":9,"name":"b"}`)
+		// /orders: clean, and the shadow changes ts, which is no noise here.
+		send("/orders?page=1", `{"ts":1}`, `{"ts":1}`, `{"ts":2}`)
+		send(fmt.Sprintf("/x%d", i), `1`, `1`, `1`)
+	}
+	s, _ := a.Summary("api")
+	if len(s.Endpoints) != 3 || s.EndpointsOther != 5 {
+		t.Fatalf("endpoints %d, other %d", len(s.Endpoints), s.EndpointsOther)
+	}
+	byName := map[string]EndpointSummary{}
+	for _, e := range s.Endpoints {
+		byName[e.Endpoint] = e
+	}
+	users, orders := byName["GET /users/{id}"], byName["GET /orders"]
+	if users.Learning || users.Observations != 5 || users.Targets[0].Counts.Learning != 2 || users.Targets[0].Counts.Mismatch != 3 {
+		t.Errorf("users: %+v", users)
+	}
+	if f := users.Targets[0].TopFields; len(f) != 2 || f[0].Field != "/name" || f[0].Count != 3 || f[1].Field != "/ts" || f[1].Count != 0 || f[1].Raw != 3 {
+		t.Errorf("users fields: %+v", f)
+	}
+	if orders.Targets[0].Counts.Mismatch != 3 || len(orders.Noise) != 0 {
+		t.Errorf("orders: noise of /users leaked or verdicts wrong: %+v", orders)
+	}
+	if _, ok := byName[diff.OtherEndpoint]; !ok {
+		t.Error("no other endpoint")
+	}
+	if v := testutil.ToFloat64(m.EndpointsOther.WithLabelValues("api")); v != 5 {
+		t.Errorf("endpoints_other_total = %v", v)
+	}
+	if v := testutil.ToFloat64(m.Comparisons.WithLabelValues("api", "s", "GET /users/{id}", "learning")); v != 2 {
+		t.Errorf("comparisons{learning} = %v", v)
 	}
 }
