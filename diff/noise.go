@@ -321,7 +321,9 @@ func (t *NoiseTracker) Judge(target string, primary, shadow *Capture, rules *Rul
 		// The status is never offered to the filter: never noise.
 		j.Raw = append(j.Raw, StatusPath)
 	}
-	if res.Outcome != Uncomparable && primary != nil && shadow != nil && primary.Status == shadow.Status {
+	// Candidate rates only serve the comparative rule, which needs a
+	// secondary to learn from.
+	if t.secondary && res.Outcome != Uncomparable && primary != nil && shadow != nil && primary.Status == shadow.Status {
 		t.mu.Lock()
 		w := t.cand[target]
 		if w == nil {
