@@ -105,7 +105,7 @@ func TestStatsFieldCap(t *testing.T) {
 		t.Errorf("labels past the cap = %v", got)
 	}
 	top := s.TopFields(0)
-	want := []FieldCount{{"/b", 2}, {"/a/*/x", 1}, {OtherField, 1}, {"status", 1}}
+	want := []FieldCount{{"/b", 2, 0}, {"/a/*/x", 1, 0}, {OtherField, 1, 0}, {"status", 1, 0}}
 	if !reflect.DeepEqual(top, want) {
 		t.Errorf("top fields = %v, want %v", top, want)
 	}
@@ -223,14 +223,6 @@ func TestStatsQuantiles(t *testing.T) {
 	}
 	check("primary", snap.Latency.Primary, primary)
 	check("shadow", snap.Latency.Shadow, shadow)
-
-	// Out of range values are clamped to what was seen.
-	h := &histogram{}
-	h.add(time.Microsecond)
-	h.add(time.Hour)
-	if h.quantile(0.01) != time.Microsecond.Seconds() || h.quantile(1) != time.Hour.Seconds() {
-		t.Errorf("clamping: %v %v", h.quantile(0.01), h.quantile(1))
-	}
 }
 
 func TestSnapshotJSONShape(t *testing.T) {
@@ -292,5 +284,30 @@ func TestStatsConcurrent(t *testing.T) {
 	snap := s.Snapshot()
 	if snap.Counts.Mismatch != 4000 || len(s.Samples(0, "")) != 10 || len(snap.TopFields) != 6 {
 		t.Errorf("after concurrent use: counts %+v, %d samples, %d fields", snap.Counts, len(s.Samples(0, "")), len(snap.TopFields))
+	}
+}
+
+// TestStatsLearningAndRawFields: learning results are counted but carry no
+// verdict (no match rate, field or sample); raw counts include what noise
+// filtering removed.
+func TestStatsLearningAndRawFields(t *testing.T) {
+	s := NewStats(mustRules(t, Spec{}), newClock().Now)
+	learning := mismatch("/a")
+	learning.Outcome = Learning
+	if labels := s.Record(Event{Result: learning, RawFields: []string{"/a", "/ts"}}); len(labels) != 0 {
+		t.Errorf("learning result labelled %v", labels)
+	}
+	s.Record(Event{Result: Result{Outcome: Match, Body: BodyJSON, NoiseFiltered: 1}, RawFields: []string{"/ts"}})
+	s.Record(Event{Result: mismatch("/price"), RawFields: []string{"/price", "/ts"}})
+	snap := s.Snapshot()
+	if snap.Counts.Learning != 1 || snap.Counts.Total() != 3 || *snap.MatchRateTotal != 0.5 {
+		t.Errorf("counts %+v rate %v", snap.Counts, rate(snap.MatchRateTotal))
+	}
+	want := []FieldCount{{"/price", 1, 1}, {"/ts", 0, 2}}
+	if !reflect.DeepEqual(snap.TopFields, want) {
+		t.Errorf("top fields %v, want %v", snap.TopFields, want)
+	}
+	if n := len(s.Samples(0, "")); n != 1 {
+		t.Errorf("%d samples, want only the mismatch", n)
 	}
 }

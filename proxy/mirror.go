@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
@@ -113,6 +115,9 @@ type mirror struct {
 
 	// reqIDHeader is request_id.header, where the id an Exchange carries is.
 	reqIDHeader string
+	// stable is the route's own upstream: the secondary is only asked
+	// about requests it served (split-aware).
+	stable *Upstream
 }
 
 // shadowTarget is a shadow upstream with its request changes and metrics.
@@ -162,9 +167,10 @@ type jobResult struct {
 	err     error
 }
 
-func newMirror(route string, sc *config.Shadow, splitKey string, snap *Snapshot, tp *splitter.TrustedProxies,
+func newMirror(route string, sc *config.Shadow, splitKey string, stable *Upstream, snap *Snapshot, tp *splitter.TrustedProxies,
 	m *metrics.Metrics, log *zap.Logger, comparer Comparer) (*mirror, error) {
 	mi := &mirror{
+		stable:      stable,
 		route:       route,
 		log:         log,
 		maxBody:     int(sc.MaxBody),
@@ -380,6 +386,15 @@ func (mi *mirror) send(j *mirrorJob, t *shadowTarget, r *jobResult, req *fasthtt
 		t.outcomes[OutcomeSkipped].Inc()
 		return
 	}
+	if t.secondary && mi.stable != nil && j.primaryUp != mi.stable {
+		// The canary served this request: comparing the secondary (the
+		// stable version) with the canary's answer would learn the real
+		// v1→v2 differences as noise.
+		r.outcome = OutcomeSkipped
+		t.outcomes[OutcomeSkipped].Inc()
+		mi.skipped[SkipSecondaryCanaryServed].Inc()
+		return
+	}
 	j.req.CopyTo(req)
 	req.Header.SetProtocol("HTTP/1.1")
 	req.Header.Set(config.DefaultShadowMarker, "1")
@@ -459,7 +474,7 @@ func (mi *mirror) compare(j *mirrorJob) {
 	mi.comparer.Compare(ex)
 }
 
-var errSkipped = errors.New("not sent: the primary was served by this upstream")
+var errSkipped = errors.New("not sent: the primary was served by this upstream, or (secondary) by the canary")
 
 // fillCapture parses a raw response head into c's headers and decodes a
 // compressed body, so that two upstreams compressing differently (or the
@@ -530,8 +545,8 @@ func methodString(m []byte) string {
 	return string(m)
 }
 
-// decodeBody inflates gzip or deflate bodies up to limit bytes, so a
-// decompression bomb costs at most limit.
+// decodeBody inflates gzip, deflate, br or zstd bodies up to limit bytes,
+// so a decompression bomb costs at most limit.
 func decodeBody(encoding string, body []byte, limit int) ([]byte, bool, error) {
 	var r io.Reader
 	switch encoding {
@@ -543,8 +558,20 @@ func decodeBody(encoding string, body []byte, limit int) ([]byte, bool, error) {
 		r = zr
 	case "deflate":
 		r = flate.NewReader(bytes.NewReader(body))
+	case "br":
+		r = brotli.NewReader(bytes.NewReader(body))
+	case "zstd":
+		// Streaming with one goroutine; the window (the decoder's memory)
+		// is capped so a frame cannot ask for more than max_body or 8MiB.
+		zr, err := zstd.NewReader(bytes.NewReader(body), zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderMaxWindow(uint64(max(limit, 8<<20))))
+		if err != nil {
+			return nil, false, err
+		}
+		defer zr.Close()
+		r = zr
 	default:
-		return nil, false, errors.New("not decoded for comparison (only gzip and deflate are)")
+		return nil, false, errors.New("not decoded for comparison (only gzip, deflate, br and zstd are)")
 	}
 	out, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
 	if err != nil {

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/shadowproxy/shadowproxy/internal/testkit"
@@ -36,6 +38,7 @@ type recorded struct {
 	shadowBody         []string
 	shadowOutcome      []Outcome
 	secondaryBody      string
+	secondaryOutcome   Outcome
 	hasSecondary       bool
 	primaryContentType string
 }
@@ -49,7 +52,7 @@ func (c *recordingComparer) Compare(ex *Exchange) {
 		r.shadowOutcome = append(r.shadowOutcome, s.Outcome)
 	}
 	if ex.Secondary != nil {
-		r.hasSecondary, r.secondaryBody = true, string(ex.Secondary.Capture.Body)
+		r.hasSecondary, r.secondaryBody, r.secondaryOutcome = true, string(ex.Secondary.Capture.Body), ex.Secondary.Outcome
 	}
 	c.mu.Lock()
 	c.got = append(c.got, r)
@@ -466,11 +469,76 @@ func TestDecodeBodyBounded(t *testing.T) {
 	zw := gzip.NewWriter(&buf)
 	zw.Write(bytes.Repeat([]byte("a"), 1<<20))
 	zw.Close()
-	out, cut, err := decodeBody("gzip", buf.Bytes(), 1000)
-	if err != nil || !cut || len(out) != 1000 {
-		t.Errorf("len %d cut %v err %v", len(out), cut, err)
+	bomb := map[string][]byte{"gzip": buf.Bytes()}
+	var bb bytes.Buffer
+	bw := brotli.NewWriter(&bb)
+	bw.Write(bytes.Repeat([]byte("a"), 1<<20))
+	bw.Close()
+	bomb["br"] = bb.Bytes()
+	zw2, _ := zstd.NewWriter(nil)
+	bomb["zstd"] = zw2.EncodeAll(bytes.Repeat([]byte("a"), 1<<20), nil)
+	for enc, body := range bomb {
+		out, cut, err := decodeBody(enc, body, 1000)
+		if err != nil || !cut || len(out) != 1000 {
+			t.Errorf("%s: len %d cut %v err %v", enc, len(out), cut, err)
+		}
 	}
-	if _, _, err := decodeBody("br", []byte("x"), 10); err == nil {
-		t.Error("br accepted")
+	small := zw2.EncodeAll([]byte(`{"a":1}`), nil)
+	if out, cut, err := decodeBody("zstd", small, 1000); err != nil || cut || string(out) != `{"a":1}` {
+		t.Errorf("zstd: %q %v %v", out, cut, err)
+	}
+	if _, _, err := decodeBody("compress", []byte("x"), 10); err == nil {
+		t.Error("unknown encoding accepted")
+	}
+	if _, _, err := decodeBody("zstd", []byte("not zstd"), 10); err == nil {
+		t.Error("corrupt zstd accepted")
+	}
+}
+
+// TestSecondarySkipsCanaryServedRequests: with a split and a secondary, the
+// secondary (stable version) is only asked about requests the stable
+// upstream served; otherwise it would be compared with the canary's answer
+// and learn the real differences as noise.
+func TestSecondarySkipsCanaryServedRequests(t *testing.T) {
+	primary := startUpstream(t, fastJSON(`{"v":1}`))
+	canary := startUpstream(t, fastJSON(`{"v":2}`))
+	shadow := startUpstream(t, fastJSON(`{"v":2}`))
+	twin := startUpstream(t, fastJSON(`{"v":1}`))
+	p, rc := startMirrorProxy(t, fmt.Sprintf(`
+upstreams:
+  - {name: primary, url: %s}
+  - {name: canary, url: %s}
+  - {name: shadow, url: %s}
+  - {name: twin, url: %s}
+routes:
+  - name: api
+    upstream: primary
+    split: {key: "header:X-User", to: canary, percent: 50}
+    shadow: {targets: [shadow], compare: {secondary: twin}}
+`, primary.URL, canary.URL, shadow.URL, twin.URL))
+	const n = 40
+	for i := 0; i < n; i++ {
+		rawRequest(t, p.Addr, fmt.Sprintf("GET /x HTTP/1.1\r\nHost: a\r\nX-User: u%d\r\n\r\n", i))
+	}
+	testkit.Eventually(t, "comparisons", func() bool { return len(rc.snapshot()) == n })
+	served := map[string]int{}
+	for _, r := range rc.snapshot() {
+		served[r.primaryBody]++
+		switch r.primaryBody {
+		case `{"v":1}`:
+			if r.secondaryOutcome != OutcomeOK || r.secondaryBody != `{"v":1}` {
+				t.Errorf("stable-served request: secondary %v %q", r.secondaryOutcome, r.secondaryBody)
+			}
+		case `{"v":2}`:
+			if r.secondaryOutcome != OutcomeSkipped {
+				t.Errorf("canary-served request: secondary %v, want skipped", r.secondaryOutcome)
+			}
+		}
+	}
+	if served[`{"v":1}`] == 0 || served[`{"v":2}`] == 0 {
+		t.Fatalf("split did not send to both: %v", served)
+	}
+	if v := testutil.ToFloat64(p.Met.ShadowSkipped.WithLabelValues("api", SkipSecondaryCanaryServed.String())); v != float64(served[`{"v":2}`]) {
+		t.Errorf("skipped{%s} = %v, want %d", SkipSecondaryCanaryServed, v, served[`{"v":2}`])
 	}
 }

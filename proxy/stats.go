@@ -17,10 +17,15 @@ const (
 	// SkipCompareQueueFull: both answers arrived but the comparison queue
 	// was full, so the exchange was not compared.
 	SkipCompareQueueFull
+	// SkipSecondaryCanaryServed: the secondary was not asked because the
+	// canary, not the stable upstream, served the request; comparing the
+	// secondary (the stable version) with the canary's answer would learn
+	// the real v1→v2 differences as noise.
+	SkipSecondaryCanaryServed
 	numSkipReasons
 )
 
-var skipReasonNames = [numSkipReasons]string{"method", "body_too_large", "compare_queue_full"}
+var skipReasonNames = [numSkipReasons]string{"method", "body_too_large", "compare_queue_full", "secondary_canary_served"}
 
 // String returns the label value.
 func (r SkipReason) String() string { return skipReasonNames[r] }

@@ -50,7 +50,15 @@ func cmdDiff(args []string, stdout, stderr io.Writer) int {
 		}
 		bodies[i] = b
 	}
-	res := diff.Compare(&diff.Capture{Status: 200, Body: bodies[0]}, &diff.Capture{Status: 200, Body: bodies[1]}, rules)
+	// A file that is one JSON document (any top-level value, BOM allowed) is
+	// compared as the proxy compares a body declared application/json, so
+	// "1" and "1.0" match here as they do there.
+	var res diff.Result
+	if diff.IsJSON(bodies[0]) || diff.IsJSON(bodies[1]) {
+		res = diff.CompareJSON(bodies[0], bodies[1], rules)
+	} else {
+		res = diff.Compare(&diff.Capture{Status: 200, Body: bodies[0]}, &diff.Capture{Status: 200, Body: bodies[1]}, rules)
+	}
 	if err := diff.FormatText(stdout, res); err != nil {
 		fmt.Fprintf(stderr, "shadowproxy diff: %v\n", err)
 		return exitUsage

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -147,6 +148,30 @@ func TestBuildVersion(t *testing.T) {
 	}
 }
 
+// TestDiffCommandDetectsJSONLikeTheProxy: top-level scalars and a UTF-8 BOM
+// are JSON to the proxy when declared; the CLI compares files the same way.
+func TestDiffCommandDetectsJSONLikeTheProxy(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		a, b string
+		want int
+	}{
+		{"1", "1.0", 0},
+		{"\uFEFF{\"a\":1}", `{"a":1.0}`, 0},
+		{`"x"`, `"\u0078"`, 0},
+		{"1", "2", 1},
+		{"hello", "hello", 0},
+		{"hello", "world", 1},
+	}
+	for i, tt := range tests {
+		a := writeFile(t, dir, fmt.Sprintf("a%d", i), tt.a)
+		b := writeFile(t, dir, fmt.Sprintf("b%d", i), tt.b)
+		if code, out, errOut := runCLI("diff", a, b); code != tt.want {
+			t.Errorf("%q vs %q: exit %d, want %d\n%s%s", tt.a, tt.b, code, tt.want, out, errOut)
+		}
+	}
+}
+
 // TestValidateSummaryLayout: a multi-URL upstream shows its URLs, and a long
 // name keeps every line's columns aligned.
 func TestValidateSummaryLayout(t *testing.T) {
@@ -177,5 +202,38 @@ routes:
 	}
 	if len(col) != 1 {
 		t.Errorf("second column starts at %d different offsets, want 1:\n%s", len(col), out)
+	}
+}
+
+// TestValidateSaysSecondaryIsSplitAware: with a split and a secondary, the
+// summary says plainly that canary-served requests are not sent to it.
+func TestValidateSaysSecondaryIsSplitAware(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "c.yaml", `
+upstreams:
+  - {name: stable, url: "http://127.0.0.1:9001"}
+  - {name: twin, url: "http://127.0.0.1:9003"}
+  - {name: canary, url: "http://127.0.0.1:9002"}
+routes:
+  - name: api
+    upstream: stable
+    split: {key: "header:X-User", to: canary, percent: 10}
+    shadow: {targets: [canary], compare: {secondary: twin, endpoints: ["GET /users/{id}"]}}
+`)
+	code, out, errOut := runCLI("validate", "-config", cfg)
+	if code != 0 || !strings.Contains(out, "noise learnt from secondary twin on requests stable served only (the canary's share, now 10%, is skipped)") {
+		t.Errorf("code %d out:\n%s%s", code, out, errOut)
+	}
+	bad := writeFile(t, dir, "bad.yaml", `
+upstreams: [{name: stable, url: "http://127.0.0.1:9001"}, {name: c, url: "http://127.0.0.1:9002"}]
+routes:
+  - name: api
+    upstream: stable
+    shadow: {targets: [c], compare: {endpoints: ["users/{id}"], always_noise: [status]}}
+`)
+	code, _, errOut = runCLI("validate", "-config", bad)
+	if code != 1 || !strings.Contains(errOut, "routes[0].shadow.compare.endpoints[0]: invalid endpoint") ||
+		!strings.Contains(errOut, `routes[0].shadow.compare.always_noise[0]: "status" is never noise`) {
+		t.Errorf("code %d err:\n%s", code, errOut)
 	}
 }

@@ -100,7 +100,13 @@ func routeDetails(r config.Route) []string {
 			sh.Percent.BP(), strings.Join(sh.Methods, ","), strings.Join(targets, ","), sh.Workers, sh.QueueSize, sh.Timeout.D())
 		out = append(out, line)
 		if sh.Compare.Secondary != "" {
-			out = append(out, fmt.Sprintf("  noise learnt from secondary %s", sh.Compare.Secondary))
+			line := fmt.Sprintf("  noise learnt from secondary %s", sh.Compare.Secondary)
+			if r.Split != nil {
+				// Split-aware: the secondary runs the stable version, so it
+				// is only asked about requests the stable upstream served.
+				line += fmt.Sprintf(" on requests %s served only (the canary's share, now %s%%, is skipped)", r.Upstream, r.Split.Percent.BP())
+			}
+			out = append(out, line)
 		}
 		if len(sh.Compare.Ignore) > 0 {
 			out = append(out, fmt.Sprintf("  ignoring %s", strings.Join(sh.Compare.Ignore, " ")))

@@ -49,6 +49,9 @@ type Options struct {
 	Rollouts       func() any
 	RolloutCommand func(route, action string) (any, error)
 	Reload         func() (any, error)
+	// NoiseReset forgets the noise a route learnt (POST
+	// /api/v1/routes/{route}/noise/reset).
+	NoiseReset func(route string) (any, error)
 	// Dashboard serves "/" and its assets; nil serves a plain index.
 	Dashboard http.Handler
 }
@@ -82,6 +85,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /api/v1/rollouts", a.read(a.rollouts))
 	mux.HandleFunc("POST /api/v1/rollouts/{route}/{action}", a.write(a.rolloutCommand))
 	mux.HandleFunc("POST /api/v1/reload", a.write(a.reload))
+	mux.HandleFunc("POST /api/v1/routes/{route}/noise/reset", a.write(a.noiseReset))
 	// Profiles expose memory contents and cost CPU: guarded like mutations.
 	mux.HandleFunc("GET /debug/pprof/", a.write(pprof.Index))
 	mux.HandleFunc("GET /debug/pprof/cmdline", a.write(pprof.Cmdline))
@@ -212,6 +216,18 @@ func (a *api) reload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
+}
+
+func (a *api) noiseReset(w http.ResponseWriter, r *http.Request) {
+	if a.o.NoiseReset == nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no shadowed routes"})
+		return
+	}
+	v, err := a.o.NoiseReset(r.PathValue("route"))
+	if err == nil {
+		a.o.Logger.Info("noise reset", zap.String("route", r.PathValue("route")), zap.String("remote", r.RemoteAddr))
+	}
+	a.answer(w, v, err)
 }
 
 func (a *api) answer(w http.ResponseWriter, v any, err error) {

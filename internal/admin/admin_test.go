@@ -187,3 +187,42 @@ func TestUnknownPathsAndMethods(t *testing.T) {
 		srv.Close()
 	}
 }
+
+// TestNoiseResetIsAMutation: resetting learnt noise changes verdicts, so it
+// is guarded like every other mutation.
+func TestNoiseResetIsAMutation(t *testing.T) {
+	var calls []string
+	reset := func(route string) (any, error) {
+		calls = append(calls, route)
+		if route == "nope" {
+			return nil, fmt.Errorf("route %q: %w", route, ErrNotFound)
+		}
+		return map[string]string{"result": "noise reset"}, nil
+	}
+	for _, tt := range []struct {
+		opts  Options
+		token string
+		path  string
+		want  int
+	}{
+		{Options{Loopback: false}, "", "/api/v1/routes/api/noise/reset", 401},
+		{Options{Token: "s3", Loopback: true}, "", "/api/v1/routes/api/noise/reset", 401},
+		{Options{Token: "s3"}, "s3", "/api/v1/routes/api/noise/reset", 200},
+		{Options{Loopback: true}, "", "/api/v1/routes/nope/noise/reset", 404},
+	} {
+		tt.opts.NoiseReset = reset
+		srv := httptest.NewServer(Handler(tt.opts))
+		if code, body := do(t, srv, "POST", tt.path, tt.token); code != tt.want {
+			t.Errorf("%s with %+v: code %d want %d: %s", tt.path, tt.opts, code, tt.want, body)
+		}
+		srv.Close()
+	}
+	if len(calls) != 2 || calls[0] != "api" {
+		t.Errorf("reset calls = %v", calls)
+	}
+	srv := httptest.NewServer(Handler(Options{Loopback: true, NoiseReset: reset}))
+	defer srv.Close()
+	if code, _ := do(t, srv, "GET", "/api/v1/routes/api/noise/reset", ""); code != 405 {
+		t.Errorf("GET on the reset endpoint = %d, want 405", code)
+	}
+}

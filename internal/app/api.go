@@ -95,3 +95,13 @@ func (a *App) checkShadowRoute(route string) error {
 	}
 	return nil
 }
+
+func (a *App) noiseReset(route string) (any, error) {
+	if err := a.checkShadowRoute(route); err != nil {
+		return nil, err
+	}
+	if err := a.analyzer.ResetNoise(route); err != nil {
+		return nil, err
+	}
+	return map[string]string{"result": "noise reset", "route": route}, nil
+}

@@ -197,6 +197,7 @@ func (a *App) adminOptions(cfg *config.Config) admin.Options {
 		RolloutCommand: a.rollouts.command,
 		Diffs:          a.diffs,
 		History:        a.history,
+		NoiseReset:     a.noiseReset,
 		Reload: func() (any, error) {
 			if err := a.Reload(); err != nil {
 				return nil, err

@@ -100,7 +100,7 @@ func TestNoiseLearningEndToEnd(t *testing.T) {
 	a := startApp(t, noiseConfig(jsonService(t, false), jsonService(t, false), jsonService(t, true)), Options{})
 	proxyURL, adminURL := "http://"+a.ProxyAddr(), "http://"+a.AdminAddr()
 	comparisons := func(result string) float64 {
-		return testutil.ToFloat64(a.Metrics().Comparisons.WithLabelValues("api", "shadow", result))
+		return testutil.ToFloat64(a.Metrics().Comparisons.WithLabelValues("api", "shadow", "GET /api/items/{id}", result))
 	}
 	send := func(from, n int) {
 		for i := from; i < from+n; i++ {
@@ -112,7 +112,7 @@ func TestNoiseLearningEndToEnd(t *testing.T) {
 			resp.Body.Close()
 		}
 		testkit.Eventually(t, "comparisons caught up", func() bool {
-			return comparisons("match")+comparisons("mismatch")+comparisons("uncomparable") >= float64(from+n)
+			return comparisons("match")+comparisons("mismatch")+comparisons("uncomparable")+comparisons("learning") >= float64(from+n)
 		})
 	}
 	send(0, 200) // learning
@@ -186,7 +186,7 @@ func TestReloadKeepsLearntNoiseAndRejectsBadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := startApp(t, good, Options{ConfigPath: path})
-	for i := 0; i < 60; i++ {
+	for i := 0; i < 120; i++ {
 		resp, err := http.Get(fmt.Sprintf("http://%s/api/items/%d", a.ProxyAddr(), i))
 		if err != nil {
 			t.Fatal(err)
@@ -230,6 +230,26 @@ func TestReloadKeepsLearntNoiseAndRejectsBadConfig(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 422 || !strings.Contains(string(b), "primry") {
 		t.Errorf("POST /api/v1/reload = %d %s", resp.StatusCode, b)
+	}
+
+	// Resetting the noise puts the endpoints back to learning.
+	for _, tc := range []struct {
+		route string
+		code  int
+	}{{"nope", 404}, {"api", 200}} {
+		resp, err = http.Post("http://"+a.AdminAddr()+"/api/v1/routes/"+tc.route+"/noise/reset", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code {
+			t.Errorf("noise reset of %q = %d %s", tc.route, resp.StatusCode, b)
+		}
+	}
+	s, _ := a.analyzer.Summary("api")
+	if len(s.Noise) != 0 || len(s.Endpoints) != 1 || !s.Endpoints[0].Learning {
+		t.Errorf("after reset: noise %v, endpoints %+v", s.Noise, s.Endpoints)
 	}
 }
 

@@ -83,6 +83,9 @@ routes:
       compare:
         secondary: v1-twin
         headers: [Content-Type]
+        # The demo learns fast; the default (100 secondary answers per
+        # endpoint before a verdict) suits real traffic better.
+        noise: {min_observations: 20}
   # A canary: a sticky share of users (by X-User-ID) is served by v2;
   # internal users always are.
   - name: checkout

@@ -81,7 +81,6 @@ func TestDemoEndToEnd(t *testing.T) {
 	}
 }
 
-
 // TestDemoStory plays the demo's whole story with FastPacing: the checkout
 // canary promotes step by step, then v2's checkout breaks and the guardrail
 // rolls it back, while the dark launch keeps being compared. Bounded: at

@@ -61,9 +61,11 @@ type Metrics struct {
 	ShadowSkipped  *prometheus.CounterVec   // route, reason
 
 	// Comparison.
-	Comparisons *prometheus.CounterVec // route, target, result
+	Comparisons *prometheus.CounterVec // route, target, endpoint, result
 	DiffFields  *prometheus.CounterVec // route, target, field
 	NoiseFields *prometheus.GaugeVec   // route
+	// EndpointsOther counts comparisons of endpoints beyond max_endpoints.
+	EndpointsOther *prometheus.CounterVec // route
 
 	// Rollouts.
 	RolloutPercent     *prometheus.GaugeVec   // route
@@ -108,11 +110,12 @@ func New(version string) *Metrics {
 	m.ShadowDuration = f.histogramVec("shadow_duration_seconds", "Shadow request latency by route, target and role: shadow or secondary.", "route", "target", "role")
 	m.ShadowQueue = f.gaugeVec("shadow_queue_depth", "Mirror jobs waiting for a worker, by route.", "route")
 	m.ShadowInflight = f.gaugeVec("shadow_inflight", "Shadow requests in flight, by route, target and role: shadow or secondary.", "route", "target", "role")
-	m.ShadowSkipped = f.counterVec("shadow_skipped_total", "Sampled requests not mirrored, by reason: method (not a mirrored method), body_too_large or compare_queue_full (the comparison stage was full).", "route", "reason")
+	m.ShadowSkipped = f.counterVec("shadow_skipped_total", "Sampled requests not mirrored, by reason: method (not a mirrored method), body_too_large, compare_queue_full (the comparison stage was full) or secondary_canary_served (the secondary is not asked about requests the canary served).", "route", "reason")
 
-	m.Comparisons = f.counterVec("comparisons_total", "Primary/shadow comparisons by route, target and result: match, mismatch or uncomparable.", "route", "target", "result")
+	m.Comparisons = f.counterVec("comparisons_total", "Primary/shadow comparisons by route, target, endpoint (capped per route, then 'other') and result: match, mismatch, uncomparable or learning.", "route", "target", "endpoint", "result")
 	m.DiffFields = f.counterVec("diff_fields_total", "Differences by normalized field path (capped per route, then 'other').", "route", "target", "field")
 	m.NoiseFields = f.gaugeVec("noise_fields", "Field paths learnt as noise (primary and secondary disagree), by route.", "route")
+	m.EndpointsOther = f.counterVec("endpoints_other_total", "Comparisons of endpoints beyond compare.max_endpoints, counted under endpoint 'other', by route.", "route")
 
 	m.RolloutPercent = f.gaugeVec("rollout_percent", "Canary share set by the rollout controller, in percent.", "route")
 	m.RolloutStep = f.gaugeVec("rollout_step", "Current rollout step (0-based index into steps).", "route")
@@ -146,9 +149,9 @@ var (
 	// UpgradeResults are the result values of upgrades_total.
 	UpgradeResults = []string{"tunnelled", "declined", "refused", "failed"}
 	// SkipReasons are the reason values of shadow_skipped_total.
-	SkipReasons = []string{"method", "body_too_large", "compare_queue_full"}
+	SkipReasons = []string{"method", "body_too_large", "compare_queue_full", "secondary_canary_served"}
 	// CompareResults are the result values of comparisons_total.
-	CompareResults = []string{"match", "mismatch", "uncomparable"}
+	CompareResults = []string{"match", "mismatch", "uncomparable", "learning"}
 	// TransitionActions are the action values of rollout_transitions_total.
 	TransitionActions = []string{"start", "promote", "rollback", "pause", "resume", "complete"}
 )
@@ -178,7 +181,10 @@ func (m *Metrics) InitRoute(rs RouteSeries) {
 		}
 		for _, t := range rs.Shadows {
 			for _, r := range CompareResults {
-				m.Comparisons.WithLabelValues(rs.Route, t, r)
+				// Endpoints are learnt from traffic; the "other" series,
+				// which every endpoint past max_endpoints shares, exists
+				// from the start so sums over endpoint see 0, not nothing.
+				m.Comparisons.WithLabelValues(rs.Route, t, "other", r)
 			}
 		}
 		m.NoiseFields.WithLabelValues(rs.Route)
@@ -224,6 +230,7 @@ func (m *Metrics) ForgetRoute(route string) {
 		m.Requests, m.RequestDuration, m.UpstreamErrors, m.Upgrades, m.SplitDecisions, m.SplitPercent,
 		m.ShadowRequests, m.ShadowDuration, m.ShadowQueue, m.ShadowInflight, m.ShadowSkipped,
 		m.Comparisons, m.DiffFields, m.NoiseFields, m.RolloutPercent, m.RolloutStep, m.RolloutTransitions,
+		m.EndpointsOther,
 	} {
 		v.DeletePartialMatch(l)
 	}

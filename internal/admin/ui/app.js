@@ -756,7 +756,10 @@
         el('td', {}, el('span', {class: 'swatch out-' + k}), k),
         el('td', {class: 'num'}, num(o[k] || 0)),
         el('td', {class: 'num'}, total ? pct((o[k] || 0) / total) : '—')))),
-      skipped.length ? el('p', {class: 'muted'}, 'Not mirrored: ', skipped.map(([k, v]) => k + ' ' + num(v)).join(', ')) : null);
+      skipped.length ? el('p', {class: 'muted'}, 'Not mirrored: ', skipped.map(([k, v]) => k + ' ' + num(v)).join(', ')) : null,
+      (s.skipped || {}).secondary_canary_served > 0 ? el('p', {class: 'muted', id: 'secondary-skipped'},
+        'The secondary is only asked about requests the stable upstream served; ' + num(s.skipped.secondary_canary_served) +
+        ' canary-served requests were skipped for it (their noise is judged from learnt rates).') : null);
   }
 
   // normPath turns array indexes into *, as top fields and ignore rules
@@ -793,11 +796,11 @@
         const ign = el('button', {type: 'button', class: 'small ignore-field', title: 'show the configuration line that ignores this field'}, 'ignore…');
         ign.addEventListener('click', () => showIgnore(f.field));
         rows.push(el('tr', {class: f.field === state.field ? 'selected' : null},
-          el('td', {}, btn), el('td', {}, t.target), el('td', {class: 'num'}, num(f.count)), el('td', {}, ign)));
+          el('td', {}, btn), el('td', {}, t.target), el('td', {class: 'num'}, num(f.count)), el('td', {class: 'num'}, num(f.raw || 0)), el('td', {}, ign)));
       }
     }
     const capped = (cmp.targets || []).some((t) => t.fields_capped);
-    fill('fields', rows.length ? table(['field', 'target', 'mismatches', ''], rows, {id: 'top-fields'}) : el('p', {class: 'muted'}, 'No differences yet.'),
+    fill('fields', rows.length ? table(['field', 'target', 'mismatches', 'before noise', ''], rows, {id: 'top-fields'}) : el('p', {class: 'muted'}, 'No differences yet.'),
       hidden ? el('p', {class: 'muted'}, hidden + ' field(s) learnt as noise are listed under Learnt noise instead.') : null,
       capped ? el('p', {class: 'muted'}, 'More fields differ than max_fields: the rest count as "other".') : null);
   }
@@ -815,13 +818,26 @@
     }
     $('noise-reset').textContent = state.armed === 'noise-reset' ? 'confirm reset?' : 'reset learnt noise';
     $('noise-reset').classList.toggle('armed', state.armed === 'noise-reset');
-    const fields = [...(cmp.noise_fields || [])].sort((a, b) => (b.noisy - a.noisy) || (b.rate - a.rate));
-    fill('noise', fields.length ? table(['path', 'disagreed', 'rate', ''], fields.map((n) => el('tr', {},
+    // Bounded on the page too: the noisiest keys first.
+    const fields = [...(cmp.noise_fields || [])].sort((a, b) => (b.noisy - a.noisy) || (b.rate - a.rate)).slice(0, 30);
+    const endpoints = cmp.endpoints || [];
+    fill('noise', fields.length ? table(['endpoint', 'path', 'kind', 'disagreed', 'rate', ''], fields.map((n) => el('tr', {},
+      el('td', {}, el('code', {}, n.endpoint || '')),
       el('td', {}, el('code', {}, n.path)),
+      el('td', {}, n.kind || ''),
       el('td', {class: 'num'}, num(n.disagreements) + ' / ' + num(n.observations)),
       el('td', {class: 'num'}, pct(n.rate)),
-      el('td', {}, n.noisy ? el('span', {class: 'tag noisy'}, 'ignored') : el('span', {class: 'tag'}, 'learning'))))) :
-      el('p', {class: 'muted'}, 'Primary and secondary agree on everything so far.'));
+      el('td', {}, n.noisy ? el('span', {class: 'tag noisy'}, 'noise') : el('span', {class: 'tag'}, 'learning'))))) :
+      el('p', {class: 'muted'}, 'Primary and secondary agree on everything so far.'),
+      endpoints.length ? table(['endpoint', 'state', 'target', 'match rate', 'mismatches', 'learning'], endpoints.flatMap((e) =>
+        (e.targets || []).map((t) => el('tr', {class: 'endpoint'},
+          el('td', {}, el('code', {}, e.endpoint)),
+          el('td', {}, e.learning ? el('span', {class: 'tag'}, 'learning') : 'judging'),
+          el('td', {}, t.target),
+          el('td', {class: 'num'}, t.match_rate_total == null ? '—' : pct(t.match_rate_total)),
+          el('td', {class: 'num'}, num((t.counts || {}).mismatch || 0)),
+          el('td', {class: 'num'}, num((t.counts || {}).learning || 0))))), {id: 'endpoints'}) : null,
+      cmp.endpoints_other ? el('p', {class: 'muted'}, num(cmp.endpoints_other) + ' comparisons of endpoints beyond max_endpoints count as "other".') : null);
   }
 
   // resetNoise asks the proxy to forget what it learnt for the route (the
