@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
 )
 
 // serveEndless answers each request with a chunked body that never ends:
@@ -116,7 +118,7 @@ routes:
 		}(i)
 	}
 	wg.Wait()
-	eventually(t, "every shadow answer finished", func() bool {
+	testkit.Eventually(t, "every shadow answer finished", func() bool {
 		return shadowCount(p, "ok")+shadowCount(p, "error")+shadowCount(p, "timeout") == n
 	})
 	close(stop)
@@ -126,7 +128,7 @@ routes:
 	if v := shadowCount(p, "ok"); v != n {
 		t.Errorf("shadow outcomes ok = %v, want %d (a cut answer still compares status and headers)", v, n)
 	}
-	if v := testutil.ToFloat64(p.Met.ShadowBodyTruncated.WithLabelValues("api", "shadow")); v != n {
+	if v := testutil.ToFloat64(p.Met.ShadowBodyTruncated.WithLabelValues("api", "shadow", "shadow")); v != n {
 		t.Errorf("shadow_body_truncated_total = %v, want %d", v, n)
 	}
 	// 16 answers of at most 1 MiB each, read buffers growing by doubling,
@@ -372,7 +374,7 @@ limits: {max_request_body: 2GiB, read_timeout: 5m, write_timeout: 5m}
 	if grew := top - base; grew > 64*mib {
 		t.Errorf("RSS grew %.1f MiB during the transfers, want under 64 MiB", float64(grew)/mib)
 	}
-	eventually(t, "the mirrored download's shadow request", func() bool { return shadowHits.Load() == 1 })
+	testkit.Eventually(t, "the mirrored download's shadow request", func() bool { return shadowHits.Load() == 1 })
 	if v := testutil.ToFloat64(p.Met.ShadowSkipped.WithLabelValues("api", "streamed")); v != 2 {
 		t.Errorf("shadow_skipped_total{reason=streamed} = %v, want 2 (both uploads)", v)
 	}

@@ -60,6 +60,9 @@ type Options struct {
 	Rollouts       func() any
 	RolloutCommand func(route, action string) (any, error)
 	Reload         func() (any, error)
+	// NoiseReset forgets the noise a route learnt (POST
+	// /api/v1/routes/{route}/noise/reset).
+	NoiseReset func(route string) (any, error)
 	// Dashboard serves "/" and its assets; nil serves a plain index.
 	Dashboard http.Handler
 
@@ -105,6 +108,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /api/v1/rollouts", a.read(a.rollouts))
 	mux.HandleFunc("POST /api/v1/rollouts/{route}/{action}", a.write(a.rolloutCommand))
 	mux.HandleFunc("POST /api/v1/reload", a.write(a.reload))
+	mux.HandleFunc("POST /api/v1/routes/{route}/noise/reset", a.write(a.noiseReset))
 	if o.Pprof {
 		// Profiles expose memory contents and cost CPU: opt-in, and always
 		// behind the token (a loopback listener is no protection against a
@@ -122,7 +126,7 @@ func Handler(o Options) http.Handler {
 	} else {
 		mux.HandleFunc("GET /{$}", a.index)
 	}
-	return a.checkHost(mux)
+	return a.checkHost(withFallback(mux))
 }
 
 // checkHost answers 421 to a request whose Host names another server.
@@ -328,6 +332,18 @@ func (a *api) reload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
+}
+
+func (a *api) noiseReset(w http.ResponseWriter, r *http.Request) {
+	if a.o.NoiseReset == nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no shadowed routes"})
+		return
+	}
+	v, err := a.o.NoiseReset(r.PathValue("route"))
+	if err == nil {
+		a.o.Logger.Info("noise reset", zap.String("route", r.PathValue("route")), zap.String("remote", r.RemoteAddr))
+	}
+	a.answer(w, v, err)
 }
 
 func (a *api) answer(w http.ResponseWriter, v any, err error) {
