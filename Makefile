@@ -10,7 +10,7 @@ FUZZTIME  ?= 20s
 # Packages with allocation pins (tests named *Alloc*), run again without -race.
 ALLOC_PKGS := ./proxy ./internal/metrics ./splitter ./diff ./internal/rollout
 
-.PHONY: all build run test test-short browser bench bench-compare lint fmt fuzz soak clean
+.PHONY: all build run test test-helm test-short browser bench bench-compare lint fmt fuzz soak clean
 
 all: build
 
@@ -27,6 +27,13 @@ test:
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 	@# Allocation pins only mean something without the race detector.
 	$(GO) test -count=1 -run 'Alloc' $(ALLOC_PKGS)
+	$(MAKE) test-helm
+
+## test-helm: render the Helm chart for each of its ci/ values files and check the objects.
+## deploy/helm is its own Go module: Helm's packages pull in Kubernetes' client
+## libraries, which the proxy itself must neither depend on nor compile.
+test-helm:
+	cd deploy/helm && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 ## browser: the dashboard tested in headless Chromium (installs it when missing)
 browser:
