@@ -8,7 +8,7 @@ BIN       := bin/shadowproxy
 PKGS      := ./...
 FUZZTIME  ?= 20s
 # Packages with allocation pins (tests named *Alloc*), run again without -race.
-ALLOC_PKGS := ./proxy ./internal/metrics ./splitter ./diff ./internal/rollout
+ALLOC_PKGS := ./proxy ./internal/metrics ./splitter ./diff ./internal/rollout ./internal/tracing
 
 .PHONY: all build run test test-helm test-short browser bench bench-compare lint fmt fuzz soak clean
 

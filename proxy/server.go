@@ -43,6 +43,8 @@ type Options struct {
 	// snapshot is built (the rollout controller's, which outrank the
 	// config's percent); ok=false keeps the config's.
 	SplitOverride func(route string) (bp cfgtypes.BasisPoints, halted, ok bool)
+	// Tracer traces requests; nil turns tracing off.
+	Tracer Tracer
 }
 
 // Server is the proxy listener. Create it with New, start it with Serve.
@@ -62,6 +64,7 @@ type Server struct {
 	// swaps it and new handshakes pick it up.
 	cert   atomic.Pointer[tls.Certificate]
 	tlsCfg *tls.Config
+	tracer Tracer
 }
 
 // New compiles cfg and prepares a server; it does not listen yet.
@@ -72,7 +75,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.Metrics == nil {
 		return nil, errors.New("proxy: Options.Metrics is required")
 	}
-	s := &Server{log: opts.Logger, metrics: opts.Metrics, ids: newRequestIDs()}
+	s := &Server{log: opts.Logger, metrics: opts.Metrics, ids: newRequestIDs(), tracer: opts.Tracer}
 	s.deps = buildDeps{metrics: opts.Metrics, log: opts.Logger, comparer: opts.Comparer, observers: opts.Observers, override: opts.SplitOverride}
 	s.scratch.New = func() any { return &headerScratch{} }
 	snap, err := buildSnapshot(cfg, nil, s.deps)
@@ -196,11 +199,16 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	if h := snap.edge.reqIDHeader; h != "" {
 		reqID = s.ensureRequestID(ctx, h, sc)
 	}
+	if s.tracer != nil {
+		sc.trace = s.tracer.Start(&ctx.Request, reqID, start)
+	}
 	r := snap.match(ctx)
 	if r == nil {
 		s.metrics.Unmatched.Inc()
 		writeError(ctx, fasthttp.StatusNotFound, "no route matches this request")
-		s.finish(ctx, snap, reqID, accessEntry{status: fasthttp.StatusNotFound, duration: time.Since(start)})
+		e := accessEntry{status: fasthttp.StatusNotFound, duration: time.Since(start)}
+		endTrace(sc, &e)
+		s.finish(ctx, snap, reqID, e)
 		return
 	}
 	t, cohort := r.targets[0], CohortControl
@@ -234,7 +242,18 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	if r.split != nil {
 		e.split = decision.Reason.String()
 	}
+	endTrace(sc, &e)
 	s.finish(ctx, snap, reqID, e)
+}
+
+// endTrace ends the request's server span, if it has one, and clears it
+// from the pooled scratch.
+func endTrace(sc *headerScratch, e *accessEntry) {
+	if sc.trace == nil {
+		return
+	}
+	sc.trace.End(TraceEnd{Route: e.route, Upstream: e.upstream, Split: e.split, Status: e.status})
+	sc.trace = nil
 }
 
 // finish returns the request id to the client and, when the access log is
@@ -260,7 +279,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 	if r.mirror != nil {
 		// Copied before any upstream-specific change (Host rewrite), so each
 		// shadow target applies its own.
-		job = r.mirror.offer(ctx, up, start)
+		job = r.mirror.offer(ctx, up, start, sc.trace)
 	}
 	// The proxy speaks its own version upstream (RFC 9110 §6.2); the
 	// client's is restored afterwards because the server reads it to decide
@@ -270,8 +289,14 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 		req.Header.SetProtocol("HTTP/1.1")
 	}
 
+	if sc.trace != nil {
+		sc.trace.StartUpstream(up.Name, req)
+	}
 	_, err := up.do(req, resp, false, "", up.timeout)
 	elapsed := time.Since(start)
+	if sc.trace != nil {
+		sc.trace.EndUpstream(resp.StatusCode(), err)
+	}
 	if http10 {
 		req.Header.SetProtocol("HTTP/1.0")
 	}

@@ -74,6 +74,9 @@ type Metrics struct {
 	ConfigLastReloadOK   prometheus.Gauge
 	ConfigLastReloadTime prometheus.Gauge
 	BuildInfo            *prometheus.GaugeVec // version, goversion
+
+	// Tracing.
+	TracingSpans *prometheus.CounterVec // result
 }
 
 // New creates and registers every collector, including the Go runtime and
@@ -116,6 +119,7 @@ func New(version string) *Metrics {
 	m.ConfigLastReloadTime = f.gauge("config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load.")
 	m.BuildInfo = f.gaugeVec("build_info", "Always 1; labels carry the version of the running binary.", "version", "goversion")
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+	m.TracingSpans = f.counterVec("tracing_spans_total", "Finished trace spans by result: exported, failed (the collector refused them or was unreachable) or dropped (export queue full).", "result")
 
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
