@@ -10,7 +10,7 @@ FUZZTIME  ?= 20s
 # Packages with allocation pins (tests named *Alloc*), run again without -race.
 ALLOC_PKGS := ./proxy ./internal/metrics ./splitter ./diff ./internal/rollout ./internal/tracing
 
-.PHONY: all build run test test-helm test-short browser bench bench-compare lint fmt fuzz soak clean
+.PHONY: all build run test test-helm http2-curl test-short browser bench bench-compare lint fmt fuzz soak clean
 
 all: build
 
@@ -41,6 +41,10 @@ browser:
 
 test-short:
 	$(GO) test -count=1 $(PKGS)
+
+## http2-curl: HTTP/2 (h2c prior knowledge, ALPN h2) checked with a real curl on loopback
+http2-curl: build
+	bash .ci/http2-curl.sh
 
 ## bench: Go micro-benchmarks with allocation counts
 bench:

@@ -59,3 +59,21 @@ func TestTracingValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestHTTP2Validation(t *testing.T) {
+	cfg, err := Load("t.yaml", []byte(base+"http2: {enabled: true, h2c: true}\n"), noEnv)
+	if err != nil || cfg.HTTP2.MaxConcurrentStreams != DefaultHTTP2MaxConcurrentStreams {
+		t.Fatalf("h2c: %+v %v", cfg, err)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"http2: {h2c: true}", `t.yaml:8: http2.h2c: needs http2.enabled: true`},
+		{"http2: {enabled: true}", `http2.enabled: without tls, HTTP/2 needs h2c: true`},
+		{"http2: {enabled: true, h2c: true, max_concurrent_streams: -1}", `http2.max_concurrent_streams: -1 out of range: want 1..10000`},
+		{"http2: {enabled: true, h2c: true, upgrade: true}", `http2.upgrade: unknown field`},
+	} {
+		_, err := Load("t.yaml", []byte(base+tc.yaml+"\n"), noEnv)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s:\n got %v\nwant %q", tc.yaml, err, tc.want)
+		}
+	}
+}

@@ -65,6 +65,10 @@ type Server struct {
 	cert   atomic.Pointer[tls.Certificate]
 	tlsCfg *tls.Config
 	tracer Tracer
+	// h2 serves HTTP/2 clients when http2 is enabled (else nil); http2
+	// is its configuration, which a reload may not change.
+	h2    *h2front
+	http2 config.HTTP2
 }
 
 // New compiles cfg and prepares a server; it does not listen yet.
@@ -89,7 +93,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		}
 		s.tlsCfg = &tls.Config{
 			MinVersion: cfg.TLS.MinTLSVersion(),
-			// fasthttp speaks HTTP/1.1 only; offering h2 would break clients.
+			// fasthttp speaks HTTP/1.1 only; h2 is offered when the
+			// standard library's HTTP/2 server is there to take it.
 			NextProtos:     []string{"http/1.1"},
 			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil },
 		}
@@ -114,6 +119,13 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		SecureErrorLogMessage:         true,
 		Logger:                        zapPrintf{opts.Logger},
 	}
+	s.http2 = cfg.HTTP2
+	if cfg.HTTP2.Enabled {
+		s.h2 = newH2Front(s, cfg)
+		if s.tlsCfg != nil {
+			s.tlsCfg.NextProtos = []string{"h2", "http/1.1"}
+		}
+	}
 	return s, nil
 }
 
@@ -122,6 +134,12 @@ func (s *Server) Snapshot() *Snapshot { return s.snap.Load() }
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	if s.h2 != nil {
+		s.serving.Store(true)
+		err := s.h2.serve(ln, s.tlsCfg)
+		s.serving.Store(false)
+		return err
+	}
 	if s.tlsCfg != nil {
 		ln = tls.NewListener(ln, s.tlsCfg)
 	}
@@ -150,7 +168,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// Tunnels are long-lived by nature; waiting for them would only burn the
 	// drain deadline, so they are closed first (clients reconnect).
 	s.tunnels.closeAll()
+	var h2err chan error
+	if s.h2 != nil {
+		h2err = make(chan error, 1)
+		go func() { h2err <- s.h2.shutdown(ctx) }()
+	}
 	err := s.srv.ShutdownWithContext(ctx)
+	if h2err != nil {
+		err = errors.Join(err, <-h2err)
+	}
 	snap := s.snap.Load()
 	snap.closeMirrors()
 	snap.waitMirrors(ctx)
@@ -166,6 +192,9 @@ func (s *Server) Reload(cfg *config.Config) error {
 	prev := s.snap.Load()
 	if cfg.TLS.Enabled() != (s.tlsCfg != nil) {
 		return errors.New("tls cannot be turned on or off by a reload (restart the process)")
+	}
+	if cfg.HTTP2 != s.http2 {
+		return errors.New("http2 settings cannot change on reload (restart the process)")
 	}
 	if cfg.TLS.Enabled() {
 		if err := s.loadCert(cfg.TLS); err != nil {
@@ -381,6 +410,8 @@ func reasonText(reason string) string {
 		return "request headers exceed the configured limit"
 	case "timeout":
 		return "request not received in time"
+	case "connect":
+		return "CONNECT tunnels are not supported"
 	}
 	return "malformed request"
 }

@@ -90,7 +90,7 @@ func New(version string) *Metrics {
 	m.RequestDuration = f.histogramVec("request_duration_seconds", "Time from receiving a request to having the upstream's response, by route and upstream.", "route", "upstream")
 	m.UpstreamErrors = f.counterVec("upstream_errors_total", "Primary requests that failed at the upstream, by reason: connect, timeout, reset or other.", "route", "upstream", "reason")
 	m.Unmatched = f.counter("unmatched_requests_total", "Requests that matched no route and were answered 404.")
-	m.RejectedRequests = f.counterVec("rejected_requests_total", "Requests rejected before routing, by reason: body_too_large, header_too_large, timeout, malformed.", "reason")
+	m.RejectedRequests = f.counterVec("rejected_requests_total", "Requests rejected before routing, by reason: body_too_large, header_too_large, timeout, malformed, too_many_connections and connect (HTTP/2).", "reason")
 
 	m.EndpointUp = f.gaugeVec("upstream_endpoint_up", "1 while an upstream endpoint receives traffic, 0 while it is ejected or failing its health check.", "upstream", "endpoint")
 	m.EndpointEjections = f.counterVec("upstream_endpoint_ejections_total", "Times an endpoint was ejected after consecutive connect errors or timeouts.", "upstream", "endpoint")
