@@ -10,7 +10,7 @@ FUZZTIME  ?= 20s
 # Packages with allocation pins (tests named *Alloc*), run again without -race.
 ALLOC_PKGS := ./proxy ./internal/metrics ./splitter ./diff ./internal/rollout ./internal/tracing
 
-.PHONY: all build run test test-helm http2-curl test-short browser bench bench-compare lint fmt fuzz soak clean
+.PHONY: all build run test test-helm http2-curl test-short browser bench bench-compare bench-compare-h2 lint fmt fuzz soak clean
 
 all: build
 
@@ -67,6 +67,10 @@ fmt:
 ## fuzz: each fuzz target for FUZZTIME
 fuzz:
 	bash .ci/fuzz.sh $(FUZZTIME)
+
+## bench-compare-h2: HTTP/2 to clients, shadowproxy h2c against nginx http2 with h2load (installs it)
+bench-compare-h2:
+	bash bench/h2compare.sh
 
 ## soak: bounded mixed-load run of bin/shadowproxy; fails if RSS, goroutines or fds keep growing (SOAK_DURATION, default 2m)
 soak: build
