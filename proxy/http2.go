@@ -48,8 +48,9 @@ type h2front struct {
 	maxConn int64
 	timeout time.Duration
 	conns   atomic.Int64
-	ctxs    sync.Pool // *fasthttp.RequestCtx
-	bufs    sync.Pool // *[16 << 10]byte, for reading request bodies
+	pending atomic.Int64 // connections being classified
+	ctxs    sync.Pool    // *fasthttp.RequestCtx
+	bufs    sync.Pool    // *[16 << 10]byte, for reading request bodies
 }
 
 func newH2Front(s *Server, cfg *config.Config) *h2front {
@@ -97,18 +98,35 @@ func (f *h2front) serve(ln net.Listener, tlsCfg *tls.Config) error {
 	h1 := newConnQueue(ln)
 	h2 := newConnQueue(ln)
 	go func() {
+		backoff := 5 * time.Millisecond
 		for {
 			c, err := ln.Accept()
 			if err != nil {
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
-					continue
+				if errors.Is(err, net.ErrClosed) {
+					h1.Close()
+					h2.Close()
+					return
 				}
-				h1.Close()
-				h2.Close()
-				return
+				// Out of file descriptors and the like: wait (bounded
+				// backoff) instead of spinning or giving up the listener.
+				f.s.log.Warn("accept failed", zap.Error(err), zap.Duration("retry_in", backoff))
+				time.Sleep(backoff)
+				backoff = min(2*backoff, time.Second)
+				continue
 			}
-			go f.classify(c, tlsCfg, h1, h2)
+			backoff = 5 * time.Millisecond
+			// Connections still being classified (TLS handshake, preface)
+			// are bounded like served ones.
+			if f.pending.Add(1) > f.maxConn {
+				f.pending.Add(-1)
+				f.s.metrics.RejectedRequests.WithLabelValues("too_many_connections").Inc()
+				c.Close()
+				continue
+			}
+			go func() {
+				defer f.pending.Add(-1)
+				f.classify(c, tlsCfg, h1, h2)
+			}()
 		}
 	}()
 	h2done := make(chan struct{})

@@ -436,3 +436,42 @@ func TestHTTP2SettingsNeedRestart(t *testing.T) {
 	}
 	readBody(t, resp)
 }
+
+// TestHTTP2PendingConnectionsBounded: connections that have not yet shown
+// their protocol count against max_connections, so idle sockets cannot
+// pile up goroutines until read_timeout.
+func TestHTTP2PendingConnectionsBounded(t *testing.T) {
+	up := startUpstream(t, (&h2Recorder{}).handler)
+	p := startProxy(t, fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin_listen: 127.0.0.1:1
+http2: {enabled: true, h2c: true}
+limits: {max_connections: 2, read_timeout: 60s}
+upstreams: [{name: stable, url: "%s"}]
+routes: [{name: default, upstream: stable}]
+`, up.URL))
+	var conns []net.Conn
+	for i := 0; i < 3; i++ {
+		c, err := net.DialTimeout("tcp", p.Addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+		// Idle: not a byte sent. Wait until the proxy has accepted it.
+		waitUntil(t, "the connection accepted", func() bool { return p.Srv.h2.pending.Load() == int64(min(i+1, 2)) || i == 2 })
+	}
+	// The third is closed at once (long before read_timeout), the first
+	// two are still waiting for their first bytes.
+	conns[2].SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conns[2].Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("third idle connection: read %v, want EOF (closed by the proxy)", err)
+	}
+	conns[0].SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := conns[0].Read(make([]byte, 1)); err == io.EOF {
+		t.Error("the first idle connection was closed before read_timeout")
+	}
+	if n := testutil.ToFloat64(p.Met.RejectedRequests.WithLabelValues("too_many_connections")); n != 1 {
+		t.Errorf("too_many_connections = %v, want 1", n)
+	}
+}
