@@ -41,6 +41,8 @@ type headerScratch struct {
 	// clientFault: the request failed on the client's side (its streamed
 	// body), so no cohort is charged with it.
 	clientFault bool
+	// trace is the request's trace when tracing is on and sampled it.
+	trace RequestTrace
 }
 
 // connectionTokens collects the field names listed in every Connection

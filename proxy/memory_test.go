@@ -417,3 +417,38 @@ func (c *chunkedBody) Read(p []byte) (int, error) {
 	c.pending = c.pending[n:]
 	return n, nil
 }
+
+// TestStreamingOverHTTP2: an HTTP/2 client's download longer than
+// limits.buffer_body is copied through as it arrives too, not read into
+// memory first.
+func TestStreamingOverHTTP2(t *testing.T) {
+	const size = 64 << 20
+	var received atomic.Int64
+	p := startProxy(t, fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin_listen: 127.0.0.1:1
+http2: {enabled: true, h2c: true}
+upstreams:
+  - {name: stable, url: "%s", max_response_body: 1GiB}
+routes:
+  - {name: default, upstream: stable}
+`, bulkUpstream(t, &received)))
+	base := heapInUse()
+	stop := make(chan struct{})
+	peak := peakHeap(stop)
+	resp, err := h2cClient().Get(fmt.Sprintf("%s/download/%d", p.URL, size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	close(stop)
+	top := peak()
+	if resp.ProtoMajor != 2 || n != size || err != nil {
+		t.Errorf("HTTP/2 download: %s, %d of %d bytes, %v", resp.Proto, n, size, err)
+	}
+	t.Logf("heap in use: baseline %.1f MiB, peak %.1f MiB (a %d MiB answer)", float64(base)/mib, float64(top)/mib, size>>20)
+	if grew := int64(top) - int64(base); grew > 32*mib {
+		t.Errorf("heap grew %.1f MiB for a %d MiB answer over HTTP/2: it was buffered", float64(grew)/mib, size>>20)
+	}
+}
