@@ -97,8 +97,11 @@ type route struct {
 	lastActionAt  time.Time
 	lastActionBy  string
 
-	lastEval      time.Time
-	breachSince   []time.Time // per rollback condition in force; zero = not breaching
+	lastEval time.Time
+	// seqs are the conditions' sequential tests and breach streaks, by
+	// seqKey; persisted with the state.
+	seqs          map[string]*condSeq
+	waitNotified  bool // the "waiting for samples" event of this step was sent
 	ready         bool
 	readyNotified bool
 	last          *Explanation
@@ -173,13 +176,23 @@ func (r *route) persistLocked(now time.Time) {
 		StepStartedAt: r.stepStartedAt, PausedNanos: int64(r.pausedFor), DataSince: r.dataSince,
 		Reason: r.reason, LastAction: r.lastAction, UpdatedAt: now,
 	}
+	keys := make([]string, 0, len(r.seqs))
+	for k := range r.seqs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		st := r.seqs[k].clone()
+		st.pack()
+		s.Conditions = append(s.Conditions, st)
+	}
 	if !r.pausedAt.IsZero() {
 		p := r.pausedAt
 		s.PausedAt = &p
 	}
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err == nil {
-		err = writeFileAtomic(r.spec.StateFile, append(data, '\n'))
+		err = FileStore{Path: r.spec.StateFile}.Save(append(data, '\n'))
 	}
 	if err != nil {
 		r.persistErr = err.Error()
@@ -293,7 +306,7 @@ func (c *Controller) AddRoute(name string, spec Spec, rec *Recorder, h RouteHand
 		// A reload that leaves the step's guardrails as they were keeps
 		// their breach streaks: frequent reloads must not postpone a rollback.
 		if !reflect.DeepEqual(oldSpec.rollbackWhen(oldStep), spec.rollbackWhen(r.step)) || oldStep != r.step {
-			r.breachSince = nil
+			r.newStepLocked()
 		}
 		r.lastEval, r.ready, r.readyNotified = time.Time{}, false, false
 		r.applyLocked()
@@ -369,6 +382,10 @@ func (c *Controller) restore(r *route, now time.Time) error {
 
 	r.state, r.reason, r.lastAction = s.State, s.Reason, s.LastAction
 	r.dataSince = s.DataSince
+	r.seqs = map[string]*condSeq{}
+	for _, c := range s.Conditions {
+		r.seqs[c.Key] = c
+	}
 	idx, exact, below := mapStep(r.spec.Steps, s.PercentBP)
 	if exact {
 		// Same share: same hold clock, even if steps were inserted before it.
@@ -501,8 +518,11 @@ func (c *Controller) tickRoute(r *route, now time.Time) []Event {
 	held, hold := r.held(now), spec.Steps[r.step].Hold.D()
 	pct := r.percent()
 	evalPromote := due && state == StateProgressing && held >= hold
+	promoteConds := spec.promoteWhen(step)
 	ev := &evaluator{ctx: context.Background(), route: r.name, spec: spec, rec: r.rec, now: now, dataSince: r.dataSince,
-		atFull: pct == cfgtypes.MaxBasisPoints, health: r.prober, external: c.opts.External, timeout: c.opts.ExternalTimeout}
+		atFull: pct == cfgtypes.MaxBasisPoints, health: r.prober, external: c.opts.External, timeout: c.opts.ExternalTimeout,
+		stepStart: r.stepStartedAt, rollbackAlpha: float64(spec.Alpha) / float64(spec.statisticalRollbackConditions()),
+		seqs: r.seqClones(rollbackConds, true, step), pseqs: r.seqClones(promoteConds, false, step)}
 	r.mu.Unlock()
 
 	// Evaluate without the lock: external lookups may take seconds and
@@ -514,9 +534,18 @@ func (c *Controller) tickRoute(r *route, now time.Time) []Event {
 			expl.Rollback = append(expl.Rollback, ev.evaluate(&rollbackConds[i], i, true))
 		}
 		if evalPromote {
-			conds := spec.promoteWhen(step)
-			for i := range conds {
-				expl.Promote = append(expl.Promote, ev.evaluate(&conds[i], i, false))
+			for i := range promoteConds {
+				expl.Promote = append(expl.Promote, ev.evaluate(&promoteConds[i], i, false))
+			}
+		} else {
+			// During the hold, promote conditions still fold their data in
+			// (the recorder keeps only a window of it), without a verdict.
+			for i := range promoteConds {
+				if m, ok := spec.lookupMetric(promoteConds[i].Metric); ok {
+					if _, seq := sequentialTest(&promoteConds[i], m, false); seq {
+						ev.evaluate(&promoteConds[i], i, false)
+					}
+				}
 			}
 		}
 	} else {
@@ -536,7 +565,95 @@ func (c *Controller) tickRoute(r *route, now time.Time) []Event {
 	if r.removed || r.gen != gen {
 		return nil // a command or reload changed the route meanwhile
 	}
-	return c.decideLocked(r, now, expl, due, evalPromote, rollbackConds)
+	before := r.streakSignature()
+	r.storeSeqs(rollbackConds, ev.seqs, true, step)
+	r.storeSeqs(promoteConds, ev.pseqs, false, step)
+	events := c.decideLocked(r, now, expl, due, evalPromote, rollbackConds)
+	if len(events) == 0 && r.streakSignature() != before {
+		r.persistLocked(now) // a streak began or ended, or a block crossed
+	}
+	return events
+}
+
+// streakSignature summarizes what of the conditions' states must survive a
+// restart promptly: streaks, crossings and blocks.
+func (r *route) streakSignature() string {
+	keys := make([]string, 0, len(r.seqs))
+	for k := range r.seqs {
+		if strings.HasPrefix(k, "rollback:") {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		st := r.seqs[k]
+		fmt.Fprintf(&b, "%s|%d|%d|%t|%t|%d;", k, st.Block, st.Spent, st.Rejected, st.PrevRejected, st.BreachSince.UnixNano())
+	}
+	return b.String()
+}
+
+// seqKey names a condition's sequential state: rollback conditions keep
+// theirs across steps (the alpha-spending index runs over the rollout);
+// promote conditions have one per step.
+func seqKey(c *Condition, rollback bool, step int) string {
+	if rollback {
+		return "rollback:" + c.describe()
+	}
+	return fmt.Sprintf("promote:%d:%s", step, c.describe())
+}
+
+// seqClones returns copies of the states of conds, creating missing ones,
+// for an evaluation that runs unlocked.
+func (r *route) seqClones(conds []Condition, rollback bool, step int) []*condSeq {
+	if r.seqs == nil {
+		r.seqs = map[string]*condSeq{}
+	}
+	out := make([]*condSeq, len(conds))
+	for i := range conds {
+		k := seqKey(&conds[i], rollback, step)
+		st := r.seqs[k]
+		if st == nil {
+			st = newCondSeq(k)
+			r.seqs[k] = st
+		}
+		out[i] = st.clone()
+	}
+	return out
+}
+
+// storeSeqs keeps the states an evaluation advanced, unless the step
+// changed meanwhile (then they belong to a step that is over).
+func (r *route) storeSeqs(conds []Condition, sts []*condSeq, rollback bool, step int) {
+	if r.step != step {
+		return
+	}
+	for i := range conds {
+		if i < len(sts) {
+			st := sts[i]
+			k := seqKey(&conds[i], rollback, step)
+			if old := r.seqs[k]; old != nil {
+				// Streak fields are the controller's: keep them.
+				st.BreachSince, st.Silent = old.BreachSince, old.Silent
+			}
+			r.seqs[k] = st
+		}
+	}
+}
+
+// newStepLocked forgets what belongs to the step just left: blocks and
+// streaks of rollback conditions (but not how much alpha they spent) and
+// every promote test.
+func (r *route) newStepLocked() {
+	for k, st := range r.seqs {
+		if strings.HasPrefix(k, "promote:") {
+			delete(r.seqs, k)
+			continue
+		}
+		st.Block, st.Rejected, st.PrevRejected, st.BreachSince, st.Silent = -1, false, false, time.Time{}, 0
+		st.Stat, st.Floor = seqStat{}, seqStat{}
+	}
+	r.waitNotified = false
 }
 
 // decideLocked turns an evaluation into at most one transition.
@@ -544,25 +661,55 @@ func (c *Controller) decideLocked(r *route, now time.Time, expl *Explanation, du
 	if due {
 		r.lastEval = now
 	}
-	if len(r.breachSince) != len(rollbackConds) {
-		r.breachSince = make([]time.Time, len(rollbackConds))
-	}
 	var fired []string
 	for k := range expl.Rollback {
 		res := &expl.Rollback[k]
 		i := res.index
-		if !res.Met {
-			// Any other verdict breaks the streak: "for" means met on
-			// every evaluation, and no_data is not a breach.
-			r.breachSince[i] = time.Time{}
+		cond := &rollbackConds[i]
+		st := r.seqs[seqKey(cond, true, r.step)]
+		if st == nil {
+			st = newCondSeq(seqKey(cond, true, r.step))
+			r.seqs[st.Key] = st
+		}
+		switch res.Verdict {
+		case VerdictBreach:
+			st.Silent = 0
+			if st.BreachSince.IsZero() {
+				st.BreachSince = now
+			}
+		case VerdictOK:
+			if !st.BreachSince.IsZero() {
+				res.Detail += "; breach streak ended: the condition is no longer met"
+			}
+			st.BreachSince, st.Silent = time.Time{}, 0
+			continue
+		default:
+			// No verdict is not evidence either way: the streak is kept
+			// as it is (on_no_data/on_error: hold) unless the policy says
+			// to fail after so many silent evaluations.
+			st.Silent++
+			pol := cond.OnNoData
+			if res.Verdict == VerdictError {
+				pol = cond.OnError
+			}
+			if res.Verdict == VerdictNotApplicable {
+				pol = nil
+			}
+			if pol != nil && pol.FailAfter > 0 && st.Silent >= pol.FailAfter {
+				res.Fired = true
+				res.Detail += fmt.Sprintf("; %d evaluations in a row without a verdict (fail_after %d)", st.Silent, pol.FailAfter)
+				fired = append(fired, res.Condition+": "+res.Detail)
+				continue
+			}
+			if !st.BreachSince.IsZero() {
+				res.BreachingFor = now.Sub(st.BreachSince).Seconds()
+				res.Detail += fmt.Sprintf("; breach streak of %s kept, not advanced (no verdict, hold)", fmtDur(now.Sub(st.BreachSince).Truncate(time.Second)))
+			}
 			continue
 		}
-		if r.breachSince[i].IsZero() {
-			r.breachSince[i] = now
-		}
-		d := now.Sub(r.breachSince[i])
+		d := now.Sub(st.BreachSince)
 		res.BreachingFor = d.Seconds()
-		if d >= rollbackConds[i].For.D() {
+		if d >= cond.For.D() {
 			res.Fired = true
 			fired = append(fired, res.Condition+": "+res.Detail)
 		}
@@ -579,10 +726,73 @@ func (c *Controller) decideLocked(r *route, now time.Time, expl *Explanation, du
 		return nil // a health-only check between evaluations, nothing fired
 	}
 	r.last = expl
-	hold := r.spec.Steps[r.step].Hold.D()
+	stp := r.spec.Steps[r.step]
+	hold := stp.Hold.D()
+	held := r.held(now)
+	var events []Event
+	// A step past its hold whose conditions still lack samples says so,
+	// once per step: silence is how a rollout stalls unnoticed.
+	if held >= max(hold, r.spec.LongestWindow()) && r.state == StateProgressing && !r.waitNotified {
+		var silent []string
+		for _, res := range append(append([]ConditionResult(nil), expl.Promote...), expl.Rollback...) {
+			if res.Verdict == VerdictNoData {
+				silent = append(silent, res.Condition+": "+res.Detail)
+			}
+		}
+		if len(silent) > 0 {
+			r.waitNotified = true
+			why := fmt.Sprintf("waiting for samples at %s%% longer than the %s hold: %s", r.percent(), fmtDur(hold), strings.Join(silent, "; "))
+			r.log.Warn("rollout step is waiting for samples", zap.Int("step", r.step), zap.String("reason", why))
+			events = append(events, c.eventLocked(r, now, ActionWaiting, "controller", why, expl, r.step, r.percent()))
+		}
+	}
+	if d := stp.Deadline.D(); d > 0 && held >= d && r.state == StateProgressing {
+		why := fmt.Sprintf("deadline of %s at %s%% passed without promotion", fmtDur(d), r.percent())
+		if pend := pendingText(expl); pend != "" {
+			why += ": " + pend
+		}
+		expl.Reason = why
+		if stp.OnDeadline == "rollback" {
+			expl.Decision = DecisionRollback
+			return append(events, c.transitionLocked(r, now, ActionRollback, "deadline", why, expl, func() { r.state = StateRolledBack }))
+		}
+		expl.Decision = DecisionHold
+		return append(events, c.transitionLocked(r, now, ActionPause, "deadline", why, expl, func() { r.state, r.pausedAt = StatePaused, now }))
+	}
+	if ev := c.promoteDecisionLocked(r, now, expl, evalPromote); ev != nil {
+		events = append(events, *ev)
+	}
+	return events
+}
+
+// pendingText lists the promote conditions not passing and the guardrails
+// without a verdict.
+func pendingText(expl *Explanation) string {
+	var out []string
+	for _, res := range expl.Promote {
+		if res.Verdict != VerdictPass && res.Verdict != VerdictNotApplicable {
+			out = append(out, res.Condition+": "+res.Detail)
+		}
+	}
+	for _, res := range expl.Rollback {
+		if res.Verdict == VerdictNoData || res.Verdict == VerdictError {
+			out = append(out, res.Condition+": "+res.Detail)
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+// promoteDecisionLocked decides whether to promote, and explains.
+func (c *Controller) promoteDecisionLocked(r *route, now time.Time, expl *Explanation, evalPromote bool) *Event {
+	stp := r.spec.Steps[r.step]
+	hold := stp.Hold.D()
+	one := func(e Event) *Event { return &e }
 	switch {
 	case r.state == StatePaused:
-		expl.Decision, expl.Reason = DecisionHold, "paused: promotion stopped by command; guardrails stay armed"
+		expl.Decision, expl.Reason = DecisionHold, "paused: promotion stopped; guardrails stay armed"
+		if r.reason != "" {
+			expl.Reason = "paused (" + r.reason + "); guardrails stay armed"
+		}
 		return nil
 	case !evalPromote:
 		expl.Decision = DecisionHold
@@ -605,16 +815,19 @@ func (c *Controller) decideLocked(r *route, now time.Time, expl *Explanation, du
 	if len(expl.Promote) == 0 {
 		why = fmt.Sprintf("hold of %s passed (no promote_when)", fmtDur(hold))
 	}
-	if r.spec.Mode == ModeManual {
+	if r.spec.Mode == ModeManual || stp.Pause {
 		expl.Decision, expl.Reason = DecisionReady, why+"; waiting for a promote command (manual mode)"
+		if stp.Pause {
+			expl.Reason = why + "; waiting for a promote command (the step has pause: true)"
+		}
 		r.ready = true
 		if r.readyNotified {
 			return nil
 		}
 		r.readyNotified = true
-		return []Event{c.eventLocked(r, now, ActionReady, "controller", expl.Reason, expl, r.step, r.percent())}
+		return one(c.eventLocked(r, now, ActionReady, "controller", expl.Reason, expl, r.step, r.percent()))
 	}
-	return []Event{c.promoteLocked(r, now, "controller", why, expl)}
+	return one(c.promoteLocked(r, now, "controller", why, expl))
 }
 
 // promoteLocked moves to the next step, or completes at the last one.
@@ -647,7 +860,10 @@ func (c *Controller) transitionLocked(r *route, now time.Time, action, by, reaso
 	r.gen++
 	r.reason = reason
 	r.lastAction, r.lastActionAt, r.lastActionBy = action, now, by
-	r.breachSince, r.ready, r.readyNotified = nil, false, false
+	if r.step != fromStep {
+		r.newStepLocked()
+	}
+	r.ready, r.readyNotified = false, false
 	r.applyLocked()
 	r.persistLocked(now)
 	ev := c.eventLocked(r, now, action, by, reason, expl, fromStep, fromBP)
@@ -725,6 +941,7 @@ func (c *Controller) Command(routeName, action string) error {
 			// on fresh data only.
 			ev = c.transitionLocked(r, now, ActionResume, "command", "resumed by command after rollback: restarting at steps[0]", nil, func() {
 				r.state, r.step, r.stepStartedAt, r.pausedAt, r.pausedFor, r.dataSince = StateProgressing, 0, now, time.Time{}, 0, now
+				r.seqs = nil // a new attempt: fresh evidence and a fresh alpha
 			})
 		default:
 			return invalid("it is " + string(r.state) + ", not paused or rolled_back")

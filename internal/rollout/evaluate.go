@@ -173,6 +173,16 @@ type evaluator struct {
 	external  ExternalSource
 	timeout   time.Duration
 	windows   map[time.Duration]*WindowStats
+	// stepStart is when the current step began: windows and blocks never
+	// reach before it, so a change of share never shows up as a difference.
+	stepStart time.Time
+	// seqs are the sequential states of the conditions being evaluated
+	// (copies; the controller stores them back), by index, rollback and
+	// promote lists apart.
+	seqs, pseqs []*condSeq
+	// rollbackAlpha is the alpha of one rollback condition over the whole
+	// rollout (the policy's alpha shared among its statistical guardrails).
+	rollbackAlpha float64
 }
 
 // stats returns the window ending now, clipped to dataSince (samples from
@@ -184,6 +194,9 @@ func (e *evaluator) stats(d time.Duration) *WindowStats {
 	from := e.now.Add(-d)
 	if from.Before(e.dataSince) {
 		from = e.dataSince
+	}
+	if from.Before(e.stepStart) {
+		from = e.stepStart
 	}
 	w := e.rec.Between(from, e.now)
 	if e.windows == nil {
@@ -294,6 +307,19 @@ func (e *evaluator) evaluate(c *Condition, index int, rollback bool) ConditionRe
 	if baseline && e.atFull {
 		return noVerdict(VerdictNotApplicable, "the control has no traffic at 100%; baseline comparisons no longer apply")
 	}
+	// Sequential evidence is folded on every evaluation, verdict or not,
+	// so that no data is lost between evaluations.
+	seqT, isSeq := sequentialTest(c, m, rollback)
+	var seqOK bool
+	var seqE float64
+	var seqText string
+	if st := e.seqFor(index, rollback); isSeq && st != nil && !(baseline && e.atFull) {
+		seqOK, seqE, seqText = e.runSeq(&seqT, st, win, rollback)
+		res.Tests = []TestResult{{Name: "msprt", Statistic: seqE, PValue: math.Min(1, 1/math.Max(seqE, 1e-300))}}
+		res.PValue = ptr(res.Tests[0].PValue)
+	} else {
+		isSeq = false
+	}
 	countBreach := rollback && m.kind == kindCount && thr != nil
 	if need := e.minSamples(c); !countBreach && (can.Requests < need || (!e.atFull && ctl.Requests < need)) {
 		if e.atFull {
@@ -304,9 +330,15 @@ func (e *evaluator) evaluate(c *Condition, index int, rollback bool) ConditionRe
 
 	if thr != nil {
 		met := compare(cv, thr.value, cmp)
+		if isSeq {
+			met = seqOK
+		}
 		ctx := ""
 		if res.Control != nil {
 			ctx = " (control " + formatValue(m, kv) + ")"
+		}
+		if isSeq {
+			return finish(met, fmt.Sprintf("canary %s%s, %s %s: %s", formatValue(m, cv), ctx, cmpWord(cmp, rollback), thr.raw, seqText))
 		}
 		return finish(met, fmt.Sprintf("canary %s%s, %s %s", formatValue(m, cv), ctx, cmpWord(cmp, rollback), thr.raw))
 	}
@@ -324,6 +356,27 @@ func (e *evaluator) evaluate(c *Condition, index int, rollback bool) ConditionRe
 	ratio, finite := safeRatio(cv, base)
 	if finite {
 		res.Ratio = ptr(ratio)
+	}
+	if isSeq {
+		ratioText := "∞"
+		if finite {
+			ratioText = strconv.FormatFloat(ratio, 'f', 2, 64) + "x"
+		}
+		head := fmt.Sprintf("canary %s vs control %s", formatValue(m, cv), formatValue(m, kv))
+		if base > kv {
+			head += fmt.Sprintf(" (floor %s)", formatValue(m, base))
+		}
+		k, word := 0.0, ""
+		if c.AboveBaseline != nil {
+			k, word = float64(*c.AboveBaseline), "above"
+		} else {
+			k, word = float64(*c.BelowBaseline), "below"
+		}
+		verdict := "not shown"
+		if seqOK {
+			verdict = "shown"
+		}
+		return finish(seqOK, fmt.Sprintf("%s, %s: %s %gx the baseline %s (%s)", head, ratioText, word, k, verdict, seqText))
 	}
 	var p float64
 	switch m.kind {

@@ -423,3 +423,26 @@ func frac(a, b uint64) float64 {
 	}
 	return float64(a) / float64(b)
 }
+
+// EachSlot calls fn with the totals of every complete slot that starts at or
+// after from and ends no later than to, oldest first, and returns the end of
+// the last slot it visited (from when none). fn must not keep w. It is how
+// sequential tests fold new data in without re-reading whole windows.
+func (r *Recorder) EachSlot(from, to time.Time, fn func(w *WindowStats)) time.Time {
+	first := (from.UnixNano() + r.slotNanos - 1) / r.slotNanos
+	end := to.UnixNano() / r.slotNanos // slots before this index are complete
+	if oldest := end - int64(len(r.slots)) + 2; first < oldest {
+		first = oldest
+	}
+	last := from
+	var w WindowStats
+	for e := first; e < end; e++ {
+		last = time.Unix(0, (e+1)*r.slotNanos)
+		w = r.Between(time.Unix(0, e*r.slotNanos), time.Unix(0, e*r.slotNanos))
+		if w.Canary.Requests == 0 && w.Control.Requests == 0 {
+			continue
+		}
+		fn(&w)
+	}
+	return last
+}

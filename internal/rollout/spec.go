@@ -107,6 +107,9 @@ type Spec struct {
 	// ExternalMetrics declares metrics read from an ExternalSource (for
 	// example a Prometheus query), such as conversion_rate or crash_rate.
 	ExternalMetrics []ExternalMetric `yaml:"external_metrics,omitempty"`
+	// ExpectedRPS is the route's typical request rate, used only to warn
+	// when a step cannot reach its sample sizes (see Plan).
+	ExpectedRPS float64 `yaml:"expected_rps,omitempty"`
 }
 
 // MarshalYAML keeps the difference between an omitted rollback_when (the
@@ -157,6 +160,62 @@ type Step struct {
 	// RollbackWhen, when set (even to []), replaces the route's
 	// rollback_when for this step.
 	RollbackWhen []Condition `yaml:"rollback_when,omitempty"`
+	// Pause makes the step wait, once its hold and promote_when pass, for
+	// a manual promote (POST .../promote), whatever the mode.
+	Pause bool `yaml:"pause,omitempty"`
+	// Deadline bounds the time at this step (pauses excluded): past it,
+	// still not promoted, the rollout pauses or rolls back (OnDeadline)
+	// and notifies, instead of waiting in silence for samples.
+	Deadline cfgtypes.Duration `yaml:"deadline,omitempty"`
+	// OnDeadline is pause (default) or rollback.
+	OnDeadline string `yaml:"on_deadline,omitempty"`
+}
+
+// SilencePolicy says what a guardrail does while it gets no verdict
+// (on_no_data: too few samples; on_error: an external source failing). In
+// YAML it is "hold" or {fail_after: N}.
+type SilencePolicy struct {
+	// FailAfter, when > 0, fires the guardrail after this many consecutive
+	// evaluations without a verdict; 0 holds (the streak is kept, neither
+	// advanced to a rollback nor reset).
+	FailAfter int `yaml:"fail_after,omitempty"`
+}
+
+// UnmarshalYAML accepts "hold" or a mapping with fail_after.
+func (p *SilencePolicy) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		if n.Value != "hold" {
+			return fmt.Errorf("want hold or {fail_after: N}, got %q", n.Value)
+		}
+		*p = SilencePolicy{}
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		return errors.New("want hold or {fail_after: N}")
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := n.Content[i].Value; k != "fail_after" {
+			return fmt.Errorf("line %d: field %s not found; want fail_after", n.Content[i].Line, k)
+		}
+	}
+	type plain SilencePolicy
+	var v plain
+	if err := n.Decode(&v); err != nil {
+		return err
+	}
+	if v.FailAfter < 1 {
+		return fmt.Errorf("fail_after must be at least 1, got %d", v.FailAfter)
+	}
+	*p = SilencePolicy(v)
+	return nil
+}
+
+// MarshalYAML writes "hold" or the mapping.
+func (p SilencePolicy) MarshalYAML() (any, error) {
+	if p.FailAfter == 0 {
+		return "hold", nil
+	}
+	return map[string]int{"fail_after": p.FailAfter}, nil
 }
 
 // Condition is one machine-checkable criterion. Exactly one comparison
@@ -194,6 +253,12 @@ type Condition struct {
 	// For (rollback_when only) is how long the condition must hold on every
 	// evaluation before it fires; 0 fires on the first breaching evaluation.
 	For cfgtypes.Duration `yaml:"for,omitempty"`
+	// OnNoData (rollback_when only): hold (default) or fail_after N
+	// evaluations without enough samples.
+	OnNoData *SilencePolicy `yaml:"on_no_data,omitempty"`
+	// OnError (rollback_when only): hold (default) or fail_after N
+	// evaluations whose external lookup failed.
+	OnError *SilencePolicy `yaml:"on_error,omitempty"`
 }
 
 // HealthCheck configures active HTTP probes of the canary upstream.
@@ -541,6 +606,14 @@ func (s *Spec) Validate() []error {
 		case i > 0 && st.Percent <= steps[i-1].Percent:
 			add(p+".percent", "must be greater than the previous step's %s%%, got %s%%", steps[i-1].Percent.BP(), st.Percent.BP())
 		}
+		if st.Deadline != 0 && st.Deadline.D() < st.Hold.D() {
+			add(p+".deadline", "must be at least the step's hold (%s), got %s", fmtDur(st.Hold.D()), fmtDur(st.Deadline.D()))
+		}
+		if st.OnDeadline != "" && st.OnDeadline != "pause" && st.OnDeadline != "rollback" {
+			add(p+".on_deadline", "unknown action %q%s; want pause or rollback", st.OnDeadline, didYouMean(st.OnDeadline, []string{"pause", "rollback"}))
+		} else if st.OnDeadline != "" && st.Deadline == 0 {
+			add(p+".on_deadline", "needs a deadline")
+		}
 		if st.PromoteWhen != nil {
 			errs = append(errs, s.validateConditions(p+".promote_when", st.PromoteWhen, false)...)
 		}
@@ -650,6 +723,12 @@ func (s *Spec) validateConditions(prefix string, conds []Condition, rollback boo
 		}
 		if c.MinSamples < 0 {
 			add(p+".min_samples", "must be at least 1, got %d", c.MinSamples)
+		}
+		if !rollback && (c.OnNoData != nil || c.OnError != nil) {
+			add(p+".on_no_data", "only rollback_when conditions take on_no_data/on_error; a promote condition without a verdict simply does not pass")
+		}
+		if m, ok := s.lookupMetric(c.Metric); rollback && ok && m.kind != kindExternal && c.AboveBaseline != nil && *c.AboveBaseline < 1 {
+			add(p+".above_baseline", "must be at least 1x, got %gx: below 1x a canary as good as its control would breach", float64(*c.AboveBaseline))
 		}
 		if c.For != 0 && !rollback {
 			add(p+".for", "only rollback_when conditions hold \"for\" a duration; promote_when are checked once the step's hold has passed")
@@ -813,6 +892,9 @@ func (s *Spec) Warnings() []string {
 	if s.MinSamples > 0 && s.MinSamples < DefaultMinSamples {
 		w = append(w, fmt.Sprintf("min_samples %d is below %d, the seed's minimum for error-rate decisions", s.MinSamples, DefaultMinSamples))
 	}
+	if s.ExpectedRPS < 0 {
+		w = append(w, fmt.Sprintf("expected_rps %g is negative and ignored", s.ExpectedRPS))
+	}
 	if s.Alpha > 0.1 {
 		w = append(w, fmt.Sprintf("alpha %g is above 0.1: expect more false rollbacks", float64(s.Alpha)))
 	}
@@ -830,4 +912,47 @@ func fmtDur(d time.Duration) string {
 		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
+}
+
+// plannedBlocks is how many blocks of length w a rollback condition tests
+// over the planned rollout: every step's hold (or deadline, when longer)
+// cut into blocks, plus the partial block at each step. Alpha is spent
+// evenly over them (see spendBlock).
+func (s *Spec) plannedBlocks(w time.Duration) int {
+	if w <= 0 {
+		return 1
+	}
+	n := 0
+	for _, st := range s.Steps {
+		d := st.Hold.D()
+		if st.Deadline.D() > d {
+			d = st.Deadline.D()
+		}
+		n += int(d/w) + 1
+	}
+	return max(n, 1)
+}
+
+// statisticalRollbackConditions counts the distinct rollback conditions
+// decided by a sequential test anywhere in the policy: the policy's alpha
+// is shared among them (Bonferroni), so that the rollout as a whole rolls
+// back a canary equal to its control with probability at most alpha.
+func (s *Spec) statisticalRollbackConditions() int {
+	seen := map[string]bool{}
+	visit := func(cs []Condition) {
+		for i := range cs {
+			m, ok := s.lookupMetric(cs[i].Metric)
+			if !ok {
+				continue
+			}
+			if _, ok := sequentialTest(&cs[i], m, true); ok {
+				seen[cs[i].describe()] = true
+			}
+		}
+	}
+	visit(s.RollbackWhen)
+	for i := range s.Steps {
+		visit(s.Steps[i].RollbackWhen)
+	}
+	return max(len(seen), 1)
 }
