@@ -102,6 +102,8 @@ type route struct {
 	// seqKey; persisted with the state.
 	seqs          map[string]*condSeq
 	waitNotified  bool // the "waiting for samples" event of this step was sent
+	caches        map[time.Duration]*WindowCache
+	cachesRec     *Recorder
 	ready         bool
 	readyNotified bool
 	last          *Explanation
@@ -288,6 +290,7 @@ func (c *Controller) AddRoute(name string, spec Spec, rec *Recorder, h RouteHand
 		}
 		oldStepBP, oldSpec, oldStep := r.stepPercent(), r.spec, r.step
 		r.spec, r.rec, r.h, r.prober = &spec, rec, h, prober
+		r.caches = nil
 		r.log = c.log.With(zap.String("route", name), zap.String("mode", string(spec.Mode)))
 		if r.step >= len(spec.Steps) || spec.Steps[r.step].Percent.BP() != oldStepBP {
 			idx, _, below := mapStep(spec.Steps, oldStepBP)
@@ -522,7 +525,7 @@ func (c *Controller) tickRoute(r *route, now time.Time) []Event {
 	ev := &evaluator{ctx: context.Background(), route: r.name, spec: spec, rec: r.rec, now: now, dataSince: r.dataSince,
 		atFull: pct == cfgtypes.MaxBasisPoints, health: r.prober, external: c.opts.External, timeout: c.opts.ExternalTimeout,
 		stepStart: r.stepStartedAt, rollbackAlpha: float64(spec.Alpha) / float64(spec.statisticalRollbackConditions()),
-		seqs: r.seqClones(rollbackConds, true, step), pseqs: r.seqClones(promoteConds, false, step)}
+		seqs: r.seqClones(rollbackConds, true, step), pseqs: r.seqClones(promoteConds, false, step), caches: r.windowCaches()}
 	r.mu.Unlock()
 
 	// Evaluate without the lock: external lookups may take seconds and
@@ -588,9 +591,33 @@ func (r *route) streakSignature() string {
 	var b strings.Builder
 	for _, k := range keys {
 		st := r.seqs[k]
-		fmt.Fprintf(&b, "%s|%d|%d|%t|%t|%d;", k, st.Block, st.Spent, st.Rejected, st.PrevRejected, st.BreachSince.UnixNano())
+		fmt.Fprintf(&b, "%s|%d|%d|%t|%t|%d;", k, st.Block, st.Spent, st.Cur.Rejected, st.Prev.Rejected, st.BreachSince.UnixNano())
 	}
 	return b.String()
+}
+
+// windowCaches returns the route's window caches, one per window length in
+// the spec, rebuilt when the recorder changes.
+func (r *route) windowCaches() map[time.Duration]*WindowCache {
+	if r.caches != nil && r.cachesRec == r.rec {
+		return r.caches
+	}
+	r.caches, r.cachesRec = map[time.Duration]*WindowCache{}, r.rec
+	add := func(cs []Condition) {
+		for i := range cs {
+			if w := r.spec.window(&cs[i]); r.caches[w] == nil {
+				r.caches[w] = NewWindowCache(r.rec)
+			}
+		}
+	}
+	add([]Condition{{}})
+	add(r.spec.PromoteWhen)
+	add(r.spec.RollbackWhen)
+	for i := range r.spec.Steps {
+		add(r.spec.Steps[i].PromoteWhen)
+		add(r.spec.Steps[i].RollbackWhen)
+	}
+	return r.caches
 }
 
 // seqKey names a condition's sequential state: rollback conditions keep
@@ -650,8 +677,7 @@ func (r *route) newStepLocked() {
 			delete(r.seqs, k)
 			continue
 		}
-		st.Block, st.Rejected, st.PrevRejected, st.BreachSince, st.Silent = -1, false, false, time.Time{}, 0
-		st.Stat, st.Floor = seqStat{}, seqStat{}
+		st.Block, st.Cur, st.Prev, st.BreachSince, st.Silent = -1, seqProc{}, seqProc{}, time.Time{}, 0
 	}
 	r.waitNotified = false
 }

@@ -180,6 +180,9 @@ type evaluator struct {
 	// (copies; the controller stores them back), by index, rollback and
 	// promote lists apart.
 	seqs, pseqs []*condSeq
+	// caches keep the route's sliding windows, by length (only one Tick
+	// runs at a time, so they are used by one evaluation at a time).
+	caches map[time.Duration]*WindowCache
 	// rollbackAlpha is the alpha of one rollback condition over the whole
 	// rollout (the policy's alpha shared among its statistical guardrails).
 	rollbackAlpha float64
@@ -198,7 +201,12 @@ func (e *evaluator) stats(d time.Duration) *WindowStats {
 	if from.Before(e.stepStart) {
 		from = e.stepStart
 	}
-	w := e.rec.Between(from, e.now)
+	var w WindowStats
+	if c := e.caches[d]; c != nil {
+		w = c.Between(from, e.now)
+	} else {
+		w = e.rec.Between(from, e.now)
+	}
 	if e.windows == nil {
 		e.windows = map[time.Duration]*WindowStats{}
 	}

@@ -7,35 +7,31 @@ import (
 )
 
 // condSeq is one condition's sequential test across evaluations: the
-// evidence folded so far and where it stands. Rollback conditions test
-// consecutive, non-overlapping blocks of one window each, starting at the
-// step's start (a block never straddles a change of share); promote
-// conditions test everything since the step began. It is persisted with
-// the route's state so that a restart neither forgets a breach nor gets a
-// fresh alpha.
+// evidence folded so far and where it stands. A rollback condition starts a
+// test process at the beginning of every block of one window, counted from
+// the step's start (a process never sees data from before the step, so a
+// change of share never manufactures a difference); each process lives two
+// blocks, so that a regression starting anywhere is watched from its onset
+// for at least one whole window by a process that began at most one window
+// earlier. A promote condition has one process over the whole step. It is
+// persisted with the route's state so that a restart neither forgets a
+// breach nor gets a fresh alpha.
 type condSeq struct {
 	// Key identifies the condition (its text), so that a reload that
 	// keeps it keeps its evidence.
 	Key string `json:"key"`
-	// Block is the index, within the step, of the block being tested; -1
-	// before the first.
+	// Block is the index, within the step, of the newest block; -1 before
+	// the first.
 	Block int `json:"block"`
-	// Spent counts the blocks begun over the whole rollout, this one
-	// included: the alpha-spending index.
+	// Spent counts the processes begun over the whole rollout: the
+	// alpha-spending index of the newest.
 	Spent int `json:"spent"`
-	// FoldedTo is the end of the last slot folded into Stat.
+	// FoldedTo is the end of the last slot folded into the processes.
 	FoldedTo time.Time `json:"folded_to"`
-	Stat     seqStat   `json:"-"`
-	Floor    seqStat   `json:"-"`
-	// LogLR and FloorLogLR persist Stat and Floor.
-	LogLR      []float64 `json:"log_lr,omitempty"`
-	FloorLogLR []float64 `json:"floor_log_lr,omitempty"`
-	// Rejected: this block's test has crossed its threshold (it stays
-	// crossed: Ville's inequality bounds the chance of ever crossing).
-	Rejected bool `json:"rejected,omitempty"`
-	// PrevRejected: the block before this one crossed; the condition stays
-	// met until this block ends without crossing.
-	PrevRejected bool `json:"prev_rejected,omitempty"`
+	// Cur began with the newest block, Prev with the block before it (and
+	// ends with the newest).
+	Cur  seqProc `json:"cur"`
+	Prev seqProc `json:"prev"`
 	// BreachSince is when the condition started being met (zero: not met).
 	BreachSince time.Time `json:"breach_since,omitempty"`
 	// Silent counts consecutive evaluations without a verdict (no_data or
@@ -48,6 +44,21 @@ type condSeq struct {
 	ctl *CohortStats
 }
 
+// seqProc is one test process: a pair of e-processes (against the
+// control, against the floor) and whether it has crossed.
+type seqProc struct {
+	// Spent is the process's alpha-spending index (0: no process).
+	Spent int     `json:"spent,omitempty"`
+	Stat  seqStat `json:"-"`
+	Floor seqStat `json:"-"`
+	// LogLR and FloorLogLR persist Stat and Floor.
+	LogLR      []float64 `json:"log_lr,omitempty"`
+	FloorLogLR []float64 `json:"floor_log_lr,omitempty"`
+	// Rejected: the process has crossed its threshold. It stays crossed:
+	// Ville's inequality bounds the chance of ever crossing.
+	Rejected bool `json:"rejected,omitempty"`
+}
+
 func newCondSeq(key string) *condSeq { return &condSeq{Key: key, Block: -1} }
 
 func (s *condSeq) clone() *condSeq {
@@ -56,26 +67,34 @@ func (s *condSeq) clone() *condSeq {
 		h := *s.ctl
 		c.ctl = &h
 	}
+	c.Cur.LogLR, c.Cur.FloorLogLR, c.Prev.LogLR, c.Prev.FloorLogLR = nil, nil, nil, nil
 	return &c
 }
 
 // pack copies the statistics into their persisted fields.
 func (s *condSeq) pack() {
-	s.LogLR = append(s.LogLR[:0], s.Stat.logLR[:]...)
-	s.FloorLogLR = append(s.FloorLogLR[:0], s.Floor.logLR[:]...)
+	for _, p := range []*seqProc{&s.Cur, &s.Prev} {
+		p.LogLR = append([]float64(nil), p.Stat.logLR[:]...)
+		p.FloorLogLR = append([]float64(nil), p.Floor.logLR[:]...)
+	}
 }
 
-// unpack restores the statistics after loading.
-func (s *condSeq) unpack() {
-	copy(s.Stat.logLR[:], s.LogLR)
-	copy(s.Floor.logLR[:], s.FloorLogLR)
+// unpack restores the statistics after loading; false if malformed.
+func (s *condSeq) unpack() bool {
+	for _, p := range []*seqProc{&s.Cur, &s.Prev} {
+		if len(p.LogLR) > len(upGrid) || len(p.FloorLogLR) > len(upGrid) {
+			return false
+		}
+		copy(p.Stat.logLR[:], p.LogLR)
+		copy(p.Floor.logLR[:], p.FloorLogLR)
+	}
+	return true
 }
 
-// resetBlock starts a new block (or, for promotion, a new step).
+// resetBlock starts a single fresh process at from (promotion: a new step).
 func (s *condSeq) resetBlock(from time.Time) {
 	s.FoldedTo = from
-	s.Stat, s.Floor = seqStat{}, seqStat{}
-	s.Rejected = false
+	s.Cur, s.Prev = seqProc{Spent: 1}, seqProc{}
 }
 
 // seqTest describes how a condition's samples become evidence.
@@ -122,8 +141,28 @@ func sequentialTest(c *Condition, m metricInfo, rollback bool) (seqTest, bool) {
 	return t, true
 }
 
-// fold adds one slot's data to s.
+// fold adds one slot's data to every live process of s.
 func (t *seqTest) fold(s *condSeq, w *WindowStats) {
+	procs := make([]*seqProc, 0, 2)
+	for _, p := range []*seqProc{&s.Cur, &s.Prev} {
+		if p.Spent > 0 {
+			procs = append(procs, p)
+		}
+	}
+	addRatio := func(x1, n1, x0, n0 uint64, k float64) {
+		for _, p := range procs {
+			p.Stat.addRatio(x1, n1, x0, n0, k, t.up)
+		}
+	}
+	addRate := func(floor bool, x, n uint64, p0 float64) {
+		for _, p := range procs {
+			if floor {
+				p.Floor.addRate(x, n, p0, t.up)
+			} else {
+				p.Stat.addRate(x, n, p0, t.up)
+			}
+		}
+	}
 	can, ctl := &w.Canary, &w.Control
 	switch t.m.kind {
 	case kindRate:
@@ -132,22 +171,22 @@ func (t *seqTest) fold(s *condSeq, w *WindowStats) {
 			x1, x0 = can.UpstreamErrors, ctl.UpstreamErrors
 		}
 		if !t.hasBase {
-			s.Stat.addRate(x1, can.Requests, t.thr, t.up)
+			addRate(false, x1, can.Requests, t.thr)
 			return
 		}
-		s.Stat.addRatio(x1, can.Requests, x0, ctl.Requests, t.k, t.up)
+		addRatio(x1, can.Requests, x0, ctl.Requests, t.k)
 		if p0 := t.k * t.floor; p0 > 0 && p0 < 1 {
-			s.Floor.addRate(x1, can.Requests, p0, t.up)
+			addRate(true, x1, can.Requests, p0)
 		}
 	case kindLatency:
 		tail := 1 - t.m.quantile
 		n1 := can.histTotal()
 		if !t.hasBase {
-			s.Stat.addRate(exceedances(can, t.thr*1e6, t.up), n1, tail, t.up)
+			addRate(false, exceedances(can, t.thr*1e6, t.up), n1, tail)
 			return
 		}
 		if t.floor > 0 {
-			s.Floor.addRate(exceedances(can, t.k*t.floor*1e6, t.up), n1, tail, t.up)
+			addRate(true, exceedances(can, t.k*t.floor*1e6, t.up), n1, tail)
 		}
 		if s.ctl == nil {
 			s.ctl = &CohortStats{}
@@ -159,7 +198,7 @@ func (t *seqTest) fold(s *condSeq, w *WindowStats) {
 			_, cut := bucketBounds(b)
 			x0 := ctl.countAbove(b)
 			x1 := exceedances(can, t.k*cut, t.up)
-			s.Stat.addRatio(x1, n1, x0, ctl.histTotal(), 1, t.up)
+			addRatio(x1, n1, x0, ctl.histTotal(), 1)
 		}
 		s.ctl.add(ctl)
 	}
@@ -189,7 +228,7 @@ func exceedances(c *CohortStats, us float64, up bool) uint64 {
 // decide reports whether the evidence in s rejects the null at level a,
 // and a line that says so. For a test with a floor, the two e-values
 // combine as t.union says.
-func (t *seqTest) decide(s *condSeq, a float64) (bool, float64, string) {
+func (t *seqTest) decide(s *seqProc, a float64) (bool, float64, string) {
 	e := s.Stat.evidence()
 	if !t.hasBase || t.floor <= 0 || (t.m.kind == kindRate && t.k*t.floor >= 1) {
 		return e >= 1/a, e, fmt.Sprintf("e=%s vs 1/%.3g", fmtE(e), a)
@@ -226,51 +265,67 @@ func (e *evaluator) seqFor(index int, rollback bool) *condSeq {
 }
 
 // runSeq folds the slots not yet seen into st and decides. A rollback
-// condition tests consecutive blocks of one window from the step's start,
-// the j-th at rollbackAlpha × spendBlock(j): a block whose test crosses
-// keeps the condition met until the next block ends without crossing. A
-// promote condition tests everything since the step began at alpha.
+// condition's process begun with block j is tested at rollbackAlpha ×
+// spendBlock(j) and, once crossed, keeps the condition met for the rest of
+// its two-block life. A promote condition tests everything since the step
+// began at alpha.
 func (e *evaluator) runSeq(t *seqTest, st *condSeq, win time.Duration, rollback bool) (bool, float64, string) {
 	fold := func(w *WindowStats) { t.fold(st, w) }
 	if !rollback {
-		if st.FoldedTo.Before(e.stepStart) {
+		if st.Cur.Spent == 0 || st.FoldedTo.Before(e.stepStart) {
 			st.resetBlock(e.stepStart)
 		}
 		st.FoldedTo = e.rec.EachSlot(st.FoldedTo, e.now, fold)
-		ok, ev, text := t.decide(st, e.alpha())
+		ok, ev, text := t.decide(&st.Cur, e.alpha())
 		return ok, ev, "since the step began, " + text
+	}
+	planned := e.spec.plannedBlocks(win)
+	alphaOf := func(p *seqProc) float64 { return e.rollbackAlpha * spendBlock(p.Spent, planned) }
+	look := func() {
+		for _, p := range []*seqProc{&st.Cur, &st.Prev} {
+			if p.Spent > 0 && !p.Rejected {
+				if ok, _, _ := t.decide(p, alphaOf(p)); ok {
+					p.Rejected = true
+				}
+			}
+		}
 	}
 	b := int(e.now.Sub(e.stepStart) / win)
 	if b < 0 {
 		b = 0
 	}
-	planned := e.spec.plannedBlocks(win)
 	if b != st.Block {
-		if st.Block >= 0 && !st.Rejected {
-			// One last look at the block that just ended.
-			end := e.stepStart.Add(time.Duration(st.Block+1) * win)
-			st.FoldedTo = e.rec.EachSlot(st.FoldedTo, end, fold)
-			if ok, _, _ := t.decide(st, e.rollbackAlpha*spendBlock(st.Spent, planned)); ok {
-				st.Rejected = true
-			}
+		if st.Block >= 0 {
+			// One last look before the older process ends.
+			st.FoldedTo = e.rec.EachSlot(st.FoldedTo, e.stepStart.Add(time.Duration(st.Block+1)*win), fold)
+			look()
 		}
-		st.PrevRejected = st.Block >= 0 && b == st.Block+1 && st.Rejected
-		st.Block = b
+		if st.Block >= 0 && b == st.Block+1 {
+			st.Prev = st.Cur
+		} else {
+			st.Prev = seqProc{}
+		}
 		st.Spent++
-		st.resetBlock(e.stepStart.Add(time.Duration(b) * win))
+		st.Cur = seqProc{Spent: st.Spent}
+		st.Block = b
+		if from := e.stepStart.Add(time.Duration(b) * win); st.FoldedTo.Before(from) || st.Prev.Spent == 0 {
+			st.FoldedTo = from
+		}
 	}
 	st.FoldedTo = e.rec.EachSlot(st.FoldedTo, e.now, fold)
-	a := e.rollbackAlpha * spendBlock(st.Spent, planned)
-	ok, ev, text := t.decide(st, a)
-	if ok {
-		st.Rejected = true
+	look()
+	best := &st.Cur
+	if st.Prev.Spent > 0 && (st.Prev.Rejected || (!st.Cur.Rejected && st.Prev.Stat.evidence() > st.Cur.Stat.evidence())) {
+		best = &st.Prev
 	}
-	text = fmt.Sprintf("block %d of the step (#%d of the rollout, alpha %.2g): %s", st.Block+1, st.Spent, a, text)
-	switch {
-	case st.Rejected && !ok:
-		text += "; crossed earlier in this block"
-	case !st.Rejected && st.PrevRejected:
-		text += "; the previous block crossed, still met until this block ends"
+	_, ev, text := t.decide(best, alphaOf(best))
+	which := "the process begun with this block"
+	if best == &st.Prev {
+		which = "the process begun with the previous block"
 	}
-	return st.Rejected || st.PrevRejected, ev, text
+	text = fmt.Sprintf("window block %d of the step; %s (#%d of the rollout, alpha %.2g): %s", st.Block+1, which, best.Spent, alphaOf(best), text)
+	if best.Rejected {
+		text += "; crossed"
+	}
+	return st.Cur.Rejected || st.Prev.Rejected, ev, text
 }

@@ -895,6 +895,7 @@ func (s *Spec) Warnings() []string {
 	if s.ExpectedRPS < 0 {
 		w = append(w, fmt.Sprintf("expected_rps %g is negative and ignored", s.ExpectedRPS))
 	}
+	w = append(w, s.Plan().Short()...)
 	if s.Alpha > 0.1 {
 		w = append(w, fmt.Sprintf("alpha %g is above 0.1: expect more false rollbacks", float64(s.Alpha)))
 	}

@@ -146,10 +146,9 @@ func loadState(store StateStore) (savedState, error) {
 		return savedState{}, fmt.Errorf("parse: %w", err)
 	}
 	for _, c := range s.Conditions {
-		if c == nil || len(c.LogLR) > len(upGrid) || len(c.FloorLogLR) > len(upGrid) {
+		if c == nil || !c.unpack() {
 			return savedState{}, errors.New("malformed conditions")
 		}
-		c.unpack()
 	}
 	switch {
 	case s.Version != stateVersion:
