@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -69,13 +70,13 @@ type Controller struct {
 	log    *zap.Logger
 	mu     sync.Mutex
 	routes map[string]*route
-	tickMu sync.Mutex // one Tick at a time
 }
 
 // route is one route's runtime state, guarded by mu. spec, rec, h and
 // prober are replaced only under mu and never mutated, so an evaluation may
 // read them unlocked; gen tells it whether its result is still wanted.
 type route struct {
+	busy    atomic.Bool // an evaluation is running; guarded by itself, not mu
 	name    string
 	log     *zap.Logger
 	mu      sync.Mutex
@@ -471,28 +472,48 @@ func (c *Controller) snapshot() []*route {
 	return out
 }
 
-// Run ticks every Options.TickEvery until ctx is done.
+// Run ticks every Options.TickEvery until ctx is done. Routes are
+// evaluated concurrently and a route still busy (an external source being
+// slow) is skipped rather than waited for, so no route ever delays another
+// route's evaluation or its next health check. Run returns once every
+// evaluation it started has finished.
 func (c *Controller) Run(ctx context.Context) {
 	t := time.NewTicker(c.opts.TickEvery)
 	defer t.Stop()
-	c.Tick(c.now())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	c.tick(c.now(), &wg)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			c.Tick(c.now())
+			c.tick(c.now(), &wg)
 		}
 	}
 }
 
 // Tick evaluates every route whose interval has elapsed at now, and checks
-// health-probe failures of every route. Tests drive it with a fake clock.
+// health-probe failures of every route, concurrently, and returns when all
+// are done. Tests drive it with a fake clock.
 func (c *Controller) Tick(now time.Time) {
-	c.tickMu.Lock()
-	defer c.tickMu.Unlock()
+	var wg sync.WaitGroup
+	c.tick(now, &wg)
+	wg.Wait()
+}
+
+// tick starts an evaluation of every route not already being evaluated.
+func (c *Controller) tick(now time.Time, wg *sync.WaitGroup) {
 	for _, r := range c.snapshot() {
-		c.emit(c.tickRoute(r, now))
+		if !r.busy.CompareAndSwap(false, true) {
+			continue // its previous evaluation is still running
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer r.busy.Store(false)
+			c.emit(c.tickRoute(r, now))
+		}()
 	}
 }
 
@@ -523,7 +544,7 @@ func (c *Controller) tickRoute(r *route, now time.Time) []Event {
 	evalPromote := due && state == StateProgressing && held >= hold
 	promoteConds := spec.promoteWhen(step)
 	ev := &evaluator{ctx: context.Background(), route: r.name, spec: spec, rec: r.rec, now: now, dataSince: r.dataSince,
-		atFull: pct == cfgtypes.MaxBasisPoints, health: r.prober, external: c.opts.External, timeout: c.opts.ExternalTimeout,
+		atFull: pct == cfgtypes.MaxBasisPoints, health: r.prober, external: c.opts.External, timeout: min(c.opts.ExternalTimeout, spec.Interval.D()),
 		stepStart: r.stepStartedAt, rollbackAlpha: float64(spec.Alpha) / float64(spec.statisticalRollbackConditions()),
 		seqs: r.seqClones(rollbackConds, true, step), pseqs: r.seqClones(promoteConds, false, step), caches: r.windowCaches()}
 	r.mu.Unlock()
@@ -533,6 +554,11 @@ func (c *Controller) tickRoute(r *route, now time.Time) []Event {
 	expl := &Explanation{Route: r.name, At: now, Mode: spec.Mode, State: state, Step: step, Percent: pct.Percent(),
 		HeldSeconds: held.Seconds(), HoldSeconds: hold.Seconds(), Promote: []ConditionResult{}, Rollback: []ConditionResult{}}
 	if due {
+		if evalPromote {
+			ev.prefetchExternal(rollbackConds, promoteConds)
+		} else {
+			ev.prefetchExternal(rollbackConds)
+		}
 		for i := range rollbackConds {
 			expl.Rollback = append(expl.Rollback, ev.evaluate(&rollbackConds[i], i, true))
 		}

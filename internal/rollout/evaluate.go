@@ -180,6 +180,8 @@ type evaluator struct {
 	// (copies; the controller stores them back), by index, rollback and
 	// promote lists apart.
 	seqs, pseqs []*condSeq
+	// ext holds the external values looked up before the evaluation.
+	ext map[extKey]extResult
 	// caches keep the route's sliding windows, by length (only one Tick
 	// runs at a time, so they are used by one evaluation at a time).
 	caches map[time.Duration]*WindowCache
@@ -446,6 +448,9 @@ func (e *evaluator) evaluateExternal(c *Condition, m metricInfo, win time.Durati
 		}
 	}
 	get := func(cohort Cohort) (float64, error) {
+		if r, ok := e.ext[extKey{m.name, cohort, win}]; ok {
+			return r.v, r.err
+		}
 		ctx, cancel := context.WithTimeout(e.ctx, e.timeout)
 		defer cancel()
 		ctx = WithExternalQuery(ctx, ExternalQuery{Route: e.route, Metric: m.name, Query: query, Cohort: cohort, Window: win})
@@ -662,4 +667,93 @@ func ptr(v float64) *float64 {
 		return nil
 	}
 	return &v
+}
+
+type extKey struct {
+	metric string
+	cohort Cohort
+	window time.Duration
+}
+
+type extResult struct {
+	v   float64
+	err error
+}
+
+// prefetchExternal looks up every external value the conditions need at
+// once, concurrently, and waits at most the lookup timeout (which the
+// controller bounds by the interval): a slow or hanging source costs one
+// timeout per evaluation, not one per lookup, and a source that ignores its
+// context is abandoned rather than waited for.
+func (e *evaluator) prefetchExternal(lists ...[]Condition) {
+	if e.external == nil {
+		return
+	}
+	type job struct {
+		k     extKey
+		query string
+	}
+	var jobs []job
+	seen := map[extKey]bool{}
+	for _, conds := range lists {
+		for i := range conds {
+			c := &conds[i]
+			m, ok := e.spec.lookupMetric(c.Metric)
+			if !ok || m.kind != kindExternal {
+				continue
+			}
+			query := ""
+			for _, x := range e.spec.ExternalMetrics {
+				if x.Name == m.name {
+					query = x.Query
+				}
+			}
+			cohorts := []Cohort{Canary}
+			if (c.AboveBaseline != nil || c.BelowBaseline != nil) && !e.atFull {
+				cohorts = append(cohorts, Control)
+			}
+			for _, co := range cohorts {
+				k := extKey{m.name, co, e.spec.window(c)}
+				if !seen[k] {
+					seen[k] = true
+					jobs = append(jobs, job{k, query})
+				}
+			}
+		}
+	}
+	if len(jobs) == 0 {
+		return
+	}
+	type answer struct {
+		k extKey
+		r extResult
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, e.timeout)
+	defer cancel()
+	answers := make(chan answer, len(jobs)) // buffered: a late answer never blocks its goroutine
+	for _, j := range jobs {
+		go func() {
+			qctx := WithExternalQuery(ctx, ExternalQuery{Route: e.route, Metric: j.k.metric, Query: j.query, Cohort: j.k.cohort, Window: j.k.window})
+			v, err := e.external.Value(qctx, j.k.metric, j.k.cohort, j.k.window)
+			if err == nil && (math.IsNaN(v) || math.IsInf(v, 0)) {
+				err = errors.New("not a finite number")
+			}
+			if err != nil {
+				err = fmt.Errorf("external metric %s (%s): %w", j.k.metric, j.k.cohort, err)
+			}
+			answers <- answer{j.k, extResult{v, err}}
+		}()
+	}
+	e.ext = make(map[extKey]extResult, len(jobs))
+	for _, j := range jobs {
+		e.ext[j.k] = extResult{err: fmt.Errorf("external metric %s (%s): no answer within %s", j.k.metric, j.k.cohort, e.timeout)}
+	}
+	for range jobs {
+		select {
+		case a := <-answers:
+			e.ext[a.k] = a.r
+		case <-ctx.Done():
+			return
+		}
+	}
 }

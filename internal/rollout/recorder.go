@@ -124,6 +124,9 @@ type Recorder struct {
 	retention time.Duration
 	slots     []slot
 	dropped   atomic.Uint64
+	// latest is the newest slot any writer has used: a clock that steps
+	// back files observations there instead of dropping them.
+	latest atomic.Int64
 }
 
 // RecorderOption configures NewRecorder.
@@ -189,6 +192,13 @@ func (r *Recorder) Dropped() uint64 { return r.dropped.Load() }
 // slot carry its own epoch, so a reset can never wipe a newer count.
 func (r *Recorder) current() *slot {
 	e := r.now().UnixNano() / r.slotNanos
+	if l := r.latest.Load(); e < l {
+		// The wall clock stepped back (or this writer is a little late):
+		// count it in the newest slot rather than lose it.
+		e = l
+	} else if e > l {
+		r.latest.CompareAndSwap(l, e) // best effort: a racing writer sets a close value
+	}
 	s := &r.slots[int(uint64(e)%uint64(len(r.slots)))]
 	for spin := 0; spin < 1000; spin++ {
 		cur := s.epoch.Load()

@@ -186,3 +186,58 @@ func BenchmarkWindow5m(b *testing.B) {
 		_ = r.Window(5 * time.Minute)
 	}
 }
+
+// A wall clock stepping back files observations in the newest slot: none
+// is dropped, and they all show up once the clock is past them again.
+func TestRecorderClockStepBackDropsNothing(t *testing.T) {
+	clock := newClock()
+	r := NewRecorder(clock.Now, WithSlot(time.Second), WithRetention(time.Hour))
+	for i := 0; i < 100; i++ {
+		r.ObserveRequest(Canary, 200, false, time.Millisecond)
+	}
+	newest := clock.Now()
+	clock.Advance(-20 * time.Minute)
+	for i := 0; i < 100; i++ {
+		r.ObserveRequest(Canary, 500, false, time.Millisecond)
+	}
+	if d := r.Dropped(); d != 0 {
+		t.Fatalf("dropped %d observations after the clock stepped back", d)
+	}
+	w := r.Between(newest.Add(-time.Minute), newest)
+	if w.Canary.Requests != 200 || w.Canary.Errors5xx != 100 {
+		t.Fatalf("window after the step: %+v", w.Canary)
+	}
+}
+
+// WindowCache answers exactly what Between answers as the window slides,
+// jumps and is clipped.
+func TestWindowCacheMatchesBetween(t *testing.T) {
+	clock := newClock()
+	r := NewRecorder(clock.Now, WithSlot(time.Second), WithRetention(10*time.Minute))
+	c := NewWindowCache(r)
+	rng := rand.New(rand.NewPCG(1, 2))
+	start := clock.Now()
+	for i := 0; i < 2000; i++ {
+		n := rng.IntN(5)
+		for j := 0; j < n; j++ {
+			r.ObserveRequest(Cohort(rng.IntN(2)), 200+300*rng.IntN(2), false, time.Duration(rng.IntN(1e6))*time.Microsecond)
+		}
+		r.ObserveComparison(rng.IntN(2) == 0)
+		now := clock.Advance(time.Duration(rng.IntN(3000)) * time.Millisecond)
+		from := now.Add(-5 * time.Minute)
+		if i%500 < 100 && from.Before(start.Add(time.Duration(i/500)*time.Hour)) {
+			from = start // clipped to a fixed start for a while
+		}
+		if i%700 == 0 {
+			clock.Advance(7 * time.Minute) // a jump: the cache must rebuild
+			now = clock.Now()
+		}
+		got, want := c.Between(from, now), r.Between(from, now)
+		if got.Canary != want.Canary || got.Control != want.Control || got.Comparisons != want.Comparisons || got.Matches != want.Matches {
+			t.Fatalf("step %d: cache %+v\nwant %+v", i, got.Canary, want.Canary)
+		}
+	}
+	if c.reads >= uint64(2000*300) {
+		t.Fatalf("the cache read %d slots, no fewer than re-reading every window", c.reads)
+	}
+}
