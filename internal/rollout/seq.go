@@ -60,7 +60,9 @@ func (s *seqStat) evidence() float64 {
 	for _, l := range s.logLR {
 		sum += math.Exp(l - m)
 	}
-	return math.Exp(m) * sum / float64(len(s.logLR))
+	// Capped so that explanations stay encodable as JSON (no +Inf); any
+	// value this large is far past every threshold.
+	return math.Min(math.Exp(m)*sum/float64(len(s.logLR)), 1e300)
 }
 
 // grid returns the alternatives for the direction of the test.

@@ -140,3 +140,12 @@ func TestPromotionOfAWorseCanaryAtMostAlpha(t *testing.T) {
 		}
 	}
 }
+
+// Overwhelming evidence stays a finite number, so explanations encode.
+func TestEvidenceStaysFinite(t *testing.T) {
+	var s seqStat
+	s.addRatio(5000, 5000, 0, 100000, 1, true)
+	if e := s.evidence(); math.IsInf(e, 0) || math.IsNaN(e) || e < 1e100 {
+		t.Fatalf("evidence %g", e)
+	}
+}
