@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/url"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -75,6 +76,9 @@ const (
 // Spec is a route's "rollout:" section. Zero values mean "default" so that a
 // Spec decoded from YAML can be validated before or after ApplyDefaults.
 type Spec struct {
+	// Policy names an entry of the config's rollout_policies that this
+	// section starts from; every field set here overrides the policy's.
+	Policy string `yaml:"policy,omitempty"`
 	// Mode is auto (default), manual or dry_run.
 	Mode Mode `yaml:"mode,omitempty"`
 	// Interval between evaluations (default 10s). Health-probe failures are
@@ -956,4 +960,20 @@ func (s *Spec) statisticalRollbackConditions() int {
 		visit(s.Steps[i].RollbackWhen)
 	}
 	return max(len(seen), 1)
+}
+
+// Overlay returns base with every field that s sets replacing base's: a
+// route's rollout section over the named policy it uses. A field is set
+// when it is not its zero value; a list is set when present, even empty
+// ("rollback_when: []" removes the policy's guardrails for this route).
+func (s Spec) Overlay(base Spec) Spec {
+	out := cloneSpec(base)
+	out.Steps = append([]Step(nil), base.Steps...)
+	ov, dst := reflect.ValueOf(s), reflect.ValueOf(&out).Elem()
+	for i := 0; i < ov.NumField(); i++ {
+		if f := ov.Field(i); !f.IsZero() {
+			dst.Field(i).Set(f)
+		}
+	}
+	return out
 }
