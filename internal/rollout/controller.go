@@ -81,6 +81,7 @@ type route struct {
 	log     *zap.Logger
 	mu      sync.Mutex
 	spec    *Spec
+	policy  *compiledPolicy // compiled from spec, replaced with it
 	rec     *Recorder
 	h       RouteHandle
 	prober  HealthProber
@@ -290,7 +291,7 @@ func (c *Controller) AddRoute(name string, spec Spec, rec *Recorder, h RouteHand
 			oldProber = r.prober
 		}
 		oldStepBP, oldSpec, oldStep := r.stepPercent(), r.spec, r.step
-		r.spec, r.rec, r.h, r.prober = &spec, rec, h, prober
+		r.spec, r.policy, r.rec, r.h, r.prober = &spec, compile(&spec), rec, h, prober
 		r.caches = nil
 		r.log = c.log.With(zap.String("route", name), zap.String("mode", string(spec.Mode)))
 		if r.step >= len(spec.Steps) || spec.Steps[r.step].Percent.BP() != oldStepBP {
@@ -319,7 +320,7 @@ func (c *Controller) AddRoute(name string, spec Spec, rec *Recorder, h RouteHand
 		r.mu.Unlock()
 		c.mu.Unlock()
 	} else {
-		r := &route{name: name, spec: &spec, rec: rec, h: h, prober: prober,
+		r := &route{name: name, spec: &spec, policy: compile(&spec), rec: rec, h: h, prober: prober,
 			log: c.log.With(zap.String("route", name), zap.String("mode", string(spec.Mode)))}
 		if err := c.restore(r, now); err != nil {
 			c.mu.Unlock()
@@ -525,11 +526,12 @@ func (c *Controller) tickRoute(r *route, now time.Time) []Event {
 	}
 	spec := r.spec
 	due := r.lastEval.IsZero() || now.Sub(r.lastEval) >= spec.Interval.D()
-	rollbackConds := spec.rollbackWhen(r.step)
+	pol := r.policy
+	rollbackConds := pol.steps[r.step].rollback
 	var healthIdx []int
 	if r.prober != nil {
 		for i := range rollbackConds {
-			if rollbackConds[i].Metric == "health_check_failures" {
+			if rollbackConds[i].metric.kind == kindHealth {
 				healthIdx = append(healthIdx, i)
 			}
 		}
@@ -542,11 +544,11 @@ func (c *Controller) tickRoute(r *route, now time.Time) []Event {
 	held, hold := r.held(now), spec.Steps[r.step].Hold.D()
 	pct := r.percent()
 	evalPromote := due && state == StateProgressing && held >= hold
-	promoteConds := spec.promoteWhen(step)
-	ev := &evaluator{ctx: context.Background(), route: r.name, spec: spec, rec: r.rec, now: now, dataSince: r.dataSince,
+	promoteConds := pol.steps[step].promote
+	ev := &evaluator{planned: pol.planned, ctx: context.Background(), route: r.name, spec: spec, rec: r.rec, now: now, dataSince: r.dataSince,
 		atFull: pct == cfgtypes.MaxBasisPoints, health: r.prober, external: c.opts.External, timeout: min(c.opts.ExternalTimeout, spec.Interval.D()),
-		stepStart: r.stepStartedAt, rollbackAlpha: float64(spec.Alpha) / float64(spec.statisticalRollbackConditions()),
-		seqs: r.seqClones(rollbackConds, true, step), pseqs: r.seqClones(promoteConds, false, step), caches: r.windowCaches()}
+		stepStart: r.stepStartedAt, rollbackAlpha: pol.rollbackAlpha,
+		seqs: r.seqClones(rollbackConds), pseqs: r.seqClones(promoteConds), caches: r.windowCaches()}
 	r.mu.Unlock()
 
 	// Evaluate without the lock: external lookups may take seconds and
@@ -560,20 +562,18 @@ func (c *Controller) tickRoute(r *route, now time.Time) []Event {
 			ev.prefetchExternal(rollbackConds)
 		}
 		for i := range rollbackConds {
-			expl.Rollback = append(expl.Rollback, ev.evaluate(&rollbackConds[i], i, true))
+			expl.Rollback = append(expl.Rollback, ev.evaluate(&rollbackConds[i]))
 		}
 		if evalPromote {
 			for i := range promoteConds {
-				expl.Promote = append(expl.Promote, ev.evaluate(&promoteConds[i], i, false))
+				expl.Promote = append(expl.Promote, ev.evaluate(&promoteConds[i]))
 			}
 		} else {
 			// During the hold, promote conditions still fold their data in
 			// (the recorder keeps only a window of it), without a verdict.
 			for i := range promoteConds {
-				if m, ok := spec.lookupMetric(promoteConds[i].Metric); ok {
-					if _, seq := sequentialTest(&promoteConds[i], m, false); seq {
-						ev.evaluate(&promoteConds[i], i, false)
-					}
+				if promoteConds[i].isSeq {
+					ev.evaluate(&promoteConds[i])
 				}
 			}
 		}
@@ -581,7 +581,7 @@ func (c *Controller) tickRoute(r *route, now time.Time) []Event {
 		// Between evaluations only the probe streak is checked, so that N
 		// failed probes roll back on the next tick, not the next interval.
 		for _, i := range healthIdx {
-			expl.Rollback = append(expl.Rollback, ev.evaluate(&rollbackConds[i], i, true))
+			expl.Rollback = append(expl.Rollback, ev.evaluate(&rollbackConds[i]))
 		}
 	}
 	win := spec.window(&Condition{})
@@ -595,8 +595,8 @@ func (c *Controller) tickRoute(r *route, now time.Time) []Event {
 		return nil // a command or reload changed the route meanwhile
 	}
 	before := r.streakSignature()
-	r.storeSeqs(rollbackConds, ev.seqs, true, step)
-	r.storeSeqs(promoteConds, ev.pseqs, false, step)
+	r.storeSeqs(rollbackConds, ev.seqs, step)
+	r.storeSeqs(promoteConds, ev.pseqs, step)
 	events := c.decideLocked(r, now, expl, due, evalPromote, rollbackConds)
 	if len(events) == 0 && r.streakSignature() != before {
 		r.persistLocked(now) // a streak began or ended, or a block crossed
@@ -646,25 +646,19 @@ func (r *route) windowCaches() map[time.Duration]*WindowCache {
 	return r.caches
 }
 
-// seqKey names a condition's sequential state: rollback conditions keep
-// theirs across steps (the alpha-spending index runs over the rollout);
-// promote conditions have one per step.
-func seqKey(c *Condition, rollback bool, step int) string {
-	if rollback {
-		return "rollback:" + c.describe()
-	}
-	return fmt.Sprintf("promote:%d:%s", step, c.describe())
-}
-
 // seqClones returns copies of the states of conds, creating missing ones,
 // for an evaluation that runs unlocked.
-func (r *route) seqClones(conds []Condition, rollback bool, step int) []*condSeq {
+//
+// Keys (compiledCond.key) are the condition's text: rollback conditions
+// keep their state across steps (the alpha-spending index runs over the
+// rollout); promote conditions have one per step.
+func (r *route) seqClones(conds []compiledCond) []*condSeq {
 	if r.seqs == nil {
 		r.seqs = map[string]*condSeq{}
 	}
 	out := make([]*condSeq, len(conds))
 	for i := range conds {
-		k := seqKey(&conds[i], rollback, step)
+		k := conds[i].key
 		st := r.seqs[k]
 		if st == nil {
 			st = newCondSeq(k)
@@ -677,14 +671,14 @@ func (r *route) seqClones(conds []Condition, rollback bool, step int) []*condSeq
 
 // storeSeqs keeps the states an evaluation advanced, unless the step
 // changed meanwhile (then they belong to a step that is over).
-func (r *route) storeSeqs(conds []Condition, sts []*condSeq, rollback bool, step int) {
+func (r *route) storeSeqs(conds []compiledCond, sts []*condSeq, step int) {
 	if r.step != step {
 		return
 	}
 	for i := range conds {
 		if i < len(sts) {
 			st := sts[i]
-			k := seqKey(&conds[i], rollback, step)
+			k := conds[i].key
 			if old := r.seqs[k]; old != nil {
 				// Streak fields are the controller's: keep them.
 				st.BreachSince, st.Silent = old.BreachSince, old.Silent
@@ -709,7 +703,7 @@ func (r *route) newStepLocked() {
 }
 
 // decideLocked turns an evaluation into at most one transition.
-func (c *Controller) decideLocked(r *route, now time.Time, expl *Explanation, due, evalPromote bool, rollbackConds []Condition) []Event {
+func (c *Controller) decideLocked(r *route, now time.Time, expl *Explanation, due, evalPromote bool, rollbackConds []compiledCond) []Event {
 	if due {
 		r.lastEval = now
 	}
@@ -717,10 +711,10 @@ func (c *Controller) decideLocked(r *route, now time.Time, expl *Explanation, du
 	for k := range expl.Rollback {
 		res := &expl.Rollback[k]
 		i := res.index
-		cond := &rollbackConds[i]
-		st := r.seqs[seqKey(cond, true, r.step)]
+		cond := rollbackConds[i].c
+		st := r.seqs[rollbackConds[i].key]
 		if st == nil {
-			st = newCondSeq(seqKey(cond, true, r.step))
+			st = newCondSeq(rollbackConds[i].key)
 			r.seqs[st.Key] = st
 		}
 		switch res.Verdict {

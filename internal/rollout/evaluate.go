@@ -180,6 +180,8 @@ type evaluator struct {
 	// (copies; the controller stores them back), by index, rollback and
 	// promote lists apart.
 	seqs, pseqs []*condSeq
+	// planned is the number of blocks alpha is spent over, by window.
+	planned map[time.Duration]int
 	// ext holds the external values looked up before the evaluation.
 	ext map[extKey]extResult
 	// caches keep the route's sliding windows, by length (only one Tick
@@ -216,16 +218,6 @@ func (e *evaluator) stats(d time.Duration) *WindowStats {
 	return &w
 }
 
-func (e *evaluator) minSamples(c *Condition) uint64 {
-	if c.MinSamples > 0 {
-		return uint64(c.MinSamples)
-	}
-	if e.spec.MinSamples > 0 {
-		return uint64(e.spec.MinSamples)
-	}
-	return DefaultMinSamples
-}
-
 func (e *evaluator) alpha() float64 {
 	if e.spec.Alpha > 0 {
 		return float64(e.spec.Alpha)
@@ -236,25 +228,17 @@ func (e *evaluator) alpha() float64 {
 // evaluate computes one condition. rollback selects the verdict vocabulary
 // and the sample rule: a count that breaches a rollback threshold is
 // evidence by itself, but a promotion always needs min_samples.
-func (e *evaluator) evaluate(c *Condition, index int, rollback bool) ConditionResult {
-	win := e.spec.window(c)
-	res := ConditionResult{Condition: c.describe(), Metric: c.Metric, Window: fmtDur(win), index: index}
-	m, ok := e.spec.lookupMetric(c.Metric)
-	if !ok { // Validate rejects this; stay safe if called unvalidated.
+func (e *evaluator) evaluate(cc *compiledCond) ConditionResult {
+	c, rollback, win := cc.c, cc.rollback, cc.window
+	res := ConditionResult{Condition: cc.text, Metric: c.Metric, Window: fmtDur(win), index: cc.index}
+	m := cc.metric
+	if !cc.known { // Validate rejects this; stay safe if called unvalidated.
 		res.Verdict, res.Detail = VerdictError, fmt.Sprintf("unknown metric %q", c.Metric)
 		return res
 	}
 	res.Unit = unitName(m)
-	thr, cmp := c.absolute()
-	if thr != nil {
-		res.Threshold = thr.value
-	} else if c.AboveBaseline != nil {
-		res.Threshold = float64(*c.AboveBaseline)
-	} else if c.BelowBaseline != nil {
-		res.Threshold = float64(*c.BelowBaseline)
-	} else if c.Consecutive > 0 {
-		res.Threshold = float64(c.Consecutive)
-	}
+	thr, cmp := cc.thr, cc.op
+	res.Threshold = cc.factor
 	finish := func(met bool, detail string) ConditionResult {
 		res.Met = met
 		switch {
@@ -291,13 +275,13 @@ func (e *evaluator) evaluate(c *Condition, index int, rollback bool) ConditionRe
 		met = compare(v, thr.value, cmp)
 		return finish(met, fmt.Sprintf("%d consecutive failed probes, %s %s", int(v), cmpWord(cmp, rollback), thr.raw))
 	case kindExternal:
-		return e.evaluateExternal(c, m, win, rollback, &res, finish, noVerdict)
+		return e.evaluateExternal(cc, &res, finish, noVerdict)
 	}
 
 	w := e.stats(win)
 	if m.name == "match_rate" {
 		res.CanarySamples = w.Comparisons
-		if need := e.minSamples(c); w.Comparisons < need {
+		if need := cc.minSamples; w.Comparisons < need {
 			return noVerdict(VerdictNoData, fmt.Sprintf("insufficient comparisons: %d of %d", w.Comparisons, need))
 		}
 		v := w.MatchRate()
@@ -313,17 +297,17 @@ func (e *evaluator) evaluate(c *Condition, index int, rollback bool) ConditionRe
 	if ctl.Requests > 0 {
 		res.Control = ptr(kv)
 	}
-	baseline := c.AboveBaseline != nil || c.BelowBaseline != nil
+	baseline := cc.baseline()
 	if baseline && e.atFull {
 		return noVerdict(VerdictNotApplicable, "the control has no traffic at 100%; baseline comparisons no longer apply")
 	}
 	// Sequential evidence is folded on every evaluation, verdict or not,
 	// so that no data is lost between evaluations.
-	seqT, isSeq := sequentialTest(c, m, rollback)
+	seqT, isSeq := cc.seq, cc.isSeq
 	var seqOK bool
 	var seqE float64
 	var seqText string
-	if st := e.seqFor(index, rollback); isSeq && st != nil && !(baseline && e.atFull) {
+	if st := e.seqFor(cc.index, rollback); isSeq && st != nil && !(baseline && e.atFull) {
 		seqOK, seqE, seqText = e.runSeq(&seqT, st, win, rollback)
 		res.Tests = []TestResult{{Name: "msprt", Statistic: seqE, PValue: math.Min(1, 1/math.Max(seqE, 1e-300))}}
 		res.PValue = ptr(res.Tests[0].PValue)
@@ -331,7 +315,7 @@ func (e *evaluator) evaluate(c *Condition, index int, rollback bool) ConditionRe
 		isSeq = false
 	}
 	countBreach := rollback && m.kind == kindCount && thr != nil
-	if need := e.minSamples(c); !countBreach && (can.Requests < need || (!e.atFull && ctl.Requests < need)) {
+	if need := cc.minSamples; !countBreach && (can.Requests < need || (!e.atFull && ctl.Requests < need)) {
 		if e.atFull {
 			return noVerdict(VerdictNoData, fmt.Sprintf("insufficient samples: canary %d of %d", can.Requests, need))
 		}
@@ -436,8 +420,9 @@ func (e *evaluator) evaluate(c *Condition, index int, rollback bool) ConditionRe
 	return finish(met, fmt.Sprintf("%s: %s %s %gx%s", head, ratioText, rel, k, testText))
 }
 
-func (e *evaluator) evaluateExternal(c *Condition, m metricInfo, win time.Duration, rollback bool, res *ConditionResult,
+func (e *evaluator) evaluateExternal(cc *compiledCond, res *ConditionResult,
 	finish func(bool, string) ConditionResult, noVerdict func(Verdict, string) ConditionResult) ConditionResult {
+	c, m, win, rollback := cc.c, cc.metric, cc.window, cc.rollback
 	if e.external == nil {
 		return noVerdict(VerdictError, "no external metric source is configured")
 	}
@@ -468,7 +453,7 @@ func (e *evaluator) evaluateExternal(c *Condition, m metricInfo, win time.Durati
 		return noVerdict(VerdictError, err.Error())
 	}
 	res.Canary = ptr(cv)
-	thr, cmp := c.absolute()
+	thr, cmp := cc.thr, cc.op
 	if thr != nil {
 		return finish(compare(cv, thr.value, cmp), fmt.Sprintf("canary %s, %s %s", formatValue(m, cv), cmpWord(cmp, rollback), thr.raw))
 	}
@@ -554,15 +539,15 @@ func metricValue(m metricInfo, c *CohortStats) float64 {
 	return 0
 }
 
-func compare(v, t float64, cmp string) bool {
-	switch cmp {
-	case "below":
+func compare(v, t float64, o op) bool {
+	switch o {
+	case opBelow:
 		return v < t
-	case "above":
+	case opAbove:
 		return v > t
-	case "at_most":
+	case opAtMost:
 		return v <= t
-	case "at_least":
+	case opAtLeast:
 		return v >= t
 	}
 	return false
@@ -570,12 +555,11 @@ func compare(v, t float64, cmp string) bool {
 
 // cmpWord phrases a comparison for a detail line: a promote condition says
 // what it needs, a rollback condition when it fires.
-func cmpWord(cmp string, rollback bool) string {
-	op := map[string]string{"below": "<", "above": ">", "at_most": "<=", "at_least": ">="}[cmp]
+func cmpWord(o op, rollback bool) string {
 	if rollback {
-		return "fires when " + op
+		return "fires when " + o.symbol()
 	}
-	return "needs " + op
+	return "needs " + o.symbol()
 }
 
 func unitName(m metricInfo) string {
@@ -685,7 +669,7 @@ type extResult struct {
 // controller bounds by the interval): a slow or hanging source costs one
 // timeout per evaluation, not one per lookup, and a source that ignores its
 // context is abandoned rather than waited for.
-func (e *evaluator) prefetchExternal(lists ...[]Condition) {
+func (e *evaluator) prefetchExternal(lists ...[]compiledCond) {
 	if e.external == nil {
 		return
 	}
@@ -697,9 +681,8 @@ func (e *evaluator) prefetchExternal(lists ...[]Condition) {
 	seen := map[extKey]bool{}
 	for _, conds := range lists {
 		for i := range conds {
-			c := &conds[i]
-			m, ok := e.spec.lookupMetric(c.Metric)
-			if !ok || m.kind != kindExternal {
+			c, m := conds[i].c, conds[i].metric
+			if !conds[i].known || m.kind != kindExternal {
 				continue
 			}
 			query := ""
@@ -713,7 +696,7 @@ func (e *evaluator) prefetchExternal(lists ...[]Condition) {
 				cohorts = append(cohorts, Control)
 			}
 			for _, co := range cohorts {
-				k := extKey{m.name, co, e.spec.window(c)}
+				k := extKey{m.name, co, conds[i].window}
 				if !seen[k] {
 					seen[k] = true
 					jobs = append(jobs, job{k, query})

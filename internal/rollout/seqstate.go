@@ -112,7 +112,7 @@ type seqTest struct {
 // sequentially (counts, match rate, health, external metrics, degenerate
 // thresholds of 0 or 100%, which are decided on the values alone).
 func sequentialTest(c *Condition, m metricInfo, rollback bool) (seqTest, bool) {
-	if m.kind != kindRate && m.kind != kindLatency {
+	if (m.kind != kindRate && m.kind != kindLatency) || m.name == "match_rate" {
 		return seqTest{}, false
 	}
 	t := seqTest{m: m, floor: defaultFloor(m)}
@@ -279,7 +279,10 @@ func (e *evaluator) runSeq(t *seqTest, st *condSeq, win time.Duration, rollback 
 		ok, ev, text := t.decide(&st.Cur, e.alpha())
 		return ok, ev, "since the step began, " + text
 	}
-	planned := e.spec.plannedBlocks(win)
+	planned, ok := e.planned[win]
+	if !ok {
+		planned = e.spec.plannedBlocks(win)
+	}
 	alphaOf := func(p *seqProc) float64 { return e.rollbackAlpha * spendBlock(p.Spent, planned) }
 	look := func() {
 		for _, p := range []*seqProc{&st.Cur, &st.Prev} {
