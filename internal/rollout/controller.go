@@ -394,9 +394,13 @@ func (c *Controller) restore(r *route, now time.Time) error {
 	idx, exact, below := mapStep(r.spec.Steps, s.PercentBP)
 	if exact {
 		// Same share: same hold clock, even if steps were inserted before it.
-		r.step, r.stepStartedAt, r.pausedFor = idx, s.StepStartedAt, time.Duration(s.PausedNanos)
+		// Re-anchored on now, the instants keep their wall time but gain
+		// now's monotonic reading, so that from here on a wall-clock step
+		// can neither shorten nor stretch the hold.
+		anchor := func(t time.Time) time.Time { return now.Add(-now.Sub(t)) }
+		r.step, r.stepStartedAt, r.pausedFor = idx, anchor(s.StepStartedAt), time.Duration(s.PausedNanos)
 		if s.PausedAt != nil {
-			r.pausedAt = *s.PausedAt
+			r.pausedAt = anchor(*s.PausedAt)
 		} else if r.state == StatePaused {
 			r.pausedAt = now
 		}
