@@ -157,3 +157,29 @@ rollback_when: [{metric: error_rate_5xx, above_baseline: 1x, min_baseline: 0}]
 		t.Fatalf("an incident on both cohorts rolled back: %s", st.Reason)
 	}
 }
+
+func TestAnalysisInclude(t *testing.T) {
+	ok := parseSpec(t, "analysis: {include: [percent, cohort]}\n")
+	if errs := ok.Validate(); len(errs) != 0 || !ok.IncludesCohort() {
+		t.Fatalf("valid analysis: %v", errs)
+	}
+	if w := strings.Join(ok.Warnings(), "\n"); !strings.Contains(w, "not a random sample") {
+		t.Errorf("no bias warning: %s", w)
+	}
+	bad := parseSpec(t, "analysis: {include: [cohrt]}\n")
+	got := ""
+	for _, e := range bad.Validate() {
+		got += e.Error() + "\n"
+	}
+	for _, want := range []string{
+		`analysis.include[0]: unknown traffic "cohrt" (did you mean "cohort"?); want percent or cohort`,
+		"analysis.include: must include percent",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("errors lack %q:\n%s", want, got)
+		}
+	}
+	if (&Spec{}).IncludesCohort() {
+		t.Error("cohort traffic included by default")
+	}
+}

@@ -111,6 +111,10 @@ type Spec struct {
 	// ExternalMetrics declares metrics read from an ExternalSource (for
 	// example a Prometheus query), such as conversion_rate or crash_rate.
 	ExternalMetrics []ExternalMetric `yaml:"external_metrics,omitempty"`
+	// Analysis selects the traffic compared: include [percent] (default)
+	// or [percent, cohort], which also counts requests routed by a cohort
+	// rule, on the side they went to.
+	Analysis *Analysis `yaml:"analysis,omitempty"`
 	// ExpectedRPS is the route's typical request rate, used only to warn
 	// when a step cannot reach its sample sizes (see Plan).
 	ExpectedRPS float64 `yaml:"expected_rps,omitempty"`
@@ -578,6 +582,22 @@ func (s *Spec) Validate() []error {
 		add("alpha", "must be between 0 and 0.5 (0.05 is usual), got %g", float64(s.Alpha))
 	}
 
+	if a := s.Analysis; a != nil {
+		hasPercent := false
+		for i, v := range a.Include {
+			switch v {
+			case "percent":
+				hasPercent = true
+			case "cohort":
+			default:
+				add(fmt.Sprintf("analysis.include[%d]", i), "unknown traffic %q%s; want percent or cohort", v, didYouMean(v, []string{"percent", "cohort"}))
+			}
+		}
+		if !hasPercent {
+			add("analysis.include", "must include percent: the random split is what makes canary and control comparable")
+		}
+	}
+
 	// External metrics first: conditions are checked against them.
 	seen := map[string]int{}
 	for i, e := range s.ExternalMetrics {
@@ -896,6 +916,9 @@ func (s *Spec) Warnings() []string {
 	if s.MinSamples > 0 && s.MinSamples < DefaultMinSamples {
 		w = append(w, fmt.Sprintf("min_samples %d is below %d, the seed's minimum for error-rate decisions", s.MinSamples, DefaultMinSamples))
 	}
+	if s.IncludesCohort() {
+		w = append(w, "analysis includes cohort-routed traffic: those users are not a random sample (internal users, testers), so the comparison can be biased either way")
+	}
 	if s.ExpectedRPS < 0 {
 		w = append(w, fmt.Sprintf("expected_rps %g is negative and ignored", s.ExpectedRPS))
 	}
@@ -976,4 +999,24 @@ func (s Spec) Overlay(base Spec) Spec {
 		}
 	}
 	return out
+}
+
+// Analysis selects which traffic the canary-vs-control comparison uses.
+type Analysis struct {
+	// Include lists percent (the random split; required) and optionally
+	// cohort (traffic routed by cohort rules and force headers).
+	Include []string `yaml:"include,omitempty"`
+}
+
+// IncludesCohort reports whether cohort-routed traffic is analysed.
+func (s *Spec) IncludesCohort() bool {
+	if s == nil || s.Analysis == nil {
+		return false
+	}
+	for _, v := range s.Analysis.Include {
+		if v == "cohort" {
+			return true
+		}
+	}
+	return false
 }

@@ -1,0 +1,80 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/shadowproxy/shadowproxy/internal/metrics"
+)
+
+type cohortRecorder struct {
+	mu  sync.Mutex
+	got map[Cohort]int
+}
+
+func (c *cohortRecorder) ObserveRequest(co Cohort, status int, upstreamErr bool, d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.got[co]++
+}
+
+// The observer tells cohort-routed requests that went to the canary from
+// those that went to stable, so a rollout can choose to analyse them.
+func TestObserverSeparatesCohortRoutedCanaryTraffic(t *testing.T) {
+	stable := startUpstream(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "stable") })
+	canary := startUpstream(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "canary") })
+	cfg := mustLoad(t, fmt.Sprintf(`
+upstreams:
+  - {name: stable, url: "%s"}
+  - {name: canary, url: "%s"}
+routes:
+  - name: api
+    upstream: stable
+    split:
+      key: "header:X-User"
+      to: canary
+      percent: 0
+      cohorts:
+        - {name: testers, when: {header: {X-Tester: "1"}}, to: canary}
+        - {name: bots, when: {header: {X-Bot: "1"}}, to: stable}
+`, stable.URL, canary.URL))
+	rec := &cohortRecorder{got: map[Cohort]int{}}
+	srv, err := New(cfg, Options{Logger: zap.NewNop(), Metrics: metrics.New("test"),
+		Observers: func(string) RequestObserver { return rec }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { srv.Serve(ln); close(done) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	}()
+	for _, h := range []string{"X-Tester", "X-Bot", "X-User"} {
+		req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/", nil)
+		req.Header.Set(h, "1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.got[CohortExcludedCanary] != 1 || rec.got[CohortExcluded] != 1 || rec.got[CohortControl] != 1 {
+		t.Fatalf("cohorts observed: %v", rec.got)
+	}
+}
