@@ -621,7 +621,7 @@ func (r *route) streakSignature() string {
 	var b strings.Builder
 	for _, k := range keys {
 		st := r.seqs[k]
-		fmt.Fprintf(&b, "%s|%d|%d|%t|%t|%d;", k, st.Block, st.Spent, st.Cur.Rejected, st.Prev.Rejected, st.BreachSince.UnixNano())
+		fmt.Fprintf(&b, "%s|%d|%d|%t|%d;", k, st.Block, st.Spent, st.rejected(), st.BreachSince.UnixNano())
 	}
 	return b.String()
 }
@@ -701,7 +701,7 @@ func (r *route) newStepLocked() {
 			delete(r.seqs, k)
 			continue
 		}
-		st.Block, st.Cur, st.Prev, st.BreachSince, st.Silent = -1, seqProc{}, seqProc{}, time.Time{}, 0
+		st.Block, st.Procs, st.BreachSince, st.Silent = -1, nil, time.Time{}, 0
 	}
 	r.waitNotified = false
 }

@@ -86,7 +86,7 @@ func TestLatencyExceedanceTestKeepsItsSize(t *testing.T) {
 					}
 					w.Canary.Requests, w.Control.Requests = w.Canary.histTotal(), w.Control.histTotal()
 					test.fold(st, &w)
-					if st.Cur.Stat.evidence() >= 1/alpha {
+					if st.Procs[0].Stat.evidence() >= 1/alpha {
 						rejected++
 						break
 					}

@@ -10,10 +10,11 @@ import (
 // evidence folded so far and where it stands. A rollback condition starts a
 // test process at the beginning of every block of one window, counted from
 // the step's start (a process never sees data from before the step, so a
-// change of share never manufactures a difference); each process lives two
-// blocks, so that a regression starting anywhere is watched from its onset
-// for at least one whole window by a process that began at most one window
-// earlier. A promote condition has one process over the whole step. It is
+// change of share never manufactures a difference); each process lives
+// procLife blocks, so that a regression starting anywhere is watched from
+// its onset for at least two whole windows by a process that began at most
+// one window earlier, and a process that crossed keeps the condition met
+// while the next ones gather their own evidence. A promote condition has one process over the whole step. It is
 // persisted with the route's state so that a restart neither forgets a
 // breach nor gets a fresh alpha.
 type condSeq struct {
@@ -28,10 +29,9 @@ type condSeq struct {
 	Spent int `json:"spent"`
 	// FoldedTo is the end of the last slot folded into the processes.
 	FoldedTo time.Time `json:"folded_to"`
-	// Cur began with the newest block, Prev with the block before it (and
-	// ends with the newest).
-	Cur  seqProc `json:"cur"`
-	Prev seqProc `json:"prev"`
+	// Procs are the live processes, oldest first; the last began with
+	// the newest block.
+	Procs []seqProc `json:"procs,omitempty"`
 	// BreachSince is when the condition started being met (zero: not met).
 	BreachSince time.Time `json:"breach_since,omitempty"`
 	// Silent counts consecutive evaluations without a verdict (no_data or
@@ -47,7 +47,9 @@ type condSeq struct {
 // seqProc is one test process: a pair of e-processes (against the
 // control, against the floor) and whether it has crossed.
 type seqProc struct {
-	// Spent is the process's alpha-spending index (0: no process).
+	// Begun is the block (within the step) the process began with.
+	Begun int `json:"begun"`
+	// Spent is the process's alpha-spending index.
 	Spent int     `json:"spent,omitempty"`
 	Stat  seqStat `json:"-"`
 	Floor seqStat `json:"-"`
@@ -67,13 +69,17 @@ func (s *condSeq) clone() *condSeq {
 		h := *s.ctl
 		c.ctl = &h
 	}
-	c.Cur.LogLR, c.Cur.FloorLogLR, c.Prev.LogLR, c.Prev.FloorLogLR = nil, nil, nil, nil
+	c.Procs = append([]seqProc(nil), s.Procs...)
+	for i := range c.Procs {
+		c.Procs[i].LogLR, c.Procs[i].FloorLogLR = nil, nil
+	}
 	return &c
 }
 
 // pack copies the statistics into their persisted fields.
 func (s *condSeq) pack() {
-	for _, p := range []*seqProc{&s.Cur, &s.Prev} {
+	for i := range s.Procs {
+		p := &s.Procs[i]
 		p.LogLR = append([]float64(nil), p.Stat.logLR[:]...)
 		p.FloorLogLR = append([]float64(nil), p.Floor.logLR[:]...)
 	}
@@ -81,7 +87,11 @@ func (s *condSeq) pack() {
 
 // unpack restores the statistics after loading; false if malformed.
 func (s *condSeq) unpack() bool {
-	for _, p := range []*seqProc{&s.Cur, &s.Prev} {
+	if len(s.Procs) > procLife {
+		return false
+	}
+	for i := range s.Procs {
+		p := &s.Procs[i]
 		if len(p.LogLR) > len(upGrid) || len(p.FloorLogLR) > len(upGrid) {
 			return false
 		}
@@ -94,7 +104,20 @@ func (s *condSeq) unpack() bool {
 // resetBlock starts a single fresh process at from (promotion: a new step).
 func (s *condSeq) resetBlock(from time.Time) {
 	s.FoldedTo = from
-	s.Cur, s.Prev = seqProc{Spent: 1}, seqProc{}
+	s.Procs = []seqProc{{Spent: 1}}
+}
+
+// procLife is how many blocks a rollback condition's test process lives.
+const procLife = 3
+
+// rejected reports whether any live process has crossed.
+func (s *condSeq) rejected() bool {
+	for i := range s.Procs {
+		if s.Procs[i].Rejected {
+			return true
+		}
+	}
+	return false
 }
 
 // seqTest describes how a condition's samples become evidence.
@@ -143,11 +166,9 @@ func sequentialTest(c *Condition, m metricInfo, rollback bool) (seqTest, bool) {
 
 // fold adds one slot's data to every live process of s.
 func (t *seqTest) fold(s *condSeq, w *WindowStats) {
-	procs := make([]*seqProc, 0, 2)
-	for _, p := range []*seqProc{&s.Cur, &s.Prev} {
-		if p.Spent > 0 {
-			procs = append(procs, p)
-		}
+	procs := make([]*seqProc, 0, procLife)
+	for i := range s.Procs {
+		procs = append(procs, &s.Procs[i])
 	}
 	addRatio := func(x1, n1, x0, n0 uint64, k float64) {
 		for _, p := range procs {
@@ -272,11 +293,11 @@ func (e *evaluator) seqFor(index int, rollback bool) *condSeq {
 func (e *evaluator) runSeq(t *seqTest, st *condSeq, win time.Duration, rollback bool) (bool, float64, string) {
 	fold := func(w *WindowStats) { t.fold(st, w) }
 	if !rollback {
-		if st.Cur.Spent == 0 || st.FoldedTo.Before(e.stepStart) {
+		if len(st.Procs) != 1 || st.FoldedTo.Before(e.stepStart) {
 			st.resetBlock(e.stepStart)
 		}
 		st.FoldedTo = e.rec.EachSlot(st.FoldedTo, e.now, fold)
-		ok, ev, text := t.decide(&st.Cur, e.alpha())
+		ok, ev, text := t.decide(&st.Procs[0], e.alpha())
 		return ok, ev, "since the step began, " + text
 	}
 	planned, ok := e.planned[win]
@@ -285,8 +306,8 @@ func (e *evaluator) runSeq(t *seqTest, st *condSeq, win time.Duration, rollback 
 	}
 	alphaOf := func(p *seqProc) float64 { return e.rollbackAlpha * spendBlock(p.Spent, planned) }
 	look := func() {
-		for _, p := range []*seqProc{&st.Cur, &st.Prev} {
-			if p.Spent > 0 && !p.Rejected {
+		for i := range st.Procs {
+			if p := &st.Procs[i]; !p.Rejected {
 				if ok, _, _ := t.decide(p, alphaOf(p)); ok {
 					p.Rejected = true
 				}
@@ -298,37 +319,44 @@ func (e *evaluator) runSeq(t *seqTest, st *condSeq, win time.Duration, rollback 
 		b = 0
 	}
 	if b != st.Block {
-		if st.Block >= 0 {
-			// One last look before the older process ends.
+		if st.Block >= 0 && len(st.Procs) > 0 {
+			// One last look before the oldest process ends.
 			st.FoldedTo = e.rec.EachSlot(st.FoldedTo, e.stepStart.Add(time.Duration(st.Block+1)*win), fold)
 			look()
 		}
-		if st.Block >= 0 && b == st.Block+1 {
-			st.Prev = st.Cur
-		} else {
-			st.Prev = seqProc{}
+		live := st.Procs[:0]
+		for _, p := range st.Procs {
+			if p.Begun > b-procLife {
+				live = append(live, p)
+			}
 		}
 		st.Spent++
-		st.Cur = seqProc{Spent: st.Spent}
+		st.Procs = append(live, seqProc{Begun: b, Spent: st.Spent})
 		st.Block = b
-		if from := e.stepStart.Add(time.Duration(b) * win); st.FoldedTo.Before(from) || st.Prev.Spent == 0 {
+		if from := e.stepStart.Add(time.Duration(b) * win); st.FoldedTo.Before(from) || len(st.Procs) == 1 {
 			st.FoldedTo = from
 		}
 	}
 	st.FoldedTo = e.rec.EachSlot(st.FoldedTo, e.now, fold)
 	look()
-	best := &st.Cur
-	if st.Prev.Spent > 0 && (st.Prev.Rejected || (!st.Cur.Rejected && st.Prev.Stat.evidence() > st.Cur.Stat.evidence())) {
-		best = &st.Prev
+	// Explain with the process that crossed, else the one with the most evidence.
+	best := &st.Procs[len(st.Procs)-1]
+	for i := range st.Procs {
+		p := &st.Procs[i]
+		if p.Rejected != best.Rejected {
+			if p.Rejected {
+				best = p
+			}
+			continue
+		}
+		if p.Stat.evidence() > best.Stat.evidence() {
+			best = p
+		}
 	}
 	_, ev, text := t.decide(best, alphaOf(best))
-	which := "the process begun with this block"
-	if best == &st.Prev {
-		which = "the process begun with the previous block"
-	}
-	text = fmt.Sprintf("window block %d of the step; %s (#%d of the rollout, alpha %.2g): %s", st.Block+1, which, best.Spent, alphaOf(best), text)
+	text = fmt.Sprintf("window block %d of the step; the process begun with block %d (#%d of the rollout, alpha %.2g): %s", st.Block+1, best.Begun+1, best.Spent, alphaOf(best), text)
 	if best.Rejected {
 		text += "; crossed"
 	}
-	return st.Cur.Rejected || st.Prev.Rejected, ev, text
+	return st.rejected(), ev, text
 }
