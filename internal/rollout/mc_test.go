@@ -18,7 +18,7 @@ import (
 // tick at a time (every histogram bucket and the error count of a tick
 // drawn at once, which is exactly Poisson traffic and keeps a 6.5 h
 // rollout to milliseconds). SHADOWPROXY_MC_RUNS scales the number of runs
-// (the README's table uses 2000); the default keeps `go test -race` of the
+// (the README's table uses 1000); the default keeps `go test -race` of the
 // package within seconds.
 
 // mcModel is one cohort's behaviour: an error probability and a lognormal
@@ -207,7 +207,7 @@ func mcRuns(def int) int {
 		return v
 	}
 	if raceEnabled {
-		return 3
+		return 2
 	}
 	return def
 }

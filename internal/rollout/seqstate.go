@@ -288,7 +288,7 @@ func (e *evaluator) seqFor(index int, rollback bool) *condSeq {
 // runSeq folds the slots not yet seen into st and decides. A rollback
 // condition's process begun with block j is tested at rollbackAlpha ×
 // spendBlock(j) and, once crossed, keeps the condition met for the rest of
-// its two-block life. A promote condition tests everything since the step
+// its life of procLife blocks. A promote condition tests everything since the step
 // began at alpha.
 func (e *evaluator) runSeq(t *seqTest, st *condSeq, win time.Duration, rollback bool) (bool, float64, string) {
 	fold := func(w *WindowStats) { t.fold(st, w) }
