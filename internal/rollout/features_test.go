@@ -183,3 +183,31 @@ func TestAnalysisInclude(t *testing.T) {
 		t.Error("cohort traffic included by default")
 	}
 }
+
+func TestValidateRolloutFeatureMessages(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"steps: [{percent: 1, hold: 1h, deadline: 30m}, {percent: 100}]\n", "steps[0].deadline: must be at least the step's hold (1h), got 30m"},
+		{"steps: [{percent: 1, hold: 1h, deadline: 2h, on_deadline: rolback}, {percent: 100}]\n", `steps[0].on_deadline: unknown action "rolback" (did you mean "rollback"?); want pause or rollback`},
+		{"steps: [{percent: 1, on_deadline: pause}, {percent: 100}]\n", "steps[0].on_deadline: needs a deadline"},
+		{"rollback_when: [{metric: error_rate_5xx, above_baseline: 0.5x}]\n", "rollback_when[0].above_baseline: must be at least 1x, got 0.5x"},
+		{"promote_when: [{metric: error_rate_5xx, below: 1%, on_no_data: {fail_after: 2}}]\n", "promote_when[0].on_no_data: only rollback_when conditions take on_no_data/on_error"},
+	} {
+		s := parseSpec(t, tc.yaml)
+		var got []string
+		for _, e := range s.Validate() {
+			got = append(got, e.Error())
+		}
+		if !strings.Contains(strings.Join(got, "\n"), tc.want) {
+			t.Errorf("%s: got %q, want %q", tc.yaml, got, tc.want)
+		}
+	}
+	for _, bad := range []string{
+		"rollback_when: [{metric: error_rate_5xx, above_baseline: 2x, on_no_data: wait}]\n",
+		"rollback_when: [{metric: error_rate_5xx, above_baseline: 2x, on_no_data: {fail_after: 0}}]\n",
+		"rollback_when: [{metric: error_rate_5xx, above_baseline: 2x, on_error: {fail_afterr: 3}}]\n",
+	} {
+		if _, err := ParseSpec([]byte(bad)); err == nil {
+			t.Errorf("accepted %s", bad)
+		}
+	}
+}
