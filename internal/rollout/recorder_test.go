@@ -217,7 +217,7 @@ func TestWindowCacheMatchesBetween(t *testing.T) {
 	c := NewWindowCache(r)
 	rng := rand.New(rand.NewPCG(1, 2))
 	start := clock.Now()
-	for i := 0; i < 2000; i++ {
+	for i := 0; i < 400; i++ {
 		n := rng.IntN(5)
 		for j := 0; j < n; j++ {
 			r.ObserveRequest(Cohort(rng.IntN(2)), 200+300*rng.IntN(2), false, time.Duration(rng.IntN(1e6))*time.Microsecond)
@@ -225,10 +225,10 @@ func TestWindowCacheMatchesBetween(t *testing.T) {
 		r.ObserveComparison(rng.IntN(2) == 0)
 		now := clock.Advance(time.Duration(rng.IntN(3000)) * time.Millisecond)
 		from := now.Add(-5 * time.Minute)
-		if i%500 < 100 && from.Before(start.Add(time.Duration(i/500)*time.Hour)) {
+		if i%100 < 30 && from.Before(start.Add(time.Duration(i/100)*time.Hour)) {
 			from = start // clipped to a fixed start for a while
 		}
-		if i%700 == 0 {
+		if i%150 == 0 {
 			clock.Advance(7 * time.Minute) // a jump: the cache must rebuild
 			now = clock.Now()
 		}
@@ -237,7 +237,7 @@ func TestWindowCacheMatchesBetween(t *testing.T) {
 			t.Fatalf("step %d: cache %+v\nwant %+v", i, got.Canary, want.Canary)
 		}
 	}
-	if c.reads >= uint64(2000*300) {
+	if c.reads >= uint64(400*300) {
 		t.Fatalf("the cache read %d slots, no fewer than re-reading every window", c.reads)
 	}
 }
