@@ -140,3 +140,15 @@ func (s *Spec) compileCond(c *Condition, index int, rollback bool, step int) com
 
 // baseline reports whether the condition compares against the control.
 func (cc *compiledCond) baseline() bool { return cc.op == opAboveBaseline || cc.op == opBelowBaseline }
+
+// longestWindow is the longest window of the step's conditions: a step is
+// "waiting for samples" only once its hold and its windows have passed.
+func (st *compiledStep) longestWindow() time.Duration {
+	var d time.Duration
+	for _, list := range [][]compiledCond{st.promote, st.rollback} {
+		for i := range list {
+			d = max(d, list[i].window)
+		}
+	}
+	return d
+}

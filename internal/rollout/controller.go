@@ -782,7 +782,7 @@ func (c *Controller) decideLocked(r *route, now time.Time, expl *Explanation, du
 	var events []Event
 	// A step past its hold whose conditions still lack samples says so,
 	// once per step: silence is how a rollout stalls unnoticed.
-	if held >= max(hold, r.spec.LongestWindow()) && r.state == StateProgressing && !r.waitNotified {
+	if held >= max(hold, r.policy.steps[r.step].longestWindow()) && r.state == StateProgressing && !r.waitNotified {
 		var silent []string
 		for _, res := range append(append([]ConditionResult(nil), expl.Promote...), expl.Rollback...) {
 			if res.Verdict == VerdictNoData {

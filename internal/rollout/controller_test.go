@@ -662,12 +662,14 @@ func TestSeedPolicyWalk(t *testing.T) {
 		}
 		// Each gate passes at the first evaluation where its sequential
 		// test shows the canary on the right side of every threshold.
-		want := "promote@30m30s promote@2h30m30s promote@6h30m30s complete@30h30m30s"
+		// At this traffic the 1% step's guardrails (min_samples 1000 in
+		// 5m) get no verdict, which the controller says once the hold is over.
+		want := "waiting_for_samples@30m0s promote@30m30s promote@2h30m30s promote@6h30m30s complete@30h30m30s"
 		if strings.Join(got, " ") != want {
 			t.Fatalf("events %v, want %s", got, want)
 		}
 		// The 50% → 100% explanation: every guardrail, baseline ones included.
-		ev := s.events.all()[2]
+		ev := s.events.all()[3]
 		if len(ev.Explanation.Promote) != 7 {
 			t.Fatalf("%+v", ev.Explanation.Promote)
 		}
@@ -677,7 +679,7 @@ func TestSeedPolicyWalk(t *testing.T) {
 			}
 		}
 		// At 100% the baseline rollbacks no longer apply (no control).
-		last := s.events.all()[3].Explanation
+		last := s.events.all()[4].Explanation
 		for _, r := range last.Rollback {
 			if (r.Metric == "error_rate_5xx" || r.Metric == "latency_p99") && r.Verdict != VerdictNotApplicable {
 				t.Fatalf("%+v", r)

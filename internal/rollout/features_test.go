@@ -1,9 +1,13 @@
 package rollout
 
 import (
+	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
 )
 
 // A restart in the middle of a breach keeps the streak and the evidence
@@ -209,5 +213,50 @@ func TestValidateRolloutFeatureMessages(t *testing.T) {
 		if _, err := ParseSpec([]byte(bad)); err == nil {
 			t.Errorf("accepted %s", bad)
 		}
+	}
+}
+
+// The seed policy at 50 req/s: its 1% step can never reach min_samples, and
+// the running controller says so (an event, a transitions count, a log
+// line) once the hold is over, instead of waiting in silence.
+func TestSeedPolicyAt50RPSSaysItIsWaiting(t *testing.T) {
+	data, err := os.ReadFile("testdata/seed-policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := ParseSpec(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.StateFile = tempStateFile(t)
+	s := newSim(t, spec, 36)
+	s.perTick = 500 // 50 req/s
+	s.canary.errRate = 0.5
+	s.opts.External = &stubSource{fn: func(string, Cohort) (float64, error) { return 0, nil }}
+	var counted []string
+	s.opts.OnTransition = func(route, action string, step int, bp cfgtypes.BasisPoints) {
+		counted = append(counted, action)
+	}
+	s.start()
+	s.runFor(45*time.Minute, nil)
+	ev, ok := firstEvent(s.events.all(), ActionWaiting)
+	if !ok || ev.At != t0.Add(30*time.Minute) {
+		st := s.status()
+		t.Fatalf("events %v; status %+v; last %+v", s.events.actions(), st, st.LastEvaluation)
+	}
+	for _, want := range []string{"waiting for samples at 1% longer than the 30m hold",
+		"error_rate_5xx above_baseline 2x for 5m: insufficient samples", "error_rate_5xx below 0.5%: insufficient samples"} {
+		if !strings.Contains(ev.Reason, want) {
+			t.Errorf("reason lacks %q: %s", want, ev.Reason)
+		}
+	}
+	if !slices.Contains(counted, ActionWaiting) {
+		t.Errorf("OnTransition (the transitions metric) saw %v", counted)
+	}
+	if s.logs.FilterMessage("rollout step is waiting for samples").Len() != 1 {
+		t.Error("no warning logged")
+	}
+	if st := s.status(); st.Step != 0 || st.State != StateProgressing {
+		t.Fatalf("status %+v", st)
 	}
 }
