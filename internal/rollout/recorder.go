@@ -165,11 +165,15 @@ func NewRecorder(now func() time.Time, opts ...RecorderOption) *Recorder {
 		now = time.Now
 	}
 	// One extra slot for the partially filled current one, one more so that
-	// the slot being reset is never one a window still reads.
+	// the slot being reset is never one a window still reads, and a sixteenth
+	// more so that a WindowCache can still subtract the slots that left its
+	// window since the last evaluation (a 10s interval over 1s slots) before
+	// they are reused.
 	n := int(cfg.retention/cfg.slot) + 2
 	if cfg.retention%cfg.slot != 0 {
 		n++
 	}
+	n += max(2, n/16)
 	r := &Recorder{now: now, slotNanos: int64(cfg.slot), retention: cfg.retention, slots: make([]slot, n)}
 	for i := range r.slots {
 		r.slots[i].epoch.Store(-1)
@@ -410,11 +414,12 @@ func (r *Recorder) slotRange(from, to time.Time) (first, last int64) {
 }
 
 // addSlot adds (or, with sub, subtracts, saturating at 0) slot e's totals
-// to w, if the ring still holds it.
-func (r *Recorder) addSlot(w *WindowStats, e int64, sub bool) {
+// to w, if the ring still holds it. It reports false when the slot has
+// already been reused for a later one (its counts are gone).
+func (r *Recorder) addSlot(w *WindowStats, e int64, sub bool) bool {
 	s := &r.slots[int(uint64(e)%uint64(len(r.slots)))]
-	if s.epoch.Load() != e {
-		return
+	if cur := s.epoch.Load(); cur != e {
+		return cur < e && cur != resettingEpoch // never written: nothing to add
 	}
 	var tmp [3]CohortStats
 	for c := range s.cohorts {
@@ -434,7 +439,7 @@ func (r *Recorder) addSlot(w *WindowStats, e int64, sub bool) {
 	cmp, match := s.comparisons.Load(), s.matches.Load()
 	// A slot recycled while it was being read is discarded whole.
 	if s.epoch.Load() != e {
-		return
+		return false
 	}
 	if sub {
 		w.Control.sub(&tmp[0])
@@ -442,13 +447,14 @@ func (r *Recorder) addSlot(w *WindowStats, e int64, sub bool) {
 		w.Excluded.sub(&tmp[2])
 		w.Comparisons -= min(w.Comparisons, cmp)
 		w.Matches -= min(w.Matches, match)
-		return
+		return true
 	}
 	w.Control.add(&tmp[0])
 	w.Canary.add(&tmp[1])
 	w.Excluded.add(&tmp[2])
 	w.Comparisons += cmp
 	w.Matches += match
+	return true
 }
 
 // sub subtracts o, saturating at 0 (a write that landed in a slot after it
@@ -486,7 +492,16 @@ func (c *WindowCache) Between(from, to time.Time) WindowStats {
 	r := c.rec
 	first, last := r.slotRange(from, to)
 	span := last - first
-	if !c.valid || first < c.first || first > c.end || last < c.end || last-c.rebuiltAt > span {
+	rebuild := !c.valid || first < c.first || first > c.end || last < c.end || last-c.rebuiltAt > span
+	if !rebuild {
+		// Subtract what left the window first: if a slot is already gone
+		// (reused), the sum cannot be corrected and is rebuilt instead.
+		for e := c.first; e < first && !rebuild; e++ {
+			rebuild = !r.addSlot(&c.sum, e, true)
+			c.reads++
+		}
+	}
+	if rebuild {
 		c.sum = WindowStats{}
 		for e := first; e < last; e++ {
 			r.addSlot(&c.sum, e, false)
@@ -497,10 +512,6 @@ func (c *WindowCache) Between(from, to time.Time) WindowStats {
 	} else {
 		for e := c.end; e < last; e++ {
 			r.addSlot(&c.sum, e, false)
-			c.reads++
-		}
-		for e := c.first; e < first; e++ {
-			r.addSlot(&c.sum, e, true)
 			c.reads++
 		}
 		c.first, c.end = first, last

@@ -97,7 +97,8 @@ func TestRecorderWindows(t *testing.T) {
 	}
 	// History past the retention is gone, not double counted.
 	w = r.Window(10 * time.Minute)
-	if w.Canary.Requests != 7 {
+	// The ring keeps every slot but the one being reset.
+	if want := uint64(len(r.slots) - 1); w.Canary.Requests != want {
 		t.Fatalf("window beyond retention: %d requests (ring of %d slots)", w.Canary.Requests, len(r.slots))
 	}
 	// Slots are recycled: after a quiet hour everything is empty.
@@ -210,34 +211,57 @@ func TestRecorderClockStepBackDropsNothing(t *testing.T) {
 }
 
 // WindowCache answers exactly what Between answers as the window slides,
-// jumps and is clipped.
+// jumps and is clipped, including a window as long as the retention read
+// every ten slots (the slots leaving it are the oldest the ring keeps).
 func TestWindowCacheMatchesBetween(t *testing.T) {
-	clock := newClock()
-	r := NewRecorder(clock.Now, WithSlot(time.Second), WithRetention(10*time.Minute))
-	c := NewWindowCache(r)
-	rng := rand.New(rand.NewPCG(1, 2))
-	start := clock.Now()
-	for i := 0; i < 400; i++ {
-		n := rng.IntN(5)
-		for j := 0; j < n; j++ {
-			r.ObserveRequest(Cohort(rng.IntN(2)), 200+300*rng.IntN(2), false, time.Duration(rng.IntN(1e6))*time.Microsecond)
-		}
-		r.ObserveComparison(rng.IntN(2) == 0)
-		now := clock.Advance(time.Duration(rng.IntN(3000)) * time.Millisecond)
-		from := now.Add(-5 * time.Minute)
-		if i%100 < 30 && from.Before(start.Add(time.Duration(i/100)*time.Hour)) {
-			from = start // clipped to a fixed start for a while
-		}
-		if i%150 == 0 {
-			clock.Advance(7 * time.Minute) // a jump: the cache must rebuild
-			now = clock.Now()
-		}
-		got, want := c.Between(from, now), r.Between(from, now)
-		if got.Canary != want.Canary || got.Control != want.Control || got.Comparisons != want.Comparisons || got.Matches != want.Matches {
-			t.Fatalf("step %d: cache %+v\nwant %+v", i, got.Canary, want.Canary)
-		}
-	}
-	if c.reads >= uint64(400*300) {
-		t.Fatalf("the cache read %d slots, no fewer than re-reading every window", c.reads)
+	for _, tc := range []struct {
+		name      string
+		retention time.Duration
+		maxStep   int // milliseconds between evaluations
+	}{
+		{"short window, irregular steps", 10 * time.Minute, 3000},
+		{"window = retention, 10s steps", 5 * time.Minute, 10000},
+		// Steps longer than the ring's headroom: the slots leaving the
+		// window are gone before they can be subtracted; the cache must
+		// notice and rebuild rather than keep their counts.
+		{"window = retention, 40s steps", 5 * time.Minute, 40000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newClock()
+			r := NewRecorder(clock.Now, WithSlot(time.Second), WithRetention(tc.retention))
+			c := NewWindowCache(r)
+			rng := rand.New(rand.NewPCG(1, 2))
+			var stepStart time.Time
+			for i := 0; i < 400; i++ {
+				// Traffic spread over the step, so that every slot is written.
+				step := time.Duration(1+rng.IntN(tc.maxStep)) * time.Millisecond
+				for left := step; left > 0; left -= 500 * time.Millisecond {
+					for j := rng.IntN(4); j > 0; j-- {
+						r.ObserveRequest(Cohort(rng.IntN(2)), 200+300*rng.IntN(2), false, time.Duration(rng.IntN(1e6))*time.Microsecond)
+					}
+					r.ObserveComparison(rng.IntN(2) == 0)
+					clock.Advance(min(left, 500*time.Millisecond))
+				}
+				now := clock.Now()
+				from := now.Add(-5 * time.Minute)
+				if i%100 == 0 {
+					stepStart = now.Add(-time.Minute) // a step began: windows clip to it
+				}
+				if from.Before(stepStart) {
+					from = stepStart
+				}
+				if i%150 == 149 {
+					now = clock.Advance(7 * time.Minute) // a jump: the cache must rebuild
+					from = now.Add(-5 * time.Minute)
+				}
+				got, want := c.Between(from, now), r.Between(from, now)
+				if got.Canary != want.Canary || got.Control != want.Control || got.Comparisons != want.Comparisons || got.Matches != want.Matches {
+					t.Fatalf("step %d: cache %+v\nwant %+v", i, got.Canary, want.Canary)
+				}
+			}
+			if tc.maxStep <= 10000 && c.builds > 20 {
+				t.Fatalf("the cache rebuilt %d times in 400 evaluations", c.builds)
+			}
+		})
 	}
 }
