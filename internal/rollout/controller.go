@@ -58,6 +58,10 @@ type Options struct {
 	// whose spec has a health_check (the proxy knows the canary's URL). If
 	// the prober implements io.Closer it is closed when the route goes.
 	HealthProbe func(route string, hc HealthCheck) (HealthProber, error)
+	// StateStore returns where a route's state is persisted, or nil for
+	// nowhere (default: a FileStore on the spec's state_file, when set). A
+	// fleet replaces it with a shared store.
+	StateStore func(route string, spec *Spec) StateStore
 	// TickEvery is Run's timer period (default 1s). Each route is still
 	// evaluated only every spec.interval; health failures on every tick.
 	TickEvery time.Duration
@@ -82,6 +86,7 @@ type route struct {
 	mu      sync.Mutex
 	spec    *Spec
 	policy  *compiledPolicy // compiled from spec, replaced with it
+	store   StateStore      // nil: not persisted
 	rec     *Recorder
 	h       RouteHandle
 	prober  HealthProber
@@ -126,6 +131,14 @@ func NewController(opts Options) *Controller {
 	}
 	if opts.TickEvery <= 0 {
 		opts.TickEvery = time.Second
+	}
+	if opts.StateStore == nil {
+		opts.StateStore = func(_ string, spec *Spec) StateStore {
+			if spec.StateFile == "" {
+				return nil
+			}
+			return FileStore{Path: spec.StateFile}
+		}
 	}
 	return &Controller{opts: opts, now: opts.Now, log: opts.Logger.Named("rollout"), routes: map[string]*route{}}
 }
@@ -172,7 +185,7 @@ func (r *route) applyLocked() {
 // Status but never blocks a transition: a rollback must happen even on a
 // full disk.
 func (r *route) persistLocked(now time.Time) {
-	if r.dryRun() || r.spec.StateFile == "" {
+	if r.dryRun() || r.store == nil {
 		return
 	}
 	s := savedState{
@@ -196,7 +209,7 @@ func (r *route) persistLocked(now time.Time) {
 	}
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err == nil {
-		err = FileStore{Path: r.spec.StateFile}.Save(append(data, '\n'))
+		err = r.store.Save(append(data, '\n'))
 	}
 	if err != nil {
 		r.persistErr = err.Error()
@@ -292,6 +305,7 @@ func (c *Controller) AddRoute(name string, spec Spec, rec *Recorder, h RouteHand
 		}
 		oldStepBP, oldSpec, oldStep := r.stepPercent(), r.spec, r.step
 		r.spec, r.policy, r.rec, r.h, r.prober = &spec, compile(&spec), rec, h, prober
+		r.store = c.opts.StateStore(name, r.spec)
 		r.caches = nil
 		r.log = c.log.With(zap.String("route", name), zap.String("mode", string(spec.Mode)))
 		if r.step >= len(spec.Steps) || spec.Steps[r.step].Percent.BP() != oldStepBP {
@@ -320,7 +334,7 @@ func (c *Controller) AddRoute(name string, spec Spec, rec *Recorder, h RouteHand
 		r.mu.Unlock()
 		c.mu.Unlock()
 	} else {
-		r := &route{name: name, spec: &spec, policy: compile(&spec), rec: rec, h: h, prober: prober,
+		r := &route{name: name, spec: &spec, policy: compile(&spec), store: c.opts.StateStore(name, &spec), rec: rec, h: h, prober: prober,
 			log: c.log.With(zap.String("route", name), zap.String("mode", string(spec.Mode)))}
 		if err := c.restore(r, now); err != nil {
 			c.mu.Unlock()
@@ -352,11 +366,11 @@ func (c *Controller) restore(r *route, now time.Time) error {
 	r.state, r.step, r.stepStartedAt, r.dataSince = StateProgressing, 0, now, now
 	path := r.spec.StateFile
 	first := r.spec.Steps[0].Percent.BP().String() + "%"
-	if path == "" {
+	if r.store == nil {
 		r.log.Warn("rollout state is not persisted (no state_file): a restart begins again at steps[0]", zap.String("percent", first))
 		return nil
 	}
-	s, err := readState(path)
+	s, err := loadState(r.store)
 	switch {
 	case errors.Is(err, errNoState):
 		r.log.Info("no saved rollout state; starting at steps[0]", zap.String("state_file", path), zap.String("percent", first))
@@ -368,9 +382,9 @@ func (c *Controller) restore(r *route, now time.Time) error {
 		// split could mean 100%: hold the canary at 0% until a person
 		// looks, and keep the unreadable file for them.
 		moved := ""
-		if !r.dryRun() {
-			moved = path + ".corrupt"
-			if rerr := os.Rename(path, moved); rerr != nil {
+		if fs, ok := r.store.(FileStore); ok && !r.dryRun() {
+			moved = fs.Path + ".corrupt"
+			if rerr := os.Rename(fs.Path, moved); rerr != nil {
 				moved = ""
 			}
 		}

@@ -1,9 +1,11 @@
 package rollout
 
 import (
+	"io/fs"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -258,5 +260,48 @@ func TestSeedPolicyAt50RPSSaysItIsWaiting(t *testing.T) {
 	}
 	if st := s.status(); st.Step != 0 || st.State != StateProgressing {
 		t.Fatalf("status %+v", st)
+	}
+}
+
+// memStore is a StateStore in memory, standing in for a shared one.
+type memStore struct {
+	mu   sync.Mutex
+	data []byte
+}
+
+func (m *memStore) Load() ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.data == nil {
+		return nil, fs.ErrNotExist
+	}
+	return append([]byte(nil), m.data...), nil
+}
+
+func (m *memStore) Save(b []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.data = append([]byte(nil), b...)
+	return nil
+}
+
+// Persistence goes through Options.StateStore: a store other than the
+// state file (a fleet's) carries the step and the streaks across restarts.
+func TestStateStoreReplacesTheFile(t *testing.T) {
+	store := &memStore{}
+	s := newSim(t, parseSpec(t, "rollback_when: []\nsteps: [{percent: 1, hold: 10m}, {percent: 10, hold: 1h}, {percent: 100}]\n"), 37)
+	s.opts.StateStore = func(route string, spec *Spec) StateStore { return store }
+	s.start()
+	s.runFor(15*time.Minute, nil)
+	if st := s.status(); st.Step != 1 {
+		t.Fatalf("status %+v", st)
+	}
+	s.ctrl.Close()
+	s.start()
+	if st := s.status(); st.Step != 1 || st.Since != t0.Add(10*time.Minute) {
+		t.Fatalf("after restart from the store: %+v", st)
+	}
+	if !strings.Contains(string(store.data), `"step": 1`) {
+		t.Fatalf("store holds %s", store.data)
 	}
 }
