@@ -71,6 +71,9 @@ type Config struct {
 	Tracing *Tracing `yaml:"tracing"`
 	// HTTP2 serves HTTP/2 to clients (ALPN h2 with TLS, or h2c).
 	HTTP2 HTTP2 `yaml:"http2"`
+	// RolloutPolicies are named rollout sections that routes use with
+	// "rollout: {policy: NAME}", overriding any field they set.
+	RolloutPolicies map[string]*rollout.Spec `yaml:"rollout_policies"`
 
 	// Source is the file the config was read from ("" when from memory).
 	Source string `yaml:"-"`
@@ -231,6 +234,7 @@ func (c *Config) ApplyDefaults() {
 	setDur(&c.Prometheus.Timeout, 5*time.Second)
 	c.Tracing.applyDefaults()
 	c.HTTP2.applyDefaults()
+	c.resolveRolloutPolicies()
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		for j, m := range r.Match.Methods {
@@ -278,4 +282,20 @@ func upperASCII(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// resolveRolloutPolicies replaces each route's rollout section that names
+// a policy by the policy overlaid with the section's own fields. An
+// unknown name is left for Validate to report.
+func (c *Config) resolveRolloutPolicies() {
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		if r.Rollout == nil || r.Rollout.Policy == "" {
+			continue
+		}
+		if base := c.RolloutPolicies[r.Rollout.Policy]; base != nil {
+			merged := r.Rollout.Overlay(*base)
+			r.Rollout = &merged
+		}
+	}
 }

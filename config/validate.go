@@ -60,6 +60,19 @@ func (c *Config) Validate() []error {
 	if len(c.Upstreams) == 0 {
 		add("upstreams", "at least one upstream is required")
 	}
+	for name, p := range c.RolloutPolicies {
+		path := "rollout_policies." + name
+		switch {
+		case p == nil:
+			add(path, "empty policy: give at least steps or conditions")
+		default:
+			if p.Policy != "" {
+				add(path+".policy", "a policy cannot use another policy; copy the fields you need")
+			}
+			// Checked as written; each route checks the merged result.
+			errs = append(errs, cfgtypes.Prefix(path, p.Validate())...)
+		}
+	}
 	names := map[string]int{}
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
@@ -75,10 +88,27 @@ func (c *Config) Validate() []error {
 		add("routes", "at least one route is required")
 	}
 	routeNames := map[string]int{}
+	stateFiles := map[string]int{}
+	for i := range c.Routes {
+		if ro := c.Routes[i].Rollout; ro != nil && ro.StateFile != "" {
+			if j, dup := stateFiles[ro.StateFile]; dup {
+				add(fmt.Sprintf("routes[%d].rollout.state_file", i), "%s is also the state_file of routes[%d]: give each route its own (a policy's state_file is shared by every route using it; set state_file in the route)", ro.StateFile, j)
+			} else {
+				stateFiles[ro.StateFile] = i
+			}
+		}
+	}
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		p := fmt.Sprintf("routes[%d]", i)
 		errs = append(errs, r.validate(p)...)
+		if r.Rollout != nil && r.Rollout.Policy != "" && c.RolloutPolicies[r.Rollout.Policy] == nil {
+			names := make([]string, 0, len(c.RolloutPolicies))
+			for n := range c.RolloutPolicies {
+				names = append(names, n)
+			}
+			add(p+".rollout.policy", "unknown rollout policy %q%s; define it under rollout_policies", r.Rollout.Policy, cfgtypes.Suggest(r.Rollout.Policy, names))
+		}
 		if prev, dup := routeNames[r.Name]; dup && r.Name != "" {
 			add(p+".name", "duplicate route name %q (also routes[%d])", r.Name, prev)
 		}
@@ -264,6 +294,7 @@ func (r *Route) validate(p string) []error {
 		if r.Split == nil {
 			add("rollout", "a rollout moves the split's canary share: add a split section (key, to) to this route")
 		}
+
 		errs = append(errs, cfgtypes.Prefix(p+".rollout", r.Rollout.Validate())...)
 	}
 	seen := map[string]bool{}

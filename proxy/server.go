@@ -331,6 +331,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		switch {
 		case decision.Reason == splitter.ReasonCohort || decision.Reason == splitter.ReasonForced:
 			cohort = CohortExcluded
+			if decision.Target != 0 {
+				cohort = CohortExcludedCanary
+			}
 		case decision.Target != 0:
 			cohort = CohortCanary
 		}

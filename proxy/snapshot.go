@@ -76,6 +76,10 @@ const (
 	CohortControl Cohort = iota
 	CohortCanary
 	CohortExcluded
+	// CohortExcludedCanary is excluded traffic that a cohort rule or force
+	// header sent to the canary (CohortExcluded went to stable), so that a
+	// rollout can opt to analyse it (analysis: {include: [percent, cohort]}).
+	CohortExcludedCanary
 )
 
 // RequestObserver receives every primary request's outcome of a route, on

@@ -8,6 +8,7 @@
 //
 //	shadowproxy run -config FILE       run the proxy
 //	shadowproxy validate -config FILE  check a configuration and summarize it
+//	shadowproxy plan -config FILE      print each route's rollout plan and the traffic it needs
 //	shadowproxy demo                   run the proxy in front of built-in demo backends
 //	shadowproxy diff A.json B.json     compare two JSON documents with the proxy's diff engine
 //	shadowproxy version                print the version
@@ -97,6 +98,7 @@ const usage = `shadowproxy: a traffic-shadowing reverse proxy
 Usage:
   shadowproxy run -config FILE        run the proxy
   shadowproxy validate -config FILE   check a configuration; print a summary, or every error with its line
+  shadowproxy plan -config FILE       print each route's rollout plan and the traffic every step needs
   shadowproxy demo [flags]            run the proxy in front of built-in demo backends
   shadowproxy diff [flags] A B        compare two JSON (or text) files with the proxy's diff engine
   shadowproxy version                 print the version
@@ -122,6 +124,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stdout, stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
+	case "plan":
+		return cmdPlan(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
 	case "diff":

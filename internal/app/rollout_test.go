@@ -193,7 +193,11 @@ func TestRolloutPromotesHealthyCanaryAndResumesAfterRestart(t *testing.T) {
 	a := startApp(t, cfgText, Options{})
 	adminURL := "http://" + a.AdminAddr()
 	stop := make(chan struct{})
-	runLoad(t, "http://"+a.ProxyAddr(), stop, 20000)
+	// The load runs until the promotion (bounded at 200,000 requests): the
+	// gate needs min_samples in its 3s window at the moment it passes, so
+	// a load that ran out first (as a 20,000 cap could on a loaded
+	// machine) left the gate without data and the test timing out.
+	runLoad(t, "http://"+a.ProxyAddr(), stop, 200000)
 	testkit.Eventually(t, "promotion to 50%", func() bool { return rollouts(t, adminURL)[0].Step == 1 })
 	close(stop)
 	if p := a.Proxy().Snapshot().Route("shop").CanaryPercent(); p != 5000 {

@@ -146,19 +146,23 @@ func (m *rolloutManager) observer(route string) proxy.RequestObserver {
 	if m.pending != nil && m.pending.recorders[route] != nil {
 		rec = m.pending.recorders[route]
 	}
-	if rec != nil && m.hasRollout(route) {
-		return recorderObserver{rec}
+	if ro := m.rolloutOf(route); rec != nil && ro != nil {
+		return recorderObserver{rec: rec, includeCohort: ro.IncludesCohort()}
 	}
 	return nil
 }
 
-func (m *rolloutManager) hasRollout(route string) bool {
+func (m *rolloutManager) hasRollout(route string) bool { return m.rolloutOf(route) != nil }
+
+// rolloutOf returns the route's rollout section in the config being
+// applied (or in force), or nil.
+func (m *rolloutManager) rolloutOf(route string) *rollout.Spec {
 	for _, rc := range m.app.pendingOrCurrentConfig().Routes {
 		if rc.Name == route {
-			return rc.Rollout != nil
+			return rc.Rollout
 		}
 	}
-	return false
+	return nil
 }
 
 // splitOverride is proxy.Options.SplitOverride: a snapshot being built
@@ -275,15 +279,31 @@ func (h routeHandle) SetHalted(halted bool) {
 }
 
 // recorderObserver feeds the proxy's per-request outcomes to a recorder.
-type recorderObserver struct{ rec *rollout.Recorder }
+// With includeCohort (analysis: {include: [percent, cohort]}) traffic
+// routed by a cohort rule is analysed on the side it went to.
+type recorderObserver struct {
+	rec           *rollout.Recorder
+	includeCohort bool
+}
 
 func (o recorderObserver) ObserveRequest(c proxy.Cohort, status int, upstreamErr bool, d time.Duration) {
-	cohort := rollout.Control
+	o.rec.ObserveRequest(o.cohort(c), status, upstreamErr, d)
+}
+
+func (o recorderObserver) cohort(c proxy.Cohort) rollout.Cohort {
 	switch c {
 	case proxy.CohortCanary:
-		cohort = rollout.Canary
+		return rollout.Canary
 	case proxy.CohortExcluded:
-		cohort = rollout.Excluded
+		if o.includeCohort {
+			return rollout.Control
+		}
+		return rollout.Excluded
+	case proxy.CohortExcludedCanary:
+		if o.includeCohort {
+			return rollout.Canary
+		}
+		return rollout.Excluded
 	}
-	o.rec.ObserveRequest(cohort, status, upstreamErr, d)
+	return rollout.Control
 }

@@ -125,7 +125,7 @@ func New(version string) *Metrics {
 
 	m.RolloutPercent = f.gaugeVec("rollout_percent", "Canary share set by the rollout controller, in percent.", "route")
 	m.RolloutStep = f.gaugeVec("rollout_step", "Current rollout step (0-based index into steps).", "route")
-	m.RolloutTransitions = f.counterVec("rollout_transitions_total", "Rollout transitions by route and action: start, promote, rollback, pause, resume or complete.", "route", "action")
+	m.RolloutTransitions = f.counterVec("rollout_transitions_total", "Rollout transitions by route and action: start, promote, rollback, pause, resume, complete, or waiting_for_samples (a step has waited for samples longer than its hold).", "route", "action")
 
 	m.ConfigReloads = f.counterVec("config_reloads_total", "Configuration reloads by result: success or failure.", "result")
 	m.ConfigLastReloadOK = f.gauge("config_last_reload_successful", "1 when the last configuration load or reload succeeded, 0 otherwise.")
@@ -161,7 +161,7 @@ var (
 	// CompareResults are the result values of comparisons_total.
 	CompareResults = []string{"match", "mismatch", "uncomparable", "learning"}
 	// TransitionActions are the action values of rollout_transitions_total.
-	TransitionActions = []string{"start", "promote", "rollback", "pause", "resume", "complete"}
+	TransitionActions = []string{"start", "promote", "rollback", "pause", "resume", "complete", "waiting_for_samples"}
 )
 
 // RouteSeries describes one configured route for InitRoute.

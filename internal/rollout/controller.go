@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -57,6 +58,10 @@ type Options struct {
 	// whose spec has a health_check (the proxy knows the canary's URL). If
 	// the prober implements io.Closer it is closed when the route goes.
 	HealthProbe func(route string, hc HealthCheck) (HealthProber, error)
+	// StateStore returns where a route's state is persisted, or nil for
+	// nowhere (default: a FileStore on the spec's state_file, when set). A
+	// fleet replaces it with a shared store.
+	StateStore func(route string, spec *Spec) StateStore
 	// TickEvery is Run's timer period (default 1s). Each route is still
 	// evaluated only every spec.interval; health failures on every tick.
 	TickEvery time.Duration
@@ -69,17 +74,19 @@ type Controller struct {
 	log    *zap.Logger
 	mu     sync.Mutex
 	routes map[string]*route
-	tickMu sync.Mutex // one Tick at a time
 }
 
 // route is one route's runtime state, guarded by mu. spec, rec, h and
 // prober are replaced only under mu and never mutated, so an evaluation may
 // read them unlocked; gen tells it whether its result is still wanted.
 type route struct {
+	busy    atomic.Bool // an evaluation is running; guarded by itself, not mu
 	name    string
 	log     *zap.Logger
 	mu      sync.Mutex
 	spec    *Spec
+	policy  *compiledPolicy // compiled from spec, replaced with it
+	store   StateStore      // nil: not persisted
 	rec     *Recorder
 	h       RouteHandle
 	prober  HealthProber
@@ -97,8 +104,13 @@ type route struct {
 	lastActionAt  time.Time
 	lastActionBy  string
 
-	lastEval      time.Time
-	breachSince   []time.Time // per rollback condition in force; zero = not breaching
+	lastEval time.Time
+	// seqs are the conditions' sequential tests and breach streaks, by
+	// seqKey; persisted with the state.
+	seqs          map[string]*condSeq
+	waitNotified  bool // the "waiting for samples" event of this step was sent
+	caches        map[time.Duration]*WindowCache
+	cachesRec     *Recorder
 	ready         bool
 	readyNotified bool
 	last          *Explanation
@@ -119,6 +131,14 @@ func NewController(opts Options) *Controller {
 	}
 	if opts.TickEvery <= 0 {
 		opts.TickEvery = time.Second
+	}
+	if opts.StateStore == nil {
+		opts.StateStore = func(_ string, spec *Spec) StateStore {
+			if spec.StateFile == "" {
+				return nil
+			}
+			return FileStore{Path: spec.StateFile}
+		}
 	}
 	return &Controller{opts: opts, now: opts.Now, log: opts.Logger.Named("rollout"), routes: map[string]*route{}}
 }
@@ -165,7 +185,7 @@ func (r *route) applyLocked() {
 // Status but never blocks a transition: a rollback must happen even on a
 // full disk.
 func (r *route) persistLocked(now time.Time) {
-	if r.dryRun() || r.spec.StateFile == "" {
+	if r.dryRun() || r.store == nil {
 		return
 	}
 	s := savedState{
@@ -173,13 +193,23 @@ func (r *route) persistLocked(now time.Time) {
 		StepStartedAt: r.stepStartedAt, PausedNanos: int64(r.pausedFor), DataSince: r.dataSince,
 		Reason: r.reason, LastAction: r.lastAction, UpdatedAt: now,
 	}
+	keys := make([]string, 0, len(r.seqs))
+	for k := range r.seqs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		st := r.seqs[k].clone()
+		st.pack()
+		s.Conditions = append(s.Conditions, st)
+	}
 	if !r.pausedAt.IsZero() {
 		p := r.pausedAt
 		s.PausedAt = &p
 	}
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err == nil {
-		err = writeFileAtomic(r.spec.StateFile, append(data, '\n'))
+		err = r.store.Save(append(data, '\n'))
 	}
 	if err != nil {
 		r.persistErr = err.Error()
@@ -274,7 +304,9 @@ func (c *Controller) AddRoute(name string, spec Spec, rec *Recorder, h RouteHand
 			oldProber = r.prober
 		}
 		oldStepBP, oldSpec, oldStep := r.stepPercent(), r.spec, r.step
-		r.spec, r.rec, r.h, r.prober = &spec, rec, h, prober
+		r.spec, r.policy, r.rec, r.h, r.prober = &spec, compile(&spec), rec, h, prober
+		r.store = c.opts.StateStore(name, r.spec)
+		r.caches = nil
 		r.log = c.log.With(zap.String("route", name), zap.String("mode", string(spec.Mode)))
 		if r.step >= len(spec.Steps) || spec.Steps[r.step].Percent.BP() != oldStepBP {
 			idx, _, below := mapStep(spec.Steps, oldStepBP)
@@ -293,7 +325,7 @@ func (c *Controller) AddRoute(name string, spec Spec, rec *Recorder, h RouteHand
 		// A reload that leaves the step's guardrails as they were keeps
 		// their breach streaks: frequent reloads must not postpone a rollback.
 		if !reflect.DeepEqual(oldSpec.rollbackWhen(oldStep), spec.rollbackWhen(r.step)) || oldStep != r.step {
-			r.breachSince = nil
+			r.newStepLocked()
 		}
 		r.lastEval, r.ready, r.readyNotified = time.Time{}, false, false
 		r.applyLocked()
@@ -302,7 +334,7 @@ func (c *Controller) AddRoute(name string, spec Spec, rec *Recorder, h RouteHand
 		r.mu.Unlock()
 		c.mu.Unlock()
 	} else {
-		r := &route{name: name, spec: &spec, rec: rec, h: h, prober: prober,
+		r := &route{name: name, spec: &spec, policy: compile(&spec), store: c.opts.StateStore(name, &spec), rec: rec, h: h, prober: prober,
 			log: c.log.With(zap.String("route", name), zap.String("mode", string(spec.Mode)))}
 		if err := c.restore(r, now); err != nil {
 			c.mu.Unlock()
@@ -334,11 +366,11 @@ func (c *Controller) restore(r *route, now time.Time) error {
 	r.state, r.step, r.stepStartedAt, r.dataSince = StateProgressing, 0, now, now
 	path := r.spec.StateFile
 	first := r.spec.Steps[0].Percent.BP().Percent()
-	if path == "" {
+	if r.store == nil {
 		r.log.Warn("rollout state is not persisted (no state_file): a restart begins again at steps[0]", zap.Float64("percent", first))
 		return nil
 	}
-	s, err := readState(path)
+	s, err := loadState(r.store)
 	switch {
 	case errors.Is(err, errNoState):
 		r.log.Info("no saved rollout state; starting at steps[0]", zap.String("state_file", path), zap.Float64("percent", first))
@@ -350,9 +382,9 @@ func (c *Controller) restore(r *route, now time.Time) error {
 		// split could mean 100%: hold the canary at 0% until a person
 		// looks, and keep the unreadable file for them.
 		moved := ""
-		if !r.dryRun() {
-			moved = path + ".corrupt"
-			if rerr := os.Rename(path, moved); rerr != nil {
+		if fs, ok := r.store.(FileStore); ok && !r.dryRun() {
+			moved = fs.Path + ".corrupt"
+			if rerr := os.Rename(fs.Path, moved); rerr != nil {
 				moved = ""
 			}
 		}
@@ -369,12 +401,20 @@ func (c *Controller) restore(r *route, now time.Time) error {
 
 	r.state, r.reason, r.lastAction = s.State, s.Reason, s.LastAction
 	r.dataSince = s.DataSince
+	r.seqs = map[string]*condSeq{}
+	for _, c := range s.Conditions {
+		r.seqs[c.Key] = c
+	}
 	idx, exact, below := mapStep(r.spec.Steps, s.PercentBP)
 	if exact {
 		// Same share: same hold clock, even if steps were inserted before it.
-		r.step, r.stepStartedAt, r.pausedFor = idx, s.StepStartedAt, time.Duration(s.PausedNanos)
+		// Re-anchored on now, the instants keep their wall time but gain
+		// now's monotonic reading, so that from here on a wall-clock step
+		// can neither shorten nor stretch the hold.
+		anchor := func(t time.Time) time.Time { return now.Add(-now.Sub(t)) }
+		r.step, r.stepStartedAt, r.pausedFor = idx, anchor(s.StepStartedAt), time.Duration(s.PausedNanos)
 		if s.PausedAt != nil {
-			r.pausedAt = *s.PausedAt
+			r.pausedAt = anchor(*s.PausedAt)
 		} else if r.state == StatePaused {
 			r.pausedAt = now
 		}
@@ -451,28 +491,48 @@ func (c *Controller) snapshot() []*route {
 	return out
 }
 
-// Run ticks every Options.TickEvery until ctx is done.
+// Run ticks every Options.TickEvery until ctx is done. Routes are
+// evaluated concurrently and a route still busy (an external source being
+// slow) is skipped rather than waited for, so no route ever delays another
+// route's evaluation or its next health check. Run returns once every
+// evaluation it started has finished.
 func (c *Controller) Run(ctx context.Context) {
 	t := time.NewTicker(c.opts.TickEvery)
 	defer t.Stop()
-	c.Tick(c.now())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	c.tick(c.now(), &wg)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			c.Tick(c.now())
+			c.tick(c.now(), &wg)
 		}
 	}
 }
 
 // Tick evaluates every route whose interval has elapsed at now, and checks
-// health-probe failures of every route. Tests drive it with a fake clock.
+// health-probe failures of every route, concurrently, and returns when all
+// are done. Tests drive it with a fake clock.
 func (c *Controller) Tick(now time.Time) {
-	c.tickMu.Lock()
-	defer c.tickMu.Unlock()
+	var wg sync.WaitGroup
+	c.tick(now, &wg)
+	wg.Wait()
+}
+
+// tick starts an evaluation of every route not already being evaluated.
+func (c *Controller) tick(now time.Time, wg *sync.WaitGroup) {
 	for _, r := range c.snapshot() {
-		c.emit(c.tickRoute(r, now))
+		if !r.busy.CompareAndSwap(false, true) {
+			continue // its previous evaluation is still running
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer r.busy.Store(false)
+			c.emit(c.tickRoute(r, now))
+		}()
 	}
 }
 
@@ -484,11 +544,12 @@ func (c *Controller) tickRoute(r *route, now time.Time) []Event {
 	}
 	spec := r.spec
 	due := r.lastEval.IsZero() || now.Sub(r.lastEval) >= spec.Interval.D()
-	rollbackConds := spec.rollbackWhen(r.step)
+	pol := r.policy
+	rollbackConds := pol.steps[r.step].rollback
 	var healthIdx []int
 	if r.prober != nil {
 		for i := range rollbackConds {
-			if rollbackConds[i].Metric == "health_check_failures" {
+			if rollbackConds[i].metric.kind == kindHealth {
 				healthIdx = append(healthIdx, i)
 			}
 		}
@@ -501,8 +562,11 @@ func (c *Controller) tickRoute(r *route, now time.Time) []Event {
 	held, hold := r.held(now), spec.Steps[r.step].Hold.D()
 	pct := r.percent()
 	evalPromote := due && state == StateProgressing && held >= hold
-	ev := &evaluator{ctx: context.Background(), route: r.name, spec: spec, rec: r.rec, now: now, dataSince: r.dataSince,
-		atFull: pct == cfgtypes.MaxBasisPoints, health: r.prober, external: c.opts.External, timeout: c.opts.ExternalTimeout}
+	promoteConds := pol.steps[step].promote
+	ev := &evaluator{planned: pol.planned, ctx: context.Background(), route: r.name, spec: spec, rec: r.rec, now: now, dataSince: r.dataSince,
+		atFull: pct == cfgtypes.MaxBasisPoints, health: r.prober, external: c.opts.External, timeout: min(c.opts.ExternalTimeout, spec.Interval.D()),
+		stepStart: r.stepStartedAt, rollbackAlpha: pol.rollbackAlpha,
+		seqs: r.seqClones(rollbackConds), pseqs: r.seqClones(promoteConds), caches: r.windowCaches()}
 	r.mu.Unlock()
 
 	// Evaluate without the lock: external lookups may take seconds and
@@ -510,20 +574,32 @@ func (c *Controller) tickRoute(r *route, now time.Time) []Event {
 	expl := &Explanation{Route: r.name, At: now, Mode: spec.Mode, State: state, Step: step, Percent: pct.Percent(),
 		HeldSeconds: held.Seconds(), HoldSeconds: hold.Seconds(), Promote: []ConditionResult{}, Rollback: []ConditionResult{}}
 	if due {
+		if evalPromote {
+			ev.prefetchExternal(rollbackConds, promoteConds)
+		} else {
+			ev.prefetchExternal(rollbackConds)
+		}
 		for i := range rollbackConds {
-			expl.Rollback = append(expl.Rollback, ev.evaluate(&rollbackConds[i], i, true))
+			expl.Rollback = append(expl.Rollback, ev.evaluate(&rollbackConds[i]))
 		}
 		if evalPromote {
-			conds := spec.promoteWhen(step)
-			for i := range conds {
-				expl.Promote = append(expl.Promote, ev.evaluate(&conds[i], i, false))
+			for i := range promoteConds {
+				expl.Promote = append(expl.Promote, ev.evaluate(&promoteConds[i]))
+			}
+		} else {
+			// During the hold, promote conditions still fold their data in
+			// (the recorder keeps only a window of it), without a verdict.
+			for i := range promoteConds {
+				if promoteConds[i].isSeq {
+					ev.evaluate(&promoteConds[i])
+				}
 			}
 		}
 	} else {
 		// Between evaluations only the probe streak is checked, so that N
 		// failed probes roll back on the next tick, not the next interval.
 		for _, i := range healthIdx {
-			expl.Rollback = append(expl.Rollback, ev.evaluate(&rollbackConds[i], i, true))
+			expl.Rollback = append(expl.Rollback, ev.evaluate(&rollbackConds[i]))
 		}
 	}
 	win := spec.window(&Condition{})
@@ -536,33 +612,168 @@ func (c *Controller) tickRoute(r *route, now time.Time) []Event {
 	if r.removed || r.gen != gen {
 		return nil // a command or reload changed the route meanwhile
 	}
-	return c.decideLocked(r, now, expl, due, evalPromote, rollbackConds)
+	before := r.streakSignature()
+	r.storeSeqs(rollbackConds, ev.seqs, step)
+	r.storeSeqs(promoteConds, ev.pseqs, step)
+	events := c.decideLocked(r, now, expl, due, evalPromote, rollbackConds)
+	if len(events) == 0 && r.streakSignature() != before {
+		r.persistLocked(now) // a streak began or ended, or a block crossed
+	}
+	return events
+}
+
+// streakSignature summarizes what of the conditions' states must survive a
+// restart promptly: streaks, crossings and blocks.
+func (r *route) streakSignature() string {
+	keys := make([]string, 0, len(r.seqs))
+	for k := range r.seqs {
+		if strings.HasPrefix(k, "rollback:") {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		st := r.seqs[k]
+		fmt.Fprintf(&b, "%s|%d|%d|%t|%d;", k, st.Block, st.Spent, st.rejected(), st.BreachSince.UnixNano())
+	}
+	return b.String()
+}
+
+// windowCaches returns the route's window caches, one per window length in
+// the spec, rebuilt when the recorder changes.
+func (r *route) windowCaches() map[time.Duration]*WindowCache {
+	if r.caches != nil && r.cachesRec == r.rec {
+		return r.caches
+	}
+	r.caches, r.cachesRec = map[time.Duration]*WindowCache{}, r.rec
+	add := func(cs []Condition) {
+		for i := range cs {
+			if w := r.spec.window(&cs[i]); r.caches[w] == nil {
+				r.caches[w] = NewWindowCache(r.rec)
+			}
+		}
+	}
+	add([]Condition{{}})
+	add(r.spec.PromoteWhen)
+	add(r.spec.RollbackWhen)
+	for i := range r.spec.Steps {
+		add(r.spec.Steps[i].PromoteWhen)
+		add(r.spec.Steps[i].RollbackWhen)
+	}
+	return r.caches
+}
+
+// seqClones returns copies of the states of conds, creating missing ones,
+// for an evaluation that runs unlocked.
+//
+// Keys (compiledCond.key) are the condition's text: rollback conditions
+// keep their state across steps (the alpha-spending index runs over the
+// rollout); promote conditions have one per step.
+func (r *route) seqClones(conds []compiledCond) []*condSeq {
+	if r.seqs == nil {
+		r.seqs = map[string]*condSeq{}
+	}
+	out := make([]*condSeq, len(conds))
+	for i := range conds {
+		k := conds[i].key
+		st := r.seqs[k]
+		if st == nil {
+			st = newCondSeq(k)
+			r.seqs[k] = st
+		}
+		out[i] = st.clone()
+	}
+	return out
+}
+
+// storeSeqs keeps the states an evaluation advanced, unless the step
+// changed meanwhile (then they belong to a step that is over).
+func (r *route) storeSeqs(conds []compiledCond, sts []*condSeq, step int) {
+	if r.step != step {
+		return
+	}
+	for i := range conds {
+		if i < len(sts) {
+			st := sts[i]
+			k := conds[i].key
+			if old := r.seqs[k]; old != nil {
+				// Streak fields are the controller's: keep them.
+				st.BreachSince, st.Silent = old.BreachSince, old.Silent
+			}
+			r.seqs[k] = st
+		}
+	}
+}
+
+// newStepLocked forgets what belongs to the step just left: blocks and
+// streaks of rollback conditions (but not how much alpha they spent) and
+// every promote test.
+func (r *route) newStepLocked() {
+	for k, st := range r.seqs {
+		if strings.HasPrefix(k, "promote:") {
+			delete(r.seqs, k)
+			continue
+		}
+		st.Block, st.Procs, st.BreachSince, st.Silent = -1, nil, time.Time{}, 0
+	}
+	r.waitNotified = false
 }
 
 // decideLocked turns an evaluation into at most one transition.
-func (c *Controller) decideLocked(r *route, now time.Time, expl *Explanation, due, evalPromote bool, rollbackConds []Condition) []Event {
+func (c *Controller) decideLocked(r *route, now time.Time, expl *Explanation, due, evalPromote bool, rollbackConds []compiledCond) []Event {
 	if due {
 		r.lastEval = now
-	}
-	if len(r.breachSince) != len(rollbackConds) {
-		r.breachSince = make([]time.Time, len(rollbackConds))
 	}
 	var fired []string
 	for k := range expl.Rollback {
 		res := &expl.Rollback[k]
 		i := res.index
-		if !res.Met {
-			// Any other verdict breaks the streak: "for" means met on
-			// every evaluation, and no_data is not a breach.
-			r.breachSince[i] = time.Time{}
+		cond := rollbackConds[i].c
+		st := r.seqs[rollbackConds[i].key]
+		if st == nil {
+			st = newCondSeq(rollbackConds[i].key)
+			r.seqs[st.Key] = st
+		}
+		switch res.Verdict {
+		case VerdictBreach:
+			st.Silent = 0
+			if st.BreachSince.IsZero() {
+				st.BreachSince = now
+			}
+		case VerdictOK:
+			if !st.BreachSince.IsZero() {
+				res.Detail += "; breach streak ended: the condition is no longer met"
+			}
+			st.BreachSince, st.Silent = time.Time{}, 0
+			continue
+		default:
+			// No verdict is not evidence either way: the streak is kept
+			// as it is (on_no_data/on_error: hold) unless the policy says
+			// to fail after so many silent evaluations.
+			st.Silent++
+			pol := cond.OnNoData
+			if res.Verdict == VerdictError {
+				pol = cond.OnError
+			}
+			if res.Verdict == VerdictNotApplicable {
+				pol = nil
+			}
+			if pol != nil && pol.FailAfter > 0 && st.Silent >= pol.FailAfter {
+				res.Fired = true
+				res.Detail += fmt.Sprintf("; %d evaluations in a row without a verdict (fail_after %d)", st.Silent, pol.FailAfter)
+				fired = append(fired, res.Condition+": "+res.Detail)
+				continue
+			}
+			if !st.BreachSince.IsZero() {
+				res.BreachingFor = now.Sub(st.BreachSince).Seconds()
+				res.Detail += fmt.Sprintf("; breach streak of %s kept, not advanced (no verdict, hold)", fmtDur(now.Sub(st.BreachSince).Truncate(time.Second)))
+			}
 			continue
 		}
-		if r.breachSince[i].IsZero() {
-			r.breachSince[i] = now
-		}
-		d := now.Sub(r.breachSince[i])
+		d := now.Sub(st.BreachSince)
 		res.BreachingFor = d.Seconds()
-		if d >= rollbackConds[i].For.D() {
+		if d >= cond.For.D() {
 			res.Fired = true
 			fired = append(fired, res.Condition+": "+res.Detail)
 		}
@@ -579,10 +790,73 @@ func (c *Controller) decideLocked(r *route, now time.Time, expl *Explanation, du
 		return nil // a health-only check between evaluations, nothing fired
 	}
 	r.last = expl
-	hold := r.spec.Steps[r.step].Hold.D()
+	stp := r.spec.Steps[r.step]
+	hold := stp.Hold.D()
+	held := r.held(now)
+	var events []Event
+	// A step past its hold whose conditions still lack samples says so,
+	// once per step: silence is how a rollout stalls unnoticed.
+	if held >= max(hold, r.policy.steps[r.step].longestWindow()) && r.state == StateProgressing && !r.waitNotified {
+		var silent []string
+		for _, res := range append(append([]ConditionResult(nil), expl.Promote...), expl.Rollback...) {
+			if res.Verdict == VerdictNoData {
+				silent = append(silent, res.Condition+": "+res.Detail)
+			}
+		}
+		if len(silent) > 0 {
+			r.waitNotified = true
+			why := fmt.Sprintf("waiting for samples at %s%% longer than the %s hold: %s", r.percent(), fmtDur(hold), strings.Join(silent, "; "))
+			r.log.Warn("rollout step is waiting for samples", zap.Int("step", r.step), zap.String("reason", why))
+			events = append(events, c.eventLocked(r, now, ActionWaiting, "controller", why, expl, r.step, r.percent()))
+		}
+	}
+	if d := stp.Deadline.D(); d > 0 && held >= d && r.state == StateProgressing {
+		why := fmt.Sprintf("deadline of %s at %s%% passed without promotion", fmtDur(d), r.percent())
+		if pend := pendingText(expl); pend != "" {
+			why += ": " + pend
+		}
+		expl.Reason = why
+		if stp.OnDeadline == "rollback" {
+			expl.Decision = DecisionRollback
+			return append(events, c.transitionLocked(r, now, ActionRollback, "deadline", why, expl, func() { r.state = StateRolledBack }))
+		}
+		expl.Decision = DecisionHold
+		return append(events, c.transitionLocked(r, now, ActionPause, "deadline", why, expl, func() { r.state, r.pausedAt = StatePaused, now }))
+	}
+	if ev := c.promoteDecisionLocked(r, now, expl, evalPromote); ev != nil {
+		events = append(events, *ev)
+	}
+	return events
+}
+
+// pendingText lists the promote conditions not passing and the guardrails
+// without a verdict.
+func pendingText(expl *Explanation) string {
+	var out []string
+	for _, res := range expl.Promote {
+		if res.Verdict != VerdictPass && res.Verdict != VerdictNotApplicable {
+			out = append(out, res.Condition+": "+res.Detail)
+		}
+	}
+	for _, res := range expl.Rollback {
+		if res.Verdict == VerdictNoData || res.Verdict == VerdictError {
+			out = append(out, res.Condition+": "+res.Detail)
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+// promoteDecisionLocked decides whether to promote, and explains.
+func (c *Controller) promoteDecisionLocked(r *route, now time.Time, expl *Explanation, evalPromote bool) *Event {
+	stp := r.spec.Steps[r.step]
+	hold := stp.Hold.D()
+	one := func(e Event) *Event { return &e }
 	switch {
 	case r.state == StatePaused:
-		expl.Decision, expl.Reason = DecisionHold, "paused: promotion stopped by command; guardrails stay armed"
+		expl.Decision, expl.Reason = DecisionHold, "paused: promotion stopped; guardrails stay armed"
+		if r.reason != "" {
+			expl.Reason = "paused (" + r.reason + "); guardrails stay armed"
+		}
 		return nil
 	case !evalPromote:
 		expl.Decision = DecisionHold
@@ -605,16 +879,19 @@ func (c *Controller) decideLocked(r *route, now time.Time, expl *Explanation, du
 	if len(expl.Promote) == 0 {
 		why = fmt.Sprintf("hold of %s passed (no promote_when)", fmtDur(hold))
 	}
-	if r.spec.Mode == ModeManual {
+	if r.spec.Mode == ModeManual || stp.Pause {
 		expl.Decision, expl.Reason = DecisionReady, why+"; waiting for a promote command (manual mode)"
+		if stp.Pause {
+			expl.Reason = why + "; waiting for a promote command (the step has pause: true)"
+		}
 		r.ready = true
 		if r.readyNotified {
 			return nil
 		}
 		r.readyNotified = true
-		return []Event{c.eventLocked(r, now, ActionReady, "controller", expl.Reason, expl, r.step, r.percent())}
+		return one(c.eventLocked(r, now, ActionReady, "controller", expl.Reason, expl, r.step, r.percent()))
 	}
-	return []Event{c.promoteLocked(r, now, "controller", why, expl)}
+	return one(c.promoteLocked(r, now, "controller", why, expl))
 }
 
 // promoteLocked moves to the next step, or completes at the last one.
@@ -647,7 +924,10 @@ func (c *Controller) transitionLocked(r *route, now time.Time, action, by, reaso
 	r.gen++
 	r.reason = reason
 	r.lastAction, r.lastActionAt, r.lastActionBy = action, now, by
-	r.breachSince, r.ready, r.readyNotified = nil, false, false
+	if r.step != fromStep {
+		r.newStepLocked()
+	}
+	r.ready, r.readyNotified = false, false
 	r.applyLocked()
 	r.persistLocked(now)
 	ev := c.eventLocked(r, now, action, by, reason, expl, fromStep, fromBP)
@@ -725,6 +1005,7 @@ func (c *Controller) Command(routeName, action string) error {
 			// on fresh data only.
 			ev = c.transitionLocked(r, now, ActionResume, "command", "resumed by command after rollback: restarting at steps[0]", nil, func() {
 				r.state, r.step, r.stepStartedAt, r.pausedAt, r.pausedFor, r.dataSince = StateProgressing, 0, now, time.Time{}, 0, now
+				r.seqs = nil // a new attempt: fresh evidence and a fresh alpha
 			})
 		default:
 			return invalid("it is " + string(r.state) + ", not paused or rolled_back")

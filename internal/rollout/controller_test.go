@@ -57,7 +57,12 @@ func TestHealthyCanaryWalksToCompletion(t *testing.T) {
 	for _, e := range events {
 		got = append(got, e.Action+"@"+e.At.Sub(t0).String()+"→"+cfgtypes.BasisPoints(e.Percent*100).String())
 	}
-	want := []string{"promote@30m0s→10", "promote@2h30m0s→50", "promote@6h30m0s→100", "complete@6h30m10s→100"}
+	// At 120 req/s the 1% step's guardrails never see min_samples in their
+	// 5m window, which the controller says once the hold is over; each
+	// promotion waits for its sequential test to show the canary is below
+	// the thresholds (error_rate_5xx below 0.5% needs ~2,600 canary
+	// requests at 0.1% errors), not just for the hold.
+	want := []string{"waiting_for_samples@30m0s→1", "promote@40m0s→10", "promote@2h40m0s→50", "promote@6h40m0s→100", "complete@6h43m20s→100"}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("events:\n got %v\nwant %v", got, want)
 	}
@@ -66,6 +71,9 @@ func TestHealthyCanaryWalksToCompletion(t *testing.T) {
 	}
 	// Every promotion carries its explanation: each promote_when passed.
 	for _, e := range events {
+		if e.Action == ActionWaiting {
+			continue
+		}
 		if e.Explanation == nil || len(e.Explanation.Promote) != 3 {
 			t.Fatalf("%s without a full explanation: %+v", e.Action, e.Explanation)
 		}
@@ -119,7 +127,7 @@ func TestErrorRegressionRollsBackWithinFor(t *testing.T) {
 		if r.Metric != "error_rate_5xx" {
 			continue
 		}
-		if *r.Canary < 0.002 || *r.Control > 0.002 || *r.PValue >= 0.05 || r.BreachingFor < 300 || len(r.Tests) != 1 {
+		if *r.Canary < 0.002 || *r.Control > 0.002 || r.BreachingFor < 300 || len(r.Tests) != 1 || r.Tests[0].Name != "msprt" {
 			t.Fatalf("explanation %+v", r)
 		}
 	}
@@ -143,8 +151,10 @@ func TestErrorRegressionRollsBackWithinFor(t *testing.T) {
 
 func TestLatencyRegressionRollsBack(t *testing.T) {
 	cases := map[string]cohortModel{
-		// Every request 3.5x slower: the p99 ratio is 3.5 > 3x.
-		"whole distribution": {errRate: 0.001, median: 140 * time.Millisecond, sigma: 0.5},
+		// Every request 6x slower: the p99 ratio is 6 > 3x. (At 3.5x the
+		// canary is barely past the null boundary of 3x, and a test of
+		// H0: canary <= 3 × control needs far more data to tell.)
+		"whole distribution": {errRate: 0.001, median: 240 * time.Millisecond, sigma: 0.5},
 		// Only 4% of requests 12x slower: the median does not move, the
 		// p99 does. Mann-Whitney alone would often miss it.
 		"tail only": {errRate: 0.001, median: 40 * time.Millisecond, sigma: 0.5, slowFrac: 0.04, slowFactor: 12},
@@ -164,7 +174,7 @@ func TestLatencyRegressionRollsBack(t *testing.T) {
 				t.Fatalf("fired %v", f)
 			}
 			for _, r := range ev.Explanation.Rollback {
-				if r.Metric == "latency_p99" && (*r.Ratio <= 3 || len(r.Tests) != 2 || *r.PValue >= 0.05) {
+				if r.Metric == "latency_p99" && (*r.Ratio <= 3 || len(r.Tests) != 1 || r.Tests[0].Name != "msprt") {
 					t.Fatalf("%+v", r)
 				}
 			}
@@ -182,7 +192,7 @@ func TestTooFewSamplesHoldsWithoutVerdict(t *testing.T) {
 	s.start()
 	s.runFor(time.Hour, nil)
 	st := s.status()
-	if st.State != StateProgressing || st.Step != 0 || len(s.events.all()) != 0 {
+	if st.State != StateProgressing || st.Step != 0 || strings.Join(s.events.actions(), ",") != ActionWaiting {
 		t.Fatalf("status %+v events %v", st, s.events.actions())
 	}
 	e := st.LastEvaluation
@@ -652,12 +662,16 @@ func TestSeedPolicyWalk(t *testing.T) {
 		for _, e := range s.events.all() {
 			got = append(got, e.Action+"@"+e.At.Sub(t0).String())
 		}
-		want := "promote@30m0s promote@2h30m0s promote@6h30m0s complete@30h30m0s"
+		// Each gate passes at the first evaluation where its sequential
+		// test shows the canary on the right side of every threshold.
+		// At this traffic the 1% step's guardrails (min_samples 1000 in
+		// 5m) get no verdict, which the controller says once the hold is over.
+		want := "waiting_for_samples@30m0s promote@30m30s promote@2h30m30s promote@6h30m30s complete@30h30m30s"
 		if strings.Join(got, " ") != want {
 			t.Fatalf("events %v, want %s", got, want)
 		}
 		// The 50% → 100% explanation: every guardrail, baseline ones included.
-		ev := s.events.all()[2]
+		ev := s.events.all()[3]
 		if len(ev.Explanation.Promote) != 7 {
 			t.Fatalf("%+v", ev.Explanation.Promote)
 		}
@@ -667,7 +681,7 @@ func TestSeedPolicyWalk(t *testing.T) {
 			}
 		}
 		// At 100% the baseline rollbacks no longer apply (no control).
-		last := s.events.all()[3].Explanation
+		last := s.events.all()[4].Explanation
 		for _, r := range last.Rollback {
 			if (r.Metric == "error_rate_5xx" || r.Metric == "latency_p99") && r.Verdict != VerdictNotApplicable {
 				t.Fatalf("%+v", r)

@@ -9,15 +9,19 @@
 // (package healthcheck) are reached through the small Notifier and
 // HealthProber interfaces so that this package stays testable with stubs.
 //
-// Decisions follow the seed's "canary vs control" rule: a guardrail fires
-// only when the canary is both statistically worse than the control at the
-// policy's alpha (two-proportion z-test, Fisher's exact test for small
-// counts, Mann-Whitney U plus a tail-exceedance test for latency) and worse
-// by more than the configured factor. Either test alone is not enough: a
-// significant but tiny difference is not worth a rollback, and a large ratio
-// on a handful of requests is noise.
+// Decisions follow the seed's "canary vs control" rule, and hold up over a
+// whole rollout, not only one evaluation: every rate and latency condition
+// is an always-valid sequential test (a mixture SPRT, see seq.go), so the
+// hundreds of looks a rollout takes cannot inflate its error. Rollback
+// conditions test consecutive blocks of one window from the step's start,
+// spending the policy's alpha over the planned blocks, so that an equal
+// canary is rolled back with probability at most alpha over the whole
+// rollout; promote conditions test the whole step at alpha. above_baseline
+// Kx tests canary <= K × max(control, floor) directly. A policy is compiled
+// once per route (compile.go); Spec.Plan states the traffic each step needs.
 //
-// Every transition is persisted atomically to the route's state_file so that
-// a restart resumes the same step and hold clock instead of silently going
-// back to step 1 or forward to 100%.
+// Every transition is persisted atomically to the route's state_file (through
+// the StateStore interface) so that a restart resumes the same step, hold
+// clock, breach streaks and evidence instead of silently going back to step 1
+// or forward to 100%.
 package rollout

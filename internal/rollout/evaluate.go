@@ -173,6 +173,23 @@ type evaluator struct {
 	external  ExternalSource
 	timeout   time.Duration
 	windows   map[time.Duration]*WindowStats
+	// stepStart is when the current step began: windows and blocks never
+	// reach before it, so a change of share never shows up as a difference.
+	stepStart time.Time
+	// seqs are the sequential states of the conditions being evaluated
+	// (copies; the controller stores them back), by index, rollback and
+	// promote lists apart.
+	seqs, pseqs []*condSeq
+	// planned is the number of blocks alpha is spent over, by window.
+	planned map[time.Duration]int
+	// ext holds the external values looked up before the evaluation.
+	ext map[extKey]extResult
+	// caches keep the route's sliding windows, by length (only one Tick
+	// runs at a time, so they are used by one evaluation at a time).
+	caches map[time.Duration]*WindowCache
+	// rollbackAlpha is the alpha of one rollback condition over the whole
+	// rollout (the policy's alpha shared among its statistical guardrails).
+	rollbackAlpha float64
 }
 
 // stats returns the window ending now, clipped to dataSince (samples from
@@ -185,22 +202,20 @@ func (e *evaluator) stats(d time.Duration) *WindowStats {
 	if from.Before(e.dataSince) {
 		from = e.dataSince
 	}
-	w := e.rec.Between(from, e.now)
+	if from.Before(e.stepStart) {
+		from = e.stepStart
+	}
+	var w WindowStats
+	if c := e.caches[d]; c != nil {
+		w = c.Between(from, e.now)
+	} else {
+		w = e.rec.Between(from, e.now)
+	}
 	if e.windows == nil {
 		e.windows = map[time.Duration]*WindowStats{}
 	}
 	e.windows[d] = &w
 	return &w
-}
-
-func (e *evaluator) minSamples(c *Condition) uint64 {
-	if c.MinSamples > 0 {
-		return uint64(c.MinSamples)
-	}
-	if e.spec.MinSamples > 0 {
-		return uint64(e.spec.MinSamples)
-	}
-	return DefaultMinSamples
 }
 
 func (e *evaluator) alpha() float64 {
@@ -213,25 +228,17 @@ func (e *evaluator) alpha() float64 {
 // evaluate computes one condition. rollback selects the verdict vocabulary
 // and the sample rule: a count that breaches a rollback threshold is
 // evidence by itself, but a promotion always needs min_samples.
-func (e *evaluator) evaluate(c *Condition, index int, rollback bool) ConditionResult {
-	win := e.spec.window(c)
-	res := ConditionResult{Condition: c.describe(), Metric: c.Metric, Window: fmtDur(win), index: index}
-	m, ok := e.spec.lookupMetric(c.Metric)
-	if !ok { // Validate rejects this; stay safe if called unvalidated.
+func (e *evaluator) evaluate(cc *compiledCond) ConditionResult {
+	c, rollback, win := cc.c, cc.rollback, cc.window
+	res := ConditionResult{Condition: cc.text, Metric: c.Metric, Window: fmtDur(win), index: cc.index}
+	m := cc.metric
+	if !cc.known { // Validate rejects this; stay safe if called unvalidated.
 		res.Verdict, res.Detail = VerdictError, fmt.Sprintf("unknown metric %q", c.Metric)
 		return res
 	}
 	res.Unit = unitName(m)
-	thr, cmp := c.absolute()
-	if thr != nil {
-		res.Threshold = thr.value
-	} else if c.AboveBaseline != nil {
-		res.Threshold = float64(*c.AboveBaseline)
-	} else if c.BelowBaseline != nil {
-		res.Threshold = float64(*c.BelowBaseline)
-	} else if c.Consecutive > 0 {
-		res.Threshold = float64(c.Consecutive)
-	}
+	thr, cmp := cc.thr, cc.op
+	res.Threshold = cc.factor
 	finish := func(met bool, detail string) ConditionResult {
 		res.Met = met
 		switch {
@@ -268,13 +275,13 @@ func (e *evaluator) evaluate(c *Condition, index int, rollback bool) ConditionRe
 		met = compare(v, thr.value, cmp)
 		return finish(met, fmt.Sprintf("%d consecutive failed probes, %s %s", int(v), cmpWord(cmp, rollback), thr.raw))
 	case kindExternal:
-		return e.evaluateExternal(c, m, win, rollback, &res, finish, noVerdict)
+		return e.evaluateExternal(cc, &res, finish, noVerdict)
 	}
 
 	w := e.stats(win)
 	if m.name == "match_rate" {
 		res.CanarySamples = w.Comparisons
-		if need := e.minSamples(c); w.Comparisons < need {
+		if need := cc.minSamples; w.Comparisons < need {
 			return noVerdict(VerdictNoData, fmt.Sprintf("insufficient comparisons: %d of %d", w.Comparisons, need))
 		}
 		v := w.MatchRate()
@@ -290,12 +297,25 @@ func (e *evaluator) evaluate(c *Condition, index int, rollback bool) ConditionRe
 	if ctl.Requests > 0 {
 		res.Control = ptr(kv)
 	}
-	baseline := c.AboveBaseline != nil || c.BelowBaseline != nil
+	baseline := cc.baseline()
 	if baseline && e.atFull {
 		return noVerdict(VerdictNotApplicable, "the control has no traffic at 100%; baseline comparisons no longer apply")
 	}
+	// Sequential evidence is folded on every evaluation, verdict or not,
+	// so that no data is lost between evaluations.
+	seqT, isSeq := cc.seq, cc.isSeq
+	var seqOK bool
+	var seqE float64
+	var seqText string
+	if st := e.seqFor(cc.index, rollback); isSeq && st != nil && !(baseline && e.atFull) {
+		seqOK, seqE, seqText = e.runSeq(&seqT, st, win, rollback)
+		res.Tests = []TestResult{{Name: "msprt", Statistic: seqE, PValue: math.Min(1, 1/math.Max(seqE, 1e-300))}}
+		res.PValue = ptr(res.Tests[0].PValue)
+	} else {
+		isSeq = false
+	}
 	countBreach := rollback && m.kind == kindCount && thr != nil
-	if need := e.minSamples(c); !countBreach && (can.Requests < need || (!e.atFull && ctl.Requests < need)) {
+	if need := cc.minSamples; !countBreach && (can.Requests < need || (!e.atFull && ctl.Requests < need)) {
 		if e.atFull {
 			return noVerdict(VerdictNoData, fmt.Sprintf("insufficient samples: canary %d of %d", can.Requests, need))
 		}
@@ -304,9 +324,15 @@ func (e *evaluator) evaluate(c *Condition, index int, rollback bool) ConditionRe
 
 	if thr != nil {
 		met := compare(cv, thr.value, cmp)
+		if isSeq {
+			met = seqOK
+		}
 		ctx := ""
 		if res.Control != nil {
 			ctx = " (control " + formatValue(m, kv) + ")"
+		}
+		if isSeq {
+			return finish(met, fmt.Sprintf("canary %s%s, %s %s: %s", formatValue(m, cv), ctx, cmpWord(cmp, rollback), thr.raw, seqText))
 		}
 		return finish(met, fmt.Sprintf("canary %s%s, %s %s", formatValue(m, cv), ctx, cmpWord(cmp, rollback), thr.raw))
 	}
@@ -324,6 +350,27 @@ func (e *evaluator) evaluate(c *Condition, index int, rollback bool) ConditionRe
 	ratio, finite := safeRatio(cv, base)
 	if finite {
 		res.Ratio = ptr(ratio)
+	}
+	if isSeq {
+		ratioText := "∞"
+		if finite {
+			ratioText = strconv.FormatFloat(ratio, 'f', 2, 64) + "x"
+		}
+		head := fmt.Sprintf("canary %s vs control %s", formatValue(m, cv), formatValue(m, kv))
+		if base > kv {
+			head += fmt.Sprintf(" (floor %s)", formatValue(m, base))
+		}
+		k, word := 0.0, ""
+		if c.AboveBaseline != nil {
+			k, word = float64(*c.AboveBaseline), "above"
+		} else {
+			k, word = float64(*c.BelowBaseline), "below"
+		}
+		verdict := "not shown"
+		if seqOK {
+			verdict = "shown"
+		}
+		return finish(seqOK, fmt.Sprintf("%s, %s: %s %gx the baseline %s (%s)", head, ratioText, word, k, verdict, seqText))
 	}
 	var p float64
 	switch m.kind {
@@ -373,8 +420,9 @@ func (e *evaluator) evaluate(c *Condition, index int, rollback bool) ConditionRe
 	return finish(met, fmt.Sprintf("%s: %s %s %gx%s", head, ratioText, rel, k, testText))
 }
 
-func (e *evaluator) evaluateExternal(c *Condition, m metricInfo, win time.Duration, rollback bool, res *ConditionResult,
+func (e *evaluator) evaluateExternal(cc *compiledCond, res *ConditionResult,
 	finish func(bool, string) ConditionResult, noVerdict func(Verdict, string) ConditionResult) ConditionResult {
+	c, m, win, rollback := cc.c, cc.metric, cc.window, cc.rollback
 	if e.external == nil {
 		return noVerdict(VerdictError, "no external metric source is configured")
 	}
@@ -385,6 +433,9 @@ func (e *evaluator) evaluateExternal(c *Condition, m metricInfo, win time.Durati
 		}
 	}
 	get := func(cohort Cohort) (float64, error) {
+		if r, ok := e.ext[extKey{m.name, cohort, win}]; ok {
+			return r.v, r.err
+		}
 		ctx, cancel := context.WithTimeout(e.ctx, e.timeout)
 		defer cancel()
 		ctx = WithExternalQuery(ctx, ExternalQuery{Route: e.route, Metric: m.name, Query: query, Cohort: cohort, Window: win})
@@ -402,7 +453,7 @@ func (e *evaluator) evaluateExternal(c *Condition, m metricInfo, win time.Durati
 		return noVerdict(VerdictError, err.Error())
 	}
 	res.Canary = ptr(cv)
-	thr, cmp := c.absolute()
+	thr, cmp := cc.thr, cc.op
 	if thr != nil {
 		return finish(compare(cv, thr.value, cmp), fmt.Sprintf("canary %s, %s %s", formatValue(m, cv), cmpWord(cmp, rollback), thr.raw))
 	}
@@ -488,15 +539,15 @@ func metricValue(m metricInfo, c *CohortStats) float64 {
 	return 0
 }
 
-func compare(v, t float64, cmp string) bool {
-	switch cmp {
-	case "below":
+func compare(v, t float64, o op) bool {
+	switch o {
+	case opBelow:
 		return v < t
-	case "above":
+	case opAbove:
 		return v > t
-	case "at_most":
+	case opAtMost:
 		return v <= t
-	case "at_least":
+	case opAtLeast:
 		return v >= t
 	}
 	return false
@@ -504,12 +555,11 @@ func compare(v, t float64, cmp string) bool {
 
 // cmpWord phrases a comparison for a detail line: a promote condition says
 // what it needs, a rollback condition when it fires.
-func cmpWord(cmp string, rollback bool) string {
-	op := map[string]string{"below": "<", "above": ">", "at_most": "<=", "at_least": ">="}[cmp]
+func cmpWord(o op, rollback bool) string {
 	if rollback {
-		return "fires when " + op
+		return "fires when " + o.symbol()
 	}
-	return "needs " + op
+	return "needs " + o.symbol()
 }
 
 func unitName(m metricInfo) string {
@@ -601,4 +651,92 @@ func ptr(v float64) *float64 {
 		return nil
 	}
 	return &v
+}
+
+type extKey struct {
+	metric string
+	cohort Cohort
+	window time.Duration
+}
+
+type extResult struct {
+	v   float64
+	err error
+}
+
+// prefetchExternal looks up every external value the conditions need at
+// once, concurrently, and waits at most the lookup timeout (which the
+// controller bounds by the interval): a slow or hanging source costs one
+// timeout per evaluation, not one per lookup, and a source that ignores its
+// context is abandoned rather than waited for.
+func (e *evaluator) prefetchExternal(lists ...[]compiledCond) {
+	if e.external == nil {
+		return
+	}
+	type job struct {
+		k     extKey
+		query string
+	}
+	var jobs []job
+	seen := map[extKey]bool{}
+	for _, conds := range lists {
+		for i := range conds {
+			c, m := conds[i].c, conds[i].metric
+			if !conds[i].known || m.kind != kindExternal {
+				continue
+			}
+			query := ""
+			for _, x := range e.spec.ExternalMetrics {
+				if x.Name == m.name {
+					query = x.Query
+				}
+			}
+			cohorts := []Cohort{Canary}
+			if (c.AboveBaseline != nil || c.BelowBaseline != nil) && !e.atFull {
+				cohorts = append(cohorts, Control)
+			}
+			for _, co := range cohorts {
+				k := extKey{m.name, co, conds[i].window}
+				if !seen[k] {
+					seen[k] = true
+					jobs = append(jobs, job{k, query})
+				}
+			}
+		}
+	}
+	if len(jobs) == 0 {
+		return
+	}
+	type answer struct {
+		k extKey
+		r extResult
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, e.timeout)
+	defer cancel()
+	answers := make(chan answer, len(jobs)) // buffered: a late answer never blocks its goroutine
+	for _, j := range jobs {
+		go func() {
+			qctx := WithExternalQuery(ctx, ExternalQuery{Route: e.route, Metric: j.k.metric, Query: j.query, Cohort: j.k.cohort, Window: j.k.window})
+			v, err := e.external.Value(qctx, j.k.metric, j.k.cohort, j.k.window)
+			if err == nil && (math.IsNaN(v) || math.IsInf(v, 0)) {
+				err = errors.New("not a finite number")
+			}
+			if err != nil {
+				err = fmt.Errorf("external metric %s (%s): %w", j.k.metric, j.k.cohort, err)
+			}
+			answers <- answer{j.k, extResult{v, err}}
+		}()
+	}
+	e.ext = make(map[extKey]extResult, len(jobs))
+	for _, j := range jobs {
+		e.ext[j.k] = extResult{err: fmt.Errorf("external metric %s (%s): no answer within %s", j.k.metric, j.k.cohort, e.timeout)}
+	}
+	for range jobs {
+		select {
+		case a := <-answers:
+			e.ext[a.k] = a.r
+		case <-ctx.Done():
+			return
+		}
+	}
 }

@@ -27,6 +27,9 @@ const (
 	// ActionReady is only notified: in manual mode every promote_when
 	// passes and the step waits for a promote command.
 	ActionReady = "ready"
+	// ActionWaiting is only notified (and counted): a step past its hold
+	// still lacks samples for some condition. Sent once per step.
+	ActionWaiting = "waiting_for_samples"
 )
 
 // Event is one notified transition.
@@ -64,14 +67,14 @@ func (e Event) Text() string {
 	}
 	icon := map[string]string{
 		ActionPromote: ":arrow_up:", ActionRollback: ":rotating_light:", ActionPause: ":double_vertical_bar:",
-		ActionResume: ":arrow_forward:", ActionComplete: ":white_check_mark:", ActionReady: ":raised_hand:",
+		ActionResume: ":arrow_forward:", ActionComplete: ":white_check_mark:", ActionReady: ":raised_hand:", ActionWaiting: ":hourglass:",
 	}[e.Action]
 	if icon != "" {
 		b.WriteString(icon + " ")
 	}
 	verb := map[string]string{
 		ActionPromote: "promoted", ActionRollback: "rolled back", ActionPause: "paused",
-		ActionResume: "resumed", ActionComplete: "completed", ActionReady: "is ready for promotion",
+		ActionResume: "resumed", ActionComplete: "completed", ActionReady: "is ready for promotion", ActionWaiting: "is waiting for samples",
 		ActionStart: "started",
 	}[e.Action]
 	if e.DryRun {

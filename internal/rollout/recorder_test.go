@@ -97,7 +97,8 @@ func TestRecorderWindows(t *testing.T) {
 	}
 	// History past the retention is gone, not double counted.
 	w = r.Window(10 * time.Minute)
-	if w.Canary.Requests != 7 {
+	// The ring keeps every slot but the one being reset.
+	if want := uint64(len(r.slots) - 1); w.Canary.Requests != want {
 		t.Fatalf("window beyond retention: %d requests (ring of %d slots)", w.Canary.Requests, len(r.slots))
 	}
 	// Slots are recycled: after a quiet hour everything is empty.
@@ -184,5 +185,83 @@ func BenchmarkWindow5m(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = r.Window(5 * time.Minute)
+	}
+}
+
+// A wall clock stepping back files observations in the newest slot: none
+// is dropped, and they all show up once the clock is past them again.
+func TestRecorderClockStepBackDropsNothing(t *testing.T) {
+	clock := newClock()
+	r := NewRecorder(clock.Now, WithSlot(time.Second), WithRetention(time.Hour))
+	for i := 0; i < 100; i++ {
+		r.ObserveRequest(Canary, 200, false, time.Millisecond)
+	}
+	newest := clock.Now()
+	clock.Advance(-20 * time.Minute)
+	for i := 0; i < 100; i++ {
+		r.ObserveRequest(Canary, 500, false, time.Millisecond)
+	}
+	if d := r.Dropped(); d != 0 {
+		t.Fatalf("dropped %d observations after the clock stepped back", d)
+	}
+	w := r.Between(newest.Add(-time.Minute), newest)
+	if w.Canary.Requests != 200 || w.Canary.Errors5xx != 100 {
+		t.Fatalf("window after the step: %+v", w.Canary)
+	}
+}
+
+// WindowCache answers exactly what Between answers as the window slides,
+// jumps and is clipped, including a window as long as the retention read
+// every ten slots (the slots leaving it are the oldest the ring keeps).
+func TestWindowCacheMatchesBetween(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		retention time.Duration
+		maxStep   int // milliseconds between evaluations
+	}{
+		{"short window, irregular steps", 10 * time.Minute, 3000},
+		{"window = retention, 10s steps", 5 * time.Minute, 10000},
+		// Steps longer than the ring's headroom: the slots leaving the
+		// window are gone before they can be subtracted; the cache must
+		// notice and rebuild rather than keep their counts.
+		{"window = retention, 40s steps", 5 * time.Minute, 40000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newClock()
+			r := NewRecorder(clock.Now, WithSlot(time.Second), WithRetention(tc.retention))
+			c := NewWindowCache(r)
+			rng := rand.New(rand.NewPCG(1, 2))
+			var stepStart time.Time
+			for i := 0; i < 400; i++ {
+				// Traffic spread over the step, so that every slot is written.
+				step := time.Duration(1+rng.IntN(tc.maxStep)) * time.Millisecond
+				for left := step; left > 0; left -= 500 * time.Millisecond {
+					for j := rng.IntN(4); j > 0; j-- {
+						r.ObserveRequest(Cohort(rng.IntN(2)), 200+300*rng.IntN(2), false, time.Duration(rng.IntN(1e6))*time.Microsecond)
+					}
+					r.ObserveComparison(rng.IntN(2) == 0)
+					clock.Advance(min(left, 500*time.Millisecond))
+				}
+				now := clock.Now()
+				from := now.Add(-5 * time.Minute)
+				if i%100 == 0 {
+					stepStart = now.Add(-time.Minute) // a step began: windows clip to it
+				}
+				if from.Before(stepStart) {
+					from = stepStart
+				}
+				if i%150 == 149 {
+					now = clock.Advance(7 * time.Minute) // a jump: the cache must rebuild
+					from = now.Add(-5 * time.Minute)
+				}
+				got, want := c.Between(from, now), r.Between(from, now)
+				if got.Canary != want.Canary || got.Control != want.Control || got.Comparisons != want.Comparisons || got.Matches != want.Matches {
+					t.Fatalf("step %d: cache %+v\nwant %+v", i, got.Canary, want.Canary)
+				}
+			}
+			if tc.maxStep <= 10000 && c.builds > 20 {
+				t.Fatalf("the cache rebuilt %d times in 400 evaluations", c.builds)
+			}
+		})
 	}
 }

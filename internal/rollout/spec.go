@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/url"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -75,6 +76,9 @@ const (
 // Spec is a route's "rollout:" section. Zero values mean "default" so that a
 // Spec decoded from YAML can be validated before or after ApplyDefaults.
 type Spec struct {
+	// Policy names an entry of the config's rollout_policies that this
+	// section starts from; every field set here overrides the policy's.
+	Policy string `yaml:"policy,omitempty"`
 	// Mode is auto (default), manual or dry_run.
 	Mode Mode `yaml:"mode,omitempty"`
 	// Interval between evaluations (default 10s). Health-probe failures are
@@ -107,6 +111,13 @@ type Spec struct {
 	// ExternalMetrics declares metrics read from an ExternalSource (for
 	// example a Prometheus query), such as conversion_rate or crash_rate.
 	ExternalMetrics []ExternalMetric `yaml:"external_metrics,omitempty"`
+	// Analysis selects the traffic compared: include [percent] (default)
+	// or [percent, cohort], which also counts requests routed by a cohort
+	// rule, on the side they went to.
+	Analysis *Analysis `yaml:"analysis,omitempty"`
+	// ExpectedRPS is the route's typical request rate, used only to warn
+	// when a step cannot reach its sample sizes (see Plan).
+	ExpectedRPS float64 `yaml:"expected_rps,omitempty"`
 }
 
 // MarshalYAML keeps the difference between an omitted rollback_when (the
@@ -157,6 +168,62 @@ type Step struct {
 	// RollbackWhen, when set (even to []), replaces the route's
 	// rollback_when for this step.
 	RollbackWhen []Condition `yaml:"rollback_when,omitempty"`
+	// Pause makes the step wait, once its hold and promote_when pass, for
+	// a manual promote (POST .../promote), whatever the mode.
+	Pause bool `yaml:"pause,omitempty"`
+	// Deadline bounds the time at this step (pauses excluded): past it,
+	// still not promoted, the rollout pauses or rolls back (OnDeadline)
+	// and notifies, instead of waiting in silence for samples.
+	Deadline cfgtypes.Duration `yaml:"deadline,omitempty"`
+	// OnDeadline is pause (default) or rollback.
+	OnDeadline string `yaml:"on_deadline,omitempty"`
+}
+
+// SilencePolicy says what a guardrail does while it gets no verdict
+// (on_no_data: too few samples; on_error: an external source failing). In
+// YAML it is "hold" or {fail_after: N}.
+type SilencePolicy struct {
+	// FailAfter, when > 0, fires the guardrail after this many consecutive
+	// evaluations without a verdict; 0 holds (the streak is kept, neither
+	// advanced to a rollback nor reset).
+	FailAfter int `yaml:"fail_after,omitempty"`
+}
+
+// UnmarshalYAML accepts "hold" or a mapping with fail_after.
+func (p *SilencePolicy) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		if n.Value != "hold" {
+			return fmt.Errorf("want hold or {fail_after: N}, got %q", n.Value)
+		}
+		*p = SilencePolicy{}
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		return errors.New("want hold or {fail_after: N}")
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := n.Content[i].Value; k != "fail_after" {
+			return fmt.Errorf("line %d: field %s not found; want fail_after", n.Content[i].Line, k)
+		}
+	}
+	type plain SilencePolicy
+	var v plain
+	if err := n.Decode(&v); err != nil {
+		return err
+	}
+	if v.FailAfter < 1 {
+		return fmt.Errorf("fail_after must be at least 1, got %d", v.FailAfter)
+	}
+	*p = SilencePolicy(v)
+	return nil
+}
+
+// MarshalYAML writes "hold" or the mapping.
+func (p SilencePolicy) MarshalYAML() (any, error) {
+	if p.FailAfter == 0 {
+		return "hold", nil
+	}
+	return map[string]int{"fail_after": p.FailAfter}, nil
 }
 
 // Condition is one machine-checkable criterion. Exactly one comparison
@@ -194,6 +261,12 @@ type Condition struct {
 	// For (rollback_when only) is how long the condition must hold on every
 	// evaluation before it fires; 0 fires on the first breaching evaluation.
 	For cfgtypes.Duration `yaml:"for,omitempty"`
+	// OnNoData (rollback_when only): hold (default) or fail_after N
+	// evaluations without enough samples.
+	OnNoData *SilencePolicy `yaml:"on_no_data,omitempty"`
+	// OnError (rollback_when only): hold (default) or fail_after N
+	// evaluations whose external lookup failed.
+	OnError *SilencePolicy `yaml:"on_error,omitempty"`
 }
 
 // HealthCheck configures active HTTP probes of the canary upstream: the
@@ -503,6 +576,22 @@ func (s *Spec) Validate() []error {
 		add("alpha", "must be between 0 and 0.5 (0.05 is usual), got %g", float64(s.Alpha))
 	}
 
+	if a := s.Analysis; a != nil {
+		hasPercent := false
+		for i, v := range a.Include {
+			switch v {
+			case "percent":
+				hasPercent = true
+			case "cohort":
+			default:
+				add(fmt.Sprintf("analysis.include[%d]", i), "unknown traffic %q%s; want percent or cohort", v, cfgtypes.Suggest(v, []string{"percent", "cohort"}))
+			}
+		}
+		if !hasPercent {
+			add("analysis.include", "must include percent: the random split is what makes canary and control comparable")
+		}
+	}
+
 	// External metrics first: conditions are checked against them.
 	seen := map[string]int{}
 	for i, e := range s.ExternalMetrics {
@@ -534,6 +623,14 @@ func (s *Spec) Validate() []error {
 			add(p+".percent", "must be between 0.01 and 100, got 0")
 		case i > 0 && st.Percent <= steps[i-1].Percent:
 			add(p+".percent", "must be greater than the previous step's %s%%, got %s%%", steps[i-1].Percent.BP(), st.Percent.BP())
+		}
+		if st.Deadline != 0 && st.Deadline.D() < st.Hold.D() {
+			add(p+".deadline", "must be at least the step's hold (%s), got %s", fmtDur(st.Hold.D()), fmtDur(st.Deadline.D()))
+		}
+		if st.OnDeadline != "" && st.OnDeadline != "pause" && st.OnDeadline != "rollback" {
+			add(p+".on_deadline", "unknown action %q%s; want pause or rollback", st.OnDeadline, cfgtypes.Suggest(st.OnDeadline, []string{"pause", "rollback"}))
+		} else if st.OnDeadline != "" && st.Deadline == 0 {
+			add(p+".on_deadline", "needs a deadline")
 		}
 		if st.PromoteWhen != nil {
 			errs = append(errs, s.validateConditions(p+".promote_when", st.PromoteWhen, false)...)
@@ -628,6 +725,12 @@ func (s *Spec) validateConditions(prefix string, conds []Condition, rollback boo
 		}
 		if c.MinSamples < 0 {
 			add(p+".min_samples", "must be at least 1, got %d", c.MinSamples)
+		}
+		if !rollback && (c.OnNoData != nil || c.OnError != nil) {
+			add(p+".on_no_data", "only rollback_when conditions take on_no_data/on_error; a promote condition without a verdict simply does not pass")
+		}
+		if m, ok := s.lookupMetric(c.Metric); rollback && ok && m.kind != kindExternal && c.AboveBaseline != nil && *c.AboveBaseline < 1 {
+			add(p+".above_baseline", "must be at least 1x, got %gx: below 1x a canary as good as its control would breach", float64(*c.AboveBaseline))
 		}
 		if c.For != 0 && !rollback {
 			add(p+".for", "only rollback_when conditions hold \"for\" a duration; promote_when are checked once the step's hold has passed")
@@ -792,6 +895,13 @@ func (s *Spec) Warnings() []string {
 		w = append(w, fmt.Sprintf("min_samples %d is below %d, the default: one error in %d requests is already a %.2g%% error rate, so single failures decide verdicts",
 			s.MinSamples, DefaultMinSamples, s.MinSamples, 100/float64(s.MinSamples)))
 	}
+	if s.IncludesCohort() {
+		w = append(w, "analysis includes cohort-routed traffic: those users are not a random sample (internal users, testers), so the comparison can be biased either way")
+	}
+	if s.ExpectedRPS < 0 {
+		w = append(w, fmt.Sprintf("expected_rps %g is negative and ignored", s.ExpectedRPS))
+	}
+	w = append(w, s.Plan().Short()...)
 	if s.Alpha > 0.1 {
 		w = append(w, fmt.Sprintf("alpha %g is above 0.1: expect more false rollbacks", float64(s.Alpha)))
 	}
@@ -809,4 +919,83 @@ func fmtDur(d time.Duration) string {
 		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
+}
+
+// plannedBlocks is how many blocks of length w a rollback condition tests
+// over the planned rollout: every step's hold (or deadline, when longer)
+// cut into blocks, plus the partial block at each step. Alpha is spent
+// evenly over them (see spendBlock).
+func (s *Spec) plannedBlocks(w time.Duration) int {
+	if w <= 0 {
+		return 1
+	}
+	n := 0
+	for _, st := range s.Steps {
+		d := st.Hold.D()
+		if st.Deadline.D() > d {
+			d = st.Deadline.D()
+		}
+		n += int(d/w) + 1
+	}
+	return max(n, 1)
+}
+
+// statisticalRollbackConditions counts the distinct rollback conditions
+// decided by a sequential test anywhere in the policy: the policy's alpha
+// is shared among them (Bonferroni), so that the rollout as a whole rolls
+// back a canary equal to its control with probability at most alpha.
+func (s *Spec) statisticalRollbackConditions() int {
+	seen := map[string]bool{}
+	visit := func(cs []Condition) {
+		for i := range cs {
+			m, ok := s.lookupMetric(cs[i].Metric)
+			if !ok {
+				continue
+			}
+			if _, ok := sequentialTest(&cs[i], m, true); ok {
+				seen[cs[i].describe()] = true
+			}
+		}
+	}
+	visit(s.RollbackWhen)
+	for i := range s.Steps {
+		visit(s.Steps[i].RollbackWhen)
+	}
+	return max(len(seen), 1)
+}
+
+// Overlay returns base with every field that s sets replacing base's: a
+// route's rollout section over the named policy it uses. A field is set
+// when it is not its zero value; a list is set when present, even empty
+// ("rollback_when: []" removes the policy's guardrails for this route).
+func (s Spec) Overlay(base Spec) Spec {
+	out := cloneSpec(base)
+	out.Steps = append([]Step(nil), base.Steps...)
+	ov, dst := reflect.ValueOf(s), reflect.ValueOf(&out).Elem()
+	for i := 0; i < ov.NumField(); i++ {
+		if f := ov.Field(i); !f.IsZero() {
+			dst.Field(i).Set(f)
+		}
+	}
+	return out
+}
+
+// Analysis selects which traffic the canary-vs-control comparison uses.
+type Analysis struct {
+	// Include lists percent (the random split; required) and optionally
+	// cohort (traffic routed by cohort rules and force headers).
+	Include []string `yaml:"include,omitempty"`
+}
+
+// IncludesCohort reports whether cohort-routed traffic is analysed.
+func (s *Spec) IncludesCohort() bool {
+	if s == nil || s.Analysis == nil {
+		return false
+	}
+	for _, v := range s.Analysis.Include {
+		if v == "cohort" {
+			return true
+		}
+	}
+	return false
 }

@@ -55,7 +55,30 @@ type savedState struct {
 	Reason        string               `json:"reason,omitempty"`
 	LastAction    string               `json:"last_action,omitempty"`
 	UpdatedAt     time.Time            `json:"updated_at"`
+	// Conditions are the sequential tests and breach streaks, so that a
+	// restart mid-breach neither forgets the streak nor gets fresh alpha.
+	Conditions []*condSeq `json:"conditions,omitempty"`
 }
+
+// StateStore keeps one route's persisted rollout state, as opaque bytes
+// (the controller owns the format). The file store behind state_file is
+// one; a shared store (etcd) can replace it for a fleet.
+type StateStore interface {
+	// Load returns the saved bytes, or an error wrapping os.ErrNotExist
+	// when nothing was saved yet.
+	Load() ([]byte, error)
+	// Save replaces the saved bytes atomically.
+	Save(data []byte) error
+}
+
+// FileStore is the StateStore of a state_file.
+type FileStore struct{ Path string }
+
+// Load implements StateStore.
+func (f FileStore) Load() ([]byte, error) { return os.ReadFile(f.Path) }
+
+// Save implements StateStore.
+func (f FileStore) Save(data []byte) error { return writeFileAtomic(f.Path, data) }
 
 // writeFileAtomic replaces path with data so that a crash at any moment
 // leaves either the old or the new content: write a temporary file in the
@@ -106,7 +129,12 @@ var errNoState = errors.New("no saved state")
 // readState loads and checks a state file. errNoState for a missing file;
 // any other error means the file exists but cannot be trusted.
 func readState(path string) (savedState, error) {
-	data, err := os.ReadFile(path)
+	return loadState(FileStore{Path: path})
+}
+
+// loadState loads and checks the state in store.
+func loadState(store StateStore) (savedState, error) {
+	data, err := store.Load()
 	if errors.Is(err, os.ErrNotExist) {
 		return savedState{}, errNoState
 	}
@@ -116,6 +144,11 @@ func readState(path string) (savedState, error) {
 	var s savedState
 	if err := json.Unmarshal(data, &s); err != nil {
 		return savedState{}, fmt.Errorf("parse: %w", err)
+	}
+	for _, c := range s.Conditions {
+		if c == nil || !c.unpack() {
+			return savedState{}, errors.New("malformed conditions")
+		}
 	}
 	switch {
 	case s.Version != stateVersion:
