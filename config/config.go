@@ -173,6 +173,11 @@ type Route struct {
 	Shadow *Shadow `yaml:"shadow"`
 	// Rollout walks the split's canary through steps automatically.
 	Rollout *rollout.Spec `yaml:"rollout"`
+	// Synthetic marks test traffic (smoke checks, test accounts): a list of
+	// conditions written like a cohort's "when", any one of which marks the
+	// request. Synthetic requests are routed normally but kept out of the
+	// rollout statistics, the match rate and the request counters.
+	Synthetic []splitter.Conditions `yaml:"synthetic"`
 }
 
 // Match selects requests by host, path prefix and method; all given parts

@@ -56,6 +56,9 @@ type Shadow struct {
 	MaxBody cfgtypes.Size `yaml:"max_body"`
 	// Compare configures the diff of primary and shadow responses.
 	Compare *diff.Spec `yaml:"compare"`
+	// IncludeSynthetic mirrors synthetic requests too (default false: test
+	// traffic does not count toward the match rate).
+	IncludeSynthetic bool `yaml:"include_synthetic"`
 }
 
 // ShadowTarget is one shadow upstream, written as its name or as a mapping

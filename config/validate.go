@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
@@ -289,6 +290,9 @@ func (r *Route) validate(p string) []error {
 	}
 	if r.Shadow != nil {
 		errs = append(errs, cfgtypes.Prefix(p+".shadow", r.Shadow.validate())...)
+	}
+	if len(r.Synthetic) > 0 {
+		errs = append(errs, cfgtypes.Prefix(p+".synthetic", splitter.ValidateSynthetic(r.Synthetic, r.Split != nil))...)
 	}
 	if r.Rollout != nil {
 		if r.Split == nil {

@@ -127,3 +127,25 @@ func TestChunkedAnswerAllocs(t *testing.T) {
 		t.Errorf("a chunked answer allocates %.2f times per request; want 0", n)
 	}
 }
+
+// TestSyntheticMarkAllocs pins the synthetic check (rules on a header and
+// on the split key) at zero allocations on the primary path.
+func TestSyntheticMarkAllocs(t *testing.T) {
+	up := startFastUpstream(t)
+	cfg := fmt.Sprintf(`
+upstreams:
+  - {name: stable, url: %s}
+  - {name: canary, url: %s}
+routes:
+  - name: default
+    upstream: stable
+    split: {key: "header:X-Forwarded-For", to: canary, percent: 0}
+    synthetic:
+      - {header: {X-Synthetic: "true"}}
+      - {key_in: [smoke-test-prod], header_regex: {X-Probe: "^p[0-9]+$"}}
+`, up, up)
+	client, _ := benchProxy(t, cfg)
+	if n := requestAllocs(t, client, 200); n > 0.5 {
+		t.Errorf("a request checked against synthetic rules allocates %.2f times; want 0", n)
+	}
+}

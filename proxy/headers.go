@@ -43,6 +43,9 @@ type headerScratch struct {
 	clientFault bool
 	// trace is the request's trace when tracing is on and sampled it.
 	trace RequestTrace
+	// synthetic: the route's synthetic rules marked the request, so it is
+	// counted apart and not mirrored (unless the shadow includes it).
+	synthetic bool
 }
 
 // connectionTokens collects the field names listed in every Connection

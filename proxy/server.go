@@ -323,11 +323,14 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	t, cohort := r.targets[0], CohortControl
+	sc.synthetic = r.synthetic != nil && r.synthetic.Synthetic(&ctx.Request, ctx.RemoteIP())
 	var decision splitter.Decision
 	if r.split != nil {
 		decision = r.split.Decide(&ctx.Request, ctx.RemoteIP())
 		t = r.targets[decision.Target]
-		r.splitCounters[decision.Target][decision.Reason].Inc()
+		if !sc.synthetic {
+			r.splitCounters[decision.Target][decision.Reason].Inc()
+		}
 		switch {
 		case decision.Reason == splitter.ReasonCohort || decision.Reason == splitter.ReasonForced:
 			cohort = CohortExcluded
@@ -354,7 +357,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	if r.splitHeader != "" {
 		ctx.Response.Header.Set(r.splitHeader, t.up.Name)
 	}
-	if r.observer != nil && !sc.clientFault {
+	if sc.synthetic {
+		r.syntheticCount.Inc()
+	} else if r.observer != nil && !sc.clientFault {
 		r.observer.ObserveRequest(cohort, status, upErr, elapsed)
 	}
 	// A streamed answer's length is its Content-Length (-1 when chunked):
@@ -402,7 +407,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 	sc.appendForwarded(ctx)
 	up := t.up
 	var job *mirrorJob
-	if r.mirror != nil {
+	if r.mirror != nil && (!sc.synthetic || r.mirrorSynthetic) {
 		// Copied before any upstream-specific change (Host rewrite), so each
 		// shadow target applies its own.
 		job = r.mirror.offer(ctx, up, start, sc.trace)
@@ -456,7 +461,9 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 	if err != nil {
 		reason, code := classify(err)
 		t.errors[reason].Inc()
-		t.requests.Inc(code)
+		if !sc.synthetic {
+			t.requests.Inc(code)
+		}
 		s.log.Warn("upstream request failed",
 			zap.String("route", r.Name), zap.String("upstream", up.Name),
 			zap.String("reason", reason.String()), zap.Int("status", code),
@@ -467,11 +474,15 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 		writeError(ctx, code, errorText(code))
 		return code, true
 	}
-	t.duration.Observe(elapsed.Seconds())
+	if !sc.synthetic {
+		t.duration.Observe(elapsed.Seconds())
+	}
 	sc.removeResponseHopByHop(&resp.Header)
 	appendVia(sc, resp.Header.Peek("Via"), func(v []byte) { resp.Header.SetBytesV("Via", v) })
 	code := resp.StatusCode()
-	t.requests.Inc(code)
+	if !sc.synthetic {
+		t.requests.Inc(code)
+	}
 	if s.draining.Load() {
 		resp.SetConnectionClose()
 	}

@@ -64,6 +64,13 @@ type Route struct {
 	splitHeader   string
 	mirror        *mirror
 	observer      RequestObserver
+
+	// synthetic marks test traffic (nil: none); syntheticCount counts it
+	// in place of the user-facing counters; mirrorSynthetic is
+	// shadow.include_synthetic.
+	synthetic       *splitter.Marker
+	syntheticCount  prometheus.Counter
+	mirrorSynthetic bool
 }
 
 // Cohort says which side of a canary comparison a request belongs to.
@@ -229,7 +236,20 @@ func (s *Snapshot) compileRoute(r *Route, rc config.Route, tp *splitter.TrustedP
 			r.splitCounters = append(r.splitCounters, counters)
 		}
 	}
+	if len(rc.Synthetic) > 0 {
+		var key *splitter.KeySource
+		if rc.Split != nil {
+			k, err := splitter.ParseKeySource(rc.Split.Key)
+			if err != nil {
+				return fmt.Errorf("synthetic: %w", err)
+			}
+			key = &k
+		}
+		r.synthetic = splitter.NewMarker(rc.Synthetic, key, tp)
+		r.syntheticCount = m.SyntheticRequests.WithLabelValues(rc.Name)
+	}
 	if rc.Shadow != nil {
+		r.mirrorSynthetic = rc.Shadow.IncludeSynthetic
 		splitKey := ""
 		if rc.Split != nil {
 			splitKey = rc.Split.Key

@@ -88,6 +88,14 @@ type Metrics struct {
 	status   map[[2]string]*StatusCounters
 	// Tracing.
 	TracingSpans *prometheus.CounterVec // result
+
+	// Release pipeline (smoke gates, synthetic traffic, cutover, stale splits).
+	SyntheticRequests         *prometheus.CounterVec // route
+	SmokeChecks               *prometheus.CounterVec // route, check, result
+	GateWebhooks              *prometheus.CounterVec // route, type, result
+	Evidence                  *prometheus.CounterVec // route, result
+	RolloutCompletedTimestamp *prometheus.GaugeVec   // route
+	CutoverActive             *prometheus.GaugeVec   // route
 }
 
 // New creates and registers every collector, including the Go runtime and
@@ -126,6 +134,12 @@ func New(version string) *Metrics {
 	m.RolloutPercent = f.gaugeVec("rollout_percent", "Canary share set by the rollout controller, in percent.", "route")
 	m.RolloutStep = f.gaugeVec("rollout_step", "Current rollout step (0-based index into steps).", "route")
 	m.RolloutTransitions = f.counterVec("rollout_transitions_total", "Rollout transitions by route and action: start, promote, rollback, pause, resume, complete, or waiting_for_samples (a step has waited for samples longer than its hold).", "route", "action")
+	m.SyntheticRequests = f.counterVec("synthetic_requests_total", "Requests marked synthetic by a route's synthetic rules (smoke checks, test accounts); they are kept out of requests_total, the rollout statistics and, unless shadow.include_synthetic, mirroring.", "route")
+	m.SmokeChecks = f.counterVec("smoke_checks_total", "Rollout smoke checks by route, check name and result: pass, fail (the canary failed), environment (stable failed too) or error.", "route", "check", "result")
+	m.GateWebhooks = f.counterVec("rollout_gate_webhooks_total", "Rollout gating webhook calls by route, type (pre_step, confirm_promotion) and result: pass or fail.", "route", "type", "result")
+	m.Evidence = f.counterVec("rollout_evidence_records_total", "Evidence records written for rollbacks and cutovers, by route and result: written or failed.", "route", "result")
+	m.RolloutCompletedTimestamp = f.gaugeVec("rollout_completed_timestamp_seconds", "Unix time a route's rollout completed at 100%; a split left long after it is stale (see stale_after).", "route")
+	m.CutoverActive = f.gaugeVec("cutover_active", "1 when the route's dark launch is cut over (the former shadow serves), else 0.", "route")
 
 	m.ConfigReloads = f.counterVec("config_reloads_total", "Configuration reloads by result: success or failure.", "result")
 	m.ConfigLastReloadOK = f.gauge("config_last_reload_successful", "1 when the last configuration load or reload succeeded, 0 otherwise.")
@@ -238,7 +252,8 @@ func (m *Metrics) ForgetRoute(route string) {
 		m.Requests, m.RequestDuration, m.UpstreamErrors, m.Upgrades, m.SplitDecisions, m.SplitPercent,
 		m.ShadowRequests, m.ShadowDuration, m.ShadowQueue, m.ShadowInflight, m.ShadowSkipped, m.ShadowBodyTruncated,
 		m.Comparisons, m.DiffFields, m.NoiseFields, m.RolloutPercent, m.RolloutStep, m.RolloutTransitions,
-		m.EndpointsOther,
+		m.EndpointsOther, m.SyntheticRequests, m.SmokeChecks, m.GateWebhooks, m.Evidence,
+		m.RolloutCompletedTimestamp, m.CutoverActive,
 	} {
 		v.DeletePartialMatch(l)
 	}
