@@ -175,7 +175,7 @@ var (
 	// CompareResults are the result values of comparisons_total.
 	CompareResults = []string{"match", "mismatch", "uncomparable", "learning"}
 	// TransitionActions are the action values of rollout_transitions_total.
-	TransitionActions = []string{"start", "promote", "rollback", "pause", "resume", "complete", "waiting_for_samples"}
+	TransitionActions = []string{"start", "promote", "rollback", "pause", "resume", "complete", "waiting_for_samples", "gate_passed", "gate_held"}
 )
 
 // RouteSeries describes one configured route for InitRoute.

@@ -62,6 +62,18 @@ type Options struct {
 	// nowhere (default: a FileStore on the spec's state_file, when set). A
 	// fleet replaces it with a shared store.
 	StateStore func(route string, spec *Spec) StateStore
+	// Gates runs smoke checks and gating webhooks; required when a spec
+	// has smoke or webhooks.
+	Gates Gates
+	// OnSmoke is called after every judged smoke run, for metrics.
+	OnSmoke func(route string, rep SmokeReport)
+	// Evidence stores the record written on every rollback (nil: none).
+	Evidence EvidenceStore
+	// EvidenceExtra completes a record before it is stored (top differing
+	// fields, redacted diff samples, the config hash), outside every lock.
+	EvidenceExtra func(e *Evidence)
+	// OnEvidence is called after each record is stored (err nil) or not.
+	OnEvidence func(route string, err error)
 	// TickEvery is Run's timer period (default 1s). Each route is still
 	// evaluated only every spec.interval; health failures on every tick.
 	TickEvery time.Duration
@@ -74,6 +86,8 @@ type Controller struct {
 	log    *zap.Logger
 	mu     sync.Mutex
 	routes map[string]*route
+	// evidenceSeq numbers evidence records across routes.
+	evidenceSeq atomic.Uint64
 }
 
 // route is one route's runtime state, guarded by mu. spec, rec, h and
@@ -115,6 +129,21 @@ type route struct {
 	readyNotified bool
 	last          *Explanation
 	persistErr    string
+
+	// gatePending: the current step's before_step gates have not passed
+	// yet, so its share is withheld (0%); afterPending: its after_promote
+	// smoke checks have not run yet.
+	gatePending  bool
+	afterPending bool
+	gateNotified bool
+	gateReason   string
+	lastSmoke    *SmokeReport
+	// confirmErr is the latest confirm_promotion failure ("" when none).
+	confirmErr string
+	// timeline is the route's latest transitions, for evidence.
+	timeline []TimelineEntry
+	// completedAt is when the rollout completed (zero if it has not).
+	completedAt time.Time
 }
 
 // NewController returns a Controller; call AddRoute for each route, then
@@ -148,9 +177,10 @@ func (r *route) dryRun() bool { return r.spec.Mode == ModeDryRun }
 // stepPercent is the configured share of the current step.
 func (r *route) stepPercent() cfgtypes.BasisPoints { return r.spec.Steps[r.step].Percent.BP() }
 
-// percent is the share in force: 0 once rolled back.
+// percent is the share in force: 0 once rolled back or while the step's
+// gates have not passed.
 func (r *route) percent() cfgtypes.BasisPoints {
-	if r.state == StateRolledBack {
+	if r.state == StateRolledBack || r.gatePending {
 		return 0
 	}
 	return r.stepPercent()
@@ -177,8 +207,25 @@ func (r *route) applyLocked() {
 		r.h.SetCanaryPercent(0)
 		return
 	}
-	r.h.SetCanaryPercent(r.stepPercent())
+	r.h.SetCanaryPercent(r.percent())
 	r.h.SetHalted(false)
+}
+
+// hasBeforeGates reports whether a step waits for gates before its share
+// is applied. A dry run never withholds traffic (it changes nothing).
+func (r *route) hasBeforeGates() bool {
+	if r.dryRun() {
+		return false
+	}
+	if r.spec.Smoke.SmokeRuns(SmokeBeforeStep) {
+		return true
+	}
+	for _, w := range r.spec.Webhooks {
+		if w.Type == WebhookPreStep {
+			return true
+		}
+	}
+	return false
 }
 
 // persistLocked writes the state file. A failure is logged and shown in
@@ -191,7 +238,7 @@ func (r *route) persistLocked(now time.Time) {
 	s := savedState{
 		Version: stateVersion, Route: r.name, State: r.state, Step: r.step, PercentBP: r.stepPercent(),
 		StepStartedAt: r.stepStartedAt, PausedNanos: int64(r.pausedFor), DataSince: r.dataSince,
-		Reason: r.reason, LastAction: r.lastAction, UpdatedAt: now,
+		Reason: r.reason, LastAction: r.lastAction, UpdatedAt: now, GatePending: r.gatePending, CompletedAt: r.completedAt,
 	}
 	keys := make([]string, 0, len(r.seqs))
 	for k := range r.seqs {
@@ -295,6 +342,12 @@ func (c *Controller) AddRoute(name string, spec Spec, rec *Recorder, h RouteHand
 		prober = p
 	}
 
+	if (spec.Smoke != nil || len(spec.Webhooks) > 0) && c.opts.Gates == nil {
+		c.mu.Unlock()
+		closeProber(prober)
+		return fmt.Errorf("rollout %q: smoke or webhooks are configured but the controller has no Gates", name)
+	}
+
 	var oldProber HealthProber
 	var ev Event
 	if existing != nil {
@@ -328,6 +381,9 @@ func (c *Controller) AddRoute(name string, spec Spec, rec *Recorder, h RouteHand
 			r.newStepLocked()
 		}
 		r.lastEval, r.ready, r.readyNotified = time.Time{}, false, false
+		if r.gatePending && !r.hasBeforeGates() {
+			r.gatePending = false // the gates were removed: nothing to wait for
+		}
 		r.applyLocked()
 		r.persistLocked(now)
 		ev = c.eventLocked(r, now, ActionStart, "config", "", nil, r.step, r.percent())
@@ -368,12 +424,14 @@ func (c *Controller) restore(r *route, now time.Time) error {
 	first := r.spec.Steps[0].Percent.BP().Percent()
 	if r.store == nil {
 		r.log.Warn("rollout state is not persisted (no state_file): a restart begins again at steps[0]", zap.Float64("percent", first))
+		r.gatePending = r.hasBeforeGates()
 		return nil
 	}
 	s, err := loadState(r.store)
 	switch {
 	case errors.Is(err, errNoState):
 		r.log.Info("no saved rollout state; starting at steps[0]", zap.String("state_file", path), zap.Float64("percent", first))
+		r.gatePending = r.hasBeforeGates()
 		r.persistLocked(now)
 		return nil
 	case err != nil:
@@ -401,6 +459,8 @@ func (c *Controller) restore(r *route, now time.Time) error {
 
 	r.state, r.reason, r.lastAction = s.State, s.Reason, s.LastAction
 	r.dataSince = s.DataSince
+	r.gatePending = s.GatePending && r.hasBeforeGates()
+	r.completedAt = s.CompletedAt
 	r.seqs = map[string]*condSeq{}
 	for _, c := range s.Conditions {
 		r.seqs[c.Key] = c
@@ -544,6 +604,20 @@ func (c *Controller) tickRoute(r *route, now time.Time) []Event {
 	}
 	spec := r.spec
 	due := r.lastEval.IsZero() || now.Sub(r.lastEval) >= spec.Interval.D()
+	if r.state == StateProgressing && (r.gatePending || r.afterPending) {
+		if !due {
+			r.mu.Unlock()
+			return nil
+		}
+		r.lastEval = now
+		phase := SmokeAfterPromote
+		if r.gatePending {
+			phase = SmokeBeforeStep
+		}
+		gen, step, bp := r.gen, r.step, r.stepPercent()
+		r.mu.Unlock()
+		return c.runGates(r, now, gen, spec, step, bp, phase)
+	}
 	pol := r.policy
 	rollbackConds := pol.steps[r.step].rollback
 	var healthIdx []int
@@ -602,6 +676,10 @@ func (c *Controller) tickRoute(r *route, now time.Time) []Event {
 			expl.Rollback = append(expl.Rollback, ev.evaluate(&rollbackConds[i]))
 		}
 	}
+	confirmErr := ""
+	if evalPromote && state == StateProgressing && spec.Mode == ModeAuto && !spec.Steps[step].Pause && allPass(expl.Promote) && !anyFired(expl.Rollback) {
+		confirmErr = c.confirmPromotion(r.name, spec, step, now)
+	}
 	win := spec.window(&Condition{})
 	w := ev.stats(win)
 	expl.Samples = SampleCounts{Window: fmtDur(win), Canary: w.Canary.Requests, Control: w.Control.Requests,
@@ -615,6 +693,7 @@ func (c *Controller) tickRoute(r *route, now time.Time) []Event {
 	before := r.streakSignature()
 	r.storeSeqs(rollbackConds, ev.seqs, step)
 	r.storeSeqs(promoteConds, ev.pseqs, step)
+	r.confirmErr = confirmErr
 	events := c.decideLocked(r, now, expl, due, evalPromote, rollbackConds)
 	if len(events) == 0 && r.streakSignature() != before {
 		r.persistLocked(now) // a streak began or ended, or a block crossed
@@ -879,6 +958,10 @@ func (c *Controller) promoteDecisionLocked(r *route, now time.Time, expl *Explan
 	if len(expl.Promote) == 0 {
 		why = fmt.Sprintf("hold of %s passed (no promote_when)", fmtDur(hold))
 	}
+	if r.confirmErr != "" && r.spec.Mode == ModeAuto && !stp.Pause {
+		expl.Decision, expl.Reason = DecisionHold, why+"; waiting for confirm_promotion: "+r.confirmErr
+		return nil
+	}
 	if r.spec.Mode == ModeManual || stp.Pause {
 		expl.Decision, expl.Reason = DecisionReady, why+"; waiting for a promote command (manual mode)"
 		if stp.Pause {
@@ -901,7 +984,7 @@ func (c *Controller) promoteLocked(r *route, now time.Time, by, why string, expl
 			expl.Decision = DecisionComplete
 			expl.Reason = why + "; rollout complete"
 		}
-		return c.transitionLocked(r, now, ActionComplete, by, why, expl, func() { r.state = StateCompleted })
+		return c.transitionLocked(r, now, ActionComplete, by, why, expl, func() { r.state, r.completedAt = StateCompleted, now })
 	}
 	if expl != nil {
 		expl.Decision = DecisionPromote
@@ -910,6 +993,9 @@ func (c *Controller) promoteLocked(r *route, now time.Time, by, why string, expl
 	return c.transitionLocked(r, now, ActionPromote, by, why, expl, func() {
 		r.step++
 		r.stepStartedAt, r.pausedFor = now, 0
+		r.gatePending = r.hasBeforeGates()
+		r.afterPending = !r.gatePending && r.spec.Smoke.SmokeRuns(SmokeAfterPromote) && !r.dryRun()
+		r.gateNotified = false
 		if !r.pausedAt.IsZero() {
 			r.pausedAt = now
 		}
@@ -931,6 +1017,14 @@ func (c *Controller) transitionLocked(r *route, now time.Time, action, by, reaso
 	r.applyLocked()
 	r.persistLocked(now)
 	ev := c.eventLocked(r, now, action, by, reason, expl, fromStep, fromBP)
+	r.timeline = append(r.timeline, TimelineEntry{At: now, Action: action, By: by, Step: r.step, Percent: r.percent().Percent(), Reason: reason})
+	if len(r.timeline) > maxTimeline {
+		r.timeline = append(r.timeline[:0], r.timeline[len(r.timeline)-maxTimeline:]...)
+	}
+	if action == ActionRollback && !r.dryRun() && c.opts.Evidence != nil {
+		ev.evidence = c.evidenceLocked(r, now, by, reason, expl, fromStep, fromBP.Percent())
+		ev.Evidence = ev.evidence.ID
+	}
 	msg := "rollout " + action
 	if r.dryRun() {
 		msg = "dry_run: would " + action + " (nothing changed)"
@@ -959,6 +1053,9 @@ func (c *Controller) eventLocked(r *route, now time.Time, action, by, reason str
 // back into the Controller.
 func (c *Controller) emit(events []Event) {
 	for _, e := range events {
+		if e.evidence != nil && !c.saveEvidence(e.evidence) {
+			e.Evidence = ""
+		}
 		if !e.DryRun && e.Action != ActionReady && c.opts.OnTransition != nil {
 			c.opts.OnTransition(e.Route, e.Action, e.Step, e.bp)
 		}
@@ -1006,6 +1103,7 @@ func (c *Controller) Command(routeName, action string) error {
 			ev = c.transitionLocked(r, now, ActionResume, "command", "resumed by command after rollback: restarting at steps[0]", nil, func() {
 				r.state, r.step, r.stepStartedAt, r.pausedAt, r.pausedFor, r.dataSince = StateProgressing, 0, now, time.Time{}, 0, now
 				r.seqs = nil // a new attempt: fresh evidence and a fresh alpha
+				r.gatePending, r.afterPending, r.gateNotified = r.hasBeforeGates(), false, false
 			})
 		default:
 			return invalid("it is " + string(r.state) + ", not paused or rolled_back")
@@ -1025,6 +1123,7 @@ func (c *Controller) Command(routeName, action string) error {
 		}
 		ev = c.transitionLocked(r, now, ActionRollback, "command", "rolled back by command", nil, func() {
 			r.state, r.pausedAt = StateRolledBack, time.Time{}
+			r.gatePending, r.afterPending = false, false
 		})
 	default:
 		r.mu.Unlock()
@@ -1062,6 +1161,18 @@ type RouteStatus struct {
 	PersistError string     `json:"persist_error,omitempty"`
 	// LastEvaluation is the latest explanation (null before the first).
 	LastEvaluation *Explanation `json:"last_evaluation"`
+	// GatePending: the step waits for its before_step gates (smoke
+	// checks, pre_step webhooks) and gets no traffic until they pass.
+	GatePending bool `json:"gate_pending"`
+	// Gate says why a gate holds the step, or what the last one found.
+	Gate string `json:"gate,omitempty"`
+	// LastSmoke is the latest smoke run with every assertion.
+	LastSmoke *SmokeReport `json:"last_smoke,omitempty"`
+	// CompletedAt is when the rollout completed; StaleAfterSeconds is
+	// stale_after, after which the split should be removed from the config.
+	CompletedAt       *time.Time `json:"completed_at,omitempty"`
+	StaleAfterSeconds float64    `json:"stale_after_seconds"`
+	Stale             bool       `json:"stale"`
 }
 
 // Status returns every route's rollout, sorted by route.
@@ -1096,6 +1207,12 @@ func (r *route) status(now time.Time) RouteStatus {
 		TimeInStepSeconds: held.Seconds(), HoldSeconds: hold.Seconds(), HoldRemainingSeconds: max(hold-held, 0).Seconds(),
 		Ready: r.ready, Reason: r.reason, LastAction: r.lastAction, LastActionBy: r.lastActionBy,
 		StateFile: r.spec.StateFile, PersistError: r.persistErr, LastEvaluation: r.last,
+		GatePending: r.gatePending, Gate: r.gateReason, LastSmoke: r.lastSmoke, StaleAfterSeconds: r.spec.StaleAfter.D().Seconds(),
+	}
+	if r.state == StateCompleted && !r.completedAt.IsZero() {
+		t := r.completedAt
+		s.CompletedAt = &t
+		s.Stale = now.Sub(t) >= r.spec.StaleAfter.D()
 	}
 	if !r.lastActionAt.IsZero() {
 		t := r.lastActionAt
@@ -1114,5 +1231,12 @@ func cloneSpec(s Spec) Spec {
 	s.ExternalMetrics = append([]ExternalMetric(nil), s.ExternalMetrics...)
 	s.Steps = append([]Step(nil), s.Steps...)
 	s.Notify = append([]string(nil), s.Notify...)
+	if s.Smoke != nil {
+		sm := *s.Smoke
+		sm.Checks = append([]SmokeCheck(nil), sm.Checks...)
+		sm.On = append([]string(nil), sm.On...)
+		s.Smoke = &sm
+	}
+	s.Webhooks = append([]GateWebhook(nil), s.Webhooks...)
 	return s
 }

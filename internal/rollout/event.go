@@ -30,6 +30,13 @@ const (
 	// ActionWaiting is only notified (and counted): a step past its hold
 	// still lacks samples for some condition. Sent once per step.
 	ActionWaiting = "waiting_for_samples"
+	// ActionGatePassed: the step's before_step gates (smoke checks,
+	// pre_step webhooks) passed and its share was applied.
+	ActionGatePassed = "gate_passed"
+	// ActionGateHeld is notified once per failing streak: a gate failed
+	// with failure: hold, or stable failed the smoke checks too (an
+	// environment problem); the step waits without traffic.
+	ActionGateHeld = "gate_held"
 )
 
 // Event is one notified transition.
@@ -51,12 +58,19 @@ type Event struct {
 	By          string       `json:"by"`
 	At          time.Time    `json:"at"`
 	Explanation *Explanation `json:"explanation,omitempty"`
+	// Smoke is the smoke run behind a gate event or smoke rollback.
+	Smoke *SmokeReport `json:"smoke,omitempty"`
+	// Evidence is the id of the evidence record written for a rollback
+	// (GET /api/v1/rollouts/{route}/evidence/{id}).
+	Evidence string `json:"evidence,omitempty"`
 	// Targets are the route's notify URLs. They are not serialized: webhook
 	// URLs often carry a secret token.
 	Targets []string `json:"-"`
 
 	bp    cfgtypes.BasisPoints // the share in force, for OnTransition
 	quiet bool                 // OnTransition only, not notified (start)
+	// evidence is the record to store before notifying (rollbacks).
+	evidence *Evidence
 }
 
 // Text renders the event for chat (Slack-compatible mrkdwn).
@@ -68,6 +82,7 @@ func (e Event) Text() string {
 	icon := map[string]string{
 		ActionPromote: ":arrow_up:", ActionRollback: ":rotating_light:", ActionPause: ":double_vertical_bar:",
 		ActionResume: ":arrow_forward:", ActionComplete: ":white_check_mark:", ActionReady: ":raised_hand:", ActionWaiting: ":hourglass:",
+		ActionGatePassed: ":white_check_mark:", ActionGateHeld: ":no_entry:",
 	}[e.Action]
 	if icon != "" {
 		b.WriteString(icon + " ")
@@ -75,6 +90,7 @@ func (e Event) Text() string {
 	verb := map[string]string{
 		ActionPromote: "promoted", ActionRollback: "rolled back", ActionPause: "paused",
 		ActionResume: "resumed", ActionComplete: "completed", ActionReady: "is ready for promotion", ActionWaiting: "is waiting for samples",
+		ActionGatePassed: "passed its step gates", ActionGateHeld: "is held by a step gate",
 		ActionStart: "started",
 	}[e.Action]
 	if e.DryRun {
@@ -91,6 +107,9 @@ func (e Event) Text() string {
 	fmt.Fprintf(&b, " (steps[%d] of steps[0]–steps[%d], %s, by %s)", e.Step, max(e.Steps-1, 0), e.State, e.By)
 	if e.Reason != "" {
 		b.WriteString("\n" + e.Reason)
+	}
+	if e.Evidence != "" {
+		fmt.Fprintf(&b, "\nevidence: /api/v1/rollouts/%s/evidence/%s", e.Route, e.Evidence)
 	}
 	return b.String()
 }

@@ -118,6 +118,17 @@ type Spec struct {
 	// ExpectedRPS is the route's typical request rate, used only to warn
 	// when a step cannot reach its sample sizes (see Plan).
 	ExpectedRPS float64 `yaml:"expected_rps,omitempty"`
+	// Smoke sends scripted checks to the canary (and to stable, to tell a
+	// broken environment from a broken canary) before each step gets
+	// traffic and after each promotion.
+	Smoke *Smoke `yaml:"smoke,omitempty"`
+	// Webhooks gate steps on outside systems: pre_step must answer 2xx
+	// before a step gets traffic, confirm_promotion before a promotion.
+	Webhooks []GateWebhook `yaml:"webhooks,omitempty"`
+	// StaleAfter is how long a completed (100%) split may stay in the
+	// config before validate and the dashboard ask to finish it
+	// (default 14d).
+	StaleAfter cfgtypes.Duration `yaml:"stale_after,omitempty"`
 }
 
 // MarshalYAML keeps the difference between an omitted rollback_when (the
@@ -487,6 +498,7 @@ func (s *Spec) ApplyDefaults() {
 			s.ExternalMetrics[i].Unit = UnitNumber
 		}
 	}
+	s.applyGateDefaults()
 }
 
 // promoteWhen returns the promote conditions in force at step i.
@@ -652,6 +664,7 @@ func (s *Spec) Validate() []error {
 			add(fmt.Sprintf("notify[%d]", i), "invalid webhook URL %q: want http:// or https:// with a host", raw)
 		}
 	}
+	errs = append(errs, s.validateGates()...)
 	return errs
 }
 

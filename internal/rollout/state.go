@@ -58,6 +58,11 @@ type savedState struct {
 	// Conditions are the sequential tests and breach streaks, so that a
 	// restart mid-breach neither forgets the streak nor gets fresh alpha.
 	Conditions []*condSeq `json:"conditions,omitempty"`
+	// GatePending: the step's before_step gates had not passed, so a
+	// restart keeps its share withheld until they do.
+	GatePending bool `json:"gate_pending,omitempty"`
+	// CompletedAt is when the rollout completed (for stale splits).
+	CompletedAt time.Time `json:"completed_at,omitzero"`
 }
 
 // StateStore keeps one route's persisted rollout state, as opaque bytes
