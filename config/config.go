@@ -10,6 +10,7 @@
 package config
 
 import (
+	"path/filepath"
 	"time"
 
 	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
@@ -74,6 +75,11 @@ type Config struct {
 	// RolloutPolicies are named rollout sections that routes use with
 	// "rollout: {policy: NAME}", overriding any field they set.
 	RolloutPolicies map[string]*rollout.Spec `yaml:"rollout_policies"`
+	// StateDir holds what the process must remember across restarts:
+	// rollout state (for rollouts without their own state_file), evidence
+	// records and cutovers. Empty: rollouts keep only their state_file and
+	// evidence stays in memory.
+	StateDir string `yaml:"state_dir"`
 
 	// Source is the file the config was read from ("" when from memory).
 	Source string `yaml:"-"`
@@ -178,6 +184,9 @@ type Route struct {
 	// request. Synthetic requests are routed normally but kept out of the
 	// rollout statistics, the match rate and the request counters.
 	Synthetic []splitter.Conditions `yaml:"synthetic"`
+	// Cutover declares when a dark launch's shadow is ready to become the
+	// primary (shadow.targets[0] swaps with upstream).
+	Cutover *Cutover `yaml:"cutover"`
 }
 
 // Match selects requests by host, path prefix and method; all given parts
@@ -242,6 +251,12 @@ func (c *Config) ApplyDefaults() {
 	c.resolveRolloutPolicies()
 	for i := range c.Routes {
 		r := &c.Routes[i]
+		if r.Rollout != nil && r.Rollout.StateFile == "" && c.StateDir != "" {
+			r.Rollout.StateFile = filepath.Join(c.StateDir, "rollout-"+r.Name+".json")
+		}
+		if r.Cutover != nil {
+			r.Cutover.applyDefaults()
+		}
 		for j, m := range r.Match.Methods {
 			r.Match.Methods[j] = upperASCII(m)
 		}

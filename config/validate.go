@@ -291,6 +291,9 @@ func (r *Route) validate(p string) []error {
 	if r.Shadow != nil {
 		errs = append(errs, cfgtypes.Prefix(p+".shadow", r.Shadow.validate())...)
 	}
+	if r.Cutover != nil {
+		errs = append(errs, cfgtypes.Prefix(p, r.Cutover.validate(r))...)
+	}
 	if len(r.Synthetic) > 0 {
 		errs = append(errs, cfgtypes.Prefix(p+".synthetic", splitter.ValidateSynthetic(r.Synthetic, r.Split != nil))...)
 	}

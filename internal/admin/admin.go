@@ -63,6 +63,13 @@ type Options struct {
 	// NoiseReset forgets the noise a route learnt (POST
 	// /api/v1/routes/{route}/noise/reset).
 	NoiseReset func(route string) (any, error)
+	// Evidence lists a route's evidence records (id "") or returns one.
+	Evidence func(route, id string) (any, error)
+	// Cutover reports a dark launch's readiness to cut over.
+	Cutover func(route string) (any, error)
+	// CutoverCommand cuts over or reverts (action "cutover" or "revert");
+	// force cuts over even when the criterion does not hold.
+	CutoverCommand func(route, action string, force bool) (any, error)
 	// Dashboard serves "/" and its assets; nil serves a plain index.
 	Dashboard http.Handler
 
@@ -109,6 +116,11 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("POST /api/v1/rollouts/{route}/{action}", a.write(a.rolloutCommand))
 	mux.HandleFunc("POST /api/v1/reload", a.write(a.reload))
 	mux.HandleFunc("POST /api/v1/routes/{route}/noise/reset", a.write(a.noiseReset))
+	mux.HandleFunc("GET /api/v1/rollouts/{route}/evidence", a.read(a.evidence))
+	mux.HandleFunc("GET /api/v1/rollouts/{route}/evidence/{id}", a.read(a.evidence))
+	mux.HandleFunc("GET /api/v1/routes/{route}/cutover", a.read(a.cutover))
+	mux.HandleFunc("POST /api/v1/routes/{route}/cutover", a.write(a.cutoverCommand))
+	mux.HandleFunc("POST /api/v1/routes/{route}/revert", a.write(a.cutoverCommand))
 	if o.Pprof {
 		// Profiles expose memory contents and cost CPU: opt-in, and always
 		// behind the token (a loopback listener is no protection against a
@@ -346,6 +358,42 @@ func (a *api) noiseReset(w http.ResponseWriter, r *http.Request) {
 	a.answer(w, v, err)
 }
 
+func (a *api) evidence(w http.ResponseWriter, r *http.Request) {
+	if a.o.Evidence == nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no evidence store"})
+		return
+	}
+	v, err := a.o.Evidence(r.PathValue("route"), r.PathValue("id"))
+	a.answer(w, v, err)
+}
+
+func (a *api) cutover(w http.ResponseWriter, r *http.Request) {
+	if a.o.Cutover == nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no cutovers configured"})
+		return
+	}
+	v, err := a.o.Cutover(r.PathValue("route"))
+	a.answer(w, v, err)
+}
+
+func (a *api) cutoverCommand(w http.ResponseWriter, r *http.Request) {
+	if a.o.CutoverCommand == nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no cutovers configured"})
+		return
+	}
+	action := "cutover"
+	if strings.HasSuffix(r.URL.Path, "/revert") {
+		action = "revert"
+	}
+	force := r.URL.Query().Get("force") == "true" || r.URL.Query().Get("force") == "1"
+	v, err := a.o.CutoverCommand(r.PathValue("route"), action, force)
+	if err == nil {
+		a.o.Logger.Info("cutover command", zap.String("route", r.PathValue("route")), zap.String("action", action),
+			zap.Bool("force", force), zap.String("remote", r.RemoteAddr))
+	}
+	a.answer(w, v, err)
+}
+
 func (a *api) answer(w http.ResponseWriter, v any, err error) {
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -361,7 +409,7 @@ func (a *api) answer(w http.ResponseWriter, v any, err error) {
 
 func (a *api) index(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Write([]byte("shadowproxy admin\n\n/healthz\n/readyz\n/metrics\n/api/v1/routes\n/api/v1/diffs?route=NAME&limit=N&field=F\n/api/v1/history?route=NAME\n/api/v1/rollouts\n"))
+	w.Write([]byte("shadowproxy admin\n\n/healthz\n/readyz\n/metrics\n/api/v1/routes\n/api/v1/diffs?route=NAME&limit=N&field=F\n/api/v1/history?route=NAME\n/api/v1/rollouts\n/api/v1/rollouts/NAME/evidence\n/api/v1/routes/NAME/cutover\n"))
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

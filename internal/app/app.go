@@ -22,6 +22,7 @@ import (
 	"github.com/shadowproxy/shadowproxy/config"
 	"github.com/shadowproxy/shadowproxy/internal/admin"
 	"github.com/shadowproxy/shadowproxy/internal/analysis"
+	"github.com/shadowproxy/shadowproxy/internal/evidence"
 	"github.com/shadowproxy/shadowproxy/internal/metrics"
 	"github.com/shadowproxy/shadowproxy/internal/tracing"
 	"github.com/shadowproxy/shadowproxy/proxy"
@@ -49,6 +50,10 @@ type App struct {
 	rollouts *rolloutManager
 	// tracer exports spans when the config has a tracing section (else nil).
 	tracer *tracing.Tracer
+	// evidence keeps rollback and cutover records; cutovers swaps dark
+	// launches' primary and shadow.
+	evidence *evidence.Store
+	cutovers *cutoverManager
 
 	// reloadMu makes reloads one at a time, whoever asks (SIGHUP, the
 	// file watcher, POST /api/v1/reload).
@@ -78,6 +83,10 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		}
 	}
 	a := &App{opts: opts, log: log, cfg: cfg, metrics: metrics.New(opts.Version), serveErr: make(chan error, 2)}
+	a.evidence = newEvidenceStore(a)
+	a.cutovers = newCutoverManager(a, cfg)
+	cfg = a.cutovers.transform(cfg)
+	a.cfg = cfg
 	a.analyzer = analysis.New(a.metrics, log, nil)
 	if err := a.analyzer.Configure(cfg); err != nil {
 		return nil, err
@@ -190,6 +199,7 @@ func (a *App) Start() error {
 	a.stopBackground = cancel
 	go a.analyzer.Run(bg)
 	go a.rollouts.controller.Run(bg)
+	go a.cutovers.run(bg)
 	if cfg.WatchConfig && a.opts.ConfigPath != "" {
 		go a.watchConfig(bg, a.opts.ConfigPath, watchInterval)
 	}
@@ -222,6 +232,9 @@ func (a *App) adminOptions(cfg *config.Config) admin.Options {
 		Diffs:          a.diffs,
 		History:        a.history,
 		NoiseReset:     a.noiseReset,
+		Evidence:       a.evidenceAPI,
+		Cutover:        a.cutovers.status,
+		CutoverCommand: a.cutovers.command,
 		Reload: func() (any, error) {
 			if err := a.Reload(); err != nil {
 				return nil, err
@@ -283,6 +296,8 @@ func (a *App) Reload() error {
 // untouched; only when all of them succeeded is each put in force, by steps
 // that cannot fail. A rejected cfg changes nothing.
 func (a *App) apply(cfg *config.Config) error {
+	base := cfg
+	cfg = a.cutovers.transform(cfg)
 	old := a.Config()
 	if cfg.Listen != old.Listen || cfg.AdminListen != old.AdminListen {
 		return fmt.Errorf("listen and admin_listen cannot change on reload (restart the process): %s/%s -> %s/%s",
@@ -316,6 +331,7 @@ func (a *App) apply(cfg *config.Config) error {
 	a.mu.Lock()
 	a.cfg = cfg
 	a.mu.Unlock()
+	a.cutovers.setBase(base)
 	if !reflect.DeepEqual(cfg.Tracing, old.Tracing) {
 		// The exporter and sampler are built once; swapping them under
 		// running requests is not worth the risk for a setting this rare.

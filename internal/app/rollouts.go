@@ -49,7 +49,7 @@ func newRolloutManager(a *App) *rolloutManager {
 	m.notifier = notify.New(notify.Options{Logger: a.log.Named("notify")})
 	registerNotifyMetrics(a.metrics, m.notifier)
 	met := a.metrics
-	m.controller = rollout.NewController(rollout.Options{
+	ropts := rollout.Options{
 		Logger:   m.log,
 		Notifier: rollout.Webhooks(m.notifier),
 		OnTransition: func(route, action string, step int, bp cfgtypes.BasisPoints) {
@@ -59,7 +59,9 @@ func newRolloutManager(a *App) *rolloutManager {
 		},
 		HealthProbe: m.healthProbe,
 		External:    externalSource{m},
-	})
+	}
+	m.pipelineOptions(&ropts)
+	m.controller = rollout.NewController(ropts)
 	return m
 }
 
