@@ -1,9 +1,11 @@
 package config
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
+	"github.com/shadowproxy/shadowproxy/internal/rollout"
 )
 
 // Cutover defaults.
@@ -80,4 +82,38 @@ func (c *Cutover) validate(r *Route) []error {
 		add("retire_after", "must not be negative")
 	}
 	return errs
+}
+
+// StaleSplitWarnings names every route whose rollout completed (the canary
+// serves 100% through the split) longer than its stale_after ago, with the
+// exact config change that finishes it. It reads the rollouts' state files,
+// so validate and run call it apart from Warnings.
+func (c *Config) StaleSplitWarnings(now time.Time) []string {
+	var w []string
+	for i, r := range c.Routes {
+		if r.Rollout == nil || r.Split == nil || r.Rollout.StateFile == "" {
+			continue
+		}
+		at, ok := rollout.CompletedAt(rollout.FileStore{Path: r.Rollout.StateFile})
+		if !ok {
+			continue
+		}
+		staleAfter := r.Rollout.StaleAfter.D()
+		if staleAfter == 0 {
+			staleAfter = rollout.DefaultStaleAfter
+		}
+		if age := now.Sub(at); age >= staleAfter {
+			w = append(w, fmt.Sprintf("routes[%d] (%s) rollout completed %s ago (stale_after %s) and still routes through its split: finish it by setting routes[%d].upstream: %s and removing routes[%d].split and routes[%d].rollout",
+				i, r.Name, fmtDays(age), fmtDays(staleAfter), i, r.Split.To, i, i))
+		}
+	}
+	return w
+}
+
+// fmtDays renders long durations in days ("15d"), short ones as usual.
+func fmtDays(d time.Duration) string {
+	if d >= 48*time.Hour {
+		return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
+	}
+	return d.Truncate(time.Minute).String()
 }

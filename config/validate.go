@@ -146,6 +146,12 @@ func (c *Config) Warnings() []string {
 				w = append(w, fmt.Sprintf("routes[%d] (%s) rollout: %s", i, r.Name, rw))
 			}
 		}
+		if r.Cutover != nil && c.StateDir == "" {
+			w = append(w, fmt.Sprintf("routes[%d] (%s) has a cutover but state_dir is not set: a cutover is kept in memory only, so a restart serves the configured upstream again; set state_dir", i, r.Name))
+		}
+		if r.Rollout != nil && r.Rollout.Smoke != nil && r.Rollout.Smoke.AllowWrites {
+			w = append(w, fmt.Sprintf("routes[%d] (%s) rollout smoke checks may write (allow_writes): they run against production canary and stable before every step; make sure smoke.cleanup undoes them", i, r.Name))
+		}
 		if r.Match.isCatchAll() && i < len(c.Routes)-1 {
 			w = append(w, fmt.Sprintf("routes[%d] (%s) matches every request, so the %d route(s) after it are never used", i, r.Name, len(c.Routes)-1-i))
 		}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -36,7 +37,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "shadowproxy run: %v\n", err)
 		return exitNo
 	}
-	for _, w := range cfg.Warnings() {
+	for _, w := range append(cfg.Warnings(), cfg.StaleSplitWarnings(time.Now())...) {
 		a.Logger().Warn("configuration warning", zap.String("warning", w))
 	}
 	if err := a.Start(); err != nil {

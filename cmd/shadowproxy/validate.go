@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/shadowproxy/shadowproxy/config"
 )
@@ -56,7 +57,7 @@ func printSummary(w io.Writer, cfg *config.Config) {
 			fmt.Fprintf(w, "  %-*s    %s\n", width, "", line)
 		}
 	}
-	if ws := cfg.Warnings(); len(ws) > 0 {
+	if ws := append(cfg.Warnings(), cfg.StaleSplitWarnings(time.Now())...); len(ws) > 0 {
 		fmt.Fprintf(w, "\nwarnings (%d):\n", len(ws))
 		for _, s := range ws {
 			fmt.Fprintf(w, "  - %s\n", s)

@@ -461,6 +461,9 @@ func (c *Controller) restore(r *route, now time.Time) error {
 	r.dataSince = s.DataSince
 	r.gatePending = s.GatePending && r.hasBeforeGates()
 	r.completedAt = s.CompletedAt
+	if r.state == StateCompleted && r.completedAt.IsZero() {
+		r.completedAt = s.UpdatedAt // saved before completed_at existed
+	}
 	r.seqs = map[string]*condSeq{}
 	for _, c := range s.Conditions {
 		r.seqs[c.Key] = c

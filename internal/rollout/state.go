@@ -169,3 +169,18 @@ func loadState(store StateStore) (savedState, error) {
 	}
 	return s, nil
 }
+
+// CompletedAt reports when the rollout persisted in store completed, for
+// the stale-split check of validate; ok is false when it has not (or the
+// state cannot be read). States written before completed_at existed fall
+// back to their last update, which a completed rollout no longer moves.
+func CompletedAt(store StateStore) (at time.Time, ok bool) {
+	s, err := loadState(store)
+	if err != nil || s.State != StateCompleted {
+		return time.Time{}, false
+	}
+	if s.CompletedAt.IsZero() {
+		return s.UpdatedAt, true
+	}
+	return s.CompletedAt, true
+}
