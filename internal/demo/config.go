@@ -86,6 +86,14 @@ routes:
         # The demo learns fast; the default (100 secondary answers per
         # endpoint before a verdict) suits real traffic better.
         noise: {min_observations: 20}
+    # When v2 has matched v1 on at least 99%% of comparisons for 10 minutes
+    # (over 2000 comparisons), the dashboard's Cutover panel says it is
+    # ready and offers the button: v2 then serves and v1 becomes the shadow.
+    # (The demo's v2 has a real price difference, so it shows "not ready"
+    # with the numbers behind it until that is fixed.)
+    cutover:
+      when: {match_rate: {at_least: 99%%, for: 10m}, min_comparisons: 2000}
+      retire_after: 168h
   # A canary: a sticky share of users (by X-User-ID) is served by v2;
   # internal users always are.
   - name: checkout
@@ -101,6 +109,11 @@ routes:
         - name: internal
           when: {header: {X-Internal: "true"}}
           to: v2
+    # Test traffic (the smoke checks' account, or anything sending
+    # X-Synthetic: true) is served normally but kept out of the numbers.
+    synthetic:
+      - {key_in: [smoke-test-prod]}
+      - {header: {X-Synthetic: "true"}}
     # The canary walks 10%% -> 25%% -> 50%% -> 100%%, holding %[7]s at each
     # step while it stays healthy; a burst of 5xx or failing health probes
     # rolls it back.
@@ -122,6 +135,14 @@ routes:
         - {metric: error_rate_5xx, above_baseline: 2x, for: 4s}
         - {metric: health_check_failures, consecutive: 3}
       health_check: {path: /healthz, interval: 2s, timeout: 1s}
+      # Before each step gets traffic, and again after each promotion, the
+      # proxy sends this check to v2 and to v1; a v2 failure rolls back.
+      smoke:
+        checks:
+          - name: checkout-health
+            request: {path: /healthz, headers: {X-User-ID: smoke-test-prod}}
+            expect: {status: 200, max_latency: 1s}
+        retries: 1
   - name: default
     upstream: v1
 `, listen, adminListen, bs.V1.URL, bs.Twin.URL, bs.V2.URL, CheckoutPercent, hold)

@@ -79,6 +79,23 @@ func TestDemoEndToEnd(t *testing.T) {
 	if len(rollouts) != 1 || rollouts[0].Route != "checkout" || rollouts[0].State != "progressing" {
 		t.Errorf("rollouts %+v", rollouts)
 	}
+	// The smoke checks gated the first step and passed on both sides.
+	var full []struct {
+		LastSmoke *struct {
+			Verdict string
+			Results []struct{ Target, Upstream string }
+		} `json:"last_smoke"`
+	}
+	testkit.GetJSON(t, nil, adminURL+"/api/v1/rollouts", &full)
+	if len(full) != 1 || full[0].LastSmoke == nil || full[0].LastSmoke.Verdict != "pass" || len(full[0].LastSmoke.Results) != 2 {
+		t.Errorf("the demo's smoke checks: %+v", full)
+	}
+	// The dark launch reports its cutover readiness with the numbers.
+	var co app.CutoverStatus
+	testkit.GetJSON(t, nil, adminURL+"/api/v1/routes/api/cutover", &co)
+	if co.Serving != "v1" || co.Shadow != "v2" || co.AtLeast != 0.99 || co.Reason == "" || co.CutOver {
+		t.Errorf("cutover readiness %+v", co)
+	}
 }
 
 // TestDemoStory plays the demo's whole story with FastPacing: the checkout

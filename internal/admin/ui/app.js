@@ -34,6 +34,7 @@
     historyRetryAt: 0,
     local: {}, // route -> points collected by this page (fallback history)
     armed: '', // rollout action waiting for its confirming second click
+    cutover: null, // the selected route's cutover readiness, or null
     range: sessionStorage.getItem('shadowproxy.range') || 'fit', // 'fit' or seconds
     quantile: sessionStorage.getItem('shadowproxy.quantile') || 'p95',
     ignoreFor: '', // field whose "ignore this field" snippet is open
@@ -209,6 +210,11 @@
       const ro = await api('/api/v1/rollouts');
       state.rollouts = ro.ok && Array.isArray(ro.body) ? ro.body : [];
       const route = chooseRoute();
+      state.cutover = null;
+      if (route && route.shadow) {
+        const co = await api('/api/v1/routes/' + encodeURIComponent(route.route) + '/cutover');
+        state.cutover = co.ok ? co.body : null;
+      }
       if (route && route.comparison) {
         await loadHistory(route.route);
         await loadDiffs(route.route);
@@ -308,6 +314,7 @@
     }
     renderSplit(route);
     renderRollout(route);
+    renderCutover(route);
     renderCharts(route);
     renderOutcomes(route);
     renderFields(route);
@@ -479,6 +486,13 @@
         (ro.last_action_at ? ' at ' + clock(ro.last_action_at) : '')]);
     }
     if (ro.reason) rows.push(['reason', ro.reason]);
+    if (ro.gate_pending) rows.push(['gate', el('span', {class: 'error', id: 'rollout-gate'}, 'waiting for the step\'s gates (no traffic yet)' + (ro.gate ? ': ' + ro.gate : ''))]);
+    else if (ro.gate) rows.push(['gate', ro.gate]);
+    if (ro.stale) {
+      rows.push(['stale split', el('span', {class: 'error', id: 'rollout-stale'}, 'completed ' + (ro.completed_at ? clock(ro.completed_at) : '') +
+        ' and older than stale_after: make the canary the route\'s upstream and remove the split (shadowproxy validate names the change)')]);
+    }
+    rows.push(['evidence', el('a', {href: '/api/v1/rollouts/' + encodeURIComponent(ro.route) + '/evidence', id: 'rollout-evidence'}, 'rollback records')]);
     if (ro.persist_error) rows.push(['state file', el('span', {class: 'error'}, ro.persist_error)]);
     const ev = ro.last_evaluation;
     const out = [el('dl', {class: 'kv'}, rows.map(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]))];
@@ -502,7 +516,73 @@
     } else {
       out.push(el('p', {class: 'muted'}, 'No evaluation yet.'));
     }
+    const sm = ro.last_smoke;
+    if (sm) {
+      out.push(el('p', {class: 'verdict'}, 'Smoke checks (' + sm.phase + ', ' + clock(sm.at) + '): ',
+        el('strong', {class: 'verdict-' + (sm.verdict === 'pass' ? 'pass' : 'breach')}, sm.verdict), ' — ', sm.summary || ''));
+      const smokeRow = (r) => {
+        const failed = (r.assertions || []).filter((a) => !a.passed).map((a) => a.what + ' want ' + a.want + ' got ' + a.got).join('; ');
+        const result = r.passed ? 'pass' : 'fail: ' + (r.error || failed);
+        return el('tr', {title: r.excerpt || r.error || ''},
+          el('td', {}, r.check), el('td', {}, r.target + ' (' + (r.upstream || '') + ')'),
+          el('td', {class: 'num'}, String(r.status || '—')), el('td', {class: 'num'}, num(r.latency_ms) + ' ms'),
+          el('td', {}, result));
+      };
+      out.push(table(['check', 'target', 'status', 'latency', 'result'], (sm.results || []).map(smokeRow), {class: 'smoke'}));
+    }
     fill('rollout', out);
+  }
+
+  // renderCutover shows a dark launch's readiness to cut over, or how long
+  // the old path has been stable as a shadow since.
+  function renderCutover(route) {
+    const co = state.cutover;
+    $('cutover-panel').hidden = !co;
+    if (!co) return;
+    const rows = [
+      ['serving', el('code', {id: 'cutover-serving'}, co.serving)],
+      ['shadow', el('code', {}, co.shadow)],
+      ['criterion', 'match rate ≥ ' + pct(co.at_least, 2) + ' for ' + secs(co.for_seconds) + ', ≥ ' + num(co.min_comparisons) + ' comparisons' + (co.auto ? ' (auto)' : '')],
+      ['match rate', co.match_rate === null || co.match_rate === undefined ? '—' : pct(co.match_rate, 2)],
+      ['streak', secs(co.streak_seconds) + ' over ' + num(co.streak_comparisons) + ' comparisons'],
+      ['status', el('span', {id: 'cutover-status', class: co.ready || co.retire_ready ? 'ok' : ''}, co.reason)],
+    ];
+    if (co.cut_over && co.cut_over_at) rows.push(['cut over', clock(co.cut_over_at) + (co.cut_over_by ? ' by ' + co.cut_over_by : '')]);
+    if (co.evidence) rows.push(['evidence', el('a', {href: '/api/v1/rollouts/' + encodeURIComponent(route.route) + '/evidence/' + encodeURIComponent(co.evidence)}, co.evidence)]);
+    if (co.persist_error) rows.push(['state', el('span', {class: 'error'}, co.persist_error)]);
+    fill('cutover', el('dl', {class: 'kv'}, rows.map(([k, v]) => [el('dt', {}, k), el('dd', {}, v)])));
+    $('btn-cutover').disabled = co.cut_over || !co.ready;
+    $('btn-revert').disabled = !co.cut_over;
+    $('btn-cutover').textContent = state.armed === 'cutover' ? 'confirm cut over?' : 'cut over';
+  }
+
+  async function cutoverCommand(action) {
+    const route = state.routes.find((r) => r.route === state.selected);
+    if (!route) return;
+    if (action === 'cutover' && state.armed !== 'cutover') {
+      state.armed = 'cutover'; // a second click confirms: this changes who serves users
+      renderCutover(route);
+      setTimeout(() => {
+        if (state.armed === 'cutover') {
+          state.armed = '';
+          renderCutover(route);
+        }
+      }, 4000);
+      return;
+    }
+    state.armed = '';
+    fill('cutover-message', action + '…');
+    try {
+      const r = await api('/api/v1/routes/' + encodeURIComponent(route.route) + '/' + action, 'POST');
+      fill('cutover-message', r.ok ? el('span', {class: 'ok'}, action + ' done') : el('span', {class: 'error'}, action + ' refused: ' + errorText(r)));
+    } catch (e) {
+      fill('cutover-message', el('span', {class: 'error'}, action + ' failed: ' + e.message));
+    }
+    refresh();
+  }
+
+  for (const b of document.querySelectorAll('#cutover-panel .actions button')) {
+    b.addEventListener('click', () => cutoverCommand(b.dataset.action));
   }
 
   function unitValue(v, unit) {
