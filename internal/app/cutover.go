@@ -58,8 +58,9 @@ type cutoverTrack struct {
 type cutoverManager struct {
 	app *App
 	log *zap.Logger
-	now func() time.Time
-	seq atomic.Uint64
+	// clock is the time source (tests replace it with setClock).
+	clock atomic.Pointer[func() time.Time]
+	seq   atomic.Uint64
 
 	mu         sync.Mutex
 	path       string // "" when state_dir is unset: not persisted
@@ -70,8 +71,9 @@ type cutoverManager struct {
 }
 
 func newCutoverManager(a *App, cfg *config.Config) *cutoverManager {
-	m := &cutoverManager{app: a, log: a.log.Named("cutover"), now: time.Now, routes: map[string]*cutoverEntry{},
+	m := &cutoverManager{app: a, log: a.log.Named("cutover"), routes: map[string]*cutoverEntry{},
 		base: cfg, track: map[string]*cutoverTrack{}}
+	m.setClock(time.Now)
 	if cfg.StateDir != "" {
 		m.path = filepath.Join(cfg.StateDir, cutoverFile)
 		b, err := os.ReadFile(m.path)
@@ -90,6 +92,11 @@ func newCutoverManager(a *App, cfg *config.Config) *cutoverManager {
 	}
 	return m
 }
+
+// setClock replaces the time source.
+func (m *cutoverManager) setClock(now func() time.Time) { m.clock.Store(&now) }
+
+func (m *cutoverManager) now() time.Time { return (*m.clock.Load())() }
 
 // setBase records the untransformed configuration now in force.
 func (m *cutoverManager) setBase(cfg *config.Config) {

@@ -279,7 +279,7 @@ func TestCutoverEndToEndSurvivesRestart(t *testing.T) {
 	cfgText := darkLaunchConfig(v1.url, v2.url, stateDir, false)
 	a := startApp(t, cfgText, Options{})
 	clock := testkit.NewClock(time.Now())
-	a.cutovers.now = clock.Now
+	a.cutovers.setClock(clock.Now)
 	adminURL := "http://" + a.AdminAddr()
 	comparisons := func(target string) uint64 {
 		s, err := a.analyzer.Summary("search")
@@ -381,7 +381,7 @@ func TestAutoCutover(t *testing.T) {
 	v1, v2 := startTwin(t, "v1"), startTwin(t, "v2")
 	a := startApp(t, darkLaunchConfig(v1.url, v2.url, t.TempDir(), true), Options{})
 	clock := testkit.NewClock(time.Now())
-	a.cutovers.now = clock.Now
+	a.cutovers.setClock(clock.Now)
 	for i := 0; i < 25; i++ {
 		servedBy(t, a.ProxyAddr())
 	}

@@ -133,7 +133,7 @@ func New(version string) *Metrics {
 
 	m.RolloutPercent = f.gaugeVec("rollout_percent", "Canary share set by the rollout controller, in percent.", "route")
 	m.RolloutStep = f.gaugeVec("rollout_step", "Current rollout step (0-based index into steps).", "route")
-	m.RolloutTransitions = f.counterVec("rollout_transitions_total", "Rollout transitions by route and action: start, promote, rollback, pause, resume, complete, or waiting_for_samples (a step has waited for samples longer than its hold).", "route", "action")
+	m.RolloutTransitions = f.counterVec("rollout_transitions_total", "Rollout transitions by route and action: start, promote, rollback, pause, resume, complete, waiting_for_samples (a step has waited for samples longer than its hold), gate_passed (a step's gates passed and its share was applied) or gate_held (a gate holds the step).", "route", "action")
 	m.SyntheticRequests = f.counterVec("synthetic_requests_total", "Requests marked synthetic by a route's synthetic rules (smoke checks, test accounts); they are kept out of requests_total, the rollout statistics and, unless shadow.include_synthetic, mirroring.", "route")
 	m.SmokeChecks = f.counterVec("smoke_checks_total", "Rollout smoke checks by route, check name and result: pass, fail (the canary failed), environment (stable failed too) or error.", "route", "check", "result")
 	m.GateWebhooks = f.counterVec("rollout_gate_webhooks_total", "Rollout gating webhook calls by route, type (pre_step, confirm_promotion) and result: pass or fail.", "route", "type", "result")
