@@ -112,6 +112,18 @@ func BenchmarkPrimaryWithShadow(b *testing.B) {
 	benchPrimary(b, shadowConfig(primary, shadow, "      targets: [shadow]\n      queue_size: 4096\n      workers: 64"), nil)
 }
 
+// BenchmarkPrimaryWithSynthetic is BenchmarkPrimaryPath on a route with
+// two synthetic rules that the request does not match (every rule is
+// tried): the cost of the synthetic check. Run side by side with
+// BenchmarkPrimaryPath.
+func BenchmarkPrimaryWithSynthetic(b *testing.B) {
+	cfg := simpleConfig(startFastUpstream(b), "") + `    synthetic:
+      - {header: {X-Synthetic: "true"}}
+      - {header_regex: {X-Probe: "^smoke-[0-9]+$"}}
+`
+	benchPrimary(b, cfg, nil)
+}
+
 type nopComparer struct{}
 
 func (nopComparer) Compare(*Exchange) {}
