@@ -327,3 +327,47 @@ func TestGateSpecValidation(t *testing.T) {
 		})
 	}
 }
+
+// An after_promote check that fails once the new share is in force rolls
+// back; failure: hold instead keeps a failing step waiting, and a restart
+// keeps its share withheld.
+func TestSmokeAfterPromoteAndHoldPolicies(t *testing.T) {
+	t.Run("after_promote failure rolls back", func(t *testing.T) {
+		s, g := gatedSim(t, gatedSpec)
+		s.start()
+		s.runFor(5*time.Minute, func() bool { return s.status().Step == 1 && !s.status().GatePending })
+		g.set(func(g *fakeGates) { g.canaryOK = false })
+		s.step()
+		st := s.status()
+		if st.State != StateRolledBack || !strings.HasPrefix(st.Reason, "after_promote smoke checks failed") {
+			t.Fatalf("state %s reason %q", st.State, st.Reason)
+		}
+		if g.bpAtFirstRun[len(g.bpAtFirstRun)-1] != 5000 {
+			t.Fatalf("the failing after_promote run saw %s; want the promoted 50%%", g.bpAtFirstRun[len(g.bpAtFirstRun)-1])
+		}
+	})
+	t.Run("failure hold survives a restart", func(t *testing.T) {
+		spec := strings.Replace(gatedSpec, "smoke:\n", "state_file: "+tempStateFile(t)+"\nsmoke:\n  failure: hold\n", 1)
+		s, g := gatedSim(t, spec)
+		g.set(func(g *fakeGates) { g.canaryOK = false })
+		s.start()
+		for i := 0; i < 3; i++ {
+			s.step()
+		}
+		if st := s.status(); st.State != StateProgressing || !st.GatePending || !strings.Contains(st.Gate, "failure: hold") {
+			t.Fatalf("status %+v", st)
+		}
+		// A new process on the same state: the share stays withheld.
+		h := &fakeHandle{bp: 12345}
+		c2 := NewController(s.opts)
+		if err := c2.AddRoute("api", s.spec, s.rec, h); err != nil {
+			t.Fatal(err)
+		}
+		if bp, _, _ := h.get(); bp != 0 {
+			t.Fatalf("after a restart the gated step got %s", bp)
+		}
+		if st, _ := c2.RouteStatus("api"); !st.GatePending {
+			t.Fatalf("restart forgot the pending gate: %+v", st)
+		}
+	})
+}
