@@ -67,6 +67,8 @@ type Config struct {
 	WatchConfig bool `yaml:"watch_config"`
 	// Prometheus answers rollouts' external_metrics queries.
 	Prometheus Prometheus `yaml:"prometheus"`
+	// Fleet, when set, coordinates rollouts with other members through etcd.
+	Fleet *Fleet `yaml:"fleet"`
 
 	// Source is the file the config was read from ("" when from memory).
 	Source string `yaml:"-"`
@@ -211,6 +213,7 @@ func (c *Config) ApplyDefaults() {
 	}
 	c.applyEdgeDefaults()
 	setDur(&c.Prometheus.Timeout, 5*time.Second)
+	c.applyFleetDefaults()
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		for j, m := range r.Match.Methods {
