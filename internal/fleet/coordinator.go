@@ -1,0 +1,235 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Windows gives a decider the fleet's merged window of its route.
+type Windows func(from, to time.Time) FleetWindow
+
+// Decider is the rollout controller as the fleet needs it: pure functions
+// from a route's fleet state (and the fleet's numbers) to its next state.
+// internal/app adapts the rollout controller to it.
+type Decider interface {
+	// Policies maps each rollout route to the hash of its policy.
+	Policies() map[string]string
+	// Initial is the state of a route the fleet holds no state for yet.
+	Initial(route string, now time.Time) RouteState
+	// Decide evaluates the route at st; changed=false writes nothing.
+	Decide(ctx context.Context, route string, st RouteState, w Windows, now time.Time) (next RouteState, changed bool)
+	// Command applies an operator's action (pause, resume, promote,
+	// rollback) to st, or says why it is not possible.
+	Command(route, action string, st RouteState, now time.Time) (RouteState, error)
+}
+
+// Coordinator runs the fleet's evaluations on the leader: every Interval,
+// for every route, it reads the state from etcd, checks that the members
+// agree on the policy, lets the Decider evaluate on the merged windows and
+// writes the result fenced by leadership. Followers' coordinators do
+// nothing; when etcd is unreachable nobody transitions.
+type Coordinator struct {
+	Node     *Node
+	Merger   *Merger
+	Decider  Decider
+	Interval time.Duration
+	Now      func() time.Time
+
+	mu    sync.Mutex
+	holds map[string]string
+}
+
+// Run ticks until ctx ends.
+func (c *Coordinator) Run(ctx context.Context) {
+	iv := c.Interval
+	if iv <= 0 {
+		iv = time.Second
+	}
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.Tick(ctx)
+		}
+	}
+}
+
+func (c *Coordinator) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+// Holds returns, per route, why the leader is holding it now.
+func (c *Coordinator) Holds() map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]string, len(c.holds))
+	for k, v := range c.holds {
+		out[k] = v
+	}
+	return out
+}
+
+func (c *Coordinator) setHold(route, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.holds == nil {
+		c.holds = map[string]string{}
+	}
+	if reason == "" {
+		delete(c.holds, route)
+		return
+	}
+	if c.holds[route] != reason {
+		c.Node.log.Info("fleet holds route", zap.String("route", route), zap.String("reason", reason))
+	}
+	c.holds[route] = reason
+}
+
+// Tick evaluates every route once if this member leads and reaches etcd.
+func (c *Coordinator) Tick(ctx context.Context) {
+	if !c.Node.IsLeader() || !c.Node.EtcdUp() {
+		return
+	}
+	policies := c.Decider.Policies()
+	routes := make([]string, 0, len(policies))
+	for r := range policies {
+		routes = append(routes, r)
+	}
+	sort.Strings(routes)
+	members := c.Node.Members()
+	for _, route := range routes {
+		if err := c.tickRoute(ctx, route, policies[route], members); err != nil && ctx.Err() == nil {
+			c.Node.log.Warn("fleet evaluation not written", zap.String("route", route), zap.Error(err))
+		}
+	}
+}
+
+func (c *Coordinator) tickRoute(ctx context.Context, route, hash string, members []MemberInfo) error {
+	now := c.now()
+	store := c.Node.Store()
+	cur, err := store.Load(ctx, route)
+	if err != nil {
+		return err
+	}
+	if cur.Rev == 0 {
+		st := c.Decider.Initial(route, now)
+		st.Route, st.PolicyHash, st.UpdatedBy, st.UpdatedAt = route, hash, c.Node.Name(), now
+		_, err := store.CompareAndSave(ctx, st, 0)
+		c.countWrite(err)
+		return err
+	}
+	if why := disagreement(route, hash, members); why != "" {
+		c.setHold(route, why)
+		if m := c.Node.opts.Metrics; m != nil {
+			m.Holds.WithLabelValues("policy_mismatch").Inc()
+		}
+		return nil
+	}
+	var held string
+	windows := func(from, to time.Time) FleetWindow {
+		fw := c.Merger.Merge(ctx, route, from, to, members)
+		if fw.Hold && held == "" {
+			held = fw.Reason
+		}
+		return fw
+	}
+	next, changed := c.Decider.Decide(ctx, route, cur.RouteState, windows, now)
+	if held != "" {
+		c.setHold(route, held)
+		if m := c.Node.opts.Metrics; m != nil {
+			m.Holds.WithLabelValues("missing_members").Inc()
+		}
+		// Without the fleet's numbers nothing may be promoted; a breach seen
+		// in the members that did answer is still real, so a rollback
+		// goes through.
+		if changed && next.State != "rolled_back" {
+			return nil
+		}
+	} else {
+		c.setHold(route, "")
+	}
+	if !changed {
+		return nil
+	}
+	next.Route, next.PolicyHash, next.UpdatedBy, next.UpdatedAt = route, hash, c.Node.Name(), now
+	_, err = store.CompareAndSave(ctx, next, cur.Rev)
+	c.countWrite(err)
+	if err == nil {
+		c.Node.log.Info("fleet rollout transition", zap.String("route", route), zap.String("action", next.LastAction),
+			zap.Int("step", next.Step), zap.Uint32("percent_bp", next.PercentBP), zap.String("reason", next.Reason))
+	}
+	return err
+}
+
+func (c *Coordinator) countWrite(err error) {
+	m := c.Node.opts.Metrics
+	if m == nil {
+		return
+	}
+	switch {
+	case err == nil:
+		m.StateWrites.WithLabelValues("ok").Inc()
+	case errors.Is(err, ErrConflict):
+		m.StateWrites.WithLabelValues("conflict").Inc()
+	default:
+		m.StateWrites.WithLabelValues("error").Inc()
+	}
+}
+
+// disagreement explains why members' policies for route differ from hash
+// ("" when they all agree).
+func disagreement(route, hash string, members []MemberInfo) string {
+	var odd []string
+	for _, m := range members {
+		if h := m.Policies[route]; h != hash {
+			if h == "" {
+				h = "none"
+			}
+			odd = append(odd, fmt.Sprintf("%s has %s", m.Name, h))
+		}
+	}
+	if len(odd) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("holding: members disagree on the rollout policy of route %q (leader has %s; %s); finish the config rollout to continue",
+		route, hash, strings.Join(odd, ", "))
+}
+
+// Command applies an operator action to the fleet state from any member:
+// the Decider computes the new state and it is written with a revision
+// check (retried on conflict), then every member applies it from the watch.
+func (c *Coordinator) Command(ctx context.Context, route, action string) (RouteState, error) {
+	if _, ok := c.Decider.Policies()[route]; !ok {
+		return RouteState{}, fmt.Errorf("route %q has no rollout: %w", route, ErrUnknownRoute)
+	}
+	v, err := c.Node.CommandStore().Update(ctx, route, func(st *RouteState) error {
+		if st.StepStartedAt.IsZero() {
+			return fmt.Errorf("route %q has no fleet state yet (the leader writes it on its first evaluation)", route)
+		}
+		now := c.now()
+		next, err := c.Decider.Command(route, action, *st, now)
+		if err != nil {
+			return err
+		}
+		next.UpdatedBy, next.UpdatedAt = c.Node.Name(), now
+		*st = next
+		return nil
+	})
+	return v.RouteState, err
+}
+
+// ErrUnknownRoute means a command named a route without a rollout.
+var ErrUnknownRoute = errors.New("unknown rollout route")
