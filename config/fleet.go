@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -41,6 +42,10 @@ type Fleet struct {
 	// MaxMissingShare is the largest share of the fleet's traffic that
 	// non-answering members may carry while the leader still evaluates.
 	MaxMissingShare *cfgtypes.Ratio `yaml:"max_missing_share"`
+	// StateDir is where this member keeps its copy of the fleet's rollout
+	// state (one file per route), so a restart while etcd is down serves
+	// the last known shares. Default: <tmp>/shadowproxy-fleet/<name>.
+	StateDir string `yaml:"state_dir"`
 }
 
 // Etcd says how to reach etcd. Nothing secret is ever written to it.
@@ -82,6 +87,9 @@ func (c *Config) applyFleetDefaults() {
 		f.Etcd.Prefix = "/shadowproxy/default"
 	}
 	f.Etcd.Prefix = "/" + strings.Trim(f.Etcd.Prefix, "/")
+	if f.StateDir == "" {
+		f.StateDir = filepath.Join(os.TempDir(), "shadowproxy-fleet", f.Name)
+	}
 	setDur(&f.Etcd.DialTimeout, DefaultEtcdDialTimeout)
 	setDur(&f.LeaseTTL, DefaultFleetLeaseTTL)
 	if f.MaxMissingShare == nil {

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -49,6 +50,11 @@ type Options struct {
 	Rollouts       func() any
 	RolloutCommand func(route, action string) (any, error)
 	Reload         func() (any, error)
+	// Fleet answers GET /api/v1/fleet (fleet mode only).
+	Fleet func() any
+	// FleetWindows answers GET /api/v1/fleet/windows for the fleet leader;
+	// it needs the token whenever one is configured.
+	FleetWindows func(q url.Values) (any, error)
 	// Dashboard serves "/" and its assets; nil serves a plain index.
 	Dashboard http.Handler
 }
@@ -82,6 +88,8 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /api/v1/rollouts", a.read(a.rollouts))
 	mux.HandleFunc("POST /api/v1/rollouts/{route}/{action}", a.write(a.rolloutCommand))
 	mux.HandleFunc("POST /api/v1/reload", a.write(a.reload))
+	mux.HandleFunc("GET /api/v1/fleet", a.read(a.fleet))
+	mux.HandleFunc("GET /api/v1/fleet/windows", a.member(a.fleetWindows))
 	// Profiles expose memory contents and cost CPU: guarded like mutations.
 	mux.HandleFunc("GET /debug/pprof/", a.write(pprof.Index))
 	mux.HandleFunc("GET /debug/pprof/cmdline", a.write(pprof.Cmdline))

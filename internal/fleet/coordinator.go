@@ -10,10 +10,13 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/shadowproxy/shadowproxy/internal/rollout"
 )
 
-// Windows gives a decider the fleet's merged window of its route.
-type Windows func(from, to time.Time) FleetWindow
+// Windows gives a decider the fleet's merged window of its route; each,
+// when set, also receives every member's slot windows.
+type Windows func(from, to time.Time, each func(*rollout.WindowStats)) FleetWindow
 
 // Decider is the rollout controller as the fleet needs it: pure functions
 // from a route's fleet state (and the fleet's numbers) to its next state.
@@ -44,6 +47,16 @@ type Coordinator struct {
 
 	mu    sync.Mutex
 	holds map[string]string
+	last  map[string]FleetWindow
+}
+
+// LastWindow is the merged window of route's latest evaluation: who
+// answered, who did not.
+func (c *Coordinator) LastWindow(route string) (FleetWindow, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w, ok := c.last[route]
+	return w, ok
 }
 
 // Run ticks until ctx ends.
@@ -139,11 +152,17 @@ func (c *Coordinator) tickRoute(ctx context.Context, route, hash string, members
 		return nil
 	}
 	var held string
-	windows := func(from, to time.Time) FleetWindow {
-		fw := c.Merger.Merge(ctx, route, from, to, members)
+	windows := func(from, to time.Time, each func(*rollout.WindowStats)) FleetWindow {
+		fw := c.Merger.Merge(ctx, route, from, to, members, each)
 		if fw.Hold && held == "" {
 			held = fw.Reason
 		}
+		c.mu.Lock()
+		if c.last == nil {
+			c.last = map[string]FleetWindow{}
+		}
+		c.last[route] = fw
+		c.mu.Unlock()
 		return fw
 	}
 	next, changed := c.Decider.Decide(ctx, route, cur.RouteState, windows, now)

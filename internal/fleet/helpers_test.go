@@ -110,8 +110,8 @@ func startMember(t *testing.T, e *fleettest.Etcd, prefix, name string, o fleetOp
 		o.maxShare = 0.25
 	}
 	merger := &Merger{Self: name, Token: token, MaxMissingShare: o.maxShare,
-		Local: func(route string, from, to time.Time) (rollout.WindowStats, bool) {
-			return m.rec.Between(from, to), true
+		Local: func(route string, from, to time.Time) ([]rollout.WindowStats, bool) {
+			return m.rec.SlotWindows(from, to), true
 		}}
 	m.coord = &Coordinator{Node: m.node, Merger: merger, Decider: dec, Interval: 50 * time.Millisecond}
 	m.node.Start()
@@ -150,8 +150,7 @@ func (m *member) serveWindow(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	ws := m.rec.Between(from, to)
-	json.NewEncoder(w).Encode(EncodeWindow(m.name, route, &ws))
+	json.NewEncoder(w).Encode(EncodeSlots(m.name, route, m.rec.SlotWindows(from, to)))
 }
 
 // waitFor polls cond every 10ms until it holds or d passes.
@@ -194,7 +193,7 @@ func (d *stepDecider) Decide(_ context.Context, _ string, st RouteState, w Windo
 	if st.State == "rolled_back" || st.State == "completed" {
 		return st, false
 	}
-	fw := w(now.Add(-time.Minute), now)
+	fw := w(now.Add(-time.Minute), now, nil)
 	c := fw.Stats.Canary
 	if c.Requests >= 20 && c.ErrorRate5xx() > 0.2 {
 		st.State, st.PercentBP, st.Halted, st.LastAction = "rolled_back", 0, true, "rollback"

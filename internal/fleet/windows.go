@@ -22,9 +22,9 @@ import (
 // on: GET WindowsPath?route=R&from=UNIXNANO&to=UNIXNANO.
 const WindowsPath = "/api/v1/fleet/windows"
 
-// maxWindowBody bounds a member's answer: a window is a few hundred
-// non-zero buckets at most, far below this.
-const maxWindowBody = 1 << 20
+// maxWindowBody bounds a member's answer: an hour of 10s slots with a few
+// dozen non-zero buckets each stays well below it.
+const maxWindowBody = 8 << 20
 
 // WireCohort is one cohort's totals with the latency histogram as sparse
 // [bucket, count] pairs.
@@ -47,6 +47,24 @@ type WireWindow struct {
 	Excluded    WireCohort `json:"excluded"`
 	Comparisons uint64     `json:"comparisons"`
 	Matches     uint64     `json:"matches"`
+}
+
+// WireSlots is a member's answer on WindowsPath: its recorder's non-empty
+// slots within the asked range, so the leader can rebuild the fleet's
+// history slot by slot.
+type WireSlots struct {
+	Member string       `json:"member"`
+	Route  string       `json:"route"`
+	Slots  []WireWindow `json:"slots"`
+}
+
+// EncodeSlots turns a recorder's slot windows into the wire answer.
+func EncodeSlots(member, route string, slots []rollout.WindowStats) WireSlots {
+	out := WireSlots{Member: member, Route: route, Slots: make([]WireWindow, len(slots))}
+	for i := range slots {
+		out.Slots[i] = EncodeWindow(member, route, &slots[i])
+	}
+	return out
 }
 
 // EncodeWindow turns a local window into its wire form.
@@ -140,9 +158,10 @@ func (f *FleetWindow) Explain() string {
 
 // Merger fetches every live member's window of a route and merges them.
 type Merger struct {
-	// Self is this member's name; Local answers for it without HTTP.
+	// Self is this member's name; Local answers for it without HTTP, with
+	// its recorder's slot windows (rollout.Recorder.SlotWindows).
 	Self  string
-	Local func(route string, from, to time.Time) (rollout.WindowStats, bool)
+	Local func(route string, from, to time.Time) ([]rollout.WindowStats, bool)
 	// Token is the admin token sent to the other members.
 	Token string
 	// Client does the requests (default: 2s timeout).
@@ -158,35 +177,47 @@ type Merger struct {
 	rates map[string]map[string]float64
 }
 
-// Merge fetches route's window [from, to] from every member concurrently and
-// adds the answers. A missing member's traffic share is estimated from its
-// last answer (the average member's when it never answered); when the
-// missing members carry more than MaxMissingShare, the result says Hold.
-func (m *Merger) Merge(ctx context.Context, route string, from, to time.Time, members []MemberInfo) FleetWindow {
+// Merge fetches route's slots within [from, to] from every member
+// concurrently and adds the answers; each, when set, receives every slot
+// window of every answering member (to rebuild a fleet-wide recorder). A
+// missing member's traffic share is estimated from its last answer (the
+// average member's when it never answered); when the missing members carry
+// more than MaxMissingShare, the result says Hold.
+func (m *Merger) Merge(ctx context.Context, route string, from, to time.Time, members []MemberInfo, each func(*rollout.WindowStats)) FleetWindow {
 	type answer struct {
-		name string
-		w    rollout.WindowStats
-		err  error
+		name  string
+		slots []rollout.WindowStats
+		w     rollout.WindowStats
+		err   error
 	}
 	answers := make([]answer, len(members))
 	var wg sync.WaitGroup
 	for i, mem := range members {
 		answers[i].name = mem.Name
 		if mem.Name == m.Self && m.Local != nil {
-			w, ok := m.Local(route, from, to)
+			slots, ok := m.Local(route, from, to)
 			if !ok {
 				answers[i].err = fmt.Errorf("route %q has no recorder here", route)
 			}
-			answers[i].w = w
+			answers[i].slots = slots
 			continue
 		}
 		wg.Add(1)
 		go func(a *answer, mem MemberInfo) {
 			defer wg.Done()
-			a.w, a.err = m.fetch(ctx, mem, route, from, to)
+			a.slots, a.err = m.fetch(ctx, mem, route, from, to)
 		}(&answers[i], mem)
 	}
 	wg.Wait()
+	for i := range answers {
+		a := &answers[i]
+		for j := range a.slots {
+			a.w.Merge(&a.slots[j])
+			if each != nil && a.err == nil {
+				each(&a.slots[j])
+			}
+		}
+	}
 
 	secs := max(to.Sub(from).Seconds(), 1)
 	m.mu.Lock()
@@ -254,11 +285,11 @@ func (m *Merger) Merge(ctx context.Context, route string, from, to time.Time, me
 	return out
 }
 
-func (m *Merger) fetch(ctx context.Context, mem MemberInfo, route string, from, to time.Time) (rollout.WindowStats, error) {
+func (m *Merger) fetch(ctx context.Context, mem MemberInfo, route string, from, to time.Time) ([]rollout.WindowStats, error) {
 	q := url.Values{"route": {route}, "from": {strconv.FormatInt(from.UnixNano(), 10)}, "to": {strconv.FormatInt(to.UnixNano(), 10)}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(mem.Advertise, "/")+WindowsPath+"?"+q.Encode(), nil)
 	if err != nil {
-		return rollout.WindowStats{}, fmt.Errorf("bad advertise URL %q: %w", mem.Advertise, err)
+		return nil, fmt.Errorf("bad advertise URL %q: %w", mem.Advertise, err)
 	}
 	if m.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+m.Token)
@@ -269,22 +300,30 @@ func (m *Merger) fetch(ctx context.Context, mem MemberInfo, route string, from, 
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return rollout.WindowStats{}, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxWindowBody+1))
 	if err != nil {
-		return rollout.WindowStats{}, fmt.Errorf("read answer: %w", err)
+		return nil, fmt.Errorf("read answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return rollout.WindowStats{}, fmt.Errorf("status %d", resp.StatusCode)
+		return nil, fmt.Errorf("status %d", resp.StatusCode)
 	}
 	if len(body) > maxWindowBody {
-		return rollout.WindowStats{}, fmt.Errorf("answer larger than %d bytes", maxWindowBody)
+		return nil, fmt.Errorf("answer larger than %d bytes", maxWindowBody)
 	}
-	var ww WireWindow
-	if err := json.Unmarshal(body, &ww); err != nil {
-		return rollout.WindowStats{}, fmt.Errorf("parse answer: %w", err)
+	var ws WireSlots
+	if err := json.Unmarshal(body, &ws); err != nil {
+		return nil, fmt.Errorf("parse answer: %w", err)
 	}
-	return ww.Decode()
+	out := make([]rollout.WindowStats, 0, len(ws.Slots))
+	for i := range ws.Slots {
+		w, err := ws.Slots[i].Decode()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, w)
+	}
+	return out, nil
 }
