@@ -73,6 +73,13 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		return nil, err
 	}
 	a.rollouts = newRolloutManager(a)
+	if cfg.Fleet != nil {
+		f, err := newFleetManager(a, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("fleet: %w", err)
+		}
+		a.rollouts.fleet = f
+	}
 	a.rollouts.prepare(cfg)
 	p, err := proxy.New(cfg, proxy.Options{Logger: log, Metrics: a.metrics, Comparer: a.analyzer,
 		Observers: a.rollouts.observer, SplitOverride: a.rollouts.splitOverride})
@@ -153,7 +160,12 @@ func (a *App) Start() error {
 	bg, cancel := context.WithCancel(context.Background())
 	a.stopBackground = cancel
 	go a.analyzer.Run(bg)
-	go a.rollouts.controller.Run(bg)
+	if f := a.rollouts.fleet; f != nil {
+		// Only the fleet's leader evaluates, through the coordinator.
+		f.start(bg)
+	} else {
+		go a.rollouts.controller.Run(bg)
+	}
 	if cfg.WatchConfig && a.opts.ConfigPath != "" {
 		go a.watchConfig(bg, a.opts.ConfigPath, watchInterval)
 	}
@@ -181,6 +193,8 @@ func (a *App) adminOptions(cfg *config.Config) admin.Options {
 		Rollouts:       a.rollouts.status,
 		RolloutCommand: a.rollouts.command,
 		Diffs:          a.diffs,
+		Fleet:          a.rollouts.fleetStatus(),
+		FleetWindows:   a.rollouts.fleetWindows(),
 		History:        a.history,
 		Reload: func() (any, error) {
 			if err := a.Reload(); err != nil {
@@ -288,6 +302,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 	}
 	err := a.proxy.Shutdown(ctx)
 	a.rollouts.close(ctx)
+	if f := a.rollouts.fleet; f != nil {
+		f.close()
+	}
 	if a.adminSrv != nil {
 		actx, acancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer acancel()

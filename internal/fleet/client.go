@@ -9,6 +9,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // EtcdConfig says how to reach etcd (config.Etcd, without the import).
@@ -33,6 +35,13 @@ func NewClient(c EtcdConfig, log *zap.Logger) (*clientv3.Client, error) {
 		DialKeepAliveTime:    2 * time.Second,
 		DialKeepAliveTimeout: 2 * time.Second,
 		Logger:               log,
+		// grpc's default reconnect backoff grows to 2 minutes: after an
+		// outage the fleet would resume long after etcd is back. Retrying
+		// at most every 2s costs nothing at this scale.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		})},
 	}
 	if c.CAFile != "" || c.CertFile != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}

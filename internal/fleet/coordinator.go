@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -18,16 +17,18 @@ import (
 // when set, also receives every member's slot windows.
 type Windows func(from, to time.Time, each func(*rollout.WindowStats)) FleetWindow
 
-// Decider is the rollout controller as the fleet needs it: pure functions
-// from a route's fleet state (and the fleet's numbers) to its next state.
+// Decider is the rollout controller as the fleet needs it: from the
+// routes' fleet state (and the fleet's numbers) to their next state.
 // internal/app adapts the rollout controller to it.
 type Decider interface {
 	// Policies maps each rollout route to the hash of its policy.
 	Policies() map[string]string
 	// Initial is the state of a route the fleet holds no state for yet.
 	Initial(route string, now time.Time) RouteState
-	// Decide evaluates the route at st; changed=false writes nothing.
-	Decide(ctx context.Context, route string, st RouteState, w Windows, now time.Time) (next RouteState, changed bool)
+	// Decide evaluates the routes in states (each at its fleet state) once,
+	// reading their numbers through windows(route), and returns the routes
+	// whose state changes. Routes absent from states are not to be decided.
+	Decide(ctx context.Context, now time.Time, states map[string]RouteState, windows func(route string) Windows) map[string]RouteState
 	// Command applies an operator's action (pause, resume, promote,
 	// rollback) to st, or says why it is not possible.
 	Command(route, action string, st RouteState, now time.Time) (RouteState, error)
@@ -116,81 +117,91 @@ func (c *Coordinator) Tick(ctx context.Context) {
 	if !c.Node.IsLeader() || !c.Node.EtcdUp() {
 		return
 	}
-	policies := c.Decider.Policies()
-	routes := make([]string, 0, len(policies))
-	for r := range policies {
-		routes = append(routes, r)
-	}
-	sort.Strings(routes)
-	members := c.Node.Members()
-	for _, route := range routes {
-		if err := c.tickRoute(ctx, route, policies[route], members); err != nil && ctx.Err() == nil {
-			c.Node.log.Warn("fleet evaluation not written", zap.String("route", route), zap.Error(err))
-		}
-	}
-}
-
-func (c *Coordinator) tickRoute(ctx context.Context, route, hash string, members []MemberInfo) error {
 	now := c.now()
+	log := c.Node.log
 	store := c.Node.Store()
-	cur, err := store.Load(ctx, route)
+	policies := c.Decider.Policies()
+	all, _, err := store.LoadAll(ctx)
 	if err != nil {
-		return err
+		log.Warn("fleet evaluation skipped", zap.Error(err))
+		return
 	}
-	if cur.Rev == 0 {
-		st := c.Decider.Initial(route, now)
-		st.Route, st.PolicyHash, st.UpdatedBy, st.UpdatedAt = route, hash, c.Node.Name(), now
-		_, err := store.CompareAndSave(ctx, st, 0)
+	members := c.Node.Members()
+	states := map[string]RouteState{}
+	revs := map[string]int64{}
+	for route, hash := range policies {
+		cur, ok := all[route]
+		if !ok {
+			st := c.Decider.Initial(route, now)
+			st.Route, st.PolicyHash, st.UpdatedBy, st.UpdatedAt = route, hash, c.Node.Name(), now
+			_, err := store.CompareAndSave(ctx, st, 0)
+			c.countWrite(err)
+			if err != nil {
+				log.Warn("initial fleet state not written", zap.String("route", route), zap.Error(err))
+			}
+			continue
+		}
+		if why := disagreement(route, hash, members); why != "" {
+			c.setHold(route, why)
+			if m := c.Node.opts.Metrics; m != nil {
+				m.Holds.WithLabelValues("policy_mismatch").Inc()
+			}
+			continue
+		}
+		states[route], revs[route] = cur.RouteState, cur.Rev
+	}
+	if len(states) == 0 {
+		return
+	}
+	held := map[string]string{}
+	windows := func(route string) Windows {
+		return func(from, to time.Time, each func(*rollout.WindowStats)) FleetWindow {
+			fw := c.Merger.Merge(ctx, route, from, to, members, each)
+			if fw.Hold && held[route] == "" {
+				held[route] = fw.Reason
+			}
+			c.mu.Lock()
+			if c.last == nil {
+				c.last = map[string]FleetWindow{}
+			}
+			c.last[route] = fw
+			c.mu.Unlock()
+			return fw
+		}
+	}
+	changes := c.Decider.Decide(ctx, now, states, windows)
+	for route := range states {
+		if h := held[route]; h != "" {
+			c.setHold(route, h)
+			if m := c.Node.opts.Metrics; m != nil {
+				m.Holds.WithLabelValues("missing_members").Inc()
+			}
+		} else {
+			c.setHold(route, "")
+		}
+	}
+	for route, next := range changes {
+		if _, ok := states[route]; !ok {
+			continue
+		}
+		// Without the fleet's numbers nothing may be promoted; a breach
+		// seen in the members that did answer is still real, so a
+		// rollback goes through.
+		if held[route] != "" && next.State != "rolled_back" {
+			continue
+		}
+		next.Route, next.PolicyHash, next.UpdatedBy, next.UpdatedAt = route, policies[route], c.Node.Name(), now
+		_, err := store.CompareAndSave(ctx, next, revs[route])
 		c.countWrite(err)
-		return err
-	}
-	if why := disagreement(route, hash, members); why != "" {
-		c.setHold(route, why)
-		if m := c.Node.opts.Metrics; m != nil {
-			m.Holds.WithLabelValues("policy_mismatch").Inc()
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("fleet transition not written", zap.String("route", route), zap.Error(err))
+			}
+			continue
 		}
-		return nil
-	}
-	var held string
-	windows := func(from, to time.Time, each func(*rollout.WindowStats)) FleetWindow {
-		fw := c.Merger.Merge(ctx, route, from, to, members, each)
-		if fw.Hold && held == "" {
-			held = fw.Reason
-		}
-		c.mu.Lock()
-		if c.last == nil {
-			c.last = map[string]FleetWindow{}
-		}
-		c.last[route] = fw
-		c.mu.Unlock()
-		return fw
-	}
-	next, changed := c.Decider.Decide(ctx, route, cur.RouteState, windows, now)
-	if held != "" {
-		c.setHold(route, held)
-		if m := c.Node.opts.Metrics; m != nil {
-			m.Holds.WithLabelValues("missing_members").Inc()
-		}
-		// Without the fleet's numbers nothing may be promoted; a breach seen
-		// in the members that did answer is still real, so a rollback
-		// goes through.
-		if changed && next.State != "rolled_back" {
-			return nil
-		}
-	} else {
-		c.setHold(route, "")
-	}
-	if !changed {
-		return nil
-	}
-	next.Route, next.PolicyHash, next.UpdatedBy, next.UpdatedAt = route, hash, c.Node.Name(), now
-	_, err = store.CompareAndSave(ctx, next, cur.Rev)
-	c.countWrite(err)
-	if err == nil {
-		c.Node.log.Info("fleet rollout transition", zap.String("route", route), zap.String("action", next.LastAction),
+		log.Info("fleet rollout transition", zap.String("route", route), zap.String("action", next.LastAction),
 			zap.Int("step", next.Step), zap.Uint32("percent_bp", next.PercentBP), zap.String("reason", next.Reason))
 	}
-	return err
 }
 
 func (c *Coordinator) countWrite(err error) {

@@ -186,7 +186,17 @@ func (d *stepDecider) Initial(route string, now time.Time) RouteState {
 	return RouteState{State: "progressing", PercentBP: d.steps[0], StepStartedAt: now, DataSince: now, LastAction: "start"}
 }
 
-func (d *stepDecider) Decide(_ context.Context, _ string, st RouteState, w Windows, now time.Time) (RouteState, bool) {
+func (d *stepDecider) Decide(ctx context.Context, now time.Time, states map[string]RouteState, windows func(string) Windows) map[string]RouteState {
+	out := map[string]RouteState{}
+	for route, st := range states {
+		if next, ok := d.decide(ctx, st, windows(route), now); ok {
+			out[route] = next
+		}
+	}
+	return out
+}
+
+func (d *stepDecider) decide(_ context.Context, st RouteState, w Windows, now time.Time) (RouteState, bool) {
 	d.mu.Lock()
 	d.evals++
 	d.mu.Unlock()

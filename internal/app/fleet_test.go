@@ -1,0 +1,322 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/shadowproxy/shadowproxy/internal/fleet/fleettest"
+)
+
+const fleetToken = "fleet-token"
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// fleetMember is one proxy of a test fleet, with its own canary server so
+// that a test can break the canary behind one member only.
+type fleetMember struct {
+	name   string
+	app    *App
+	canary *versionServer
+	admin  string
+}
+
+func startFleetMember(t *testing.T, e *fleettest.Etcd, prefix, name, stableURL, policy string) *fleetMember {
+	t.Helper()
+	m := &fleetMember{name: name, canary: startVersion(t, "canary"), admin: freePort(t)}
+	cfg := fmt.Sprintf(`
+listen: 127.0.0.1:0
+admin_listen: %s
+admin: {token: %s}
+upstreams:
+  - {name: stable, url: %s}
+  - {name: canary, url: %s}
+routes:
+  - name: shop
+    upstream: stable
+    split: {key: "header:X-User-ID", to: canary, percent: 0}
+    rollout:
+      interval: 100ms
+      window: 3s
+      min_samples: 30
+%s
+fleet:
+  name: %s
+  advertise: http://%s
+  lease_ttl: 2s
+  state_dir: %s
+  etcd:
+    endpoints: [%s]
+    prefix: %s
+    dial_timeout: 2s
+`, m.admin, fleetToken, stableURL, m.canary.url, policy, name, m.admin, filepath.Join(t.TempDir(), name), e.Endpoint(), prefix)
+	m.app = startApp(t, cfg, Options{})
+	return m
+}
+
+// kill drops the member like a crashed process: its etcd connection goes
+// first, so its lease lapses after the TTL instead of being revoked.
+func (m *fleetMember) kill() {
+	m.app.rollouts.fleet.cli.Close()
+	m.app.Shutdown(context.Background())
+}
+
+func (m *fleetMember) share() uint32 {
+	return uint32(m.app.Proxy().Snapshot().Route("shop").CanaryPercent())
+}
+
+func (m *fleetMember) fleetView(t *testing.T) FleetView {
+	var v FleetView
+	get(t, "http://"+m.admin+"/api/v1/fleet", &v)
+	return v
+}
+
+func (m *fleetMember) post(t *testing.T, path string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", "http://"+m.admin+path, nil)
+	req.Header.Set("Authorization", "Bearer "+fleetToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func leaderMember(t *testing.T, ms []*fleetMember) *fleetMember {
+	t.Helper()
+	var l *fleetMember
+	waitFor(t, "one leader", func() bool {
+		n := 0
+		for _, m := range ms {
+			if m.app.rollouts.fleet.node.IsLeader() {
+				l, n = m, n+1
+			}
+		}
+		return n == 1
+	})
+	return l
+}
+
+// sameEverywhere waits for cond on one member, then gives every member 1s
+// to show the same share and state.
+func sameEverywhere(t *testing.T, ms []*fleetMember, what string, cond func(*fleetMember) bool) {
+	t.Helper()
+	waitFor(t, what, func() bool {
+		for _, m := range ms {
+			if cond(m) {
+				return true
+			}
+		}
+		return false
+	})
+	deadline := time.Now().Add(time.Second)
+	for {
+		ok := true
+		for _, m := range ms {
+			ok = ok && cond(m)
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, m := range ms {
+				t.Logf("%s: share %d bp, fleet state %+v", m.name, m.share(), m.app.rollouts.fleet.status().(FleetView).Routes["shop"])
+			}
+			t.Fatalf("%s: not applied on every member within 1s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func fleetState(m *fleetMember) (state string, step int) {
+	st := m.app.rollouts.fleet.status().(FleetView).Routes["shop"]
+	return st.State, st.Step
+}
+
+// TestFleetEndToEnd runs three proxies as one fleet on a real etcd:
+// identical shares within 1s of each transition, a pause sent to one
+// member applied by all, the leader killed mid-step with the step and hold
+// clock carried on, and a canary failing behind one member only rolled
+// back fleet-wide by the new leader.
+func TestFleetEndToEnd(t *testing.T) {
+	e := fleettest.StartEtcd(t)
+	stable := startVersion(t, "stable")
+	policy := `
+      steps: [{percent: 10, hold: 1s}, {percent: 50, hold: 1h}, {percent: 100}]
+      promote_when:
+        - {metric: error_rate_5xx, below: 5%}
+      rollback_when:
+        - {metric: error_rate_5xx, above: 20%, for: 200ms}
+`
+	var ms []*fleetMember
+	for _, n := range []string{"a", "b", "c"} {
+		ms = append(ms, startFleetMember(t, e, "/sp/e2e", n, stable.url, policy))
+	}
+	leader := leaderMember(t, ms)
+	sameEverywhere(t, ms, "10% everywhere", func(m *fleetMember) bool { return m.share() == 1000 })
+	waitFor(t, "members see each other", func() bool {
+		for _, m := range ms {
+			if v := m.fleetView(t); len(v.Members) != 3 || v.Leader != leader.name || v.Etcd != "up" {
+				return false
+			}
+		}
+		return true
+	})
+
+	stop := make(chan struct{})
+	defer close(stop)
+	for _, m := range ms {
+		runLoad(t, "http://"+m.app.ProxyAddr(), stop, 30000)
+	}
+	sameEverywhere(t, ms, "promotion to 50%", func(m *fleetMember) bool { return m.share() == 5000 })
+
+	// Pause on a follower: every member shows it.
+	var follower *fleetMember
+	for _, m := range ms {
+		if m != leader {
+			follower = m
+		}
+	}
+	if code, body := follower.post(t, "/api/v1/rollouts/shop/pause"); code != 200 {
+		t.Fatalf("pause on %s: %d %s", follower.name, code, body)
+	}
+	sameEverywhere(t, ms, "pause", func(m *fleetMember) bool { s, _ := fleetState(m); return s == "paused" })
+	for _, m := range ms {
+		if st := rollouts(t, "http://"+m.admin); st[0].State != "paused" || st[0].Step != 1 {
+			t.Errorf("%s /api/v1/rollouts = %+v", m.name, st)
+		}
+	}
+	if code, _ := follower.post(t, "/api/v1/rollouts/shop/pause"); code != http.StatusConflict {
+		t.Errorf("second pause: %d, want 409", code)
+	}
+	if code, body := leader.post(t, "/api/v1/rollouts/shop/resume"); code != 200 {
+		t.Fatalf("resume: %d %s", code, body)
+	}
+	sameEverywhere(t, ms, "resume", func(m *fleetMember) bool { s, _ := fleetState(m); return s == "progressing" })
+	before := follower.app.rollouts.fleet.status().(FleetView).Routes["shop"]
+
+	// Kill the leader mid-step: another member leads, same step, same clock.
+	leader.kill()
+	var rest []*fleetMember
+	for _, m := range ms {
+		if m != leader {
+			rest = append(rest, m)
+		}
+	}
+	next := leaderMember(t, rest)
+	waitFor(t, "the new leader's controller holds the fleet's step", func() bool {
+		st, ok := next.app.rollouts.controller.RouteStatus("shop")
+		return ok && st.Step == 1 && st.Since.Equal(before.StepStartedAt)
+	})
+	after := next.app.rollouts.fleet.status().(FleetView).Routes["shop"]
+	if after.Step != 1 || !after.StepStartedAt.Equal(before.StepStartedAt) || after.PausedNanos != before.PausedNanos || after.PausedNanos == 0 {
+		t.Fatalf("hold clock not carried over: before %+v, after %+v", before, after)
+	}
+
+	// Break the canary behind one surviving member only.
+	failing := rest[0]
+	failing.canary.failing.Store(true)
+	sameEverywhere(t, rest, "fleet-wide rollback", func(m *fleetMember) bool {
+		s, _ := fleetState(m)
+		return s == "rolled_back" && m.share() == 0
+	})
+	final := next.app.rollouts.fleet.status().(FleetView).Routes["shop"]
+	if final.UpdatedBy != next.name {
+		t.Errorf("rollback written by %q, want the new leader %q", final.UpdatedBy, next.name)
+	}
+	for _, m := range rest {
+		if m != failing && m.canary.failing.Load() {
+			t.Fatal("test bug: more than one canary failing")
+		}
+	}
+	if v := testutil.ToFloat64(next.app.rollouts.fleet.met.IsLeader); v != 1 {
+		t.Errorf("fleet_is_leader on the leader = %v", v)
+	}
+}
+
+// TestFleetSurvivesEtcdOutage stops etcd mid-rollout: proxies keep serving
+// with their shares, stay ready, report etcd down, refuse commands and make
+// no transition; when etcd returns the rollout continues.
+func TestFleetSurvivesEtcdOutage(t *testing.T) {
+	e := fleettest.StartEtcd(t)
+	stable := startVersion(t, "stable")
+	policy := `
+      steps: [{percent: 10, hold: 1500ms}, {percent: 50, hold: 1500ms}, {percent: 100}]
+      promote_when:
+        - {metric: error_rate_5xx, below: 5%}
+`
+	ms := []*fleetMember{
+		startFleetMember(t, e, "/sp/outage", "a", stable.url, policy),
+		startFleetMember(t, e, "/sp/outage", "b", stable.url, policy),
+	}
+	leaderMember(t, ms)
+	stop := make(chan struct{})
+	defer close(stop)
+	for _, m := range ms {
+		runLoad(t, "http://"+m.app.ProxyAddr(), stop, 40000)
+	}
+	sameEverywhere(t, ms, "10% everywhere", func(m *fleetMember) bool { return m.share() == 1000 })
+
+	e.Stop()
+	waitFor(t, "etcd reported down", func() bool {
+		for _, m := range ms {
+			if m.fleetView(t).Etcd != "down" || testutil.ToFloat64(m.app.rollouts.fleet.met.EtcdUp) != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	shares := []uint32{ms[0].share(), ms[1].share()}
+	if shares[0] != shares[1] {
+		t.Fatalf("shares differ at the outage: %v", shares)
+	}
+	time.Sleep(2 * time.Second) // longer than a hold: a promotion would be due
+	for i, m := range ms {
+		if m.share() != shares[i] {
+			t.Errorf("%s changed its share while etcd was down: %d -> %d", m.name, shares[i], m.share())
+		}
+		resp, err := http.Get("http://" + m.admin + "/readyz")
+		if err != nil || resp.StatusCode != 200 {
+			t.Errorf("%s not ready while etcd is down: %v %v", m.name, resp, err)
+		} else {
+			resp.Body.Close()
+		}
+		req, _ := http.NewRequest("GET", "http://"+m.app.ProxyAddr()+"/buy", nil)
+		req.Header.Set("X-User-ID", "outage-user")
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Errorf("%s stopped serving while etcd is down: %v %v", m.name, resp, err)
+		} else {
+			resp.Body.Close()
+		}
+	}
+	if code, body := ms[1].post(t, "/api/v1/rollouts/shop/pause"); code != http.StatusConflict || !strings.Contains(body, "etcd is unreachable") {
+		t.Errorf("command during outage: %d %s", code, body)
+	}
+
+	e.Start()
+	sameEverywhere(t, ms, "rollout continues after etcd returns", func(m *fleetMember) bool { return m.share() > shares[0] })
+	for _, m := range ms {
+		if v := m.fleetView(t); v.Etcd != "up" {
+			t.Errorf("%s still reports etcd %s", m.name, v.Etcd)
+		}
+	}
+}
