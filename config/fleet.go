@@ -90,6 +90,12 @@ func (c *Config) applyFleetDefaults() {
 	if f.StateDir == "" {
 		f.StateDir = filepath.Join(os.TempDir(), "shadowproxy-fleet", f.Name)
 	}
+	// In a fleet the state file is the member's copy of the fleet's state.
+	for i := range c.Routes {
+		if r := c.Routes[i].Rollout; r != nil && r.StateFile == "" {
+			r.StateFile = filepath.Join(f.StateDir, c.Routes[i].Name+".json")
+		}
+	}
 	setDur(&f.Etcd.DialTimeout, DefaultEtcdDialTimeout)
 	setDur(&f.LeaseTTL, DefaultFleetLeaseTTL)
 	if f.MaxMissingShare == nil {

@@ -33,6 +33,29 @@ fleet:
 		t.Errorf("unexpected warnings: %v", w)
 	}
 
+	withRollout, err := Load("t.yaml", []byte(`
+admin: {token: s3cret}
+upstreams:
+  - {name: stable, url: http://127.0.0.1:9001}
+  - {name: canary, url: http://127.0.0.1:9002}
+routes:
+  - name: shop
+    upstream: stable
+    split: {key: "header:X-User-ID", to: canary, percent: 0}
+    rollout: {steps: [{percent: 10}, {percent: 100}]}
+fleet:
+  name: edge-a
+  advertise: http://127.0.0.1:9901
+  state_dir: /var/lib/sp
+  etcd: {endpoints: [http://127.0.0.1:2379]}
+`), noEnv)
+	if err != nil {
+		t.Fatalf("Load with rollout: %v", err)
+	}
+	if got := withRollout.Routes[0].Rollout.StateFile; got != "/var/lib/sp/shop.json" {
+		t.Errorf("rollout state_file in fleet mode = %q, want it under fleet.state_dir", got)
+	}
+
 	plain, err := Load("t.yaml", []byte(base), noEnv)
 	if err != nil || plain.Fleet != nil {
 		t.Fatalf("without fleet: %v, %+v", err, plain.Fleet)

@@ -37,7 +37,8 @@ import (
 )
 
 // testEnv stands in for the environment the manifests give the proxy.
-var testEnv = map[string]string{"ADMIN_TOKEN": "0123456789abcdef0123456789abcdef"}
+var testEnv = map[string]string{"ADMIN_TOKEN": "0123456789abcdef0123456789abcdef",
+	"POD_NAME": "shadowproxy-edge-7d9f8c6b5-x2x4q", "POD_IP": "10.1.2.3"}
 
 func lookupEnv(k string) (string, bool) {
 	v, ok := testEnv[k]
@@ -378,8 +379,9 @@ func TestKubernetesEdge(t *testing.T) {
 	if len(deps) != 1 || len(byKind(docs, "ConfigMap")) != 1 || len(byKind(docs, "PodDisruptionBudget")) != 1 {
 		t.Fatalf("%s: want one Deployment, ConfigMap and PodDisruptionBudget", file)
 	}
-	_, proxy := checkWorkload(t, file, docs, deps[0])
+	cfg, proxy := checkWorkload(t, file, docs, deps[0])
 	pod := get(deps[0], "spec", "template").(map[string]any)
+	checkEdgeFleet(t, file, cfg, proxy)
 	if r, _ := get(deps[0], "spec", "replicas").(int); r < 2 {
 		t.Errorf("%s: %d replicas; an edge needs at least 2 to survive a disruption", file, r)
 	}
@@ -1038,5 +1040,48 @@ func getJSON(t *testing.T, c *http.Client, url string, v any) {
 	}
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+// checkEdgeFleet: the edge runs its rollout in fleet mode against the etcd
+// Service of etcd.yaml, each pod advertising its own admin port and keeping
+// the fleet state on a writable volume.
+func checkEdgeFleet(t *testing.T, file string, cfg *config.Config, proxy map[string]any) {
+	t.Helper()
+	f := cfg.Fleet
+	if f == nil {
+		t.Fatalf("%s: the edge configuration has no fleet section", file)
+	}
+	var rollouts int
+	for _, r := range cfg.Routes {
+		if r.Rollout != nil {
+			rollouts++
+		}
+	}
+	if rollouts == 0 {
+		t.Errorf("%s: fleet mode without a rollout", file)
+	}
+	if f.Name != testEnv["POD_NAME"] || f.Advertise != "http://"+testEnv["POD_IP"]+":"+strconv.Itoa(portOf(t, cfg.AdminListen)) {
+		t.Errorf("%s: fleet name %q / advertise %q are not the pod's own", file, f.Name, f.Advertise)
+	}
+	mounted := false
+	for _, m := range get(proxy, "volumeMounts").([]any) {
+		mp := str(get(m, "mountPath"))
+		if get(m, "readOnly") != true && strings.HasPrefix(f.StateDir, mp+"/") {
+			mounted = true
+		}
+	}
+	if !mounted {
+		t.Errorf("%s: fleet.state_dir %s is not on a writable volume (the root filesystem is read-only)", file, f.StateDir)
+	}
+	docs := yamlDocs(t, "kubernetes/etcd.yaml")
+	svcs := byKind(docs, "Service")
+	if len(svcs) != 1 || len(byKind(docs, "StatefulSet")) != 1 {
+		t.Fatal("kubernetes/etcd.yaml: want one StatefulSet and one Service")
+	}
+	svc := svcs[0]
+	host := str(get(svc, "metadata", "name")) + "." + str(get(svc, "metadata", "namespace")) + ".svc.cluster.local:2379"
+	if len(f.Etcd.Endpoints) != 1 || f.Etcd.Endpoints[0] != "http://"+host {
+		t.Errorf("%s: fleet.etcd.endpoints %v do not name etcd.yaml's Service (%s)", file, f.Etcd.Endpoints, host)
 	}
 }

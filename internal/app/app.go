@@ -272,6 +272,11 @@ func (a *App) apply(cfg *config.Config) error {
 	if err := a.rollouts.sync(cfg); err != nil {
 		a.log.Error("rollout configuration not applied", zap.Error(err))
 	}
+	if f := a.rollouts.fleet; f != nil {
+		// Policy hashes may have changed: the leader holds a route while
+		// members disagree.
+		f.node.Republish()
+	}
 	for _, r := range old.Routes {
 		if !hasRoute(cfg, r.Name) {
 			a.metrics.ForgetRoute(r.Name)

@@ -93,10 +93,13 @@ func (f *fleetManager) close() {
 	f.cli.Close()
 }
 
-// routeSpec points a route's state file into the fleet's state directory:
-// the member's copy of the fleet state, and the adapter's exchange format.
+// routeSpec makes sure a route's state file exists in fleet mode (config
+// defaults it into fleet.state_dir): it is the member's copy of the fleet
+// state, and the adapter's exchange format with the controller.
 func (f *fleetManager) routeSpec(route string, spec rollout.Spec) rollout.Spec {
-	spec.StateFile = filepath.Join(f.fc.StateDir, route+".json")
+	if spec.StateFile == "" {
+		spec.StateFile = filepath.Join(f.fc.StateDir, route+".json")
+	}
 	return spec
 }
 
@@ -201,15 +204,17 @@ func (f *fleetManager) onState(v fleet.Versioned) {
 		h.SetCanaryPercent(cfgtypes.BasisPoints(st.PercentBP))
 		h.SetHalted(false)
 	}
+	if err := f.dec.adopt(st); err != nil {
+		f.log.Warn("fleet state not adopted by the local controller", zap.String("route", st.Route), zap.Error(err))
+	}
+	// Recorded last, so that whoever sees it in the fleet view also sees
+	// it in /api/v1/rollouts.
 	f.mu.Lock()
 	f.applied[st.Route] = st
 	f.mu.Unlock()
 	met := f.a.metrics
 	met.RolloutPercent.WithLabelValues(st.Route).Set(cfgtypes.BasisPoints(st.PercentBP).Percent())
 	met.RolloutStep.WithLabelValues(st.Route).Set(float64(st.Step))
-	if err := f.dec.adopt(st); err != nil {
-		f.log.Warn("fleet state not adopted by the local controller", zap.String("route", st.Route), zap.Error(err))
-	}
 }
 
 // override is splitOverride in fleet mode: a snapshot being built starts
@@ -261,7 +266,9 @@ type controllerDecider struct {
 // policyHash hashes a route's rollout policy as configured (YAML of the
 // spec), so members can tell when they disagree.
 func policyHash(spec *rollout.Spec) string {
-	b, err := yaml.Marshal(spec)
+	s := *spec
+	s.StateFile = "" // where a member keeps its copy is not policy
+	b, err := yaml.Marshal(s)
 	if err != nil {
 		return "unhashable"
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -12,11 +13,17 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/shadowproxy/shadowproxy/internal/fleet/fleettest"
 )
 
 const fleetToken = "fleet-token"
+
+func fleetTestLogger(t *testing.T, name string) *zap.Logger {
+	return zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).With(zap.String("m", name))
+}
 
 func freePort(t *testing.T) string {
 	t.Helper()
@@ -66,8 +73,34 @@ fleet:
     prefix: %s
     dial_timeout: 2s
 `, m.admin, fleetToken, stableURL, m.canary.url, policy, name, m.admin, filepath.Join(t.TempDir(), name), e.Endpoint(), prefix)
-	m.app = startApp(t, cfg, Options{})
+	m.app = startApp(t, cfg, Options{Logger: fleetTestLogger(t, name)})
 	return m
+}
+
+// pacedLoad sends requests with random users through proxyURL, one every
+// 2ms at most, until stop is closed or max requests were sent: enough for
+// the rollout's samples without starving the machine.
+func pacedLoad(t *testing.T, proxyURL string, stop <-chan struct{}, max int) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		client := &http.Client{Timeout: 5 * time.Second}
+		for i := 0; i < max; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			req, _ := http.NewRequest("GET", proxyURL+"/buy", nil)
+			req.Header.Set("X-User-ID", fmt.Sprintf("user-%d", rand.IntN(100000)))
+			if resp, err := client.Do(req); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+	}()
+	t.Cleanup(func() { <-done })
 }
 
 // kill drops the member like a crashed process: its etcd connection goes
@@ -184,9 +217,17 @@ func TestFleetEndToEnd(t *testing.T) {
 	stop := make(chan struct{})
 	defer close(stop)
 	for _, m := range ms {
-		runLoad(t, "http://"+m.app.ProxyAddr(), stop, 30000)
+		pacedLoad(t, "http://"+m.app.ProxyAddr(), stop, 30000)
 	}
 	sameEverywhere(t, ms, "promotion to 50%", func(m *fleetMember) bool { return m.share() == 5000 })
+
+	// A member joining late adopts the fleet's share before it serves.
+	late := startFleetMember(t, e, "/sp/e2e", "d", stable.url, policy)
+	if late.share() != 5000 {
+		t.Errorf("late member serves %d bp at start, want the fleet's 5000", late.share())
+	}
+	waitFor(t, "the late member sees the leader", func() bool { return late.fleetView(t).Leader == leader.name })
+	late.app.Shutdown(context.Background())
 
 	// Pause on a follower: every member shows it.
 	var follower *fleetMember
@@ -271,9 +312,12 @@ func TestFleetSurvivesEtcdOutage(t *testing.T) {
 	stop := make(chan struct{})
 	defer close(stop)
 	for _, m := range ms {
-		runLoad(t, "http://"+m.app.ProxyAddr(), stop, 40000)
+		pacedLoad(t, "http://"+m.app.ProxyAddr(), stop, 30000)
 	}
-	sameEverywhere(t, ms, "10% everywhere", func(m *fleetMember) bool { return m.share() == 1000 })
+	sameEverywhere(t, ms, "the fleet's 10% everywhere", func(m *fleetMember) bool {
+		_, ok := m.fleetView(t).Routes["shop"]
+		return ok && m.share() == 1000
+	})
 
 	e.Stop()
 	waitFor(t, "etcd reported down", func() bool {
