@@ -52,6 +52,8 @@ type Options struct {
 	Reload         func() (any, error)
 	// Fleet answers GET /api/v1/fleet (fleet mode only).
 	Fleet func() any
+	// FleetRoutes answers GET /api/v1/routes?scope=fleet (fleet mode only).
+	FleetRoutes func() (any, error)
 	// FleetWindows answers GET /api/v1/fleet/windows for the fleet leader;
 	// it needs the token whenever one is configured.
 	FleetWindows func(q url.Values) (any, error)
@@ -146,7 +148,10 @@ func (a *api) deny(w http.ResponseWriter, r *http.Request, msg string) {
 	writeJSON(w, http.StatusUnauthorized, map[string]string{"error": msg})
 }
 
-func (a *api) routes(w http.ResponseWriter, _ *http.Request) {
+func (a *api) routes(w http.ResponseWriter, r *http.Request) {
+	if a.fleetScope(w, r) {
+		return
+	}
 	if a.o.Routes == nil {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not available"})
 		return

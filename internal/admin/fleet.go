@@ -31,3 +31,24 @@ func (a *api) fleetWindows(w http.ResponseWriter, r *http.Request) {
 	v, err := a.o.FleetWindows(r.URL.Query())
 	a.answer(w, v, err)
 }
+
+// fleetScope answers /api/v1/routes?scope=fleet (true when it did): the
+// routes merged over every member. scope=instance (or none) is this
+// member's own view.
+func (a *api) fleetScope(w http.ResponseWriter, r *http.Request) bool {
+	switch r.URL.Query().Get("scope") {
+	case "", "instance":
+		return false
+	case "fleet":
+		if a.o.FleetRoutes == nil {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "fleet mode is off (no fleet: section in the config)"})
+			return true
+		}
+		v, err := a.o.FleetRoutes()
+		a.answer(w, v, err)
+		return true
+	default:
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "scope must be instance or fleet"})
+		return true
+	}
+}

@@ -195,6 +195,7 @@ func (a *App) adminOptions(cfg *config.Config) admin.Options {
 		Diffs:          a.diffs,
 		Fleet:          a.rollouts.fleetStatus(),
 		FleetWindows:   a.rollouts.fleetWindows(),
+		FleetRoutes:    a.rollouts.fleetRoutes(),
 		History:        a.history,
 		Reload: func() (any, error) {
 			if err := a.Reload(); err != nil {

@@ -80,7 +80,7 @@ fleet:
 // pacedLoad sends requests with random users through proxyURL, one every
 // 2ms at most, until stop is closed or max requests were sent: enough for
 // the rollout's samples without starving the machine.
-func pacedLoad(t *testing.T, proxyURL string, stop <-chan struct{}, max int) {
+func pacedLoad(t *testing.T, proxyURL string, stop <-chan struct{}, max int) (wait func()) {
 	t.Helper()
 	done := make(chan struct{})
 	go func() {
@@ -101,6 +101,7 @@ func pacedLoad(t *testing.T, proxyURL string, stop <-chan struct{}, max int) {
 		}
 	}()
 	t.Cleanup(func() { <-done })
+	return func() { <-done }
 }
 
 // kill drops the member like a crashed process: its etcd connection goes
@@ -215,9 +216,15 @@ func TestFleetEndToEnd(t *testing.T) {
 	})
 
 	stop := make(chan struct{})
-	defer close(stop)
+	stopped := false
+	defer func() {
+		if !stopped {
+			close(stop)
+		}
+	}()
+	var waits []func()
 	for _, m := range ms {
-		pacedLoad(t, "http://"+m.app.ProxyAddr(), stop, 30000)
+		waits = append(waits, pacedLoad(t, "http://"+m.app.ProxyAddr(), stop, 30000))
 	}
 	sameEverywhere(t, ms, "promotion to 50%", func(m *fleetMember) bool { return m.share() == 5000 })
 
@@ -287,6 +294,29 @@ func TestFleetEndToEnd(t *testing.T) {
 		if m != failing && m.canary.failing.Load() {
 			t.Fatal("test bug: more than one canary failing")
 		}
+	}
+	// The fleet scope adds the members' request counts.
+	close(stop)
+	stopped = true
+	for _, w := range waits {
+		w()
+	}
+	var fr FleetRoutesView
+	get(t, "http://"+next.admin+"/api/v1/routes?scope=fleet", &fr)
+	var sum float64
+	for _, name := range fr.Answered {
+		for _, m := range ms {
+			if m.name == name {
+				for _, rv := range m.app.routeViews() {
+					if rv.Route == "shop" {
+						sum += rv.Requests
+					}
+				}
+			}
+		}
+	}
+	if len(fr.Routes) != 1 || len(fr.Answered) < 2 || fr.Routes[0].Requests != sum || sum == 0 {
+		t.Errorf("fleet routes = %+v, want shop requests %v over the answering members", fr, sum)
 	}
 	if v := testutil.ToFloat64(next.app.rollouts.fleet.met.IsLeader); v != 1 {
 		t.Errorf("fleet_is_leader on the leader = %v", v)
