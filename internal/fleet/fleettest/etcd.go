@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 )
 
 // Etcd is one embedded etcd server.
@@ -62,6 +63,9 @@ func (e *Etcd) Start() {
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.LogLevel = "error"
 	cfg.Logger = "zap"
+	// Even at error level the server logs its own listeners closing on
+	// every Stop; a test's output should hold the test's findings.
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	var (
 		srv *embed.Etcd
 		err error
