@@ -148,10 +148,31 @@ type FleetView struct {
 	Holds map[string]string `json:"holds,omitempty"`
 	// Routes is the fleet state this member applies.
 	Routes map[string]fleet.RouteState `json:"routes"`
+	// Numbers says, per route, whose windows the leader's latest
+	// evaluation added up and who did not answer (on the leader).
+	Numbers map[string]FleetNumbers `json:"numbers,omitempty"`
+}
+
+// FleetNumbers is where a leader's evaluation got its numbers from.
+type FleetNumbers struct {
+	Answered     []string        `json:"answered"`
+	Missing      []fleet.Missing `json:"missing,omitempty"`
+	MissingShare float64         `json:"missing_share"`
+	Explanation  string          `json:"explanation"`
 }
 
 func (f *fleetManager) status() any {
 	v := FleetView{Status: f.node.Status(), Holds: f.coord.Holds(), Routes: map[string]fleet.RouteState{}}
+	if v.IsLeader {
+		for route := range f.dec.Policies() {
+			if w, ok := f.coord.LastWindow(route); ok {
+				if v.Numbers == nil {
+					v.Numbers = map[string]FleetNumbers{}
+				}
+				v.Numbers[route] = FleetNumbers{Answered: w.Answered, Missing: w.Missing, MissingShare: w.MissingShare, Explanation: w.Explain()}
+			}
+		}
+	}
 	f.mu.Lock()
 	for k, s := range f.applied {
 		v.Routes[k] = s

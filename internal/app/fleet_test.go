@@ -286,6 +286,10 @@ func TestFleetEndToEnd(t *testing.T) {
 		s, _ := fleetState(m)
 		return s == "rolled_back" && m.share() == 0
 	})
+	nv := next.fleetView(t)
+	if n := nv.Numbers["shop"]; len(n.Answered) < 2 || !strings.Contains(n.Explanation, "fleet numbers from") {
+		t.Errorf("the leader does not say whose numbers it used: %+v", n)
+	}
 	final := next.app.rollouts.fleet.status().(FleetView).Routes["shop"]
 	if final.UpdatedBy != next.name {
 		t.Errorf("rollback written by %q, want the new leader %q", final.UpdatedBy, next.name)

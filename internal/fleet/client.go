@@ -25,6 +25,10 @@ type EtcdConfig struct {
 // NewClient connects to etcd. It does not wait for a connection: a member
 // starts (and serves) while etcd is down, and the client reconnects by itself.
 func NewClient(c EtcdConfig, log *zap.Logger) (*clientv3.Client, error) {
+	if log == nil {
+		// clientv3 would build its own logger and print to stderr.
+		log = zap.NewNop()
+	}
 	cc := clientv3.Config{
 		Endpoints:   c.Endpoints,
 		DialTimeout: c.DialTimeout,

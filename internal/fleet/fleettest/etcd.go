@@ -17,7 +17,7 @@ import (
 
 // Etcd is one embedded etcd server.
 type Etcd struct {
-	t            *testing.T
+	t            testing.TB
 	dir          string
 	client, peer url.URL
 	srv          *embed.Etcd
@@ -25,7 +25,7 @@ type Etcd struct {
 
 // StartEtcd starts a single-node etcd on two free loopback ports; it is
 // stopped when the test ends.
-func StartEtcd(t *testing.T) *Etcd {
+func StartEtcd(t testing.TB) *Etcd {
 	t.Helper()
 	e := &Etcd{t: t, dir: t.TempDir(), client: freeURL(t), peer: freeURL(t)}
 	e.Start()
@@ -33,7 +33,7 @@ func StartEtcd(t *testing.T) *Etcd {
 	return e
 }
 
-func freeURL(t *testing.T) url.URL {
+func freeURL(t testing.TB) url.URL {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
