@@ -282,6 +282,11 @@ func (f *fleetManager) applyInitial(route string, st rollout.RouteStatus) {
 type controllerDecider struct {
 	f  *fleetManager
 	mu sync.Mutex
+	// filled is when each route's fleet recorder was last refilled: once
+	// per evaluation interval is enough (the controller evaluates no more
+	// often), and it keeps the members' window traffic at one fetch per
+	// interval.
+	filled map[string]time.Time
 }
 
 // policyHash hashes a route's rollout policy as configured (YAML of the
@@ -420,6 +425,13 @@ func (d *controllerDecider) Decide(ctx context.Context, now time.Time, states ma
 		}
 		spec, _ := d.spec(route)
 		spec.ApplyDefaults()
+		if d.filled == nil {
+			d.filled = map[string]time.Time{}
+		}
+		if last, ok := d.filled[route]; ok && now.Sub(last) < spec.Interval.D() {
+			continue
+		}
+		d.filled[route] = now
 		rec := d.f.recorder(route, spec)
 		rec.Clear()
 		windows(route)(now.Add(-spec.LongestWindow()), now, func(w *rollout.WindowStats) { rec.AddWindow(w.From, w) })

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -47,7 +48,13 @@ func NewClient(c EtcdConfig, log *zap.Logger) (*clientv3.Client, error) {
 			MinConnectTimeout: 2 * time.Second,
 		})},
 	}
-	if c.CAFile != "" || c.CertFile != "" {
+	https := false
+	for _, ep := range c.Endpoints {
+		https = https || strings.HasPrefix(ep, "https://")
+	}
+	// https endpoints without a ca_file are verified against the system
+	// roots, never left unverified.
+	if https || c.CAFile != "" || c.CertFile != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
 		if c.CAFile != "" {
 			pem, err := os.ReadFile(c.CAFile)

@@ -399,3 +399,48 @@ func TestFleetSurvivesEtcdOutage(t *testing.T) {
 		return true
 	})
 }
+
+// TestClientCredentials: with etcd authentication on, a member with the
+// configured username and password works and one without is refused.
+func TestClientCredentials(t *testing.T) {
+	e := fleettest.StartEtcd(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	admin, err := NewClient(EtcdConfig{Endpoints: []string{e.Endpoint()}, DialTimeout: 2 * time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	for _, step := range []func() error{
+		func() error { _, err := admin.UserAdd(ctx, "root", "rootpw"); return err },
+		func() error { _, err := admin.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := admin.UserAdd(ctx, "shadowproxy", "s3cret"); return err },
+		func() error { _, err := admin.RoleAdd(ctx, "fleet"); return err },
+		func() error {
+			_, err := admin.RoleGrantPermission(ctx, "fleet", "/sp/auth/", clientv3.GetPrefixRangeEnd("/sp/auth/"), clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error { _, err := admin.UserGrantRole(ctx, "shadowproxy", "fleet"); return err },
+		func() error { _, err := admin.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatalf("setting up etcd auth: %v", err)
+		}
+	}
+	good, err := NewClient(EtcdConfig{Endpoints: []string{e.Endpoint()}, DialTimeout: 2 * time.Second, Username: "shadowproxy", Password: "s3cret"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	if _, err := NewStore(good, "/sp/auth").CompareAndSave(ctx, RouteState{Route: "api", PercentBP: 100, StepStartedAt: time.Now()}, 0); err != nil {
+		t.Fatalf("write with credentials: %v", err)
+	}
+	anon, err := NewClient(EtcdConfig{Endpoints: []string{e.Endpoint()}, DialTimeout: 2 * time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anon.Close()
+	if _, err := NewStore(anon, "/sp/auth").Load(ctx, "api"); err == nil {
+		t.Fatal("read without credentials accepted")
+	}
+}

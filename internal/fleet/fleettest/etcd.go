@@ -15,8 +15,15 @@ import (
 	"go.uber.org/zap"
 )
 
+// TLS makes the client listener https with the given server key pair;
+// with ClientCA set, clients must present a certificate it signed.
+type TLS struct {
+	CertFile, KeyFile, ClientCA string
+}
+
 // Etcd is one embedded etcd server.
 type Etcd struct {
+	tls          *TLS
 	t            testing.TB
 	dir          string
 	client, peer url.URL
@@ -27,7 +34,16 @@ type Etcd struct {
 // stopped when the test ends.
 func StartEtcd(t testing.TB) *Etcd {
 	t.Helper()
-	e := &Etcd{t: t, dir: t.TempDir(), client: freeURL(t), peer: freeURL(t)}
+	return StartEtcdTLS(t, nil)
+}
+
+// StartEtcdTLS is StartEtcd with TLS on the client listener (nil: none).
+func StartEtcdTLS(t testing.TB, tls *TLS) *Etcd {
+	t.Helper()
+	e := &Etcd{t: t, dir: t.TempDir(), client: freeURL(t), peer: freeURL(t), tls: tls}
+	if tls != nil {
+		e.client.Scheme = "https"
+	}
 	e.Start()
 	t.Cleanup(e.Stop)
 	return e
@@ -61,6 +77,12 @@ func (e *Etcd) Start() {
 	cfg.ListenPeerUrls = []url.URL{e.peer}
 	cfg.AdvertisePeerUrls = []url.URL{e.peer}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	if e.tls != nil {
+		cfg.ClientTLSInfo.CertFile, cfg.ClientTLSInfo.KeyFile = e.tls.CertFile, e.tls.KeyFile
+		if e.tls.ClientCA != "" {
+			cfg.ClientTLSInfo.TrustedCAFile, cfg.ClientTLSInfo.ClientCertAuth = e.tls.ClientCA, true
+		}
+	}
 	cfg.LogLevel = "error"
 	cfg.Logger = "zap"
 	// Even at error level the server logs its own listeners closing on
