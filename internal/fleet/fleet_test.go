@@ -427,7 +427,7 @@ func TestClientCredentials(t *testing.T) {
 			t.Fatalf("setting up etcd auth: %v", err)
 		}
 	}
-	good, err := NewClient(EtcdConfig{Endpoints: []string{e.Endpoint()}, DialTimeout: 2 * time.Second, Username: "shadowproxy", Password: "s3cret"}, nil)
+	good, err := NewClient(EtcdConfig{Endpoints: []string{e.Endpoint()}, DialTimeout: 10 * time.Second, Username: "shadowproxy", Password: "s3cret"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -77,6 +77,9 @@ func (e *Etcd) Start() {
 	cfg.ListenPeerUrls = []url.URL{e.peer}
 	cfg.AdvertisePeerUrls = []url.URL{e.peer}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	// bcrypt's minimum cost: password checks at the default cost take
+	// seconds under the race detector on a busy machine.
+	cfg.BcryptCost = 4
 	if e.tls != nil {
 		cfg.ClientTLSInfo.CertFile, cfg.ClientTLSInfo.KeyFile = e.tls.CertFile, e.tls.KeyFile
 		if e.tls.ClientCA != "" {
