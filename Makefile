@@ -10,7 +10,7 @@ FUZZTIME  ?= 20s
 # Packages with allocation pins (tests named *Alloc*), run again without -race.
 ALLOC_PKGS := ./proxy ./internal/metrics ./splitter ./diff ./internal/rollout
 
-.PHONY: all build run test test-short browser bench bench-compare lint fmt fuzz soak clean
+.PHONY: all build run test test-short browser screenshots bench bench-compare lint fmt fuzz soak clean
 
 all: build
 
@@ -31,6 +31,10 @@ test:
 ## browser: the dashboard tested in headless Chromium (installs it when missing)
 browser:
 	bash .ci/browser.sh
+
+## screenshots: the browser test's three moments of the demo, saved to docs/screenshots for the README
+screenshots:
+	SHADOWPROXY_SCREENSHOTS=$(CURDIR)/docs/screenshots bash .ci/browser.sh
 
 test-short:
 	$(GO) test -count=1 $(PKGS)

@@ -67,11 +67,20 @@ type Health struct {
 	// Ejection is how long an ejected endpoint gets no traffic before it is
 	// tried again.
 	Ejection cfgtypes.Duration `yaml:"ejection"`
-	// Active probes run only when Path is set.
-	Path         string            `yaml:"path"`
-	Interval     cfgtypes.Duration `yaml:"interval"`
-	Timeout      cfgtypes.Duration `yaml:"timeout"`
-	ExpectStatus int               `yaml:"expect_status"`
+	// Probe configures the active probes, which run only when its Path is
+	// set: GET Path on every endpoint, with the upstream's TLS settings.
+	cfgtypes.Probe `yaml:",inline"`
+}
+
+// DefaultHealthProbe returns the values an upstream's active probe takes
+// for the fields it leaves out; there is no default path, so probes are off
+// unless health.path is set.
+func DefaultHealthProbe() cfgtypes.Probe {
+	return cfgtypes.Probe{
+		Interval:     cfgtypes.Duration(DefaultHealthInterval),
+		Timeout:      cfgtypes.Duration(DefaultHealthTimeout),
+		ExpectStatus: 200,
+	}
 }
 
 // RequestID configures request id propagation.
@@ -130,11 +139,7 @@ func (c *Config) applyEdgeDefaults() {
 			h.MaxFailures = DefaultMaxFailures
 		}
 		setDur(&h.Ejection, DefaultEjectionDuration)
-		setDur(&h.Interval, DefaultHealthInterval)
-		setDur(&h.Timeout, DefaultHealthTimeout)
-		if h.ExpectStatus == 0 {
-			h.ExpectStatus = 200
-		}
+		h.Probe = h.Probe.WithDefaults(DefaultHealthProbe())
 	}
 }
 
@@ -163,7 +168,7 @@ func (c *Config) validateEdge() []error {
 	}
 	for i, f := range c.AccessLog.Fields {
 		if !contains(AccessLogFields, f) {
-			add(fmt.Sprintf("access_log.fields[%d]", i), "unknown field %q%s", f, Suggest(f, AccessLogFields))
+			add(fmt.Sprintf("access_log.fields[%d]", i), "unknown field %q%s", f, cfgtypes.Suggest(f, AccessLogFields))
 		}
 	}
 	if c.Upgrades.MaxTunnels < 0 {
@@ -183,7 +188,7 @@ func (u *Upstream) validateEdge(p string) []error {
 	switch u.Balance {
 	case BalanceRoundRobin, BalanceLeastConn:
 	default:
-		add("balance", "unknown %q: want round_robin or least_conn%s", u.Balance, Suggest(u.Balance, []string{BalanceRoundRobin, BalanceLeastConn}))
+		add("balance", "unknown %q: want round_robin or least_conn%s", u.Balance, cfgtypes.Suggest(u.Balance, []string{BalanceRoundRobin, BalanceLeastConn}))
 	}
 	if u.URL != "" && len(u.URLs) > 0 {
 		add("urls", "give url or urls, not both")
@@ -202,16 +207,7 @@ func (u *Upstream) validateEdge(p string) []error {
 	if h.MaxFailures < 0 {
 		add("health.max_failures", "must not be negative")
 	}
-	if h.Path != "" && h.Path[0] != '/' {
-		add("health.path", "%q must start with '/'", h.Path)
-	}
-	if h.ExpectStatus < 100 || h.ExpectStatus > 599 {
-		add("health.expect_status", "%d is not an HTTP status", h.ExpectStatus)
-	}
-	if h.Timeout > h.Interval {
-		add("health.timeout", "must not exceed health.interval (%s)", h.Interval.D())
-	}
-	return errs
+	return append(errs, h.Probe.Validate(p+".health", DefaultHealthProbe())...)
 }
 
 // Endpoints returns the upstream's URLs: urls, or url alone.

@@ -238,7 +238,11 @@ func (l *loader) check(n *yaml.Node, t reflect.Type, path string) {
 				for name := range fields {
 					names = append(names, name)
 				}
-				l.add(k.Line, p, "unknown field"+Suggest(k.Value, names))
+				hint := ForeignName(k.Value, names)
+				if hint == "" {
+					hint = cfgtypes.Suggest(k.Value, names)
+				}
+				l.add(k.Line, p, "unknown field"+hint)
 				continue
 			}
 			l.check(v, ft, p)

@@ -35,7 +35,7 @@ func (c *Config) Validate() []error {
 	case "debug", "info", "warn", "error":
 	default:
 		add("log.level", "unknown level %q: want debug, info, warn or error%s", c.Log.Level,
-			Suggest(c.Log.Level, []string{"debug", "info", "warn", "error"}))
+			cfgtypes.Suggest(c.Log.Level, []string{"debug", "info", "warn", "error"}))
 	}
 	switch c.Log.Format {
 	case "json", "console":
@@ -148,7 +148,7 @@ func (c *Config) checkUpstreamRef(path, name string) []error {
 	for i, u := range c.Upstreams {
 		known[i] = u.Name
 	}
-	return []error{cfgtypes.Errorf(path, "unknown upstream %q%s", name, Suggest(name, known))}
+	return []error{cfgtypes.Errorf(path, "unknown upstream %q%s", name, cfgtypes.Suggest(name, known))}
 }
 
 func (l *Limits) validate() []error {
@@ -200,6 +200,11 @@ func (u *Upstream) validate(p string) []error {
 // ParseUpstreamURL splits an upstream URL into its address (host:port, with
 // the scheme's default port filled in) and whether it uses TLS.
 func ParseUpstreamURL(raw string) (addr string, tls bool, err error) {
+	if raw != "" && !strings.Contains(raw, "://") {
+		// url.Parse reads "127.0.0.1:9001" as a path and complains about
+		// a colon; what is really missing is the scheme.
+		return "", false, fmt.Errorf("invalid url %q: the scheme is missing; write http://%s (or https://%s)", raw, raw, raw)
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", false, fmt.Errorf("invalid url %q: %v", raw, err)

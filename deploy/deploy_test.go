@@ -28,12 +28,13 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
 
 	"github.com/shadowproxy/shadowproxy/config"
 	"github.com/shadowproxy/shadowproxy/internal/app"
 	"github.com/shadowproxy/shadowproxy/internal/demo"
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
+	"github.com/shadowproxy/shadowproxy/internal/testkit/apptest"
 )
 
 // testEnv stands in for the environment the manifests give the proxy.
@@ -471,6 +472,12 @@ func TestAlertRules(t *testing.T) {
 			if err := balanced(expr); err != nil {
 				t.Errorf("alert %s: %v", name, err)
 			}
+			// Every alert says where to read what to do: a README section.
+			runbook := str(get(r, "annotations", "runbook_url"))
+			_, anchor, _ := strings.Cut(runbook, "README.md#")
+			if anchor == "" || !readmeAnchors(t)[anchor] {
+				t.Errorf("alert %s: runbook_url %q does not point to a README section", name, runbook)
+			}
 			names = append(names, name)
 			exprs[name] = expr
 		}
@@ -492,6 +499,33 @@ func TestAlertRules(t *testing.T) {
 	if !strings.HasPrefix(exprs["ShadowproxyDown"], "up{") {
 		t.Errorf("ShadowproxyDown: %q does not test up", exprs["ShadowproxyDown"])
 	}
+}
+
+// readmeAnchors are the GitHub anchors of the README's headings.
+func readmeAnchors(t *testing.T) map[string]bool {
+	t.Helper()
+	data, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if !strings.HasPrefix(line, "#") {
+			continue
+		}
+		title := strings.ToLower(strings.TrimSpace(strings.TrimLeft(line, "#")))
+		var b strings.Builder
+		for _, r := range title {
+			switch {
+			case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '_':
+				b.WriteRune(r)
+			case r == ' ':
+				b.WriteRune('-')
+			}
+		}
+		out[b.String()] = true
+	}
+	return out
 }
 
 // balanced catches the commonest PromQL slip in hand-written rules:
@@ -578,6 +612,32 @@ func TestGrafanaDashboard(t *testing.T) {
 	if err := json.Unmarshal(data, &dash); err != nil {
 		t.Fatal(err)
 	}
+	// A fleet is looked at per namespace and per instance: every query
+	// filters on both variables.
+	var vars struct {
+		Templating struct {
+			List []struct {
+				Name string `json:"name"`
+			} `json:"list"`
+		} `json:"templating"`
+	}
+	if err := json.Unmarshal(data, &vars); err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, v := range vars.Templating.List {
+		names[v.Name] = true
+	}
+	for _, want := range []string{"namespace", "instance", "route"} {
+		if !names[want] {
+			t.Errorf("the dashboard has no %s variable", want)
+		}
+	}
+	for e, where := range grafanaExprs(t) {
+		if !strings.Contains(e, `namespace=~"$namespace", instance=~"$instance"`) {
+			t.Errorf("%s: query %q ignores the namespace and instance variables", where, e)
+		}
+	}
 	if dash.UID == "" || dash.Title == "" {
 		t.Error("the dashboard needs a uid and a title")
 	}
@@ -610,6 +670,8 @@ func TestGrafanaDashboard(t *testing.T) {
 		`shadowproxy_rollout_transitions_total`,
 		`shadowproxy_upstream_errors_total`,
 		`sum by (code) (rate(shadowproxy_requests_total`,
+		// Primary latency per cohort: the stable upstream against the canary.
+		`histogram_quantile(0.95, sum by (le, route, upstream) (rate(shadowproxy_request_duration_seconds_bucket`,
 	} {
 		if !strings.Contains(all.String(), frag) {
 			t.Errorf("no dashboard query contains %q", frag)
@@ -893,7 +955,7 @@ func TestMetricNamesAreExported(t *testing.T) {
 		Route string `json:"route"`
 		State string `json:"state"`
 	}
-	getJSON(t, client, adminURL+"/api/v1/rollouts", &rollouts)
+	testkit.GetJSON(t, client, adminURL+"/api/v1/rollouts", &rollouts)
 	for _, r := range rollouts {
 		if r.State == "progressing" {
 			post(t, client, adminURL+"/api/v1/rollouts/"+r.Route+"/pause", http.StatusOK)
@@ -928,38 +990,11 @@ func TestMetricNamesAreExported(t *testing.T) {
 // with one more route ("gone", /gone/) whose upstream is a closed port.
 func startProxy(t *testing.T) (adminURL, proxyURL string) {
 	t.Helper()
-	bs, err := demo.StartBackends()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(bs.Close)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := ln.Addr().String()
-	ln.Close()
-	text := withGoneRoute(t, demo.ConfigYAML(bs, "127.0.0.1:0", "127.0.0.1:0"), "http://"+closed)
-	load := func() (*config.Config, error) {
-		return config.Load("demo.yaml", []byte(text), func(string) (string, bool) { return "", false })
-	}
-	cfg, err := load()
-	if err != nil {
-		t.Fatalf("demo configuration with the gone route:\n%v\n%s", err, text)
-	}
-	a, err := app.New(cfg, app.Options{Logger: zap.NewNop(), Version: "deploy-test", ReloadFunc: load})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-	})
-	return "http://" + a.AdminAddr(), "http://" + a.ProxyAddr()
+	bs := apptest.DemoBackends(t)
+	text := withGoneRoute(t, demo.ConfigYAML(bs, "127.0.0.1:0", "127.0.0.1:0"), "http://"+testkit.ClosedAddr(t))
+	load := func() (*config.Config, error) { return config.Load("demo.yaml", []byte(text), apptest.NoEnv) }
+	run := apptest.Start(t, text, app.Options{Version: "deploy-test", ReloadFunc: load})
+	return run.AdminURL, run.ProxyURL
 }
 
 // withGoneRoute adds an upstream at url and a first route /gone/ to it.
@@ -1025,21 +1060,6 @@ func post(t *testing.T, c *http.Client, url string, want int) {
 	resp.Body.Close()
 	if resp.StatusCode != want {
 		t.Fatalf("POST %s: %s %s", url, resp.Status, body)
-	}
-}
-
-func getJSON(t *testing.T, c *http.Client, url string, v any) {
-	t.Helper()
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", url, resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		t.Fatalf("GET %s: %v", url, err)
 	}
 }
 

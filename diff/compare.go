@@ -3,7 +3,6 @@ package diff
 import (
 	"bytes"
 	"fmt"
-	"math"
 	"net/textproto"
 	"slices"
 	"strconv"
@@ -83,6 +82,10 @@ const budgetSteps = 1 << 21
 // CompileRules for repeated use. Compare is safe for concurrent use and, for a
 // matching pair, does not allocate once its pooled buffers are warm.
 func Compare(primary, shadow *Capture, rules *Rules) Result {
+	return compareWith(primary, shadow, rules, nil)
+}
+
+func compareWith(primary, shadow *Capture, rules *Rules, f Filter) Result {
 	if rules == nil {
 		var err error
 		if rules, err = CompileRules(Spec{}); err != nil {
@@ -104,9 +107,40 @@ func Compare(primary, shadow *Capture, rules *Rules) Result {
 	}
 	c := rules.pool.Get().(*comparer)
 	c.start(rules)
+	c.f = f
 	res := c.compare(primary, shadow)
+	c.f = nil
+	c.key = Key{}
 	c.release()
 	return res
+}
+
+// Key identifies one difference for a Filter. Its byte slices are valid
+// only during the call.
+type Key struct {
+	// Path is the exact path: "/items/3/id", "header/Etag", "body".
+	Path []byte
+	// Norm is Path normalized (indices as "*"), as NormalizePath does.
+	Norm []byte
+	Kind Kind
+	// Bytes is set for a whole-body difference of bodies compared as bytes
+	// (not JSON): such noise must never cover JSON differences.
+	Bytes bool
+}
+
+// Filter decides, during a comparison and before the MaxDifferences cap,
+// which differences are noise. Differences it calls noise are dropped from
+// the result and counted in Result.NoiseFiltered. The status code is never
+// offered to it. It is called on the comparing goroutine only.
+type Filter interface {
+	Noise(k *Key) bool
+}
+
+// CompareFiltered is Compare with a noise filter consulted for every
+// difference that is not ignored, before the difference cap, so real
+// differences among many noisy ones are still listed. A nil f is Compare.
+func CompareFiltered(primary, shadow *Capture, rules *Rules, f Filter) Result {
+	return compareWith(primary, shadow, rules, f)
 }
 
 // CompareJSON compares two documents as JSON whatever they look like, as the
@@ -135,6 +169,10 @@ type comparer struct {
 	is        []int32
 	budget    int
 	budgetHit bool
+	f         Filter // nil: no noise filtering
+	filtered  int
+	norm      []byte // normalized path handed to f
+	key       Key
 }
 
 // pseg is a path segment: an object key or, when idx >= 0, an array index.
@@ -146,6 +184,7 @@ type pseg struct {
 type hashed struct {
 	h    uint64
 	idx  int32
+	next int32 // next possibly unused entry (see matchElems)
 	used bool
 }
 
@@ -159,6 +198,7 @@ func (c *comparer) start(r *Rules) {
 	c.is = c.is[:0]
 	c.budget = budgetSteps
 	c.budgetHit = false
+	c.filtered = 0
 }
 
 // release returns the comparer to the pool, unless one huge document made
@@ -203,6 +243,7 @@ func (c *comparer) compare(p, s *Capture) Result {
 	if len(c.notes) > 0 {
 		res.Note = strings.Join(c.notes, "; ")
 	}
+	res.NoiseFiltered = c.filtered
 	switch {
 	case len(c.diffs) > 0:
 		res.Outcome = Mismatch
@@ -217,6 +258,12 @@ func (c *comparer) compare(p, s *Capture) Result {
 }
 
 func (c *comparer) add(d Difference) {
+	if c.f != nil && d.Path != StatusPath {
+		c.out = append(c.out[:0], d.Path...)
+		if c.noise(c.out, d.Kind, d.Path == BodyPath) {
+			return
+		}
+	}
 	if len(c.diffs) >= MaxDifferences {
 		c.omitted++
 		return
@@ -225,6 +272,9 @@ func (c *comparer) add(d Difference) {
 }
 
 func (c *comparer) compareHeaders(p, s *Capture) {
+	if !slices.Contains(c.r.headers, contentTypeHeader) {
+		c.compareMediaType(p, s)
+	}
 	for _, name := range c.r.headers {
 		c.compareHeader(p, s, name)
 	}
@@ -235,7 +285,7 @@ func (c *comparer) compareHeaders(p, s *Capture) {
 	for _, hs := range [2][]Header{p.Headers, s.Headers} {
 		for _, h := range hs {
 			n := textproto.CanonicalMIMEHeaderKey(h.Name)
-			if c.r.volatile[n] || slices.Contains(c.r.headers, n) || slices.Contains(names, n) {
+			if n == contentTypeHeader || c.r.isVolatile(n) || slices.Contains(c.r.headers, n) || slices.Contains(names, n) {
 				continue
 			}
 			names = append(names, n)
@@ -247,9 +297,56 @@ func (c *comparer) compareHeaders(p, s *Capture) {
 	}
 }
 
+const contentTypeHeader = "Content-Type"
+
+// compareMediaType compares the media type of Content-Type (not its
+// parameters) even when no header is listed: a JSON answer turning into an
+// HTML error page is a real difference. Listing Content-Type in headers
+// compares the whole value instead.
+func (c *comparer) compareMediaType(p, s *Capture) {
+	pv, sv := p.contentType(), s.contentType()
+	if strings.EqualFold(mediaType(pv), mediaType(sv)) {
+		return
+	}
+	c.compareValues(contentTypeHeader, pv, pv != "", sv, sv != "")
+}
+
+func mediaType(ct string) string {
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return strings.TrimSpace(ct)
+}
+
 func (c *comparer) compareHeader(p, s *Capture, name string) {
 	pv, pok := p.header(name)
 	sv, sok := s.header(name)
+	if pok && sok && name == "Cache-Control" && sameTokenSet(pv, sv) {
+		return
+	}
+	c.compareValues(name, pv, pok, sv, sok)
+}
+
+// sameTokenSet compares two comma-separated directive lists regardless of
+// order, case and spacing ("no-cache, max-age=0" equals "max-age=0,no-cache").
+func sameTokenSet(a, b string) bool {
+	ta, tb := tokens(a), tokens(b)
+	slices.Sort(ta)
+	slices.Sort(tb)
+	return slices.Equal(slices.Compact(ta), slices.Compact(tb))
+}
+
+func tokens(v string) []string {
+	var out []string
+	for _, t := range strings.Split(v, ",") {
+		if t = strings.ToLower(strings.TrimSpace(t)); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func (c *comparer) compareValues(name, pv string, pok bool, sv string, sok bool) {
 	var k Kind
 	switch {
 	case pok && sok && pv == sv, !pok && !sok:
@@ -286,10 +383,19 @@ func isJSONType(ct string) bool {
 		(len(ct) > 5 && strings.EqualFold(ct[len(ct)-5:], "+json"))
 }
 
+// IsJSON reports whether body is one valid JSON document (any top-level
+// value, a leading UTF-8 byte order mark allowed): what the proxy compares as
+// JSON when Content-Type declares it. The offline diff command uses it so
+// that files compare exactly as the proxy would compare declared JSON.
+func IsJSON(body []byte) bool {
+	var d doc
+	return d.parse(body) == nil
+}
+
 // looksLikeJSON is the sniff for undeclared bodies: only documents (objects
 // and arrays) qualify, so a text body "42" is not compared as the number 42.
 func looksLikeJSON(b []byte) bool {
-	for _, ch := range b {
+	for _, ch := range bytes.TrimPrefix(b, utf8BOM) {
 		switch ch {
 		case ' ', '\t', '\n', '\r':
 			continue
@@ -438,9 +544,13 @@ func (c *comparer) redactedHere() bool {
 	return redactedSegs(c.r.redact, c.materialize())
 }
 
-func (c *comparer) pathString() string {
+func (c *comparer) pathString() string { return string(c.pathBytes()) }
+
+// pathBytes renders the current path into c.out.
+func (c *comparer) pathBytes() []byte {
 	if len(c.path) == 0 {
-		return BodyPath
+		c.out = append(c.out[:0], BodyPath...)
+		return c.out
 	}
 	out := c.out[:0]
 	for _, s := range c.path {
@@ -452,13 +562,17 @@ func (c *comparer) pathString() string {
 		}
 	}
 	c.out = out
-	return string(out)
+	return out
 }
 
 // emit records a difference at the current path; a nil node is the absent
-// side.
+// side. Ignored paths are dropped first, then noise (before the cap, so real
+// differences among many noisy ones are still listed), then the cap applies.
 func (c *comparer) emit(k Kind, an, bn *node) {
 	if c.ignoredHere() {
+		return
+	}
+	if c.f != nil && c.noise(c.pathBytes(), k, false) {
 		return
 	}
 	if len(c.diffs) >= MaxDifferences {
@@ -472,17 +586,50 @@ func (c *comparer) emit(k Kind, an, bn *node) {
 	c.diffs = append(c.diffs, d)
 }
 
+// noise asks the filter about one difference; path is the exact path.
+func (c *comparer) noise(path []byte, k Kind, bytesBody bool) bool {
+	c.norm = appendNormalized(c.norm[:0], path)
+	c.key = Key{Path: path, Norm: c.norm, Kind: k, Bytes: bytesBody}
+	if c.f.Noise(&c.key) {
+		c.filtered++
+		return true
+	}
+	return false
+}
+
+// appendNormalized appends path with its index segments turned into "*",
+// exactly as NormalizePath does, without allocating.
+func appendNormalized(dst, path []byte) []byte {
+	if len(path) == 0 || path[0] != '/' {
+		return append(dst, path...)
+	}
+	for start := 1; start <= len(path); {
+		end := bytes.IndexByte(path[start:], '/')
+		if end < 0 {
+			end = len(path)
+		} else {
+			end += start
+		}
+		dst = append(dst, '/')
+		if isIndex(b2s(path[start:end])) {
+			dst = append(dst, '*')
+		} else {
+			dst = append(dst, path[start:end]...)
+		}
+		start = end + 1
+	}
+	return dst
+}
+
+// numEqual reports whether two number literals are equal: exactly by
+// decimal value, or within float_tolerance (inclusive, also in exact
+// decimal arithmetic).
 func (c *comparer) numEqual(an, bn *node) bool {
 	ra, rb := c.a.raw(an), c.b.raw(bn)
 	if numbersEqual(ra, rb) {
 		return true
 	}
-	if c.r.tolerance > 0 {
-		fa, _ := strconv.ParseFloat(b2s(ra), 64)
-		fb, _ := strconv.ParseFloat(b2s(rb), 64)
-		return math.Abs(fa-fb) <= c.r.tolerance
-	}
-	return false
+	return c.r.tolerance > 0 && withinTolerance(ra, rb, c.r.tolLit)
 }
 
 // b2s views bytes as a string without copying, for read-only parsing calls
@@ -497,49 +644,90 @@ func b2s(b []byte) string {
 func sameRaw(a, b []byte) bool { return len(a) == len(b) && bytes.Equal(a, b) }
 
 // diffNodes walks two values and emits every difference.
-func (c *comparer) diffNodes(an, bn *node) {
+func (c *comparer) diffNodes(an, bn *node) { c.walk(an, bn, true) }
+
+// equal is deep equality under the rules, without output. It spends the
+// comparison budget and answers false once it is gone.
+func (c *comparer) equal(an, bn *node) bool { return c.walk(an, bn, false) }
+
+// differ handles one difference found by walk: with out, it is emitted (if
+// not ignored); without, the values are equal only if the path is ignored.
+func (c *comparer) differ(out bool, k Kind, an, bn *node) bool {
+	if out {
+		c.emit(k, an, bn)
+		return false
+	}
+	return c.ignoredHere()
+}
+
+// walk is the single statement of the JSON equality rules, shared by the
+// reporting walk (diffNodes, out=true: every difference is emitted) and the
+// silent one (equal, out=false: it stops at the first unignored
+// difference). hash must agree with it: equal values hash alike
+// (TestEqualityRulesAgree pins the three to each other).
+//
+//   - identical source bytes are equal;
+//   - null against anything else is "changed"; other differing types are
+//     "type" (true and false are one type, so a flip is "changed");
+//   - numbers compare by exact decimal value, or within float_tolerance;
+//   - strings compare by decoded content;
+//   - objects compare member by member regardless of order; a member on one
+//     side only is "removed" or "added";
+//   - arrays compare by index, or as multisets under array_order: ignore;
+//   - a difference under an ignored path does not count.
+func (c *comparer) walk(an, bn *node, out bool) bool {
+	if !out {
+		c.budget--
+		if c.budget < 0 {
+			c.budgetHit = true
+			return false
+		}
+	}
 	if sameRaw(c.a.raw(an), c.b.raw(bn)) {
-		return
+		return true
 	}
 	ka, kb := an.kind.class(), bn.kind.class()
 	if ka != kb {
 		if ka == kNull || kb == kNull {
-			c.emit(Changed, an, bn)
-		} else {
-			c.emit(TypeChanged, an, bn)
+			return c.differ(out, Changed, an, bn)
 		}
-		return
+		return c.differ(out, TypeChanged, an, bn)
 	}
 	switch ka {
 	case kNull:
+		return true
 	case kFalse:
 		if an.kind != bn.kind {
-			c.emit(Changed, an, bn)
+			return c.differ(out, Changed, an, bn)
 		}
+		return true
 	case kNumber:
 		if !c.numEqual(an, bn) {
-			c.emit(Changed, an, bn)
+			return c.differ(out, Changed, an, bn)
 		}
+		return true
 	case kString:
 		if !bytes.Equal(c.a.str(an), c.b.str(bn)) {
-			c.emit(Changed, an, bn)
+			return c.differ(out, Changed, an, bn)
 		}
+		return true
 	case kObject:
-		c.diffObjects(an, bn)
+		return c.walkObjects(an, bn, out)
 	case kArray:
 		if c.r.unordered {
-			c.diffArraysUnordered(an, bn)
-		} else {
-			c.diffArraysStrict(an, bn)
+			return c.walkArraysUnordered(an, bn, out)
 		}
+		return c.walkArraysStrict(an, bn, out)
 	}
+	return false
 }
 
-// diffObjects merges the two sorted member lists.
-func (c *comparer) diffObjects(an, bn *node) {
+// walkObjects merges the two sorted member lists.
+func (c *comparer) walkObjects(an, bn *node, out bool) bool {
 	ma, mb := c.a.kids(an), c.b.kids(bn)
+	eq := true
 	i, j := 0, 0
-	for i < len(ma) || j < len(mb) {
+	for (i < len(ma) || j < len(mb)) && (out || eq) {
 		var cmp int
 		switch {
 		case i == len(ma):
@@ -552,71 +740,72 @@ func (c *comparer) diffObjects(an, bn *node) {
 		switch {
 		case cmp < 0:
 			c.push(c.a.key(&ma[i]))
-			c.emit(Removed, &c.a.nodes[ma[i].val], nil)
+			eq = c.differ(out, Removed, &c.a.nodes[ma[i].val], nil) && eq
 			i++
 		case cmp > 0:
 			c.push(c.b.key(&mb[j]))
-			c.emit(Added, nil, &c.b.nodes[mb[j].val])
+			eq = c.differ(out, Added, nil, &c.b.nodes[mb[j].val]) && eq
 			j++
 		default:
 			c.push(c.a.key(&ma[i]))
-			c.diffNodes(&c.a.nodes[ma[i].val], &c.b.nodes[mb[j].val])
+			eq = c.walk(&c.a.nodes[ma[i].val], &c.b.nodes[mb[j].val], out) && eq
 			i++
 			j++
 		}
 		c.pop()
 	}
+	return eq
 }
 
-func (c *comparer) diffArraysStrict(an, bn *node) {
+func (c *comparer) walkArraysStrict(an, bn *node, out bool) bool {
 	ea, eb := c.a.kids(an), c.b.kids(bn)
 	n := min(len(ea), len(eb))
-	for i := 0; i < n; i++ {
+	eq := true
+	for i := 0; i < n && (out || eq); i++ {
 		c.pushIdx(i)
-		c.diffNodes(&c.a.nodes[ea[i].val], &c.b.nodes[eb[i].val])
+		eq = c.walk(&c.a.nodes[ea[i].val], &c.b.nodes[eb[i].val], out) && eq
 		c.pop()
 	}
-	for i := n; i < len(ea); i++ {
+	for i := n; i < len(ea) && (out || eq); i++ {
 		c.pushIdx(i)
-		c.emit(Removed, &c.a.nodes[ea[i].val], nil)
+		eq = c.differ(out, Removed, &c.a.nodes[ea[i].val], nil) && eq
 		c.pop()
 	}
-	for i := n; i < len(eb); i++ {
+	for i := n; i < len(eb) && (out || eq); i++ {
 		c.pushIdx(i)
-		c.emit(Added, nil, &c.b.nodes[eb[i].val])
+		eq = c.differ(out, Added, nil, &c.b.nodes[eb[i].val]) && eq
 		c.pop()
 	}
+	return eq
 }
 
-// diffArraysUnordered compares arrays as multisets. Equal elements are
-// paired wherever they are; what is left is paired in order and diffed
-// (reported at the primary's index) so that one changed field of one element
-// reads as that field, not as a removed and an added element; the surplus of
-// the longer side is removed or added.
-func (c *comparer) diffArraysUnordered(an, bn *node) {
+// walkArraysUnordered compares arrays as multisets: elements are paired
+// with equal elements wherever they are (a pairing is found whenever one
+// exists), and what is left unpaired is reported as removed (at its primary
+// index) or added (at its shadow index). Pairing leftovers by position would
+// invent "changed" differences between unrelated elements.
+func (c *comparer) walkArraysUnordered(an, bn *node, out bool) bool {
 	ea, eb := c.a.kids(an), c.b.kids(bn)
 	if c.equalInOrder(ea, eb) {
-		return
+		return true
 	}
 	hb, ib := len(c.hs), len(c.is)
 	ua, ub := c.matchElems(ea, eb)
-	n := min(len(ua), len(ub))
-	for k := 0; k < n; k++ {
-		c.pushIdx(int(ua[k]))
-		c.diffNodes(&c.a.nodes[ea[ua[k]].val], &c.b.nodes[eb[ub[k]].val])
-		c.pop()
-	}
-	for _, i := range ua[n:] {
-		c.pushIdx(int(i))
-		c.emit(Removed, &c.a.nodes[ea[i].val], nil)
-		c.pop()
-	}
-	for _, j := range ub[n:] {
-		c.pushIdx(int(j))
-		c.emit(Added, nil, &c.b.nodes[eb[j].val])
-		c.pop()
+	eq := len(ua) == 0 && len(ub) == 0
+	if out {
+		for _, i := range ua {
+			c.pushIdx(int(i))
+			c.emit(Removed, &c.a.nodes[ea[i].val], nil)
+			c.pop()
+		}
+		for _, j := range ub {
+			c.pushIdx(int(j))
+			c.emit(Added, nil, &c.b.nodes[eb[j].val])
+			c.pop()
+		}
 	}
 	c.hs, c.is = c.hs[:hb], c.is[:ib]
+	return eq
 }
 
 func (c *comparer) equalInOrder(ea, eb []member) bool {
@@ -637,10 +826,19 @@ func (c *comparer) equalInOrder(ea, eb []member) bool {
 // matchElems pairs equal elements of two arrays regardless of position and
 // returns the indices left unmatched on each side, in ascending order. Both
 // slices live on c.is; the caller truncates c.hs and c.is afterwards.
+//
 // Candidates are found by a hash that is consistent with equal (it skips
-// ignored paths and, with a float tolerance, numbers), so the work is
-// O(n log n) plus one equal call per real match.
+// ignored paths and, with a float tolerance, numbers). Equality without a
+// tolerance is an equivalence, so pairing each shadow element with any
+// equal primary element finds a complete pairing whenever one exists; used
+// entries are skipped with a next-unused pointer, so long runs of
+// duplicates stay near-linear. Under a tolerance, arrays of numbers are
+// paired by sorting both sides (optimal for |a-b| <= t), and other arrays
+// fall back to first-fit within a hash run.
 func (c *comparer) matchElems(ea, eb []member) (ua, ub []int32) {
+	if c.r.tolerance > 0 && c.allNumbers(ea, &c.a) && c.allNumbers(eb, &c.b) && len(c.r.ignore) == 0 {
+		return c.matchNumbers(ea, eb)
+	}
 	hbase := len(c.hs)
 	for i := range ea {
 		c.pushIdx(i)
@@ -651,6 +849,22 @@ func (c *comparer) matchElems(ea, eb []member) (ua, ub []int32) {
 	}
 	hs := c.hs[hbase:]
 	slices.SortFunc(hs, cmpHashed)
+	// next[k] is k while hs[k] is unused; a used entry points past itself.
+	for k := range hs {
+		hs[k].next = int32(k)
+	}
+	find := func(k int) int {
+		root := k
+		for root < len(hs) && int(hs[root].next) != root {
+			root = int(hs[root].next)
+		}
+		for k < len(hs) && int(hs[k].next) != k {
+			nx := int(hs[k].next)
+			hs[k].next = int32(root)
+			k = nx
+		}
+		return root
+	}
 	ibase := len(c.is)
 	for j := range eb {
 		c.pushIdx(j)
@@ -662,16 +876,17 @@ func (c *comparer) matchElems(ea, eb []member) (ua, ub []int32) {
 		c.pop()
 		k, _ := slices.BinarySearchFunc(hs, h, func(e hashed, t uint64) int { return cmpUint(e.h, t) })
 		matched := false
-		for ; k < len(hs) && hs[k].h == h; k++ {
-			if hs[k].used {
-				continue
-			}
+		for k = find(k); k < len(hs) && hs[k].h == h; k = find(k + 1) {
 			c.pushIdx(int(hs[k].idx))
 			eq := c.equal(&c.a.nodes[ea[hs[k].idx].val], &c.b.nodes[eb[j].val])
 			c.pop()
 			if eq {
 				hs[k].used = true
+				hs[k].next = int32(k + 1)
 				matched = true
+				break
+			}
+			if c.budgetHit {
 				break
 			}
 		}
@@ -688,6 +903,73 @@ func (c *comparer) matchElems(ea, eb []member) (ua, ub []int32) {
 	ua = c.is[mid:]
 	slices.Sort(ua)
 	return ua, c.is[ibase:mid]
+}
+
+func (c *comparer) allNumbers(es []member, d *doc) bool {
+	for _, m := range es {
+		if d.nodes[m.val].kind != kNumber {
+			return false
+		}
+	}
+	return true
+}
+
+// matchNumbers pairs two arrays of numbers under a tolerance: both sides
+// sorted, then a two-pointer sweep pairs the smallest unpaired values that
+// are within tolerance. For equal-width intervals this greedy pairing is a
+// maximum one.
+func (c *comparer) matchNumbers(ea, eb []member) (ua, ub []int32) {
+	ibase := len(c.is)
+	for i := range ea {
+		c.is = append(c.is, int32(i))
+	}
+	mid := len(c.is)
+	for j := range eb {
+		c.is = append(c.is, int32(j))
+	}
+	sa, sb := c.is[ibase:mid], c.is[mid:]
+	val := func(d *doc, es []member, i int32) float64 {
+		f, _ := strconv.ParseFloat(b2s(d.raw(&d.nodes[es[i].val])), 64)
+		return f
+	}
+	slices.SortFunc(sa, func(x, y int32) int { return cmpFloat(val(&c.a, ea, x), val(&c.a, ea, y)) })
+	slices.SortFunc(sb, func(x, y int32) int { return cmpFloat(val(&c.b, eb, x), val(&c.b, eb, y)) })
+	var lefta, leftb []int32
+	i, j := 0, 0
+	for i < len(sa) && j < len(sb) {
+		na, nb := &c.a.nodes[ea[sa[i]].val], &c.b.nodes[eb[sb[j]].val]
+		switch {
+		case c.numEqual(na, nb):
+			i++
+			j++
+		case val(&c.a, ea, sa[i]) < val(&c.b, eb, sb[j]):
+			lefta = append(lefta, sa[i])
+			i++
+		default:
+			leftb = append(leftb, sb[j])
+			j++
+		}
+	}
+	lefta = append(lefta, sa[i:]...)
+	leftb = append(leftb, sb[j:]...)
+	c.is = c.is[:ibase]
+	c.is = append(c.is, leftb...)
+	mid = len(c.is)
+	c.is = append(c.is, lefta...)
+	ua, ub = c.is[mid:], c.is[ibase:mid]
+	slices.Sort(ua)
+	slices.Sort(ub)
+	return ua, ub
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 func cmpUint(a, b uint64) int {
@@ -707,100 +989,7 @@ func cmpHashed(a, b hashed) int {
 	return int(a.idx - b.idx)
 }
 
-// equal is diffNodes without output: deep equality under the rules. It
-// spends the comparison budget and answers false once it is gone.
-func (c *comparer) equal(an, bn *node) bool {
-	c.budget--
-	if c.budget < 0 {
-		c.budgetHit = true
-		return false
-	}
-	if sameRaw(c.a.raw(an), c.b.raw(bn)) {
-		return true
-	}
-	ka, kb := an.kind.class(), bn.kind.class()
-	if ka != kb {
-		return c.ignoredHere()
-	}
-	switch ka {
-	case kNull:
-		return true
-	case kFalse:
-		return an.kind == bn.kind || c.ignoredHere()
-	case kNumber:
-		return c.numEqual(an, bn) || c.ignoredHere()
-	case kString:
-		return bytes.Equal(c.a.str(an), c.b.str(bn)) || c.ignoredHere()
-	case kObject:
-		ma, mb := c.a.kids(an), c.b.kids(bn)
-		i, j := 0, 0
-		for i < len(ma) || j < len(mb) {
-			var cmp int
-			switch {
-			case i == len(ma):
-				cmp = 1
-			case j == len(mb):
-				cmp = -1
-			default:
-				cmp = bytes.Compare(c.a.key(&ma[i]), c.b.key(&mb[j]))
-			}
-			var eq bool
-			switch {
-			case cmp < 0:
-				c.push(c.a.key(&ma[i]))
-				eq = c.ignoredHere()
-				i++
-			case cmp > 0:
-				c.push(c.b.key(&mb[j]))
-				eq = c.ignoredHere()
-				j++
-			default:
-				c.push(c.a.key(&ma[i]))
-				eq = c.equal(&c.a.nodes[ma[i].val], &c.b.nodes[mb[j].val])
-				i++
-				j++
-			}
-			c.pop()
-			if !eq {
-				return false
-			}
-		}
-		return true
-	case kArray:
-		ea, eb := c.a.kids(an), c.b.kids(bn)
-		if c.r.unordered {
-			if c.equalInOrder(ea, eb) {
-				return true
-			}
-			hb, ib := len(c.hs), len(c.is)
-			ua, ub := c.matchElems(ea, eb)
-			eq := len(ua) == 0 && len(ub) == 0
-			c.hs, c.is = c.hs[:hb], c.is[:ib]
-			return eq
-		}
-		n := min(len(ea), len(eb))
-		for i := 0; i < n; i++ {
-			c.pushIdx(i)
-			eq := c.equal(&c.a.nodes[ea[i].val], &c.b.nodes[eb[i].val])
-			c.pop()
-			if !eq {
-				return false
-			}
-		}
-		for i := n; i < max(len(ea), len(eb)); i++ {
-			c.pushIdx(i)
-			eq := c.ignoredHere()
-			c.pop()
-			if !eq {
-				return false
-			}
-		}
-		return true
-	}
-	return false
-}
-
-// hash digests a value consistently with equal in unordered mode: equal
+// hash digests a value consistently with walk in unordered mode: equal
 // values hash alike. Ignored members are skipped, arrays are hashed as
 // multisets, numbers by exact value (or not at all under a tolerance, since
 // 1.0 and 1.0000001 may be equal).

@@ -33,14 +33,19 @@
 //
 // # Noise
 //
-// NoiseTracker learns from primary-vs-secondary results which paths differ
-// between two instances of the same version and filters them out of
-// primary-vs-shadow results.
+// A NoiseTracker (one per endpoint, see Rules.Endpoint) learns from
+// primary-vs-secondary answers which (path, kind) differ between two
+// instances of the same version, and Judge decides per difference of a
+// primary-vs-shadow comparison whether it is noise: per request when the
+// secondary answered the same request, comparatively (the learnt noise
+// rate must explain the shadow's own difference rate) otherwise. The
+// decision is made through a Filter inside the comparison, before the
+// difference cap.
 //
 // # Aggregating
 //
 // Stats keeps, per route and shadow target and in bounded memory, outcome
 // counts with 1-minute and 5-minute windows, per-field mismatch counts capped
-// at max_fields, latency quantiles and the last mismatches as redacted
-// samples, for the admin API and the metrics.
+// at max_fields (raw and noise-filtered), latency quantiles and the last
+// mismatches as redacted samples, for the admin API and the metrics.
 package diff

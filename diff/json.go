@@ -3,6 +3,9 @@ package diff
 import (
 	"bytes"
 	"fmt"
+	"math"
+	"math/big"
+	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -68,6 +71,9 @@ type doc struct {
 	tmp     []member // merge sort buffer
 }
 
+// utf8BOM is the UTF-8 byte order mark.
+var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
 // jsonError is a syntax error with the offset where it was found.
 type jsonError struct {
 	off int
@@ -85,7 +91,13 @@ func (d *doc) parse(src []byte) error {
 	d.members = d.members[:0]
 	d.scratch = d.scratch[:0]
 	p := parser{d: d, s: src}
-	i := p.ws(0)
+	i := 0
+	if bytes.HasPrefix(src, utf8BOM) {
+		// RFC 8259 forbids emitting a BOM but lets parsers ignore one;
+		// some servers send it.
+		i = len(utf8BOM)
+	}
+	i = p.ws(i)
 	_, i, err := p.value(i, 0)
 	if err != nil {
 		return err
@@ -565,4 +577,79 @@ func numbersEqual(a, b []byte) bool {
 		}
 	}
 	return true
+}
+
+// maxToleranceSpread bounds, in decimal digits, how far apart the exponents
+// of two numbers and the tolerance may be for the exact comparison; beyond
+// it (absurd literals such as 1e400 against 0.001) float64 decides.
+const maxToleranceSpread = 2048
+
+// withinTolerance reports |a-b| <= tol exactly in decimal, for valid number
+// literals a and b and a tolerance literal tol: 0.3 and 0.4 are within 0.1,
+// and integers beyond 2^53 keep every digit (12345678901234567890 and
+// 12345678901234567891 differ by 1, which no tolerance below 1 covers).
+// Values of up to 18 digits once aligned use integer arithmetic (no
+// allocation); longer ones use math/big.
+func withinTolerance(a, b, tol []byte) bool {
+	da, db, dt := parseDecimal(a), parseDecimal(b), parseDecimal(tol)
+	// Each value is M × 10^e with M the significant digits as an integer.
+	low := func(d *decimal) int64 { return d.exp - int64(d.n) }
+	eMin, eMax := int64(math.MaxInt64), int64(math.MinInt64)
+	for _, d := range []*decimal{&da, &db, &dt} {
+		if d.n == 0 {
+			continue
+		}
+		eMin = min(eMin, low(d))
+		eMax = max(eMax, d.exp)
+	}
+	if eMin == math.MaxInt64 {
+		return true // all zero
+	}
+	if eMax-eMin > maxToleranceSpread {
+		fa, _ := strconv.ParseFloat(b2s(a), 64)
+		fb, _ := strconv.ParseFloat(b2s(b), 64)
+		ft, _ := strconv.ParseFloat(b2s(tol), 64)
+		return !math.IsInf(fa-fb, 0) && math.Abs(fa-fb) <= ft
+	}
+	if eMax-eMin <= 18 {
+		scaled := func(d *decimal) int64 {
+			var v int64
+			for i := 0; i < d.n; i++ {
+				v = v*10 + int64(d.digit(d.lz+i)-'0')
+			}
+			if d.n == 0 {
+				return 0
+			}
+			for e := low(d); e > eMin; e-- {
+				v *= 10
+			}
+			if d.neg {
+				v = -v
+			}
+			return v
+		}
+		diff := scaled(&da) - scaled(&db)
+		if diff < 0 {
+			diff = -diff
+		}
+		return diff <= scaled(&dt)
+	}
+	scaled := func(d *decimal) *big.Int {
+		v := new(big.Int)
+		if d.n == 0 {
+			return v
+		}
+		digits := make([]byte, 0, d.n)
+		for i := 0; i < d.n; i++ {
+			digits = append(digits, d.digit(d.lz+i))
+		}
+		v.SetString(string(digits), 10)
+		v.Mul(v, new(big.Int).Exp(big.NewInt(10), big.NewInt(low(d)-eMin), nil))
+		if d.neg {
+			v.Neg(v)
+		}
+		return v
+	}
+	diff := new(big.Int).Sub(scaled(&da), scaled(&db))
+	return diff.Abs(diff).Cmp(scaled(&dt)) <= 0
 }

@@ -15,12 +15,19 @@ const (
 	// Uncomparable: no verdict is possible (an upstream failed, or a body
 	// was cut at max_body and nothing else differed).
 	Uncomparable
+	// Learning: compared while the endpoint's noise was still being learnt
+	// (fewer than noise.min_observations secondary answers); it is neither
+	// a match nor a mismatch and never enters match rates or field counts.
+	Learning
 )
 
-var outcomeNames = [...]string{Match: "match", Mismatch: "mismatch", Uncomparable: "uncomparable"}
+// NumOutcomes is the number of outcomes, for arrays indexed by Outcome.
+const NumOutcomes = int(Learning) + 1
 
-// String returns "match", "mismatch" or "uncomparable": the values of the
-// result label of shadowproxy_comparisons_total.
+var outcomeNames = [...]string{Match: "match", Mismatch: "mismatch", Uncomparable: "uncomparable", Learning: "learning"}
+
+// String returns "match", "mismatch", "uncomparable" or "learning": the
+// values of the result label of shadowproxy_comparisons_total.
 func (o Outcome) String() string {
 	if int(o) < len(outcomeNames) {
 		return outcomeNames[o]
@@ -39,7 +46,7 @@ func (o *Outcome) UnmarshalText(b []byte) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("unknown outcome %q: want match, mismatch or uncomparable", b)
+	return fmt.Errorf("unknown outcome %q: want match, mismatch, uncomparable or learning", b)
 }
 
 // Kind says how a value differs.
@@ -160,6 +167,7 @@ type Result struct {
 	// Note explains an uncomparable result or a fallback ("shadow body is
 	// not valid JSON (...); compared as bytes").
 	Note string `json:"note,omitempty"`
-	// NoiseFiltered counts differences removed by NoiseTracker.Filter.
+	// NoiseFiltered counts differences a noise Filter dropped (see
+	// CompareFiltered and NoiseTracker.Judge).
 	NoiseFiltered int `json:"noise_filtered,omitempty"`
 }

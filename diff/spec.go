@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/textproto"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -17,15 +18,20 @@ const (
 	DefaultMaxBody         = 1 << 20 // 1MiB
 	DefaultSamples         = 100
 	DefaultMaxFields       = 200
-	DefaultMinObservations = 20
+	DefaultMinObservations = 100
 	DefaultNoiseThreshold  = 0.05
+	DefaultNoiseRelative   = 0.2
+	DefaultNoiseWindow     = 1000
 	DefaultNoiseMaxPaths   = 200
+	DefaultMaxEndpoints    = 50
 
 	// Upper bounds keep a typo ("samples: 1000000") from turning into memory.
 	maxMaxBody   = 256 << 20
 	maxSamples   = 10000
 	maxMaxFields = 10000
 	maxNoisePath = 10000
+	maxWindow    = 1000000
+	maxEndpoints = 1000
 )
 
 // Array order modes of the array_order setting.
@@ -51,15 +57,16 @@ var volatileHeaders = []string{
 	"Age", "Alt-Svc", "Connection", "Content-Length", "Date", "Etag", "Expires",
 	"Keep-Alive", "Last-Modified", "Nel", "Report-To", "Server", "Server-Timing",
 	"Set-Cookie", "Traceparent", "Tracestate", "Transfer-Encoding", "Via",
-	"X-Amzn-Trace-Id", "X-B3-Spanid", "X-B3-Traceid", "X-Request-Id",
-	"X-Response-Time", "X-Runtime", "X-Trace-Id",
+	"X-Amzn-Trace-Id", "X-B3-*", "X-Request-Id", "X-Correlation-Id", "Cf-Ray",
+	"X-Envoy-*", "X-Response-Time", "X-Runtime", "X-Trace-Id", "B3",
 }
 
 // DefaultRedact returns the redaction patterns that always apply, whatever
 // Spec.Redact adds (matched case-insensitively).
 func DefaultRedact() []string { return append([]string(nil), defaultRedact...) }
 
-// VolatileHeaders returns the headers that headers: ["*"] skips.
+// VolatileHeaders returns the headers that headers: ["*"] skips; a name
+// ending in "*" covers every header with that prefix (X-B3-*, X-Envoy-*).
 func VolatileHeaders() []string { return append([]string(nil), volatileHeaders...) }
 
 // Spec is the YAML of a route's compare: section. The zero value of a field
@@ -95,16 +102,38 @@ type Spec struct {
 	Redact []string `yaml:"redact,omitempty"`
 	// Noise tunes noise learning from the secondary.
 	Noise NoiseSpec `yaml:"noise,omitempty"`
+	// AlwaysNoise lists paths whose differences are always noise: JSON
+	// Pointer patterns ("/meta/**") or "header/Name" or "body".
+	AlwaysNoise []string `yaml:"always_noise,omitempty"`
+	// NeverNoise lists paths that are never noise, whatever is learnt
+	// (same forms as AlwaysNoise; it wins over AlwaysNoise).
+	NeverNoise []string `yaml:"never_noise,omitempty"`
+	// Endpoints names endpoint templates, "GET /users/{id}" or
+	// "/users/{id}/orders" (any method), tried in order before the
+	// automatic folding of ids (see EndpointOf).
+	Endpoints []string `yaml:"endpoints,omitempty"`
+	// MaxEndpoints bounds the endpoints kept per route; later ones are
+	// counted as "other". Default 50.
+	MaxEndpoints int `yaml:"max_endpoints,omitempty"`
 }
 
-// NoiseSpec tunes the noise tracker (see NoiseTracker for the rule).
+// NoiseSpec tunes the noise tracker (see NoiseTracker.Judge for the rule).
 type NoiseSpec struct {
-	// MinObservations is how many primary/secondary comparisons are needed
-	// before any path can be called noisy. Default 20.
+	// MinObservations is how many primary/secondary comparisons an
+	// endpoint needs before its verdicts count; until then they are
+	// "learning". Default 100.
 	MinObservations int `yaml:"min_observations,omitempty"`
-	// Threshold is the disagreement rate above which a path is noisy,
-	// written 0.05 or "5%". Default 0.05.
+	// Threshold is the absolute margin of the comparative rule: noise at
+	// rate rn explains a candidate difference rate rc <= rn + threshold.
+	// Written 0.05 or "5%". Default 0.05.
 	Threshold cfgtypes.Ratio `yaml:"threshold,omitempty"`
+	// Relative is the relative margin: rn also explains rc <= rn × (1 +
+	// relative). Default 0.2.
+	Relative cfgtypes.Ratio `yaml:"relative,omitempty"`
+	// Window is how many recent observations rates are computed over;
+	// noise not seen for this many observations is forgotten. Default
+	// 1000.
+	Window int `yaml:"window,omitempty"`
 	// MaxPaths bounds the tracked paths. Default 200.
 	MaxPaths int `yaml:"max_paths,omitempty"`
 }
@@ -147,6 +176,15 @@ func (s *Spec) ApplyDefaults() {
 	}
 	if s.Noise.MaxPaths == 0 {
 		s.Noise.MaxPaths = DefaultNoiseMaxPaths
+	}
+	if s.Noise.Relative == 0 {
+		s.Noise.Relative = DefaultNoiseRelative
+	}
+	if s.Noise.Window == 0 {
+		s.Noise.Window = DefaultNoiseWindow
+	}
+	if s.MaxEndpoints == 0 {
+		s.MaxEndpoints = DefaultMaxEndpoints
 	}
 }
 
@@ -222,7 +260,52 @@ func (s *Spec) Validate() []error {
 	if s.Noise.MaxPaths < 0 || s.Noise.MaxPaths > maxNoisePath {
 		add("noise.max_paths", "invalid count %d: want 1 to %d", s.Noise.MaxPaths, maxNoisePath)
 	}
+	if t := float64(s.Noise.Relative); math.IsNaN(t) || t < 0 || t > 100 {
+		add("noise.relative", "invalid ratio %v: want a fraction such as 0.2 or 20%%", t)
+	}
+	if s.Noise.Window < 0 || s.Noise.Window > maxWindow {
+		add("noise.window", "invalid count %d: want %d to %d observations", s.Noise.Window, windowBuckets, maxWindow)
+	} else if s.Noise.Window > 0 && s.Noise.Window < windowBuckets {
+		add("noise.window", "invalid count %d: want at least %d observations", s.Noise.Window, windowBuckets)
+	}
+	for _, list := range []struct {
+		name  string
+		paths []string
+	}{{"always_noise", s.AlwaysNoise}, {"never_noise", s.NeverNoise}} {
+		for i, p := range list.paths {
+			if err := validNoisePath(p); err != nil {
+				add(fmt.Sprintf("%s[%d]", list.name, i), "%v", err)
+			}
+		}
+	}
+	for i, e := range s.Endpoints {
+		if _, err := parseEndpointTemplate(e); err != nil {
+			add(fmt.Sprintf("endpoints[%d]", i), "%v", err)
+		}
+	}
+	if s.MaxEndpoints < 0 || s.MaxEndpoints > maxEndpoints {
+		add("max_endpoints", "invalid count %d: want 1 to %d", s.MaxEndpoints, maxEndpoints)
+	}
 	return errs
+}
+
+// validNoisePath checks an always_noise or never_noise entry.
+func validNoisePath(p string) error {
+	switch {
+	case p == BodyPath:
+		return nil
+	case strings.HasPrefix(p, HeaderPathPrefix):
+		if !cfgtypes.IsToken(p[len(HeaderPathPrefix):]) {
+			return fmt.Errorf("invalid header name in %q: want header/Name such as header/Etag", p)
+		}
+		return nil
+	case p == StatusPath:
+		return fmt.Errorf(`"status" is never noise: a shadow answering another status code must always show`)
+	}
+	if _, err := ParsePattern(p); err != nil {
+		return fmt.Errorf(`invalid path: %v (or write "body" or "header/Name")`, err)
+	}
+	return nil
 }
 
 // Rules is a compiled compare section: immutable, safe for concurrent use,
@@ -236,10 +319,14 @@ type Rules struct {
 	headers    []string  // canonical names, in configured order
 	allHeaders bool
 	volatile   map[string]bool
-	masks      []*regexp.Regexp
-	unordered  bool
-	tolerance  float64
-	pool       sync.Pool // *comparer
+	// volatilePrefixes are canonical prefixes ("X-B3-") of volatile headers.
+	volatilePrefixes []string
+	masks            []*regexp.Regexp
+	unordered        bool
+	tolerance        float64
+	tolLit           []byte // tolerance as its shortest decimal literal, for exact comparison
+	endpoints        []endpointTemplate
+	pool             sync.Pool // *comparer
 }
 
 // CompileRules validates spec (after applying defaults to a copy) and
@@ -255,7 +342,16 @@ func CompileRules(spec Spec) (*Rules, error) {
 		tolerance: spec.FloatTolerance,
 		volatile:  make(map[string]bool, len(volatileHeaders)),
 	}
+	if spec.FloatTolerance > 0 {
+		// The shortest literal that round-trips is what the user wrote
+		// ("0.1"), so the boundary |a-b| <= 0.1 is exact in decimal.
+		r.tolLit = strconv.AppendFloat(nil, spec.FloatTolerance, 'g', -1, 64)
+	}
 	for _, h := range volatileHeaders {
+		if p, ok := strings.CutSuffix(h, "*"); ok {
+			r.volatilePrefixes = append(r.volatilePrefixes, textproto.CanonicalMIMEHeaderKey(p))
+			continue
+		}
 		r.volatile[textproto.CanonicalMIMEHeaderKey(h)] = true
 	}
 	for _, p := range spec.Ignore {
@@ -283,6 +379,10 @@ func CompileRules(spec Spec) (*Rules, error) {
 	for _, m := range spec.Mask {
 		r.masks = append(r.masks, regexp.MustCompile(m))
 	}
+	for _, e := range spec.Endpoints {
+		t, _ := parseEndpointTemplate(e) // validated above
+		r.endpoints = append(r.endpoints, t)
+	}
 	r.pool.New = func() any { return &comparer{} }
 	return r, nil
 }
@@ -304,6 +404,19 @@ func (r *Rules) HeaderNames() []string { return append([]string(nil), r.headers.
 // AllHeaders reports whether headers lists "*", so every response header
 // must be captured.
 func (r *Rules) AllHeaders() bool { return r.allHeaders }
+
+// isVolatile reports whether a canonical header name is skipped by "*".
+func (r *Rules) isVolatile(canonical string) bool {
+	if r.volatile[canonical] {
+		return true
+	}
+	for _, p := range r.volatilePrefixes {
+		if strings.HasPrefix(canonical, p) {
+			return true
+		}
+	}
+	return false
+}
 
 // redacted reports whether a body path (as decoded segments) is secret.
 func redactedSegs[S ~string | ~[]byte](pats []Pattern, segs []S) bool {

@@ -64,11 +64,12 @@ func TestApplyDefaults(t *testing.T) {
 	var s Spec
 	s.ApplyDefaults()
 	want := Spec{
-		ArrayOrder: "strict",
-		MaxBody:    1 << 20,
-		Samples:    100,
-		MaxFields:  200,
-		Noise:      NoiseSpec{MinObservations: 20, Threshold: 0.05, MaxPaths: 200},
+		ArrayOrder:   "strict",
+		MaxBody:      1 << 20,
+		Samples:      100,
+		MaxFields:    200,
+		Noise:        NoiseSpec{MinObservations: 100, Threshold: 0.05, Relative: 0.2, Window: 1000, MaxPaths: 200},
+		MaxEndpoints: 50,
 	}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("defaults: got %+v\nwant %+v", s, want)

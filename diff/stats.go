@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/shadowproxy/shadowproxy/internal/histogram"
 )
 
 // OtherField is the label that stands for every field beyond max_fields.
@@ -28,8 +30,11 @@ type Event struct {
 	ShadowStatus   int
 	PrimaryLatency time.Duration
 	ShadowLatency  time.Duration
-	// Result should already be noise-filtered (NoiseTracker.Filter).
+	// Result should already be noise-filtered (NoiseTracker.Judge).
 	Result Result
+	// RawFields lists the normalized paths that differed before noise was
+	// filtered (Judgement.Raw), for raw-versus-filtered field counts.
+	RawFields []string
 }
 
 // Counts are comparison outcomes.
@@ -37,10 +42,13 @@ type Counts struct {
 	Match        uint64 `json:"match"`
 	Mismatch     uint64 `json:"mismatch"`
 	Uncomparable uint64 `json:"uncomparable"`
+	// Learning counts comparisons made while noise was being learnt: no
+	// verdict, so they are in no match rate.
+	Learning uint64 `json:"learning"`
 }
 
 // Total is the number of comparisons, whatever their outcome.
-func (c Counts) Total() uint64 { return c.Match + c.Mismatch + c.Uncomparable }
+func (c Counts) Total() uint64 { return c.Match + c.Mismatch + c.Uncomparable + c.Learning }
 
 // MatchRate is match/(match+mismatch); uncomparable comparisons have no
 // verdict and do not count. It is nil when there is no verdict at all, so
@@ -60,15 +68,27 @@ func (c *Counts) add(o Outcome) {
 		c.Match++
 	case Mismatch:
 		c.Mismatch++
+	case Learning:
+		c.Learning++
 	default:
 		c.Uncomparable++
 	}
 }
 
-// FieldCount is how many comparisons differed on a field.
+func (c *Counts) plus(o Counts) {
+	c.Match += o.Match
+	c.Mismatch += o.Mismatch
+	c.Uncomparable += o.Uncomparable
+	c.Learning += o.Learning
+}
+
+// FieldCount is how many comparisons differed on a field: Count after
+// noise was filtered (what the verdicts counted), Raw before (like Diffy's
+// noise toggle). A field that only ever differed as noise has Count 0.
 type FieldCount struct {
 	Field string `json:"field"`
 	Count uint64 `json:"count"`
+	Raw   uint64 `json:"raw"`
 }
 
 // Quantiles are latency quantiles in seconds, estimated from a histogram
@@ -120,11 +140,9 @@ type Sample struct {
 //     ring for the 1-minute and 5-minute windows (a window covers the
 //     current second and the 59 or 299 before it);
 //   - per-field mismatch counts, at most max_fields names plus "other";
-//   - latency histograms with 8 log-spaced buckets per doubling from 10µs
-//     to about 168s: a reported quantile is the geometric middle of its
-//     bucket, within 4.5% (2^(1/16)-1) of the exact nearest-rank value for
-//     latencies in that range (clamped to the smallest and largest latency
-//     seen, so below 10µs or above 168s it is only bounded by them);
+//   - latency histograms (internal/histogram, shared with the history and
+//     the rollout recorder): quantiles interpolated within buckets at most
+//     12.5% wide, clamped to the smallest and largest latency seen;
 //   - the last `samples` mismatches, redacted, newest first.
 //
 // Stats is safe for concurrent use; the clock is injectable for tests.
@@ -139,11 +157,11 @@ type Stats struct {
 	start    time.Time
 	total    Counts
 	ring     [ringSlots]slot
-	fields   map[string]uint64
+	fields   map[string]*FieldCount
 	named    int // fields with their own name (not "other")
 	capped   bool
-	primary  histogram
-	shadow   histogram
+	primary  histogram.Histogram
+	shadow   histogram.Histogram
 	samples  []Sample // ring buffer
 	next     int      // where the next sample goes
 	nSamples int
@@ -170,13 +188,25 @@ func NewStats(r *Rules, now func() time.Time) *Stats {
 		maxSamples: r.spec.Samples,
 		redact:     r.redact,
 		redactKeys: r.redactKeys,
-		fields:     make(map[string]uint64),
+		fields:     make(map[string]*FieldCount),
 	}
 	s.start = now()
 	s.samples = make([]Sample, 0, min(s.maxSamples, 16))
 	for i := range s.ring {
 		s.ring[i].sec = math.MinInt64
 	}
+	return s
+}
+
+// EndpointSamples is how many mismatches the stats of one endpoint keep
+// (at most the route's samples setting): endpoints multiply the store.
+const EndpointSamples = 10
+
+// NewEndpointStats is NewStats for one endpoint: it keeps at most
+// EndpointSamples samples.
+func NewEndpointStats(r *Rules, now func() time.Time) *Stats {
+	s := NewStats(r, now)
+	s.maxSamples = min(s.maxSamples, EndpointSamples)
 	return s
 }
 
@@ -189,12 +219,17 @@ func (s *Stats) Record(ev Event) []string {
 	if t.IsZero() {
 		t = s.now()
 	}
-	var paths []string
-	for _, d := range ev.Result.Differences {
-		p := NormalizePath(d.Path)
-		if !slices.Contains(paths, p) {
-			paths = append(paths, p)
+	var paths, raw []string
+	if ev.Result.Outcome != Learning {
+		// Learning results carry no verdict: their fields would stay in
+		// the top fields for good, next to the same fields learnt as noise.
+		for _, d := range ev.Result.Differences {
+			p := NormalizePath(d.Path)
+			if !slices.Contains(paths, p) {
+				paths = append(paths, p)
+			}
 		}
+		raw = slices.Clone(ev.RawFields)
 	}
 	var sample Sample
 	keep := ev.Result.Outcome == Mismatch && s.maxSamples > 0
@@ -228,28 +263,21 @@ func (s *Stats) Record(ev Event) []string {
 	default:
 		// Older than the ring: it only counts in the totals.
 	}
-	for i, p := range paths {
-		if _, ok := s.fields[p]; !ok {
-			if s.named >= s.maxFields {
-				paths[i] = OtherField
-				s.capped = true
-				continue
-			}
-			s.named++
-			s.fields[p] = 0
-		}
-	}
+	paths = dedupeLabels(s.labelsLocked(paths))
+	raw = dedupeLabels(s.labelsLocked(raw))
 	// Several fields past the cap are one "other" per comparison, as the
 	// caller's metric will count it.
-	paths = dedupeLabels(paths)
 	for _, p := range paths {
-		s.fields[p]++
+		s.fields[p].Count++
+	}
+	for _, p := range raw {
+		s.fields[p].Raw++
 	}
 	if ev.PrimaryLatency > 0 {
-		s.primary.add(ev.PrimaryLatency)
+		s.primary.Add(ev.PrimaryLatency)
 	}
 	if ev.ShadowLatency > 0 {
-		s.shadow.add(ev.ShadowLatency)
+		s.shadow.Add(ev.ShadowLatency)
 	}
 	if keep {
 		if len(s.samples) < s.maxSamples {
@@ -259,6 +287,26 @@ func (s *Stats) Record(ev Event) []string {
 		}
 		s.next = (s.next + 1) % s.maxSamples
 		s.nSamples = min(s.nSamples+1, s.maxSamples)
+	}
+	return paths
+}
+
+// labelsLocked maps field paths to their labels, creating counters for new
+// fields while fewer than max_fields exist and using "other" beyond.
+func (s *Stats) labelsLocked(paths []string) []string {
+	for i, p := range paths {
+		if _, ok := s.fields[p]; !ok {
+			if s.named >= s.maxFields {
+				paths[i] = OtherField
+				s.capped = true
+				if s.fields[OtherField] == nil {
+					s.fields[OtherField] = &FieldCount{Field: OtherField}
+				}
+				continue
+			}
+			s.named++
+			s.fields[p] = &FieldCount{Field: p}
+		}
 	}
 	return paths
 }
@@ -289,21 +337,17 @@ func (s *Stats) Snapshot() Snapshot {
 			continue
 		}
 		if age < 60 {
-			snap.Counts1m.Match += sl.counts.Match
-			snap.Counts1m.Mismatch += sl.counts.Mismatch
-			snap.Counts1m.Uncomparable += sl.counts.Uncomparable
+			snap.Counts1m.plus(sl.counts)
 		}
 		if age < ringSlots {
-			snap.Counts5m.Match += sl.counts.Match
-			snap.Counts5m.Mismatch += sl.counts.Mismatch
-			snap.Counts5m.Uncomparable += sl.counts.Uncomparable
+			snap.Counts5m.plus(sl.counts)
 		}
 	}
 	snap.MatchRate1m = snap.Counts1m.MatchRate()
 	snap.MatchRate5m = snap.Counts5m.MatchRate()
 	snap.MatchRateTotal = snap.Counts.MatchRate()
 	snap.TopFields = s.topFieldsLocked(TopFieldsInSnapshot)
-	snap.Latency = LatencySnapshot{Primary: s.primary.quantiles(), Shadow: s.shadow.quantiles()}
+	snap.Latency = LatencySnapshot{Primary: quantiles(&s.primary), Shadow: quantiles(&s.shadow)}
 	return snap
 }
 
@@ -317,14 +361,18 @@ func (s *Stats) TopFields(n int) []FieldCount {
 
 func (s *Stats) topFieldsLocked(n int) []FieldCount {
 	out := make([]FieldCount, 0, len(s.fields))
-	for f, c := range s.fields {
-		out = append(out, FieldCount{Field: f, Count: c})
+	for _, c := range s.fields {
+		out = append(out, *c)
 	}
 	slices.SortFunc(out, func(a, b FieldCount) int {
 		switch {
 		case a.Count > b.Count:
 			return -1
 		case a.Count < b.Count:
+			return 1
+		case a.Raw > b.Raw:
+			return -1
+		case a.Raw < b.Raw:
 			return 1
 		}
 		return strings.Compare(a.Field, b.Field)
@@ -458,74 +506,6 @@ func redactQuery(uri string, keys []string) string {
 	return b.String()
 }
 
-// ---- latency histogram ----
-
-const (
-	histMin       = 10 * time.Microsecond
-	histPerDouble = 8
-	histDoublings = 24
-	histBuckets   = histPerDouble*histDoublings + 2 // + underflow + overflow
-)
-
-// histogram has log-spaced buckets: bucket i (1..N) holds latencies in
-// [histMin·2^((i-1)/8), histMin·2^(i/8)); bucket 0 is below histMin, the
-// last is the overflow.
-type histogram struct {
-	counts   [histBuckets]uint64
-	n        uint64
-	min, max time.Duration
-}
-
-func (h *histogram) add(d time.Duration) {
-	if h.n == 0 || d < h.min {
-		h.min = d
-	}
-	if d > h.max {
-		h.max = d
-	}
-	h.n++
-	h.counts[bucketOf(d)]++
-}
-
-func bucketOf(d time.Duration) int {
-	if d < histMin {
-		return 0
-	}
-	i := 1 + int(math.Floor(math.Log2(float64(d)/float64(histMin))*histPerDouble))
-	return min(max(i, 1), histBuckets-1)
-}
-
-// estimate is the geometric middle of bucket i, in seconds.
-func (h *histogram) estimate(i int) float64 {
-	var v float64
-	switch i {
-	case 0:
-		v = h.min.Seconds()
-	case histBuckets - 1:
-		v = h.max.Seconds()
-	default:
-		v = histMin.Seconds() * math.Exp2((float64(i-1)+0.5)/histPerDouble)
-	}
-	return min(max(v, h.min.Seconds()), h.max.Seconds())
-}
-
-// quantile is the nearest-rank quantile: the value at rank ceil(q·n).
-func (h *histogram) quantile(q float64) float64 {
-	if h.n == 0 {
-		return 0
-	}
-	rank := uint64(math.Ceil(q * float64(h.n)))
-	rank = max(rank, 1)
-	var cum uint64
-	for i, c := range h.counts {
-		cum += c
-		if cum >= rank {
-			return h.estimate(i)
-		}
-	}
-	return h.max.Seconds()
-}
-
-func (h *histogram) quantiles() Quantiles {
-	return Quantiles{Count: h.n, P50: h.quantile(0.50), P95: h.quantile(0.95), P99: h.quantile(0.99)}
+func quantiles(h *histogram.Histogram) Quantiles {
+	return Quantiles{Count: h.Count(), P50: h.Quantile(0.50), P95: h.Quantile(0.95), P99: h.Quantile(0.99)}
 }

@@ -11,27 +11,11 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
 )
 
-// fakeClock is a settable clock for Stats.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func newClock() *fakeClock { return &fakeClock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)} }
+func newClock() *testkit.Clock { return testkit.NewClock(testkit.Epoch) }
 
 func mismatch(paths ...string) Result {
 	r := Result{Outcome: Mismatch, Body: BodyJSON}
@@ -50,7 +34,7 @@ func rate(p *float64) string {
 
 func TestStatsWindowsRollOver(t *testing.T) {
 	clk := newClock()
-	s := NewStats(mustRules(t, Spec{}), clk.now)
+	s := NewStats(mustRules(t, Spec{}), clk.Now)
 	if snap := s.Snapshot(); snap.MatchRate1m != nil || snap.MatchRateTotal != nil {
 		t.Fatalf("empty stats must have no rate: %+v", snap)
 	}
@@ -71,7 +55,7 @@ func TestStatsWindowsRollOver(t *testing.T) {
 	}
 
 	// Minute 2: all mismatches. The 1m window forgets minute 0.
-	clk.advance(2 * time.Minute)
+	clk.Advance(2 * time.Minute)
 	for i := 0; i < 10; i++ {
 		s.Record(Event{Result: mismatch("/b")})
 	}
@@ -81,37 +65,37 @@ func TestStatsWindowsRollOver(t *testing.T) {
 	}
 
 	// Just inside and just outside the windows.
-	clk.advance(59 * time.Second)
+	clk.Advance(59 * time.Second)
 	if snap = s.Snapshot(); snap.Counts1m.Mismatch != 10 {
 		t.Errorf("59s later the 1m window should still hold minute 2: %+v", snap.Counts1m)
 	}
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	if snap = s.Snapshot(); snap.MatchRate1m != nil || snap.Counts1m.Total() != 0 {
 		t.Errorf("60s later the 1m window should be empty: %+v", snap.Counts1m)
 	}
 
 	// Minute 6: the 5m window has forgotten minute 0 but not minute 2.
-	clk.advance(3 * time.Minute)
+	clk.Advance(3 * time.Minute)
 	snap = s.Snapshot()
 	if snap.Counts5m.Match != 0 || snap.Counts5m.Mismatch != 10 || rate(snap.MatchRateTotal) != "0.450" {
 		t.Errorf("minute 6: 5m=%+v total=%s", snap.Counts5m, rate(snap.MatchRateTotal))
 	}
 	// Long after, ring slots are reused without leaking old counts.
-	clk.advance(time.Hour)
+	clk.Advance(time.Hour)
 	s.Record(Event{Result: Result{Outcome: Match}})
 	snap = s.Snapshot()
 	if snap.Counts5m != (Counts{Match: 1}) || snap.Counts1m != (Counts{Match: 1}) {
 		t.Errorf("after an hour: 1m=%+v 5m=%+v", snap.Counts1m, snap.Counts5m)
 	}
 	// An event stamped earlier than the ring covers counts in totals only.
-	s.Record(Event{Time: clk.now().Add(-time.Hour), Result: Result{Outcome: Match}})
+	s.Record(Event{Time: clk.Now().Add(-time.Hour), Result: Result{Outcome: Match}})
 	if snap2 := s.Snapshot(); snap2.Counts5m != snap.Counts5m || snap2.Counts.Match != snap.Counts.Match+1 {
 		t.Errorf("old event: %+v %+v", snap2.Counts5m, snap2.Counts)
 	}
 }
 
 func TestStatsFieldCap(t *testing.T) {
-	s := NewStats(mustRules(t, Spec{MaxFields: 3}), newClock().now)
+	s := NewStats(mustRules(t, Spec{MaxFields: 3}), newClock().Now)
 	got := s.Record(Event{Result: mismatch("/a/0/x", "/a/1/x", "/b", "status")})
 	if !reflect.DeepEqual(got, []string{"/a/*/x", "/b", "status"}) {
 		t.Errorf("labels = %v", got)
@@ -121,7 +105,7 @@ func TestStatsFieldCap(t *testing.T) {
 		t.Errorf("labels past the cap = %v", got)
 	}
 	top := s.TopFields(0)
-	want := []FieldCount{{"/b", 2}, {"/a/*/x", 1}, {OtherField, 1}, {"status", 1}}
+	want := []FieldCount{{"/b", 2, 0}, {"/a/*/x", 1, 0}, {OtherField, 1, 0}, {"status", 1, 0}}
 	if !reflect.DeepEqual(top, want) {
 		t.Errorf("top fields = %v, want %v", top, want)
 	}
@@ -138,9 +122,9 @@ func TestStatsFieldCap(t *testing.T) {
 
 func TestStatsSamples(t *testing.T) {
 	clk := newClock()
-	s := NewStats(mustRules(t, Spec{Samples: 3, Redact: []string{"/user/ssn"}}), clk.now)
+	s := NewStats(mustRules(t, Spec{Samples: 3, Redact: []string{"/user/ssn"}}), clk.Now)
 	for i := 0; i < 5; i++ {
-		clk.advance(time.Second)
+		clk.Advance(time.Second)
 		s.Record(Event{
 			Method: "GET", URI: fmt.Sprintf("/orders/%d?access_token=s3cret&page=2", i), RequestID: fmt.Sprint("req-", i),
 			PrimaryStatus: 200, ShadowStatus: 200,
@@ -157,7 +141,7 @@ func TestStatsSamples(t *testing.T) {
 		if sm.RequestID != want {
 			t.Errorf("sample %d is %s, want %s (newest first)", i, sm.RequestID, want)
 		}
-		if !sm.Time.Equal(newClock().t.Add(time.Duration(5-i) * time.Second)) {
+		if !sm.Time.Equal(newClock().Now().Add(time.Duration(5-i) * time.Second)) {
 			t.Errorf("sample %d time %v", i, sm.Time)
 		}
 		if strings.Contains(sm.URI, "s3cret") || !strings.Contains(sm.URI, "access_token=[REDACTED]&page=2") {
@@ -210,7 +194,7 @@ func TestStatsSamples(t *testing.T) {
 }
 
 func TestStatsQuantiles(t *testing.T) {
-	s := NewStats(mustRules(t, Spec{}), newClock().now)
+	s := NewStats(mustRules(t, Spec{}), newClock().Now)
 	rng := rand.New(rand.NewPCG(7, 8))
 	var primary, shadow []time.Duration
 	for i := 0; i < 20000; i++ {
@@ -239,19 +223,11 @@ func TestStatsQuantiles(t *testing.T) {
 	}
 	check("primary", snap.Latency.Primary, primary)
 	check("shadow", snap.Latency.Shadow, shadow)
-
-	// Out of range values are clamped to what was seen.
-	h := &histogram{}
-	h.add(time.Microsecond)
-	h.add(time.Hour)
-	if h.quantile(0.01) != time.Microsecond.Seconds() || h.quantile(1) != time.Hour.Seconds() {
-		t.Errorf("clamping: %v %v", h.quantile(0.01), h.quantile(1))
-	}
 }
 
 func TestSnapshotJSONShape(t *testing.T) {
 	clk := newClock()
-	s := NewStats(mustRules(t, Spec{}), clk.now)
+	s := NewStats(mustRules(t, Spec{}), clk.Now)
 	s.Record(Event{PrimaryLatency: 10 * time.Millisecond, ShadowLatency: 20 * time.Millisecond, Result: mismatch("/a")})
 	s.Record(Event{Result: Result{Outcome: Match}})
 	raw, err := json.Marshal(s.Snapshot())
@@ -288,7 +264,7 @@ func TestSnapshotJSONShape(t *testing.T) {
 
 func TestStatsConcurrent(t *testing.T) {
 	clk := newClock()
-	s := NewStats(mustRules(t, Spec{Samples: 10, MaxFields: 5}), clk.now)
+	s := NewStats(mustRules(t, Spec{Samples: 10, MaxFields: 5}), clk.Now)
 	var wg sync.WaitGroup
 	for g := 0; g < 4; g++ {
 		wg.Add(1)
@@ -297,7 +273,7 @@ func TestStatsConcurrent(t *testing.T) {
 			for i := 0; i < 1000; i++ {
 				s.Record(Event{PrimaryLatency: time.Millisecond, Result: mismatch(fmt.Sprintf("/f%d", i%10))})
 				if i%100 == 0 {
-					clk.advance(time.Second)
+					clk.Advance(time.Second)
 					_ = s.Snapshot()
 					_ = s.Samples(5, "/f1")
 				}
@@ -308,5 +284,30 @@ func TestStatsConcurrent(t *testing.T) {
 	snap := s.Snapshot()
 	if snap.Counts.Mismatch != 4000 || len(s.Samples(0, "")) != 10 || len(snap.TopFields) != 6 {
 		t.Errorf("after concurrent use: counts %+v, %d samples, %d fields", snap.Counts, len(s.Samples(0, "")), len(snap.TopFields))
+	}
+}
+
+// TestStatsLearningAndRawFields: learning results are counted but carry no
+// verdict (no match rate, field or sample); raw counts include what noise
+// filtering removed.
+func TestStatsLearningAndRawFields(t *testing.T) {
+	s := NewStats(mustRules(t, Spec{}), newClock().Now)
+	learning := mismatch("/a")
+	learning.Outcome = Learning
+	if labels := s.Record(Event{Result: learning, RawFields: []string{"/a", "/ts"}}); len(labels) != 0 {
+		t.Errorf("learning result labelled %v", labels)
+	}
+	s.Record(Event{Result: Result{Outcome: Match, Body: BodyJSON, NoiseFiltered: 1}, RawFields: []string{"/ts"}})
+	s.Record(Event{Result: mismatch("/price"), RawFields: []string{"/price", "/ts"}})
+	snap := s.Snapshot()
+	if snap.Counts.Learning != 1 || snap.Counts.Total() != 3 || *snap.MatchRateTotal != 0.5 {
+		t.Errorf("counts %+v rate %v", snap.Counts, rate(snap.MatchRateTotal))
+	}
+	want := []FieldCount{{"/price", 1, 1}, {"/ts", 0, 2}}
+	if !reflect.DeepEqual(snap.TopFields, want) {
+		t.Errorf("top fields %v, want %v", snap.TopFields, want)
+	}
+	if n := len(s.Samples(0, "")); n != 1 {
+		t.Errorf("%d samples, want only the mismatch", n)
 	}
 }

@@ -139,7 +139,7 @@ func (al *accessLog) write(ctx *fasthttp.RequestCtx, e accessEntry) {
 	add("upstream", zap.String("upstream", e.upstream))
 	add("status", zap.Int("status", e.status))
 	add("bytes", zap.Int("bytes", e.bytes))
-	add("duration", zap.Duration("duration", e.duration))
+	add("duration", zap.Duration("duration_ms", e.duration))
 	if e.split != "" {
 		add("split", zap.String("split", e.split))
 	}

@@ -25,6 +25,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
 )
 
 func TestRequestIDKeptOrGenerated(t *testing.T) {
@@ -51,20 +53,32 @@ func TestRequestIDKeptOrGenerated(t *testing.T) {
 	}
 }
 
+// The id reaches the shadow and the recorded exchange under whatever header
+// request_id.header names, not only under the default one.
 func TestRequestIDReachesShadowAndSamples(t *testing.T) {
-	shadowIDs := make(chan string, 1)
-	primary := startUpstream(t, fastJSON(`{"a":1}`))
-	shadow := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		shadowIDs <- r.Header.Get("X-Request-Id")
-		fastJSON(`{"a":2}`)(w, r)
-	})
-	p, rc := startMirrorProxy(t, shadowConfig(primary.URL, shadow.URL, "      targets: [shadow]"))
-	resp := rawRequest(t, p.Addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
-	id := resp.Header.Get("X-Request-Id")
-	if got := <-shadowIDs; got != id || id == "" {
-		t.Errorf("shadow saw id %q, client got %q", got, id)
+	for _, tc := range []struct{ name, header, extra string }{
+		{"default header", "X-Request-Id", ""},
+		{"custom header", "X-Trace-Token", "request_id: {header: X-Trace-Token}\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			shadowIDs := make(chan string, 1)
+			primary := startUpstream(t, fastJSON(`{"a":1}`))
+			shadow := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+				shadowIDs <- r.Header.Get(tc.header)
+				fastJSON(`{"a":2}`)(w, r)
+			})
+			p, rc := startMirrorProxy(t, shadowConfig(primary.URL, shadow.URL, "      targets: [shadow]")+tc.extra)
+			resp := rawRequest(t, p.Addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+			id := resp.Header.Get(tc.header)
+			if got := <-shadowIDs; got != id || id == "" {
+				t.Errorf("shadow saw id %q, client got %q", got, id)
+			}
+			testkit.Eventually(t, "comparison", func() bool { return len(rc.snapshot()) == 1 })
+			if got := rc.snapshot()[0].requestID; got != id {
+				t.Errorf("the recorded exchange carries id %q, the client got %q", got, id)
+			}
+		})
 	}
-	eventually(t, "comparison", func() bool { return len(rc.snapshot()) == 1 })
 }
 
 func TestAccessLogSampledAndRedacted(t *testing.T) {
@@ -181,9 +195,9 @@ func TestUpgradeTunnelled(t *testing.T) {
 	if v := testutil.ToFloat64(p.Met.Upgrades.WithLabelValues("default", "tunnelled")); v != 1 {
 		t.Errorf("upgrades{tunnelled} = %v", v)
 	}
-	eventually(t, "active tunnel", func() bool { return testutil.ToFloat64(p.Met.ActiveTunnels) == 1 })
+	testkit.Eventually(t, "active tunnel", func() bool { return testutil.ToFloat64(p.Met.ActiveTunnels) == 1 })
 	c.Close()
-	eventually(t, "tunnel closed", func() bool { return testutil.ToFloat64(p.Met.ActiveTunnels) == 0 })
+	testkit.Eventually(t, "tunnel closed", func() bool { return testutil.ToFloat64(p.Met.ActiveTunnels) == 0 })
 }
 
 func TestUpgradeDeclinedDisabledIdle(t *testing.T) {
@@ -275,7 +289,7 @@ func TestRoundRobinAndLeastConn(t *testing.T) {
 func TestEjectionAndRetryOnAnotherEndpoint(t *testing.T) {
 	var counts sync.Map
 	live := countingUpstream(t, "live", &counts)
-	dead := "http://" + freePort(t)
+	dead := "http://" + testkit.ClosedAddr(t)
 	p := startProxy(t, multiConfig([]string{dead, live}, "    health: {max_failures: 2, ejection: 1m}"))
 	for i := 0; i < 10; i++ {
 		resp := rawRequest(t, p.Addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -297,7 +311,7 @@ func TestEjectionAndRetryOnAnotherEndpoint(t *testing.T) {
 func TestPostNeverRetriedOnAnotherEndpoint(t *testing.T) {
 	var counts sync.Map
 	live := countingUpstream(t, "live", &counts)
-	dead := "http://" + freePort(t)
+	dead := "http://" + testkit.ClosedAddr(t)
 	p := startProxy(t, multiConfig([]string{dead, live}, "    health: {max_failures: 100}"))
 	codes := map[int]int{}
 	for i := 0; i < 6; i++ {
@@ -321,7 +335,7 @@ func TestActiveHealthCheckEjects(t *testing.T) {
 	}).URL
 	well := countingUpstream(t, "well", &counts)
 	p := startProxy(t, multiConfig([]string{sickURL, well}, "    health: {path: /health, interval: 50ms, timeout: 40ms}"))
-	eventually(t, "probe marks the endpoint down", func() bool {
+	testkit.Eventually(t, "probe marks the endpoint down", func() bool {
 		return testutil.ToFloat64(p.Met.EndpointUp.WithLabelValues("pool", sickURL)) == 0
 	})
 	for i := 0; i < 10; i++ {
@@ -330,7 +344,7 @@ func TestActiveHealthCheckEjects(t *testing.T) {
 		}
 	}
 	sick.Store(false)
-	eventually(t, "probe marks the endpoint up again", func() bool {
+	testkit.Eventually(t, "probe marks the endpoint up again", func() bool {
 		return testutil.ToFloat64(p.Met.EndpointUp.WithLabelValues("pool", sickURL)) == 1
 	})
 }

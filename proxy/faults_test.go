@@ -16,6 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
+
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
 )
 
 // faultBehaviour is how a broken upstream treats each connection.
@@ -101,7 +103,7 @@ func faultCases() []faultCase {
 // nobody listens on) and returns its URL.
 func faultUpstreamURL(t *testing.T, fc faultCase) (string, *wireUpstream) {
 	if fc.refuse {
-		return "http://" + freePort(t), nil
+		return "http://" + testkit.ClosedAddr(t), nil
 	}
 	u := startWireUpstream(t, fc.handle)
 	return u.URL, u
@@ -284,14 +286,14 @@ func TestFaultShadow(t *testing.T) {
 					time.Sleep(200 * time.Millisecond) // let the shadow's pooled connection go stale
 				}
 			}
-			eventually(t, "shadow outcomes counted", func() bool { return shadowCount(p, fc.shadowOutcome) == n })
+			testkit.Eventually(t, "shadow outcomes counted", func() bool { return shadowCount(p, fc.shadowOutcome) == n })
 			for _, other := range []string{"ok", "error", "timeout", "dropped"} {
 				if v := shadowCount(p, other); other != fc.shadowOutcome && v != 0 {
 					t.Errorf("shadow_requests_total{outcome=%q} = %v, want 0 (all %d should be %q)", other, v, n, fc.shadowOutcome)
 				}
 			}
-			eventually(t, "no shadow request in flight", func() bool {
-				return testutil.ToFloat64(p.Met.ShadowInflight.WithLabelValues("api", "shadow")) == 0
+			testkit.Eventually(t, "no shadow request in flight", func() bool {
+				return testutil.ToFloat64(p.Met.ShadowInflight.WithLabelValues("api", "shadow", "shadow")) == 0
 			})
 			if shadow != nil && fc.shadowOutcome != "ok" {
 				if got := len(shadow.Requests()); got != n {
@@ -322,7 +324,7 @@ func TestFaultShadowStalePOST(t *testing.T) {
 			if len(res.Status) != 1 || res.Status[0] != 200 || res.Bodies[0] != "ok" {
 				t.Fatalf("POST %d: client saw %s", i, res)
 			}
-			eventually(t, "shadow finished", func() bool { return shadowCount(p, "ok")+shadowCount(p, "error") == float64(i+1) })
+			testkit.Eventually(t, "shadow finished", func() bool { return shadowCount(p, "ok")+shadowCount(p, "error") == float64(i+1) })
 			time.Sleep(200 * time.Millisecond) // the shadow connection goes stale
 		}
 		seen := map[string]int{}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
 )
 
 func TestURIForwardedExactly(t *testing.T) {
@@ -116,7 +119,7 @@ func TestUpstreamErrors(t *testing.T) {
 		}
 	})
 	defer close(hang)
-	dead := "http://" + freePort(t)
+	dead := "http://" + testkit.ClosedAddr(t)
 
 	t.Run("closed port is 502", func(t *testing.T) {
 		p := startProxy(t, simpleConfig(dead, ""))
@@ -175,6 +178,15 @@ func TestHeadersTooLarge(t *testing.T) {
 	resp := rawRequest(t, p.Addr, "GET /x HTTP/1.1\r\nHost: a\r\nX-Big: "+strings.Repeat("y", 4096)+"\r\n\r\n")
 	if resp.StatusCode != 431 {
 		t.Errorf("status %d, want 431", resp.StatusCode)
+	}
+	// The log names the setting to raise, not fasthttp's internals.
+	entries := p.Logs.FilterMessage("request rejected before routing").All()
+	if len(entries) != 1 {
+		t.Fatalf("%d rejection log lines, want 1", len(entries))
+	}
+	f := entries[0].ContextMap()
+	if f["setting"] != "limits.max_header_size" || strings.Contains(fmt.Sprint(f), "ReadBufferSize") {
+		t.Errorf("rejection logged with %v, want setting limits.max_header_size and no fasthttp internals", f)
 	}
 }
 

@@ -174,14 +174,3 @@ func readBody(t testing.TB, r *http.Response) string {
 	}
 	return string(b)
 }
-
-func freePort(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
@@ -108,10 +110,14 @@ type mirror struct {
 	wg       sync.WaitGroup
 	closed   atomic.Bool
 
-	queueDepth     prometheus.Gauge
-	skippedMethod  prometheus.Counter
-	skippedBody    prometheus.Counter
-	skippedCompare prometheus.Counter
+	queueDepth prometheus.Gauge
+	skipped    [numSkipReasons]prometheus.Counter
+
+	// reqIDHeader is request_id.header, where the id an Exchange carries is.
+	reqIDHeader string
+	// stable is the route's own upstream: the secondary is only asked
+	// about requests it served (split-aware).
+	stable *Upstream
 }
 
 // shadowTarget is a shadow upstream with its request changes and metrics.
@@ -161,21 +167,23 @@ type jobResult struct {
 	err     error
 }
 
-func newMirror(route string, sc *config.Shadow, splitKey string, snap *Snapshot, tp *splitter.TrustedProxies,
+func newMirror(route string, sc *config.Shadow, splitKey string, stable *Upstream, snap *Snapshot, tp *splitter.TrustedProxies,
 	m *metrics.Metrics, log *zap.Logger, comparer Comparer) (*mirror, error) {
 	mi := &mirror{
-		route:          route,
-		log:            log,
-		maxBody:        int(sc.MaxBody),
-		timeout:        sc.Timeout.D(),
-		comparer:       comparer,
-		queue:          make(chan *mirrorJob, sc.QueueSize),
-		compareQ:       make(chan *mirrorJob, sc.QueueSize),
-		stop:           make(chan struct{}),
-		queueDepth:     m.ShadowQueue.WithLabelValues(route),
-		skippedMethod:  m.ShadowSkipped.WithLabelValues(route, "method"),
-		skippedBody:    m.ShadowSkipped.WithLabelValues(route, "body_too_large"),
-		skippedCompare: m.ShadowSkipped.WithLabelValues(route, "compare_queue_full"),
+		stable:      stable,
+		route:       route,
+		log:         log,
+		maxBody:     int(sc.MaxBody),
+		timeout:     sc.Timeout.D(),
+		comparer:    comparer,
+		queue:       make(chan *mirrorJob, sc.QueueSize),
+		compareQ:    make(chan *mirrorJob, sc.QueueSize),
+		stop:        make(chan struct{}),
+		queueDepth:  m.ShadowQueue.WithLabelValues(route),
+		reqIDHeader: snap.Config.RequestID.Header,
+	}
+	for r := SkipReason(0); r < numSkipReasons; r++ {
+		mi.skipped[r] = m.ShadowSkipped.WithLabelValues(route, r.String())
 	}
 	keyText := sc.Key
 	if keyText == "" {
@@ -220,16 +228,18 @@ func newMirror(route string, sc *config.Shadow, splitKey string, snap *Snapshot,
 }
 
 func newShadowTarget(route string, tc config.ShadowTarget, up *Upstream, m *metrics.Metrics, secondary bool) *shadowTarget {
-	label := tc.Name
+	// The role is a label of its own: label values carry no spaces, and a
+	// query can select shadows or secondaries without parsing names.
+	role := "shadow"
 	if secondary {
-		label = tc.Name + " (secondary)"
+		role = "secondary"
 	}
 	t := &shadowTarget{
 		name:      tc.Name,
 		up:        up,
 		host:      tc.Host,
-		duration:  m.ShadowDuration.WithLabelValues(route, label),
-		inflight:  m.ShadowInflight.WithLabelValues(route, label),
+		duration:  m.ShadowDuration.WithLabelValues(route, tc.Name, role),
+		inflight:  m.ShadowInflight.WithLabelValues(route, tc.Name, role),
 		secondary: secondary,
 	}
 	for name, v := range tc.Headers.Set {
@@ -237,7 +247,7 @@ func newShadowTarget(route string, tc config.ShadowTarget, up *Upstream, m *metr
 	}
 	t.remove = append(t.remove, tc.Headers.Remove...)
 	for o := Outcome(0); o < numOutcomes; o++ {
-		t.outcomes[o] = m.ShadowRequests.WithLabelValues(route, label, o.String())
+		t.outcomes[o] = m.ShadowRequests.WithLabelValues(route, tc.Name, role, o.String())
 	}
 	return t
 }
@@ -247,14 +257,14 @@ func newShadowTarget(route string, tc config.ShadowTarget, up *Upstream, m *metr
 // must already have had its hop-by-hop fields removed.
 func (mi *mirror) offer(ctx *fasthttp.RequestCtx, primaryUp *Upstream, start time.Time) *mirrorJob {
 	if !mi.methodMirrored(ctx.Method()) {
-		mi.skippedMethod.Inc()
+		mi.skipped[SkipMethod].Inc()
 		return nil
 	}
 	if !mi.sampler.Sample(&ctx.Request, ctx.RemoteIP()) {
 		return nil
 	}
 	if len(ctx.Request.Body()) > mi.maxBody {
-		mi.skippedBody.Inc()
+		mi.skipped[SkipBodyTooLarge].Inc()
 		return nil
 	}
 	if mi.closed.Load() {
@@ -332,7 +342,7 @@ func (j *mirrorJob) release() {
 	select {
 	case mi.compareQ <- j:
 	default:
-		mi.skippedCompare.Inc()
+		mi.skipped[SkipCompareQueueFull].Inc()
 		mi.recycle(j)
 	}
 }
@@ -374,6 +384,15 @@ func (mi *mirror) send(j *mirrorJob, t *shadowTarget, r *jobResult, req *fasthtt
 	if t.up == j.primaryUp && !t.secondary {
 		r.outcome = OutcomeSkipped
 		t.outcomes[OutcomeSkipped].Inc()
+		return
+	}
+	if t.secondary && mi.stable != nil && j.primaryUp != mi.stable {
+		// The canary served this request: comparing the secondary (the
+		// stable version) with the canary's answer would learn the real
+		// v1→v2 differences as noise.
+		r.outcome = OutcomeSkipped
+		t.outcomes[OutcomeSkipped].Inc()
+		mi.skipped[SkipSecondaryCanaryServed].Inc()
 		return
 	}
 	j.req.CopyTo(req)
@@ -431,7 +450,7 @@ func (mi *mirror) compare(j *mirrorJob) {
 	ex.Route = mi.route
 	ex.Method = methodString(j.req.Header.Method())
 	ex.URI = string(j.req.Header.RequestURI())
-	ex.RequestID = string(j.req.Header.Peek("X-Request-Id"))
+	ex.RequestID = string(j.req.Header.Peek(mi.reqIDHeader))
 	ex.Time = j.start
 	ex.PrimaryLatency = j.primaryLatency
 	mi.fillCapture(&ex.Primary, j.primaryStatus, j.primaryHead, j.primaryBody, j.primaryTrunc, j.primaryErr)
@@ -455,7 +474,7 @@ func (mi *mirror) compare(j *mirrorJob) {
 	mi.comparer.Compare(ex)
 }
 
-var errSkipped = errors.New("not sent: the primary was served by this upstream")
+var errSkipped = errors.New("not sent: the primary was served by this upstream, or (secondary) by the canary")
 
 // fillCapture parses a raw response head into c's headers and decodes a
 // compressed body, so that two upstreams compressing differently (or the
@@ -526,8 +545,8 @@ func methodString(m []byte) string {
 	return string(m)
 }
 
-// decodeBody inflates gzip or deflate bodies up to limit bytes, so a
-// decompression bomb costs at most limit.
+// decodeBody inflates gzip, deflate, br or zstd bodies up to limit bytes,
+// so a decompression bomb costs at most limit.
 func decodeBody(encoding string, body []byte, limit int) ([]byte, bool, error) {
 	var r io.Reader
 	switch encoding {
@@ -539,8 +558,20 @@ func decodeBody(encoding string, body []byte, limit int) ([]byte, bool, error) {
 		r = zr
 	case "deflate":
 		r = flate.NewReader(bytes.NewReader(body))
+	case "br":
+		r = brotli.NewReader(bytes.NewReader(body))
+	case "zstd":
+		// Streaming with one goroutine; the window (the decoder's memory)
+		// is capped so a frame cannot ask for more than max_body or 8MiB.
+		zr, err := zstd.NewReader(bytes.NewReader(body), zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderMaxWindow(uint64(max(limit, 8<<20))))
+		if err != nil {
+			return nil, false, err
+		}
+		defer zr.Close()
+		r = zr
 	default:
-		return nil, false, errors.New("not decoded for comparison (only gzip and deflate are)")
+		return nil, false, errors.New("not decoded for comparison (only gzip, deflate, br and zstd are)")
 	}
 	out, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
 	if err != nil {

@@ -14,8 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
 	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
@@ -27,6 +30,7 @@ type recordingComparer struct {
 
 type recorded struct {
 	method, uri        string
+	requestID          string
 	primaryStatus      int
 	primaryBody        string
 	primaryErr         error
@@ -34,12 +38,13 @@ type recorded struct {
 	shadowBody         []string
 	shadowOutcome      []Outcome
 	secondaryBody      string
+	secondaryOutcome   Outcome
 	hasSecondary       bool
 	primaryContentType string
 }
 
 func (c *recordingComparer) Compare(ex *Exchange) {
-	r := recorded{method: ex.Method, uri: ex.URI, primaryStatus: ex.Primary.Status, primaryBody: string(ex.Primary.Body),
+	r := recorded{method: ex.Method, uri: ex.URI, requestID: ex.RequestID, primaryStatus: ex.Primary.Status, primaryBody: string(ex.Primary.Body),
 		primaryErr: ex.Primary.Err, primaryContentType: ex.Primary.ContentType}
 	for _, s := range ex.Shadows {
 		r.shadowStatus = append(r.shadowStatus, s.Capture.Status)
@@ -47,7 +52,7 @@ func (c *recordingComparer) Compare(ex *Exchange) {
 		r.shadowOutcome = append(r.shadowOutcome, s.Outcome)
 	}
 	if ex.Secondary != nil {
-		r.hasSecondary, r.secondaryBody = true, string(ex.Secondary.Capture.Body)
+		r.hasSecondary, r.secondaryBody, r.secondaryOutcome = true, string(ex.Secondary.Capture.Body), ex.Secondary.Outcome
 	}
 	c.mu.Lock()
 	c.got = append(c.got, r)
@@ -81,25 +86,13 @@ routes:
 }
 
 func shadowCount(p *testProxy, outcome string) float64 {
-	return testutil.ToFloat64(p.Met.ShadowRequests.WithLabelValues("api", "shadow", outcome))
+	return testutil.ToFloat64(p.Met.ShadowRequests.WithLabelValues("api", "shadow", "shadow", outcome))
 }
 
 func fastJSON(body string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, body)
-	}
-}
-
-// eventually polls cond until it holds or the bound passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -113,7 +106,7 @@ func TestMirrorDeliversAndCaptures(t *testing.T) {
 			t.Fatalf("client got the shadow's answer or garbage: %q", body)
 		}
 	}
-	eventually(t, "20 comparisons", func() bool { return len(rc.snapshot()) == 20 })
+	testkit.Eventually(t, "20 comparisons", func() bool { return len(rc.snapshot()) == 20 })
 	for _, r := range rc.snapshot() {
 		if r.primaryBody != `{"v":1}` || r.shadowBody[0] != `{"v":2}` || r.shadowStatus[0] != 200 || r.primaryContentType != "application/json" {
 			t.Errorf("captured %+v", r)
@@ -170,14 +163,14 @@ func TestSlowShadowDoesNotSlowClients(t *testing.T) {
 // Isolation 2: a dead shadow (connection refused) is invisible to clients.
 func TestDeadShadow(t *testing.T) {
 	primary := startUpstream(t, fastJSON(`{}`))
-	p, rc := startMirrorProxy(t, shadowConfig(primary.URL, "http://"+freePort(t), "      targets: [shadow]"))
+	p, rc := startMirrorProxy(t, shadowConfig(primary.URL, "http://"+testkit.ClosedAddr(t), "      targets: [shadow]"))
 	for i := 0; i < 50; i++ {
 		if resp := rawRequest(t, p.Addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != 200 {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
 	}
-	eventually(t, "50 shadow errors", func() bool { return shadowCount(p, "error") == 50 })
-	eventually(t, "50 comparisons", func() bool { return len(rc.snapshot()) == 50 })
+	testkit.Eventually(t, "50 shadow errors", func() bool { return shadowCount(p, "error") == 50 })
+	testkit.Eventually(t, "50 comparisons", func() bool { return len(rc.snapshot()) == 50 })
 	if rc.snapshot()[0].shadowOutcome[0] != OutcomeError {
 		t.Errorf("outcome %v", rc.snapshot()[0].shadowOutcome[0])
 	}
@@ -230,9 +223,9 @@ func TestHangingShadowTimesOutAndLeaksNothing(t *testing.T) {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
 	}
-	eventually(t, "timeouts counted", func() bool { return shadowCount(p, "timeout") > 0 })
+	testkit.Eventually(t, "timeouts counted", func() bool { return shadowCount(p, "timeout") > 0 })
 	p.stop()
-	eventually(t, "goroutines back to baseline", func() bool {
+	testkit.Eventually(t, "goroutines back to baseline", func() bool {
 		return runtime.NumGoroutine() <= base+3
 	})
 }
@@ -272,7 +265,7 @@ func TestConcurrentPostsNoAliasing(t *testing.T) {
 		}(w)
 	}
 	wg.Wait()
-	eventually(t, "all comparisons", func() bool { return len(rc.snapshot()) == workers*per })
+	testkit.Eventually(t, "all comparisons", func() bool { return len(rc.snapshot()) == workers*per })
 	for _, r := range rc.snapshot() {
 		sent := strings.TrimPrefix(r.primaryBody, "P:")
 		if r.shadowBody[0] != "S:"+sent {
@@ -325,7 +318,7 @@ func TestUnsafeMethodsNotMirroredByDefault(t *testing.T) {
 		rawRequest(t, p.Addr, m+" /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}")
 	}
 	rawRequest(t, p.Addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
-	eventually(t, "the GET mirrored", func() bool { return shadowHits.Load() == 1 })
+	testkit.Eventually(t, "the GET mirrored", func() bool { return shadowHits.Load() == 1 })
 	time.Sleep(100 * time.Millisecond)
 	if n := shadowHits.Load(); n != 1 {
 		t.Errorf("shadow saw %d requests, want only the GET", n)
@@ -362,7 +355,7 @@ func TestShadowSamplingIsStickyPerUser(t *testing.T) {
 			rawRequest(t, p.Addr, fmt.Sprintf("GET /x HTTP/1.1\r\nHost: a\r\nX-User: user-%d\r\n\r\n", u))
 		}
 	}
-	eventually(t, "every sampled request mirrored", func() bool { return int(shadowCount(p, "ok")) == 3*len(want) })
+	testkit.Eventually(t, "every sampled request mirrored", func() bool { return int(shadowCount(p, "ok")) == 3*len(want) })
 	mu.Lock()
 	defer mu.Unlock()
 	for u, n := range seen {
@@ -409,7 +402,7 @@ routes:
 	for i := 0; i < 10; i++ {
 		rawRequest(t, p.Addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
 	}
-	eventually(t, "10 comparisons", func() bool { return len(rc.snapshot()) == 10 })
+	testkit.Eventually(t, "10 comparisons", func() bool { return len(rc.snapshot()) == 10 })
 	for _, r := range rc.snapshot() {
 		if !r.hasSecondary || r.secondaryBody != `{"v":"twin"}` || r.shadowBody[0] != `{"v":"s"}` {
 			t.Errorf("%+v", r)
@@ -465,7 +458,7 @@ func TestCompressedBodiesComparedByContent(t *testing.T) {
 	shadow := startUpstream(t, fastJSON(`{"a":1}`))
 	p, rc := startMirrorProxy(t, shadowConfig(primary.URL, shadow.URL, "      targets: [shadow]"))
 	rawRequest(t, p.Addr, "GET /x HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\n\r\n")
-	eventually(t, "comparison", func() bool { return len(rc.snapshot()) == 1 })
+	testkit.Eventually(t, "comparison", func() bool { return len(rc.snapshot()) == 1 })
 	if r := rc.snapshot()[0]; r.primaryBody != `{"a":1}` {
 		t.Errorf("primary body not decoded for comparison: %q", r.primaryBody)
 	}
@@ -476,11 +469,76 @@ func TestDecodeBodyBounded(t *testing.T) {
 	zw := gzip.NewWriter(&buf)
 	zw.Write(bytes.Repeat([]byte("a"), 1<<20))
 	zw.Close()
-	out, cut, err := decodeBody("gzip", buf.Bytes(), 1000)
-	if err != nil || !cut || len(out) != 1000 {
-		t.Errorf("len %d cut %v err %v", len(out), cut, err)
+	bomb := map[string][]byte{"gzip": buf.Bytes()}
+	var bb bytes.Buffer
+	bw := brotli.NewWriter(&bb)
+	bw.Write(bytes.Repeat([]byte("a"), 1<<20))
+	bw.Close()
+	bomb["br"] = bb.Bytes()
+	zw2, _ := zstd.NewWriter(nil)
+	bomb["zstd"] = zw2.EncodeAll(bytes.Repeat([]byte("a"), 1<<20), nil)
+	for enc, body := range bomb {
+		out, cut, err := decodeBody(enc, body, 1000)
+		if err != nil || !cut || len(out) != 1000 {
+			t.Errorf("%s: len %d cut %v err %v", enc, len(out), cut, err)
+		}
 	}
-	if _, _, err := decodeBody("br", []byte("x"), 10); err == nil {
-		t.Error("br accepted")
+	small := zw2.EncodeAll([]byte(`{"a":1}`), nil)
+	if out, cut, err := decodeBody("zstd", small, 1000); err != nil || cut || string(out) != `{"a":1}` {
+		t.Errorf("zstd: %q %v %v", out, cut, err)
+	}
+	if _, _, err := decodeBody("compress", []byte("x"), 10); err == nil {
+		t.Error("unknown encoding accepted")
+	}
+	if _, _, err := decodeBody("zstd", []byte("not zstd"), 10); err == nil {
+		t.Error("corrupt zstd accepted")
+	}
+}
+
+// TestSecondarySkipsCanaryServedRequests: with a split and a secondary, the
+// secondary (stable version) is only asked about requests the stable
+// upstream served; otherwise it would be compared with the canary's answer
+// and learn the real differences as noise.
+func TestSecondarySkipsCanaryServedRequests(t *testing.T) {
+	primary := startUpstream(t, fastJSON(`{"v":1}`))
+	canary := startUpstream(t, fastJSON(`{"v":2}`))
+	shadow := startUpstream(t, fastJSON(`{"v":2}`))
+	twin := startUpstream(t, fastJSON(`{"v":1}`))
+	p, rc := startMirrorProxy(t, fmt.Sprintf(`
+upstreams:
+  - {name: primary, url: %s}
+  - {name: canary, url: %s}
+  - {name: shadow, url: %s}
+  - {name: twin, url: %s}
+routes:
+  - name: api
+    upstream: primary
+    split: {key: "header:X-User", to: canary, percent: 50}
+    shadow: {targets: [shadow], compare: {secondary: twin}}
+`, primary.URL, canary.URL, shadow.URL, twin.URL))
+	const n = 40
+	for i := 0; i < n; i++ {
+		rawRequest(t, p.Addr, fmt.Sprintf("GET /x HTTP/1.1\r\nHost: a\r\nX-User: u%d\r\n\r\n", i))
+	}
+	testkit.Eventually(t, "comparisons", func() bool { return len(rc.snapshot()) == n })
+	served := map[string]int{}
+	for _, r := range rc.snapshot() {
+		served[r.primaryBody]++
+		switch r.primaryBody {
+		case `{"v":1}`:
+			if r.secondaryOutcome != OutcomeOK || r.secondaryBody != `{"v":1}` {
+				t.Errorf("stable-served request: secondary %v %q", r.secondaryOutcome, r.secondaryBody)
+			}
+		case `{"v":2}`:
+			if r.secondaryOutcome != OutcomeSkipped {
+				t.Errorf("canary-served request: secondary %v, want skipped", r.secondaryOutcome)
+			}
+		}
+	}
+	if served[`{"v":1}`] == 0 || served[`{"v":2}`] == 0 {
+		t.Fatalf("split did not send to both: %v", served)
+	}
+	if v := testutil.ToFloat64(p.Met.ShadowSkipped.WithLabelValues("api", SkipSecondaryCanaryServed.String())); v != float64(served[`{"v":2}`]) {
+		t.Errorf("skipped{%s} = %v, want %d", SkipSecondaryCanaryServed, v, served[`{"v":2}`])
 	}
 }

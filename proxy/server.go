@@ -288,7 +288,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 		s.log.Warn("upstream request failed",
 			zap.String("route", r.Name), zap.String("upstream", up.Name),
 			zap.String("reason", reason.String()), zap.Int("status", code),
-			zap.ByteString("method", req.Header.Method()), zap.Duration("elapsed", elapsed),
+			zap.ByteString("method", req.Header.Method()), zap.Duration("elapsed_ms", elapsed),
 			zap.Error(err))
 		resp.Reset()
 		writeError(ctx, code, errorText(code))
@@ -342,10 +342,31 @@ func (s *Server) handleParseError(ctx *fasthttp.RequestCtx, err error) {
 		code, reason = fasthttp.StatusRequestTimeout, "timeout"
 	}
 	s.metrics.RejectedRequests.WithLabelValues(reason).Inc()
-	s.log.Info("request rejected before routing", zap.String("reason", reason), zap.Int("status", code),
-		zap.String("remote", ctx.RemoteAddr().String()), zap.Error(err))
+	fields := []zap.Field{zap.String("reason", reason), zap.Int("status", code), zap.String("remote", ctx.RemoteAddr().String())}
+	if setting := limitSetting(reason); setting != "" {
+		// fasthttp's own text names its internals ("increase
+		// ReadBufferSize"); the operator needs the setting to change.
+		fields = append(fields, zap.String("setting", setting),
+			zap.String("fix", "if legitimate clients send this, raise "+setting))
+	} else {
+		fields = append(fields, zap.Error(err))
+	}
+	s.log.Info("request rejected before routing", fields...)
 	writeError(ctx, code, reasonText(reason))
 	ctx.SetConnectionClose()
+}
+
+// limitSetting names the configuration setting behind a rejection reason.
+func limitSetting(reason string) string {
+	switch reason {
+	case "body_too_large":
+		return "limits.max_request_body"
+	case "header_too_large":
+		return "limits.max_header_size"
+	case "timeout":
+		return "limits.read_timeout"
+	}
+	return ""
 }
 
 func reasonText(reason string) string {

@@ -229,7 +229,7 @@ func (s *Snapshot) compileRoute(r *Route, rc config.Route, tp *splitter.TrustedP
 		if rc.Split != nil {
 			splitKey = rc.Split.Key
 		}
-		mi, err := newMirror(rc.Name, rc.Shadow, splitKey, s, tp, m, d.log, d.comparer)
+		mi, err := newMirror(rc.Name, rc.Shadow, splitKey, s.upstreams[rc.Upstream], s, tp, m, d.log, d.comparer)
 		if err != nil {
 			return fmt.Errorf("shadow: %w", err)
 		}

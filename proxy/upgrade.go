@@ -139,7 +139,7 @@ func (s *Server) openTunnel(ctx *fasthttp.RequestCtx, r *Route, t *target, idle 
 		start := time.Now()
 		in, out := s.tunnels.splice(client, conn, idle)
 		s.log.Debug("tunnel closed", zap.String("route", route), zap.String("upstream", upstream),
-			zap.Int64("bytes_in", in), zap.Int64("bytes_out", out), zap.Duration("duration", time.Since(start)))
+			zap.Int64("bytes_in", in), zap.Int64("bytes_out", out), zap.Duration("duration_ms", time.Since(start)))
 	})
 	return fasthttp.StatusSwitchingProtocols, true
 }

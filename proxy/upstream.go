@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/shadowproxy/shadowproxy/config"
+	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
 	"github.com/shadowproxy/shadowproxy/internal/healthcheck"
 	"github.com/shadowproxy/shadowproxy/internal/metrics"
 )
@@ -38,7 +40,7 @@ type Upstream struct {
 	maxFailures int32
 	ejection    time.Duration
 	log         *zap.Logger
-	checkers    []*healthcheck.Checker
+	probes      *healthcheck.Group // nil without health.path
 }
 
 // endpoint is one address of an upstream.
@@ -202,30 +204,46 @@ func pipelinable(req *fasthttp.Request) bool {
 
 // startProbes runs active health checks when health.path is configured.
 func (up *Upstream) startProbes() error {
-	h := up.cfg.Health
-	if h.Path == "" {
+	if up.cfg.Health.Path == "" {
 		return nil
 	}
-	for _, ep := range up.endpoints {
-		ep := ep
-		client := &http.Client{Transport: &http.Transport{TLSClientConfig: ep.primary.TLSConfig, DisableKeepAlives: true}}
-		c, err := healthcheck.New(healthcheck.Config{
-			URL: ep.url + h.Path, Interval: h.Interval.D(), Timeout: h.Timeout.D(), ExpectStatus: h.ExpectStatus,
-			UnhealthyAfter: 1, HealthyAfter: 1, Client: client, Logger: up.log,
-			OnChange: func(healthy bool, s healthcheck.Status) {
-				ep.probeDown.Store(!healthy)
-				ep.refreshGauge(time.Now().UnixNano())
-				up.log.Warn("upstream endpoint health changed", zap.String("upstream", up.Name), zap.String("endpoint", ep.url),
-					zap.Bool("healthy", healthy), zap.Int("status", s.LastStatus), zap.String("error", s.LastError))
-			},
+	g, err := ProbeUpstream(up.cfg, up.cfg.Health.Probe, healthcheck.Config{UnhealthyAfter: 1, HealthyAfter: 1, Logger: up.log},
+		func(i int, healthy bool, s healthcheck.Status) {
+			ep := up.endpoints[i]
+			ep.probeDown.Store(!healthy)
+			ep.refreshGauge(time.Now().UnixNano())
+			up.log.Warn("upstream endpoint health changed", zap.String("upstream", up.Name), zap.String("endpoint", ep.url),
+				zap.Bool("healthy", healthy), zap.Int("status", s.LastStatus), zap.String("error", s.LastError))
 		})
-		if err != nil {
-			return fmt.Errorf("health check of %s: %w", ep.url, err)
-		}
-		up.checkers = append(up.checkers, c)
-		c.Start()
+	if err != nil {
+		return fmt.Errorf("health check: %w", err)
 	}
+	up.probes = g
+	g.Start()
 	return nil
+}
+
+// ProbeUpstream builds (without starting) the active probes of every
+// endpoint of u, in u.Endpoints() order: GET p.Path through u's TLS settings
+// (tls.ca_file, tls.server_name, tls.insecure_skip_verify), so a probe
+// reaches each endpoint exactly as forwarded requests do. base supplies the
+// thresholds and logger; its URL, timing, status and client are set here.
+// The upstream's own health section and a rollout's canary health_check are
+// both wired through it.
+func ProbeUpstream(u config.Upstream, p cfgtypes.Probe, base healthcheck.Config, onChange func(endpoint int, healthy bool, s healthcheck.Status)) (*healthcheck.Group, error) {
+	tlsCfg, err := upstreamTLS(u)
+	if err != nil {
+		return nil, err
+	}
+	// No keep-alive: a probe must open a connection the way a new client
+	// would, and an idle connection per endpoint would outlive a reload.
+	base.Client = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg, DisableKeepAlives: true}}
+	base.Interval, base.Timeout, base.ExpectStatus = p.Interval.D(), p.Timeout.D(), p.ExpectStatus
+	var urls []string
+	for _, ep := range u.Endpoints() {
+		urls = append(urls, strings.TrimSuffix(ep, "/")+p.Path)
+	}
+	return healthcheck.NewGroup(urls, base, onChange)
 }
 
 func (ep *endpoint) healthy(now int64) bool {
@@ -361,7 +379,7 @@ func (up *Upstream) observe(ep *endpoint, err error) {
 	ep.upGauge.Set(0)
 	ep.ejections.Inc()
 	up.log.Warn("upstream endpoint ejected", zap.String("upstream", up.Name), zap.String("endpoint", ep.url),
-		zap.Int32("consecutive_failures", up.maxFailures), zap.Duration("for", up.ejection), zap.Error(err))
+		zap.Int32("consecutive_failures", up.maxFailures), zap.Duration("ejected_for_ms", up.ejection), zap.Error(err))
 	time.AfterFunc(up.ejection, func() { ep.refreshGauge(time.Now().UnixNano()) })
 }
 
@@ -386,8 +404,8 @@ func (up *Upstream) sameConfig(u config.Upstream) bool { return reflect.DeepEqua
 
 // close stops health probes and releases idle pooled connections.
 func (up *Upstream) close() {
-	for _, c := range up.checkers {
-		c.Close()
+	if up.probes != nil {
+		up.probes.Close()
 	}
 	for _, ep := range up.endpoints {
 		ep.primary.CloseIdleConnections()

@@ -14,13 +14,83 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version is set at build time with -ldflags "-X main.version=..."; when it
+// is not (go build, go install), the module and VCS information Go embeds
+// stands in (see buildVersion).
+var version = ""
+
+// Exit codes: one convention for every command (the README's CLI section
+// documents it), that of diff(1) and grep(1).
+const (
+	// exitOK: done; for diff, the documents match; -h and help too.
+	exitOK = 0
+	// exitNo: the command ran and the answer is no: the configuration is
+	// invalid, the documents differ, or the proxy stopped on a failure.
+	exitNo = 1
+	// exitUsage: bad usage, or an input file that cannot be read.
+	exitUsage = 2
+)
+
+// parseFlags parses a command's flags. done reports that the command must
+// end now with code: after -h (the usage was asked for: exit 0) or a bad
+// flag (exit 2).
+func parseFlags(fs *flag.FlagSet, args []string) (code int, done bool) {
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return exitOK, true
+	case err != nil:
+		return exitUsage, true
+	}
+	return exitOK, false
+}
+
+// buildVersion is the stamped version, else the module version Go recorded
+// (go install m@v1.2.3), else the VCS revision (go build in a checkout),
+// else "dev".
+func buildVersion(stamped string, bi *debug.BuildInfo, ok bool) string {
+	if stamped != "" {
+		return stamped
+	}
+	if !ok || bi == nil {
+		return "dev"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value
+		}
+	}
+	if rev == "" {
+		return "dev"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if modified == "true" {
+		rev += "-dirty"
+	}
+	return "devel-" + rev
+}
+
+func init() {
+	bi, ok := debug.ReadBuildInfo()
+	version = buildVersion(version, bi, ok)
+}
 
 const usage = `shadowproxy: a traffic-shadowing reverse proxy
 
@@ -32,6 +102,10 @@ Usage:
   shadowproxy version                 print the version
 
 Run "shadowproxy COMMAND -h" for a command's flags.
+
+Exit status: 0 done (diff: the documents match), 1 the answer is no (invalid
+configuration, documents differ, the proxy stopped on a failure), 2 bad usage
+or an input that cannot be read.
 `
 
 func main() {
@@ -41,7 +115,7 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return 2
+		return exitUsage
 	}
 	switch args[0] {
 	case "run":
@@ -54,12 +128,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdDiff(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "shadowproxy %s\n", version)
-		return 0
+		return exitOK
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
-		return 0
+		return exitOK
 	default:
 		fmt.Fprintf(stderr, "shadowproxy: unknown command %q\n\n%s", args[0], usage)
-		return 2
+		return exitUsage
 	}
 }

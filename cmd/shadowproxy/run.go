@@ -24,25 +24,24 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "Usage: shadowproxy run -config FILE\n\nRuns the proxy. SIGHUP reloads the file; SIGTERM or SIGINT drains and exits.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fs, args); done {
+		return code
 	}
 	cfg, err := config.LoadFile(*path)
 	if err != nil {
-		fmt.Fprintf(stderr, "shadowproxy: invalid configuration:\n%v\n", err)
-		return 1
+		return reportLoadError(stderr, "run", *path, err)
 	}
 	a, err := app.New(cfg, app.Options{ConfigPath: *path, Version: version})
 	if err != nil {
-		fmt.Fprintf(stderr, "shadowproxy: %v\n", err)
-		return 1
+		fmt.Fprintf(stderr, "shadowproxy run: %v\n", err)
+		return exitNo
 	}
 	for _, w := range cfg.Warnings() {
 		a.Logger().Warn("configuration warning", zap.String("warning", w))
 	}
 	if err := a.Start(); err != nil {
-		fmt.Fprintf(stderr, "shadowproxy: %v\n", err)
-		return 1
+		fmt.Fprintf(stderr, "shadowproxy run: %v\n", err)
+		return exitNo
 	}
 	return serveUntilSignal(a)
 }
@@ -57,7 +56,7 @@ func serveUntilSignal(a *app.App) int {
 		case err := <-a.Errors():
 			if err != nil {
 				a.Logger().Error("listener failed", zap.Error(err))
-				return 1
+				return exitNo
 			}
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
@@ -66,9 +65,22 @@ func serveUntilSignal(a *app.App) int {
 			}
 			a.Logger().Info("signal received", zap.String("signal", s.String()))
 			if err := a.Shutdown(context.Background()); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-				return 1
+				return exitNo
 			}
-			return 0
+			return exitOK
 		}
 	}
+}
+
+// reportLoadError prints why a configuration did not load and returns the
+// exit code: 1 for an invalid file (every error, each with its line and
+// field path), 2 for one that cannot be read.
+func reportLoadError(stderr io.Writer, cmd, path string, err error) int {
+	var errs config.Errors
+	if errors.As(err, &errs) && len(errs) > 0 {
+		fmt.Fprintf(stderr, "%s: %d error(s)\n%v\n", path, len(errs), err)
+		return exitNo
+	}
+	fmt.Fprintf(stderr, "shadowproxy %s: %v\n", cmd, err)
+	return exitUsage
 }

@@ -14,42 +14,46 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "shadowproxy.yaml", "configuration `file`")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: shadowproxy validate -config FILE\n\nExit 0 and a summary when valid; exit 1 and every error, each with its line and field path, when not.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: shadowproxy validate -config FILE\n\nExit 0 and a summary when valid; exit 1 and every error, each with its line and field path,\nwhen not; exit 2 when the file cannot be read.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fs, args); done {
+		return code
 	}
 	cfg, err := config.LoadFile(*path)
 	if err != nil {
-		var errs config.Errors
-		if e, ok := err.(config.Errors); ok {
-			errs = e
-		}
-		if len(errs) > 0 {
-			fmt.Fprintf(stderr, "%s: %d error(s)\n%v\n", *path, len(errs), err)
-		} else {
-			fmt.Fprintf(stderr, "%v\n", err)
-		}
-		return 1
+		return reportLoadError(stderr, "validate", *path, err)
 	}
 	printSummary(stdout, cfg)
-	return 0
+	return exitOK
 }
 
 // printSummary is the one-screen view of a valid configuration.
 func printSummary(w io.Writer, cfg *config.Config) {
 	fmt.Fprintf(w, "%s: valid\n\n", cfg.Source)
 	fmt.Fprintf(w, "listen %s, admin %s\n\n", cfg.Listen, cfg.AdminListen)
+	// One column width for every name, so long names do not push their
+	// line out of line with the others.
+	width := 8
+	for _, u := range cfg.Upstreams {
+		width = max(width, len(u.Name))
+	}
+	for _, r := range cfg.Routes {
+		width = max(width, len(r.Name))
+	}
 	fmt.Fprintf(w, "upstreams (%d):\n", len(cfg.Upstreams))
 	for _, u := range cfg.Upstreams {
-		fmt.Fprintf(w, "  %-14s %s  timeout %s, max_conns %d\n", u.Name, u.URL, u.Timeout.D(), u.MaxConns)
+		urls := u.URL
+		if len(u.URLs) > 0 {
+			urls = strings.Join(u.URLs, ", ") + " (" + orDefault(u.Balance, "round_robin") + ")"
+		}
+		fmt.Fprintf(w, "  %-*s  %s  timeout %s, max_conns %d\n", width, u.Name, urls, u.Timeout.D(), u.MaxConns)
 	}
 	fmt.Fprintf(w, "\nroutes (%d, first match wins):\n", len(cfg.Routes))
 	for _, r := range cfg.Routes {
-		fmt.Fprintf(w, "  %-14s %-30s -> %s\n", r.Name, describeMatch(r.Match), r.Upstream)
+		fmt.Fprintf(w, "  %-*s  %s -> %s\n", width, r.Name, describeMatch(r.Match), r.Upstream)
 		for _, line := range routeDetails(r) {
-			fmt.Fprintf(w, "  %-14s   %s\n", "", line)
+			fmt.Fprintf(w, "  %-*s    %s\n", width, "", line)
 		}
 	}
 	if ws := cfg.Warnings(); len(ws) > 0 {
@@ -96,7 +100,13 @@ func routeDetails(r config.Route) []string {
 			sh.Percent.BP(), strings.Join(sh.Methods, ","), strings.Join(targets, ","), sh.Workers, sh.QueueSize, sh.Timeout.D())
 		out = append(out, line)
 		if sh.Compare.Secondary != "" {
-			out = append(out, fmt.Sprintf("  noise learnt from secondary %s", sh.Compare.Secondary))
+			line := fmt.Sprintf("  noise learnt from secondary %s", sh.Compare.Secondary)
+			if r.Split != nil {
+				// Split-aware: the secondary runs the stable version, so it
+				// is only asked about requests the stable upstream served.
+				line += fmt.Sprintf(" on requests %s served only (the canary's share, now %s%%, is skipped)", r.Upstream, r.Split.Percent.BP())
+			}
+			out = append(out, line)
 		}
 		if len(sh.Compare.Ignore) > 0 {
 			out = append(out, fmt.Sprintf("  ignoring %s", strings.Join(sh.Compare.Ignore, " ")))

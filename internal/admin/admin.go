@@ -50,6 +50,9 @@ type Options struct {
 	Rollouts       func() any
 	RolloutCommand func(route, action string) (any, error)
 	Reload         func() (any, error)
+	// NoiseReset forgets the noise a route learnt (POST
+	// /api/v1/routes/{route}/noise/reset).
+	NoiseReset func(route string) (any, error)
 	// Fleet answers GET /api/v1/fleet (fleet mode only).
 	Fleet func() any
 	// FleetRoutes answers GET /api/v1/routes?scope=fleet (fleet mode only).
@@ -90,6 +93,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /api/v1/rollouts", a.read(a.rollouts))
 	mux.HandleFunc("POST /api/v1/rollouts/{route}/{action}", a.write(a.rolloutCommand))
 	mux.HandleFunc("POST /api/v1/reload", a.write(a.reload))
+	mux.HandleFunc("POST /api/v1/routes/{route}/noise/reset", a.write(a.noiseReset))
 	mux.HandleFunc("GET /api/v1/fleet", a.read(a.fleet))
 	mux.HandleFunc("GET /api/v1/fleet/windows", a.member(a.fleetWindows))
 	// Profiles expose memory contents and cost CPU: guarded like mutations.
@@ -105,7 +109,7 @@ func Handler(o Options) http.Handler {
 	} else {
 		mux.HandleFunc("GET /{$}", a.index)
 	}
-	return mux
+	return withFallback(mux)
 }
 
 type api struct{ o Options }
@@ -225,6 +229,18 @@ func (a *api) reload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
+}
+
+func (a *api) noiseReset(w http.ResponseWriter, r *http.Request) {
+	if a.o.NoiseReset == nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no shadowed routes"})
+		return
+	}
+	v, err := a.o.NoiseReset(r.PathValue("route"))
+	if err == nil {
+		a.o.Logger.Info("noise reset", zap.String("route", r.PathValue("route")), zap.String("remote", r.RemoteAddr))
+	}
+	a.answer(w, v, err)
 }
 
 func (a *api) answer(w http.ResponseWriter, v any, err error) {

@@ -147,3 +147,82 @@ func TestPprofGuardedLikeMutations(t *testing.T) {
 		srv.Close()
 	}
 }
+
+// TestUnknownPathsAndMethods: the API answers what it does not serve in
+// JSON too: 405 with Allow for a known path and the wrong method, 404
+// otherwise, with or without the dashboard mounted.
+func TestUnknownPathsAndMethods(t *testing.T) {
+	for _, dash := range []bool{false, true} {
+		o := Options{Loopback: true, Routes: func() any { return []any{} }}
+		if dash {
+			o.Dashboard = Dashboard()
+		}
+		srv := httptest.NewServer(Handler(o))
+		for _, tc := range []struct {
+			method, path string
+			code         int
+			allow        string
+		}{
+			{"GET", "/api/v1/nope", 404, ""},
+			{"POST", "/api/v1/nope", 404, ""},
+			{"DELETE", "/api/v1/routes", 405, "GET, HEAD"},
+			{"POST", "/api/v1/routes", 405, "GET, HEAD"},
+			{"GET", "/api/v1/reload", 405, "POST"},
+			{"GET", "/api/v1/rollouts/checkout/pause", 405, "POST"},
+			{"POST", "/healthz", 405, "GET, HEAD"},
+		} {
+			req, _ := http.NewRequest(tc.method, srv.URL+tc.path, nil)
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.code || resp.Header.Get("Allow") != tc.allow ||
+				resp.Header.Get("Content-Type") != "application/json" || !strings.Contains(string(b), `"error"`) {
+				t.Errorf("dashboard %v: %s %s = %d Allow %q %s %s; want %d Allow %q and a JSON error",
+					dash, tc.method, tc.path, resp.StatusCode, resp.Header.Get("Allow"), resp.Header.Get("Content-Type"), b, tc.code, tc.allow)
+			}
+		}
+		srv.Close()
+	}
+}
+
+// TestNoiseResetIsAMutation: resetting learnt noise changes verdicts, so it
+// is guarded like every other mutation.
+func TestNoiseResetIsAMutation(t *testing.T) {
+	var calls []string
+	reset := func(route string) (any, error) {
+		calls = append(calls, route)
+		if route == "nope" {
+			return nil, fmt.Errorf("route %q: %w", route, ErrNotFound)
+		}
+		return map[string]string{"result": "noise reset"}, nil
+	}
+	for _, tt := range []struct {
+		opts  Options
+		token string
+		path  string
+		want  int
+	}{
+		{Options{Loopback: false}, "", "/api/v1/routes/api/noise/reset", 401},
+		{Options{Token: "s3", Loopback: true}, "", "/api/v1/routes/api/noise/reset", 401},
+		{Options{Token: "s3"}, "s3", "/api/v1/routes/api/noise/reset", 200},
+		{Options{Loopback: true}, "", "/api/v1/routes/nope/noise/reset", 404},
+	} {
+		tt.opts.NoiseReset = reset
+		srv := httptest.NewServer(Handler(tt.opts))
+		if code, body := do(t, srv, "POST", tt.path, tt.token); code != tt.want {
+			t.Errorf("%s with %+v: code %d want %d: %s", tt.path, tt.opts, code, tt.want, body)
+		}
+		srv.Close()
+	}
+	if len(calls) != 2 || calls[0] != "api" {
+		t.Errorf("reset calls = %v", calls)
+	}
+	srv := httptest.NewServer(Handler(Options{Loopback: true, NoiseReset: reset}))
+	defer srv.Close()
+	if code, _ := do(t, srv, "GET", "/api/v1/routes/api/noise/reset", ""); code != 405 {
+		t.Errorf("GET on the reset endpoint = %d, want 405", code)
+	}
+}

@@ -16,7 +16,6 @@ package admin_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -24,18 +23,20 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"go.uber.org/zap"
 
 	"github.com/shadowproxy/shadowproxy/config"
 	"github.com/shadowproxy/shadowproxy/internal/admin"
 	"github.com/shadowproxy/shadowproxy/internal/app"
 	"github.com/shadowproxy/shadowproxy/internal/demo"
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
+	"github.com/shadowproxy/shadowproxy/internal/testkit/apptest"
 )
 
 const chromiumPath = "/usr/bin/chromium"
@@ -45,17 +46,21 @@ const chromiumPath = "/usr/bin/chromium"
 const browserToken = "browser-test-token"
 
 func TestBrowserDashboard(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 
-	adminURL, proxyURL, cfgText := startDemo(t)
+	// The browser first: the story starts with the proxy, and a slow
+	// Chromium start must not make the page miss its first steps.
+	b := newBrowser(t, ctx)
+	defer b.close()
+	adminURL, proxyURL, cfgText, bs := startDemo(t, demo.Pacing{Hold: 4 * time.Second})
 	trafficCtx, stopTraffic := context.WithCancel(ctx)
 	var trafficDone sync.WaitGroup
 	trafficDone.Add(1)
 	go func() {
 		defer trafficDone.Done()
-		// Bounded: at most 4000 requests, and it stops with the test.
-		demo.Traffic(trafficCtx, proxyURL, 100, 4000)
+		// Bounded: at most 15000 requests, and it stops with the test.
+		demo.Traffic(trafficCtx, proxyURL, 100, 15000)
 	}()
 	defer func() { stopTraffic(); trafficDone.Wait() }()
 
@@ -69,16 +74,85 @@ func TestBrowserDashboard(t *testing.T) {
 		t.Fatalf("GET / on the admin listener: %s %q; the app must set admin.Options.Dashboard to admin.Dashboard()", resp.Status, ct)
 	}
 
-	b := newBrowser(t, ctx)
-	defer b.close()
-	b.do("loading the dashboard", chromedp.Navigate(adminURL+"/#api"))
-
-	// The match rate of v2 is a percentage, not the "—" of no data.
-	rate := b.poll("a match rate", `(() => {
-		const v = document.querySelector('.match-rate[data-target="v2"] .value');
-		return v && /^\d+(\.\d+)?%$/.test(v.textContent) ? [v.textContent] : null;
+	// The rollout first: with the test's fast pacing it promotes every
+	// few seconds.
+	b.do("loading the dashboard", chromedp.Navigate(adminURL+"/#checkout"))
+	// The canary split of /checkout/: its share now and the requests each
+	// upstream served since start, as the API reports them.
+	split := b.poll("the checkout split", `(() => {
+		const p = document.getElementById('split-percent');
+		const rows = [...document.querySelectorAll('#split tbody tr')].map(tr => tr.children[0].textContent + '=' + tr.children[1].textContent);
+		const head = [...document.querySelectorAll('#split thead th')].map(th => th.textContent).join(',');
+		return p && rows.length === 2 ? [p.textContent, head].concat(rows) : null;
 	})()`)
-	t.Logf("match rate shown: %s", rate[0])
+	// The share itself moves when a rollout promotes; its form does not.
+	if !regexp.MustCompile(`^\d+(\.\d+)?%$`).MatchString(split[0]) || split[1] != "upstream,role,requests since start,share since start" ||
+		!reflect.DeepEqual(split[2:], []string{"v1=stable", "v2=canary"}) {
+		t.Errorf("checkout split shows %q, want a percentage, since-start columns, v1=stable and v2=canary", split)
+	}
+
+	if !strings.Contains(cfgText, "\n    rollout:") {
+		t.Fatal("the demo configuration lost its rollout")
+	}
+	// The story, in three moments: the rollout promotes to steps[2] (50%),
+	// named as the API and the configuration name it...
+	mid := b.poll("the rollout at steps[2]", `(() => {
+		const s = document.getElementById('rollout-state'), st = document.getElementById('rollout-step');
+		return s && st && s.textContent === 'progressing' && st.textContent.startsWith('steps[2] ') ? [st.textContent] : null;
+	})()`)
+	if ro := getRollout(t, adminURL, "checkout"); ro.Step < 2 || mid[0] != "steps[2] of steps[0]–steps[3]" {
+		t.Errorf("page shows %q while the API says step %d", mid[0], ro.Step)
+	}
+	b.storyShot("dashboard-2-canary-rollout.png")
+
+	// ...then v2's checkout breaks and the guardrail rolls it back.
+	bs.V2.SetFailing(true)
+	rb := b.poll("the rollback", `(() => {
+		const s = document.getElementById('rollout-state');
+		if (!s || s.textContent !== 'rolled_back') return null;
+		const dd = [...document.querySelectorAll('#rollout dl dt')].map(d => d.textContent + '=' + d.nextSibling.textContent);
+		return [dd.join(' | ')];
+	})()`)
+	if !strings.Contains(rb[0], "canary share now=0% (rolled back)") || !strings.Contains(rb[0], "rolled back=") || strings.Contains(rb[0], "hold") {
+		t.Errorf("rolled-back rollout panel: %q; want 0%% (rolled back), the time since, no hold", rb[0])
+	}
+	b.storyShot("dashboard-3-rollback.png")
+	bs.V2.SetFailing(false)
+
+	// Resume from the page. The token is required, so the page must ask
+	// for it, keep it and retry.
+	b.poll("the resume button", `!document.getElementById('btn-resume').disabled && !document.getElementById('rollout-actions').hidden ? ['ok'] : null`)
+	b.do("clicking resume", chromedp.Click(chromedp.ID("btn-resume")))
+	b.poll("the token form", `!document.getElementById('auth').hidden ? ['ok'] : null`)
+	b.do("entering the token",
+		chromedp.SendKeys(chromedp.ID("token"), browserToken),
+		chromedp.Click(chromedp.CSS(`#auth button[type="submit"]`)))
+	b.poll("the progressing state", `(() => {
+		const s = document.getElementById('rollout-state');
+		return s && s.textContent === 'progressing' ? ['ok'] : null;
+	})()`)
+	if ro := getRollout(t, adminURL, "checkout"); ro.State != "progressing" {
+		t.Errorf("GET /api/v1/rollouts: checkout is %q after clicking resume, want progressing", ro.State)
+	}
+	stored, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`sessionStorage.getItem('shadowproxy.admin-token') || ''`))
+	if err != nil || stored != browserToken {
+		t.Errorf("token kept in sessionStorage = %q, %v", stored, err)
+	}
+
+	// The dark launch, by now with a minute of data.
+	b.do("opening route api", chromedp.Click(chromedp.CSS(`nav a[href="#api"]`)))
+
+	// The match rate of v2 is a percentage, not the "—" of no data, and it
+	// says which window it covers.
+	rate := b.poll("a match rate", `(() => {
+		const c = document.querySelector('.match-rate[data-target="v2"]');
+		const v = c && c.querySelector('.value');
+		return v && /^\d+(\.\d+)?%$/.test(v.textContent) ? [v.textContent, c.querySelector('.label').textContent] : null;
+	})()`)
+	if !strings.Contains(rate[1], "last 1m") && !strings.Contains(rate[1], "since start") {
+		t.Errorf("match rate card %q does not say its window", rate[1])
+	}
+	t.Logf("match rate shown: %s (%s)", rate[0], rate[1])
 
 	// v2 really differs from v1 in three places (demo/backends.go): pro
 	// users' plan is renamed, some users get a new "tier", and the second
@@ -98,16 +172,63 @@ func TestBrowserDashboard(t *testing.T) {
 		}
 		return null;
 	})()`)
-	if want := realDiffs[row[0]]; row[1] != want[0] || row[2] != want[1] || row[3] != want[2] || !strings.HasPrefix(row[4], "GET /api/") {
+	if want := realDiffs[row[0]]; row[1] != want[0] || row[2] != want[1] || row[3] != want[2] || !strings.HasPrefix(row[5], "GET /api/") {
 		t.Errorf("sample row %q, want %s %v on a GET /api/ request", row, row[0], want)
 	}
-	t.Logf("diff sample shown: %s: %s -> %s (%s)", row[0], row[2], row[3], row[4])
-	// The match-rate chart draws a line once a few points exist.
+	t.Logf("diff sample shown: %s: %s -> %s (%s)", row[0], row[2], row[3], row[5])
+
+	// Identical differences are grouped: every group differs from the
+	// others, the counts add up to the samples fetched, and with three
+	// kinds of real difference some group holds more than one sample.
+	groups := b.poll("grouped diff samples", `(() => {
+		const gs = [...document.querySelectorAll('#diffs .sample.group')];
+		const m = (document.querySelector('#diffs > p.muted') || {}).textContent || '';
+		const n = m.match(/newest (\d+) stored/);
+		if (!gs.length || !n) return null;
+		const counts = gs.map(g => Number(g.dataset.count));
+		if (Math.max(...counts) < 2) return null;
+		const sigs = gs.map(g => [g.querySelector('.target').textContent, g.querySelector('.status').textContent]
+			.concat([...g.querySelectorAll('tbody tr')].map(tr => tr.children[0].textContent.replace(/\/\d+(?=\/|$)/g, '/*') + ' ' + tr.children[1].textContent).sort()).join('|'));
+		return [String(counts.reduce((a, b) => a + b, 0)), n[1], String(new Set(sigs).size), String(gs.length),
+			gs[0].querySelector('.count').textContent];
+	})()`)
+	if groups[0] != groups[1] || groups[2] != groups[3] || !strings.HasPrefix(groups[4], "×") {
+		t.Errorf("groups: counts add to %s of %s samples, %s distinct of %s groups, badge %q", groups[0], groups[1], groups[2], groups[3], groups[4])
+	}
+
+	// The axis fits the data: the first point starts near the left edge,
+	// not as a sliver at the right of an hour; "1h" shows the hour.
 	b.poll("the match rate chart", `(() => {
 		const p = document.querySelector('#match-chart path.series');
 		return p && (p.getAttribute('d').match(/L/g) || []).length >= 3 ? ['ok'] : null;
 	})()`)
-	b.shot("dashboard-api.png")
+	// Wait for more than the 30s the fitted axis shows at least.
+	fit := b.pollFor("40s of history on the fitted axis", `(() => { const r = `+axisJS("match-chart")+`; return r && Number(r[0]) >= 40 ? r : null; })()`, 90*time.Second)
+	if span, first := atof(t, fit[0]), atof(t, fit[1]); span > 600 || first > 0.15 {
+		t.Errorf("fit to data: axis spans %vs with the first point at %.0f%% of the width; want it to start near the left", span, 100*first)
+	}
+	b.do("choosing 1h", chromedp.Click(chromedp.CSS(`#range button[data-range="3600"]`)))
+	hour := b.poll("the 1h axis", `(() => { const r = `+axisJS("match-chart")+`; return r && r[0] === '3600' ? r : null; })()`)
+	if first := atof(t, hour[1]); first < 0.8 {
+		t.Errorf("1h: first point at %.0f%% of the width, want the right edge", 100*first)
+	}
+	b.do("back to fit", chromedp.Click(chromedp.CSS(`#range button[data-range="fit"]`)))
+
+	// Latency: one quantile at a time, primary against the shadow, with a
+	// legend carrying values and a hover read-out.
+	lat := b.poll("the p95 latency lines", latencyJS)
+	if lat[0] != "primary p95,shadow v2 p95" {
+		t.Errorf("latency lines %q, want primary p95 and shadow v2 p95 only", lat[0])
+	}
+	b.do("choosing p50", chromedp.Click(chromedp.CSS(`#quantile button[data-q="p50"]`)))
+	lat = b.poll("the p50 latency lines", `(() => { const r = `+latencyJS+`; return r && r[0].includes('p50') ? r : null; })()`)
+	if lat[0] != "primary p50,shadow v2 p50" || !regexp.MustCompile(`primary p50 \d`).MatchString(lat[1]) {
+		t.Errorf("latency after choosing p50: lines %q, legend %q", lat[0], lat[1])
+	}
+	tip := b.poll("the hover read-out", hoverJS("latency-chart"))
+	if !strings.Contains(tip[0], "primary p50: ") || !strings.Contains(tip[0], "shadow v2 p50: ") {
+		t.Errorf("hover read-out %q, want both series' values", tip[0])
+	}
 
 	// Clicking a top field filters the samples to that field: v2 changed the
 	// second product's price from 25.5 to 24.99.
@@ -122,7 +243,7 @@ func TestBrowserDashboard(t *testing.T) {
 		for (const s of samples) {
 			const row = s.querySelector('tr.selected');
 			if (!row) return null; // not re-rendered yet, or a sample without the field
-			out.push([...row.children].map(c => c.textContent).join(' | '));
+			out.push([...row.children].slice(0, 4).map(c => c.textContent).join(' | '));
 		}
 		return out;
 	})()`)
@@ -131,60 +252,73 @@ func TestBrowserDashboard(t *testing.T) {
 			t.Errorf("filtered sample row = %q, want /items/1/price | changed | 25.5 | 24.99", row)
 		}
 	}
-
-	// The canary split of /checkout/: its share and the requests each
-	// upstream served, as the API reports them.
-	b.do("opening route checkout", chromedp.Click(chromedp.CSS(`nav a[href="#checkout"]`)))
-	split := b.poll("the checkout split", `(() => {
-		const p = document.getElementById('split-percent');
-		const rows = [...document.querySelectorAll('#split tbody tr')].map(tr => tr.children[0].textContent + '=' + tr.children[1].textContent);
-		return p && rows.length === 2 ? [p.textContent].concat(rows) : null;
+	// From the field: the exact line that ignores it.
+	b.do("clicking ignore this field", chromedp.Click(chromedp.ID("ignore-field")))
+	yaml := b.poll("the YAML line", `(() => {
+		const l = document.getElementById('ignore-line'), c = document.getElementById('ignore-context');
+		return l && c ? [l.textContent, c.textContent] : null;
 	})()`)
-	// The share itself moves when a rollout promotes; its form does not.
-	if !regexp.MustCompile(`^\d+(\.\d+)?%$`).MatchString(split[0]) || !reflect.DeepEqual(split[1:], []string{"v1=stable", "v2=canary"}) {
-		t.Errorf("checkout split shows %q, want a percentage, v1=stable and v2=canary", split)
+	if yaml[0] != `- "/items/*/price"` || !strings.Contains(yaml[1], `- name: "api"   # routes[0]`) || !strings.HasSuffix(yaml[1], "ignore:\n          - \"/items/*/price\"") {
+		t.Errorf("ignore snippet %q in %q", yaml[0], yaml[1])
 	}
+	// The line really ignores the field: the configuration with it loads.
+	withIgnore := strings.Replace(cfgText, "        secondary: v1-twin\n", "        secondary: v1-twin\n        ignore:\n          "+yaml[0]+"\n", 1)
+	if _, err := config.Load("demo.yaml", []byte(withIgnore), func(string) (string, bool) { return "", false }); err != nil || withIgnore == cfgText {
+		t.Errorf("the demo configuration with the suggested line does not load: %v", err)
+	}
+	b.storyShot("dashboard-1-dark-launch.png")
 
-	// The rollout: pause it from the page. The token is required, so the
-	// page must ask for it, keep it and retry.
-	wantRollout := strings.Contains(cfgText, "\n    rollout:")
-	rollouts := getRollouts(t, adminURL)
-	if wantRollout && len(rollouts) == 0 {
-		t.Fatal("the demo configuration has a rollout but GET /api/v1/rollouts lists none")
-	}
-	if len(rollouts) > 0 {
-		route := rollouts[0].Route
-		b.do("opening route "+route, chromedp.Click(chromedp.CSS(`nav a[href="#`+route+`"]`)))
-		b.poll("the rollout to progress", `(() => {
-			const s = document.getElementById('rollout-state');
-			const b = document.getElementById('btn-pause');
-			return s && s.textContent === 'progressing' && !b.disabled ? ['ok'] : null;
-		})()`)
-		b.do("clicking pause", chromedp.Click(chromedp.ID("btn-pause")))
-		b.poll("the token form", `!document.getElementById('auth').hidden ? ['ok'] : null`)
-		b.do("entering the token",
-			chromedp.SendKeys(chromedp.ID("token"), browserToken),
-			chromedp.Click(chromedp.CSS(`#auth button[type="submit"]`)))
-		b.poll("the paused state", `(() => {
-			const s = document.getElementById('rollout-state');
-			return s && s.textContent === 'paused' ? ['ok'] : null;
-		})()`)
-		var state string
-		for _, r := range getRollouts(t, adminURL) {
-			if r.Route == route {
-				state = r.State
-			}
-		}
-		if state != "paused" {
-			t.Errorf("GET /api/v1/rollouts: route %s is %q after clicking pause, want paused", route, state)
-		}
-		stored, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`sessionStorage.getItem('shadowproxy.admin-token') || ''`))
-		if err != nil || stored != browserToken {
-			t.Errorf("token kept in sessionStorage = %q, %v", stored, err)
-		}
-		b.shot("dashboard-rollout.png")
+	// Reset learnt noise, with the kept token: a proxy without the
+	// endpoint is reported as such, not as a failure.
+	b.poll("the reset button", `!document.getElementById('noise-actions').hidden ? ['ok'] : null`)
+	b.do("arming reset", chromedp.Click(chromedp.ID("noise-reset")))
+	b.do("confirming reset", chromedp.Click(chromedp.ID("noise-reset")))
+	res := b.poll("the reset result", `(() => { const r = document.getElementById('noise-result'); return r ? [r.textContent] : null; })()`)
+	if !strings.HasPrefix(res[0], "Learnt noise reset") && !strings.HasPrefix(res[0], "This proxy cannot reset learnt noise") {
+		t.Errorf("reset learnt noise: %q", res[0])
 	}
 	b.checkConsole()
+}
+
+// axisJS returns a chart's x span in seconds and where its first series
+// starts, as a fraction of the plot's width.
+func axisJS(id string) string {
+	return `(() => {
+		const svg = document.querySelector('#` + id + ` svg');
+		const p = svg && svg.querySelector('path.series');
+		if (!p) return null;
+		const x = Number(p.getAttribute('d').match(/^M([\d.]+)/)[1]);
+		return [svg.dataset.span, String((x - 56) / (640 - 56 - 12))];
+	})()`
+}
+
+// latencyJS returns the latency chart's line names and its legend.
+const latencyJS = `(() => {
+	const names = [...document.querySelectorAll('#latency-chart path.series')].map(p => p.dataset.series);
+	const legend = [...document.querySelectorAll('#latency-chart .legend-item')].map(l => l.textContent);
+	return names.length >= 2 ? [names.join(','), legend.join(' | ')] : null;
+})()`
+
+// hoverJS moves the mouse over the middle of a chart and returns its
+// read-out.
+func hoverJS(id string) string {
+	return `(() => {
+		const svg = document.querySelector('#` + id + ` svg');
+		if (!svg) return null;
+		const r = svg.getBoundingClientRect();
+		svg.dispatchEvent(new MouseEvent('mousemove', {clientX: r.left + r.width * 0.9, clientY: r.top + r.height / 2, bubbles: true}));
+		const tip = document.querySelector('#` + id + ` .tip');
+		return tip && !tip.hidden ? [tip.textContent] : null;
+	})()`
+}
+
+func atof(t *testing.T, s string) float64 {
+	t.Helper()
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		t.Fatalf("not a number: %q", s)
+	}
+	return f
 }
 
 // hostile is what a malicious upstream could put in field paths and values.
@@ -207,7 +341,7 @@ func TestBrowserEscapesHostileData(t *testing.T) {
 				"top_fields": []map[string]any{{"field": "/" + hostile, "count": 5}},
 				"latency":    map[string]any{"primary": map[string]any{"count": 1, "p50": 0.001, "p95": 0.002, "p99": 0.003}, "shadow": map[string]any{"count": 1, "p50": 0.001, "p95": 0.002, "p99": 0.003}},
 			}},
-			"noise_fields": []map[string]any{{"path": "/" + hostile, "disagreements": 5, "observations": 5, "rate": 1, "noisy": true}},
+			"noise_fields": []map[string]any{{"path": "/" + hostile, "disagreements": 1, "observations": 5, "rate": 0.2, "noisy": false}},
 		},
 	}}
 	rollout := map[string]any{
@@ -266,7 +400,7 @@ func TestBrowserEscapesHostileData(t *testing.T) {
 		const buttons = [...document.querySelectorAll('#rollout-panel .actions button')].map(b => b.dataset.action + '=' + !b.disabled);
 		return [c.textContent, dd.join(' | '), buttons.join(' ')];
 	})()`)
-	if ro[0] != hostile || ro[1] != "progressing | auto | 2 of 4 | 10% | 1m 15s of 5m 0s hold (3m 45s left) | "+hostile ||
+	if ro[0] != hostile || ro[1] != "progressing | auto | steps[1] of steps[0]–steps[3] | 10% | 1m 15s of 5m 0s hold (3m 45s left) | "+hostile ||
 		ro[2] != "pause=true resume=false promote=true rollback=true" {
 		t.Errorf("rollout panel shows %q", ro)
 	}
@@ -282,6 +416,193 @@ func TestBrowserEscapesHostileData(t *testing.T) {
 	}
 	b.checkConsole()
 }
+
+// TestBrowserGuides serves the dashboard with known API answers and checks
+// what it explains and offers: top fields without learnt noise, grouped
+// samples with counts, the ignore advice for a JSON field and a header, no
+// rollout buttons without a rollout, a rolled-back rollout described in its
+// own words with the API's step numbering, the axis fitted to three minutes
+// of history, and a noise reset sent with the admin header and reported
+// when the proxy lacks the endpoint.
+func TestBrowserGuides(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	now := time.Now()
+	lat := map[string]any{"count": 10, "p50": 0.002, "p95": 0.004, "p99": 0.008}
+	routes := []map[string]any{{
+		"route": "api", "upstream": "v1", "requests": 500, "split": nil, "rollout": nil,
+		"shadow": map[string]any{"targets": []string{"v2"}, "outcomes": map[string]float64{"ok": 500}, "skipped": map[string]float64{}},
+		"comparison": map[string]any{"route": "api", "secondary": true,
+			"targets": []map[string]any{{
+				"target": "v2", "match_rate_1m": 0.8, "match_rate_5m": 0.8, "match_rate_total": 0.8,
+				"counts": map[string]int{"match": 400, "mismatch": 100, "uncomparable": 0, "learning": 7}, "counts_1m": map[string]int{"match": 40, "mismatch": 10},
+				"top_fields": []map[string]any{{"field": "/request_id", "count": 90}, {"field": "/plan", "count": 60}, {"field": "header/Etag", "count": 5}},
+				"latency":    map[string]any{"primary": lat, "shadow": lat},
+			}},
+			"noise_fields": []map[string]any{{"path": "/request_id", "disagreements": 50, "observations": 50, "rate": 1, "noisy": true}},
+		},
+	}, {
+		"route": "checkout", "upstream": "v1", "requests": 300, "shadow": nil, "comparison": nil,
+		"split": map[string]any{"percent": 0, "canary": "v2", "targets": []string{"v1", "v2"},
+			"requests_by_upstream": map[string]float64{"v1": 105, "v2": 195}, "decisions_by_reason": map[string]float64{"percent": 300}},
+	}}
+	rolledBack := map[string]any{
+		"route": "checkout", "mode": "auto", "state": "rolled_back", "step": 2, "steps": 4, "percent": 0,
+		"time_in_step_seconds": 32, "hold_seconds": 20, "hold_remaining_seconds": 0,
+		"last_action": "rollback", "last_action_by": "controller", "last_action_at": now.Add(-32 * time.Second),
+		"last_evaluation": nil,
+	}
+	routes[1]["rollout"] = rolledBack
+	sample := func(ago time.Duration, path, kind, primary, shadow string) map[string]any {
+		return map[string]any{"route": "api", "target": "v2", "time": now.Add(-ago), "method": "GET", "uri": "/api/users/u5",
+			"primary_status": 200, "shadow_status": 200,
+			"differences": []map[string]any{{"path": path, "kind": kind, "primary": primary, "shadow": shadow}}}
+	}
+	samples := []map[string]any{
+		sample(1*time.Second, "/plan", "changed", `"pro"`, `"professional"`),
+		sample(2*time.Second, "/tier", "added", "", "1"),
+		sample(3*time.Second, "/plan", "changed", `"pro"`, `"professional"`),
+		sample(4*time.Second, "/tier", "added", "", "1"),
+		sample(5*time.Second, "/plan", "changed", `"pro"`, `"professional"`),
+	}
+	var points []map[string]any
+	for i := 18; i >= 0; i-- { // three minutes of 10-second points
+		points = append(points, map[string]any{"time": now.Add(-time.Duration(i) * 10 * time.Second), "target": "v2", "match_rate": 0.8, "comparisons": 50,
+			"primary_p50": 0.002, "primary_p95": 0.004, "primary_p99": 0.008, "shadow_p50": 0.003, "shadow_p95": 0.006, "shadow_p99": 0.012})
+	}
+	h := admin.Handler(admin.Options{
+		Dashboard: admin.Dashboard(),
+		Loopback:  true,
+		Routes:    func() any { return routes },
+		Rollouts:  func() any { return []any{rolledBack} },
+		Diffs:     func(string, int, string) (any, error) { return samples, nil },
+		History: func(string) (any, error) {
+			return map[string]any{"route": "api", "interval_seconds": 10, "points": points}, nil
+		},
+	})
+	// A proxy without the noise reset endpoint answers 404; record that
+	// the page marked the request as its own.
+	var resetHeader atomicString
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v1/routes/{route}/noise/reset", func(w http.ResponseWriter, r *http.Request) {
+		resetHeader.Store(r.Header.Get("X-Shadowproxy-Admin") + " " + r.PathValue("route"))
+		h.ServeHTTP(w, r)
+	})
+	mux.Handle("/", h)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	b := newBrowser(t, ctx)
+	defer b.close()
+	b.do("loading the dashboard", chromedp.Navigate(srv.URL+"/#api"))
+
+	fields := b.poll("the top fields", `(() => {
+		const f = [...document.querySelectorAll('#top-fields .field-filter')].map(b => b.textContent);
+		return f.length ? f : null;
+	})()`)
+	if !reflect.DeepEqual(fields, []string{"/plan", "header/Etag"}) {
+		t.Errorf("top fields %q, want /plan and header/Etag: /request_id is learnt noise", fields)
+	}
+	counts := b.poll("the grouped samples", `(() => {
+		const c = [...document.querySelectorAll('#diffs .group .count')].map(c => c.textContent);
+		return c.length ? c.concat([...document.querySelectorAll('#diffs .group tbody tr td:first-child')].map(td => td.textContent)) : null;
+	})()`)
+	if !reflect.DeepEqual(counts, []string{"×3", "×2", "/plan", "/tier"}) {
+		t.Errorf("groups %q, want ×3 /plan (newest first) and ×2 /tier", counts)
+	}
+	help := b.poll("the explanations", `(() => {
+		const h = document.getElementById('overview-help').textContent;
+		const c = document.querySelector('.match-rate');
+		return h ? [h, c.className, c.title, document.querySelector('.card.comparisons .value').textContent] : null;
+	})()`)
+	if help[3] != "400 ✓  100 ✗  0 ?  7 ≈" {
+		t.Errorf("comparisons card %q, want 400 ✓  100 ✗  0 ?  7 ≈", help[3])
+	}
+	for _, want := range []string{"✓ same answer", "✗ different answer", "? could not be compared", "≈ compared while noise was still being learnt", "Green from 99%, amber from 90%, red below 90%"} {
+		if !strings.Contains(help[0], want) {
+			t.Errorf("overview explanation %q lacks %q", help[0], want)
+		}
+	}
+	if !strings.Contains(help[1], "bad") || !strings.Contains(help[2], "in the last minute") {
+		t.Errorf("an 80%% match rate card: class %q, title %q; want red and its window explained", help[1], help[2])
+	}
+	// No rollout on api: no rollout buttons.
+	hidden := b.poll("the rollout panel", `document.querySelector('#rollout p') ? [String(document.getElementById('rollout-actions').hidden), String(document.getElementById('btn-pause').offsetParent === null)] : null`)
+	if hidden[0] != "true" || hidden[1] != "true" {
+		t.Errorf("route without a rollout: actions hidden=%s, pause invisible=%s", hidden[0], hidden[1])
+	}
+	// Three minutes of history fill the axis.
+	fit := b.poll("the fitted axis", axisJS("match-chart"))
+	if span, first := atof(t, fit[0]), atof(t, fit[1]); span < 180 || span > 200 || first > 0.06 {
+		t.Errorf("fit: %vs, first point at %.1f%%; want about 189s starting at the left", span, 100*first)
+	}
+	tip := b.poll("the hover read-out", hoverJS("latency-chart"))
+	if !strings.Contains(tip[0], "primary p95: 4.00ms") || !strings.Contains(tip[0], "shadow v2 p95: 6.00ms") {
+		t.Errorf("hover read-out %q", tip[0])
+	}
+
+	// Ignoring a header is advice, not a JSON Pointer line.
+	b.do("ignore header/Etag", chromedp.Click(chromedp.JSPath(`[...document.querySelectorAll('#top-fields tr')].filter(tr => tr.textContent.startsWith('header/Etag'))[0].querySelector('.ignore-field')`)))
+	adv := b.poll("the header advice", `(() => { const a = document.getElementById('ignore-advice'); return a ? [a.textContent] : null; })()`)
+	if !strings.HasPrefix(adv[0], "Remove Etag from routes[0].shadow.compare.headers") {
+		t.Errorf("header advice %q", adv[0])
+	}
+	b.do("ignore /plan", chromedp.Click(chromedp.JSPath(`[...document.querySelectorAll('#top-fields tr')].filter(tr => tr.textContent.startsWith('/plan'))[0].querySelector('.ignore-field')`)))
+	line := b.poll("the /plan line", `(() => { const l = document.getElementById('ignore-line'); return l && l.textContent.includes('/plan') ? [l.textContent] : null; })()`)
+	if line[0] != `- "/plan"` {
+		t.Errorf("ignore line %q", line[0])
+	}
+
+	// Reset learnt noise from the field: arm, confirm; the stub proxy lacks
+	// the endpoint.
+	b.do("arming reset", chromedp.Click(chromedp.ID("field-reset-noise")))
+	armed := b.poll("the armed reset", `(() => { const r = document.getElementById('field-reset-noise'); return r && r.textContent === 'confirm reset?' ? [document.getElementById('noise-reset').textContent] : null; })()`)
+	if armed[0] != "confirm reset?" {
+		t.Errorf("noise panel button %q while the reset is armed, want confirm reset?", armed[0])
+	}
+	b.do("confirming reset", chromedp.Click(chromedp.ID("field-reset-noise")))
+	res := b.poll("the reset result", `(() => { const r = document.getElementById('noise-result'); return r ? [r.textContent] : null; })()`)
+	if !strings.HasPrefix(res[0], "This proxy cannot reset learnt noise (POST /api/v1/routes/api/noise/reset answered 404)") {
+		t.Errorf("reset result %q", res[0])
+	}
+	if got := resetHeader.Load(); got != "1 api" {
+		t.Errorf("reset request: X-Shadowproxy-Admin and route %q, want \"1 api\"", got)
+	}
+
+	// A rolled-back rollout: the API's step numbering, no hold, the share now
+	// against the shares since start.
+	b.do("opening route checkout", chromedp.Click(chromedp.CSS(`nav a[href="#checkout"]`)))
+	ro := b.poll("the rolled-back rollout", `(() => {
+		const st = document.getElementById('rollout-step');
+		if (!st) return null;
+		const dd = [...document.querySelectorAll('#rollout dl dt')].map(d => d.textContent + '=' + d.nextSibling.textContent);
+		const buttons = [...document.querySelectorAll('#rollout-panel .actions button')].map(b => b.dataset.action + '=' + !b.disabled);
+		return [st.textContent, dd.join(' | '), buttons.join(' '), document.querySelector('#split p').textContent,
+			String(document.getElementById('rollout-actions').hidden)];
+	})()`)
+	if ro[0] != "steps[2] of steps[0]–steps[3]" {
+		t.Errorf("step %q, want the API's step 2 as steps[2]", ro[0])
+	}
+	if !regexp.MustCompile(`rolled back=3\ds ago`).MatchString(ro[1]) || strings.Contains(ro[1], "hold") || !strings.Contains(ro[1], "canary share now=0% (rolled back)") {
+		t.Errorf("rolled-back panel %q", ro[1])
+	}
+	if ro[2] != "pause=false resume=true promote=false rollback=false" || ro[4] != "false" {
+		t.Errorf("rolled-back buttons %q (hidden %s), want only resume", ro[2], ro[4])
+	}
+	if ro[3] != "Now: canary v2 gets 0% of keys (set by the rollout); stable is v1." {
+		t.Errorf("split summary %q", ro[3])
+	}
+	b.checkConsole()
+}
+
+// atomicString is a string shared with a handler goroutine.
+type atomicString struct {
+	mu sync.Mutex
+	s  string
+}
+
+func (a *atomicString) Store(s string) { a.mu.Lock(); a.s = s; a.mu.Unlock() }
+func (a *atomicString) Load() string   { a.mu.Lock(); defer a.mu.Unlock(); return a.s }
 
 // TestBrowserAsksForTokenOnReads: with protect_reads, the first API read
 // answers 401; the page asks for the token, keeps it for the tab, and shows
@@ -318,6 +639,9 @@ func TestBrowserAsksForTokenOnReads(t *testing.T) {
 	})()`)
 	if got[0] != "10%" || got[1] != "true" {
 		t.Errorf("after the token: split %q, form hidden %s", got[0], got[1])
+	}
+	if hidden := b.poll("the rollout actions", `[String(document.getElementById('rollout-actions').hidden)]`); hidden[0] != "true" {
+		t.Error("a route without a rollout shows rollout buttons")
 	}
 	b.checkConsole()
 }
@@ -401,8 +725,23 @@ func (b *browser) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 // poll waits until expr is truthy and returns it (a list of strings).
 func (b *browser) poll(what, expr string) []string {
 	b.t.Helper()
-	v, err := chromedp.Run(b.ctx, chromedp.Poll[[]string](expr,
-		chromedp.WithPollingInterval(200*time.Millisecond), chromedp.WithPollingTimeout(30*time.Second)))
+	return b.pollFor(what, expr, 30*time.Second)
+}
+
+// pollFor is poll with its own timeout.
+func (b *browser) pollFor(what, expr string, timeout time.Duration) []string {
+	b.t.Helper()
+	var v []string
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		v, err = chromedp.Run(b.ctx, chromedp.Poll[[]string](expr,
+			chromedp.WithPollingInterval(200*time.Millisecond), chromedp.WithPollingTimeout(timeout)))
+		// A poll started while the page was still replacing its
+		// JavaScript context loses that context: start it again.
+		if err == nil || !strings.Contains(err.Error(), "Cannot find context with specified id") {
+			break
+		}
+	}
 	if err != nil {
 		b.t.Fatalf("waiting for %s: %v", what, err)
 	}
@@ -432,6 +771,27 @@ func (b *browser) shot(name string) {
 	b.t.Logf("screenshot: %s", path)
 }
 
+// storyShot is a screenshot of a moment of the demo's story: saved like
+// shot, and also to $SHADOWPROXY_SCREENSHOTS when set (make screenshots
+// points it at docs/screenshots, where the README shows them).
+func (b *browser) storyShot(name string) {
+	b.shot(name)
+	dir := os.Getenv("SHADOWPROXY_SCREENSHOTS")
+	if dir == "" {
+		return
+	}
+	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
+	if err == nil {
+		err = os.MkdirAll(dir, 0o755)
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, name), png, 0o644)
+	}
+	if err != nil {
+		b.t.Errorf("screenshot %s: %v", name, err)
+	}
+}
+
 func (b *browser) checkConsole() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -441,57 +801,40 @@ func (b *browser) checkConsole() {
 }
 
 // startDemo runs the demo backends and a whole App on 127.0.0.1:0 ports, with
-// an admin token, and returns the admin and proxy URLs and the config text.
-func startDemo(t *testing.T) (adminURL, proxyURL, cfgText string) {
+// an admin token and the given pacing, and returns the admin and proxy URLs,
+// the config text and the backends.
+func startDemo(t *testing.T, pacing demo.Pacing) (adminURL, proxyURL, cfgText string, bs *demo.Backends) {
 	t.Helper()
-	bs, err := demo.StartBackends()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(bs.Close)
-	text := demo.ConfigYAML(bs, "127.0.0.1:0", "127.0.0.1:0")
+	bs = apptest.DemoBackends(t)
+	text := demo.ConfigYAMLPaced(bs, "127.0.0.1:0", "127.0.0.1:0", pacing)
 	if strings.Contains(text, "\nadmin:") {
 		t.Fatal("the demo configuration now has an admin section; set the token through it instead of adding one")
 	}
 	text = strings.Replace(text, "\nlog:", fmt.Sprintf("\nadmin: {token: %s}\nlog:", browserToken), 1)
-	cfg, err := config.Load("demo.yaml", []byte(text), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatalf("demo configuration: %v", err)
-	}
-	a, err := app.New(cfg, app.Options{Logger: zap.NewNop(), Version: "browser-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-	})
-	return "http://" + a.AdminAddr(), "http://" + a.ProxyAddr(), text
+	run := apptest.Start(t, text, app.Options{Version: "browser-test"})
+	return run.AdminURL, run.ProxyURL, text, bs
 }
 
 type rolloutStatus struct {
 	Route string `json:"route"`
 	State string `json:"state"`
+	Step  int    `json:"step"`
+}
+
+func getRollout(t *testing.T, adminURL, route string) rolloutStatus {
+	t.Helper()
+	for _, r := range getRollouts(t, adminURL) {
+		if r.Route == route {
+			return r
+		}
+	}
+	t.Fatalf("GET /api/v1/rollouts lists no rollout for %s", route)
+	return rolloutStatus{}
 }
 
 func getRollouts(t *testing.T, adminURL string) []rolloutStatus {
 	t.Helper()
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(adminURL + "/api/v1/rollouts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	var out []rolloutStatus
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /api/v1/rollouts: %s", resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		t.Fatalf("GET /api/v1/rollouts: %v", err)
-	}
+	testkit.GetJSON(t, &http.Client{Timeout: 5 * time.Second}, adminURL+"/api/v1/rollouts", &out)
 	return out
 }

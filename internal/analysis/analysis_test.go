@@ -1,6 +1,7 @@
 package analysis
 
 import (
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -50,10 +51,10 @@ func TestCompareCountsAndHook(t *testing.T) {
 	a.Compare(exchange(`{"a":1,"ts":1}`, `{"a":1,"ts":2}`, proxy.OutcomeOK))
 	a.Compare(exchange(`{"a":1}`, `{"a":2}`, proxy.OutcomeOK))
 	a.Compare(exchange(`{"a":1}`, `{"a":2}`, proxy.OutcomeSkipped))
-	if v := testutil.ToFloat64(m.Comparisons.WithLabelValues("api", "s", "match")); v != 1 {
+	if v := testutil.ToFloat64(m.Comparisons.WithLabelValues("api", "s", "GET /x", "match")); v != 1 {
 		t.Errorf("match = %v", v)
 	}
-	if v := testutil.ToFloat64(m.Comparisons.WithLabelValues("api", "s", "mismatch")); v != 1 {
+	if v := testutil.ToFloat64(m.Comparisons.WithLabelValues("api", "s", "GET /x", "mismatch")); v != 1 {
 		t.Errorf("mismatch = %v", v)
 	}
 	if v := testutil.ToFloat64(m.DiffFields.WithLabelValues("api", "s", "/a")); v != 1 {
@@ -111,22 +112,79 @@ func TestHistoryIntervals(t *testing.T) {
 	}
 }
 
-func TestLatencyHistQuantiles(t *testing.T) {
-	var h latencyHist
-	for i := 1; i <= 1000; i++ {
-		h.add(time.Duration(i) * time.Millisecond)
+// TestHistoryAndRoutesAgree: /routes and /history estimate quantiles with
+// the one histogram, so the same comparisons give the same p95 in both.
+func TestHistoryAndRoutesAgree(t *testing.T) {
+	a := New(metrics.New("t"), nil, nil)
+	if err := a.Configure(testConfig(t, "")); err != nil {
+		t.Fatal(err)
 	}
-	for q, want := range map[float64]float64{0.5: 0.5, 0.95: 0.95, 0.99: 0.99} {
-		if got := h.quantile(q); math.Abs(got-want)/want > 0.1 {
-			t.Errorf("q%v = %v, want %v within 10%%", q, got, want)
-		}
+	for i := 1; i <= 500; i++ {
+		ex := exchange(`1`, `1`, proxy.OutcomeOK)
+		ex.PrimaryLatency = time.Duration(i*37%1000+1) * 100 * time.Microsecond
+		ex.Shadows[0].Latency = ex.PrimaryLatency * 2
+		a.Compare(ex)
 	}
-	h.reset()
-	if h.quantile(0.5) != 0 {
-		t.Error("reset histogram not empty")
+	a.Tick(time.Unix(2000, 0))
+	s, _ := a.Summary("api")
+	h, _ := a.History("api")
+	lat := s.Targets[0].Latency
+	p := h.Points[0]
+	if lat.Primary.P95 != p.PrimaryP95 || lat.Shadow.P99 != p.ShadowP99 || lat.Primary.P50 != p.PrimaryP50 {
+		t.Errorf("routes %+v, history %+v", lat, p)
 	}
-	h.add(time.Hour) // beyond the last bucket: clamped, not a panic
-	if h.quantile(1) <= 0 {
-		t.Error("clamped value lost")
+	if math.Abs(lat.Primary.P95-0.095)/0.095 > 0.125 {
+		t.Errorf("p95 = %v, want about 0.095", lat.Primary.P95)
+	}
+}
+
+// TestEndpointsBoundedAndSeparate: each endpoint learns and counts on its
+// own; past max_endpoints the rest share "other", counted.
+func TestEndpointsBoundedAndSeparate(t *testing.T) {
+	m := metrics.New("t")
+	a := New(m, nil, nil)
+	if err := a.Configure(testConfig(t, "secondary: p, max_endpoints: 2, noise: {min_observations: 3}")); err != nil {
+		t.Fatal(err)
+	}
+	send := func(uri, primary, secondary, shadow string) {
+		ex := exchange(primary, shadow, proxy.OutcomeOK)
+		ex.URI = uri
+		ex.Secondary = &proxy.ShadowResult{Target: "p", Outcome: proxy.OutcomeOK,
+			Capture: diff.Capture{Status: 200, ContentType: "application/json", Body: []byte(secondary)}}
+		a.Compare(ex)
+	}
+	for i := 0; i < 5; i++ {
+		// /users/{id}: ts is noise there; the shadow really changes name.
+		send(fmt.Sprintf("/users/%d", i), `{"ts":1,"name":"a"}`, fmt.Sprintf(`{"ts":%d,"name":"a"}`, i+2), `{"ts":9,"name":"b"}`)
+		// /orders: clean, and the shadow changes ts, which is no noise here.
+		send("/orders?page=1", `{"ts":1}`, `{"ts":1}`, `{"ts":2}`)
+		send(fmt.Sprintf("/x%d", i), `1`, `1`, `1`)
+	}
+	s, _ := a.Summary("api")
+	if len(s.Endpoints) != 3 || s.EndpointsOther != 5 {
+		t.Fatalf("endpoints %d, other %d", len(s.Endpoints), s.EndpointsOther)
+	}
+	byName := map[string]EndpointSummary{}
+	for _, e := range s.Endpoints {
+		byName[e.Endpoint] = e
+	}
+	users, orders := byName["GET /users/{id}"], byName["GET /orders"]
+	if users.Learning || users.Observations != 5 || users.Targets[0].Counts.Learning != 2 || users.Targets[0].Counts.Mismatch != 3 {
+		t.Errorf("users: %+v", users)
+	}
+	if f := users.Targets[0].TopFields; len(f) != 2 || f[0].Field != "/name" || f[0].Count != 3 || f[1].Field != "/ts" || f[1].Count != 0 || f[1].Raw != 3 {
+		t.Errorf("users fields: %+v", f)
+	}
+	if orders.Targets[0].Counts.Mismatch != 3 || len(orders.Noise) != 0 {
+		t.Errorf("orders: noise of /users leaked or verdicts wrong: %+v", orders)
+	}
+	if _, ok := byName[diff.OtherEndpoint]; !ok {
+		t.Error("no other endpoint")
+	}
+	if v := testutil.ToFloat64(m.EndpointsOther.WithLabelValues("api")); v != 5 {
+		t.Errorf("endpoints_other_total = %v", v)
+	}
+	if v := testutil.ToFloat64(m.Comparisons.WithLabelValues("api", "s", "GET /users/{id}", "learning")); v != 2 {
+		t.Errorf("comparisons{learning} = %v", v)
 	}
 }

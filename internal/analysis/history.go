@@ -2,11 +2,11 @@ package analysis
 
 import (
 	"context"
-	"math"
 	"sync"
 	"time"
 
 	"github.com/shadowproxy/shadowproxy/diff"
+	"github.com/shadowproxy/shadowproxy/internal/histogram"
 )
 
 // History settings: one point every HistoryInterval, HistoryPoints kept per
@@ -42,7 +42,8 @@ type interval struct {
 	mu              sync.Mutex
 	match, mismatch uint64
 	uncomparable    uint64
-	primary, shadow latencyHist
+	learning        uint64
+	primary, shadow histogram.Histogram
 	ring            [HistoryPoints]Point
 	next, size      int
 }
@@ -55,30 +56,32 @@ func (iv *interval) add(o diff.Outcome, primary, shadow time.Duration) {
 		iv.match++
 	case diff.Mismatch:
 		iv.mismatch++
+	case diff.Learning:
+		iv.learning++
 	default:
 		iv.uncomparable++
 	}
-	iv.primary.add(primary)
-	iv.shadow.add(shadow)
+	iv.primary.Add(primary)
+	iv.shadow.Add(shadow)
 }
 
 // close turns the accumulated interval into a point and starts a new one.
 func (iv *interval) close(t time.Time, target string) {
 	iv.mu.Lock()
 	defer iv.mu.Unlock()
-	p := Point{Time: t, Target: target, Comparisons: iv.match + iv.mismatch + iv.uncomparable}
+	p := Point{Time: t, Target: target, Comparisons: iv.match + iv.mismatch + iv.uncomparable + iv.learning}
 	if n := iv.match + iv.mismatch; n > 0 {
 		r := float64(iv.match) / float64(n)
 		p.MatchRate = &r
 	}
-	p.PrimaryP50, p.PrimaryP95, p.PrimaryP99 = iv.primary.quantile(0.5), iv.primary.quantile(0.95), iv.primary.quantile(0.99)
-	p.ShadowP50, p.ShadowP95, p.ShadowP99 = iv.shadow.quantile(0.5), iv.shadow.quantile(0.95), iv.shadow.quantile(0.99)
+	p.PrimaryP50, p.PrimaryP95, p.PrimaryP99 = iv.primary.Quantile(0.5), iv.primary.Quantile(0.95), iv.primary.Quantile(0.99)
+	p.ShadowP50, p.ShadowP95, p.ShadowP99 = iv.shadow.Quantile(0.5), iv.shadow.Quantile(0.95), iv.shadow.Quantile(0.99)
 	iv.ring[iv.next] = p
 	iv.next = (iv.next + 1) % HistoryPoints
 	iv.size = min(iv.size+1, HistoryPoints)
-	iv.match, iv.mismatch, iv.uncomparable = 0, 0, 0
-	iv.primary.reset()
-	iv.shadow.reset()
+	iv.match, iv.mismatch, iv.uncomparable, iv.learning = 0, 0, 0, 0
+	iv.primary.Reset()
+	iv.shadow.Reset()
 }
 
 func (iv *interval) points() []Point {
@@ -90,51 +93,6 @@ func (iv *interval) points() []Point {
 		out = append(out, iv.ring[(start+i)%HistoryPoints])
 	}
 	return out
-}
-
-// latencyHist is a fixed log-spaced histogram: bucket i holds durations up
-// to histBase * histGrowth^i, so a quantile is within 5% of the truth from
-// 10µs to ~20 minutes.
-type latencyHist struct {
-	counts [histBuckets]uint32
-	total  uint32
-}
-
-const (
-	histBuckets = 180
-	histBase    = 10e-6 // seconds
-	histGrowth  = 1.1
-)
-
-var logGrowth = math.Log(histGrowth)
-
-func (h *latencyHist) add(d time.Duration) {
-	s := d.Seconds()
-	i := 0
-	if s > histBase {
-		i = min(int(math.Ceil(math.Log(s/histBase)/logGrowth)), histBuckets-1)
-	}
-	h.counts[i]++
-	h.total++
-}
-
-func (h *latencyHist) reset() { *h = latencyHist{} }
-
-// quantile returns the upper bound of the bucket holding quantile q, in
-// seconds (0 with no data).
-func (h *latencyHist) quantile(q float64) float64 {
-	if h.total == 0 {
-		return 0
-	}
-	rank := uint32(math.Ceil(q * float64(h.total)))
-	var seen uint32
-	for i, c := range h.counts {
-		seen += c
-		if seen >= rank {
-			return histBase * math.Pow(histGrowth, float64(i))
-		}
-	}
-	return histBase * math.Pow(histGrowth, histBuckets-1)
 }
 
 // Tick closes the current interval of every target at time t. Run calls it

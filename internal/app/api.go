@@ -4,12 +4,9 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/shadowproxy/shadowproxy/config"
 	"github.com/shadowproxy/shadowproxy/internal/admin"
 	"github.com/shadowproxy/shadowproxy/internal/analysis"
-	"github.com/shadowproxy/shadowproxy/internal/metrics"
+	"github.com/shadowproxy/shadowproxy/internal/rollout"
 )
 
 // RouteView is one entry of GET /api/v1/routes.
@@ -20,57 +17,49 @@ type RouteView struct {
 	Split      *SplitView             `json:"split"`
 	Shadow     *ShadowView            `json:"shadow"`
 	Comparison *analysis.RouteSummary `json:"comparison"`
-	Rollout    any                    `json:"rollout"`
+	Rollout    *rollout.RouteStatus   `json:"rollout"`
 }
 
 // SplitView is a route's traffic split.
 type SplitView struct {
-	Percent   float64            `json:"percent"`
-	Canary    string             `json:"canary"`
-	Targets   []string           `json:"targets"`
-	Requests  map[string]float64 `json:"requests_by_upstream"`
+	Percent  float64            `json:"percent"`
+	Canary   string             `json:"canary"`
+	Targets  []string           `json:"targets"`
+	Requests map[string]float64 `json:"requests_by_upstream"`
+	// Decisions has one entry per splitter.Reason.
 	Decisions map[string]float64 `json:"decisions_by_reason"`
 }
 
 // ShadowView is a route's mirroring counters.
 type ShadowView struct {
-	Targets  []string           `json:"targets"`
+	Targets []string `json:"targets"`
+	// Outcomes has one entry per proxy.Outcome, Skipped one per
+	// proxy.SkipReason.
 	Outcomes map[string]float64 `json:"outcomes"`
 	Skipped  map[string]float64 `json:"skipped"`
 }
 
+// routeViews answers GET /api/v1/routes from one snapshot: its config and
+// its compiled routes belong together, whatever reloads run meanwhile.
 func (a *App) routeViews() []RouteView {
-	cfg := a.Config()
 	snap := a.proxy.Snapshot()
-	m := a.metrics
+	cfg := snap.Config
 	out := make([]RouteView, 0, len(cfg.Routes))
-	for i, rc := range cfg.Routes {
-		v := RouteView{Route: rc.Name, Upstream: rc.Upstream,
-			Requests: metrics.Sum(m.Requests, prometheus.Labels{"route": rc.Name})}
-		if rc.Split != nil && i < len(snap.Routes()) {
-			r := snap.Routes()[i]
-			sv := &SplitView{Percent: r.CanaryPercent().Percent(), Canary: rc.Split.To, Targets: r.Targets(),
-				Requests: map[string]float64{}, Decisions: map[string]float64{}}
-			for _, t := range sv.Targets {
-				sv.Requests[t] = metrics.Sum(m.Requests, prometheus.Labels{"route": rc.Name, "upstream": t})
-			}
-			for _, reason := range []string{"percent", "cohort", "missing_key", "forced", "halted"} {
-				sv.Decisions[reason] = metrics.Sum(m.SplitDecisions, prometheus.Labels{"route": rc.Name, "reason": reason})
-			}
-			v.Split = sv
+	for _, rc := range cfg.Routes {
+		v := RouteView{Route: rc.Name, Upstream: rc.Upstream}
+		r := snap.Route(rc.Name)
+		if r == nil {
+			out = append(out, v)
+			continue
 		}
-		if rc.Shadow != nil {
-			sv := &ShadowView{Outcomes: map[string]float64{}, Skipped: map[string]float64{}}
-			for _, t := range rc.Shadow.Targets {
-				sv.Targets = append(sv.Targets, t.Name)
-			}
-			for _, o := range []string{"ok", "dropped", "error", "timeout", "skipped"} {
-				sv.Outcomes[o] = shadowOutcomes(m, rc, o)
-			}
-			for _, r := range []string{"method", "body_too_large", "compare_queue_full"} {
-				sv.Skipped[r] = metrics.Sum(m.ShadowSkipped, prometheus.Labels{"route": rc.Name, "reason": r})
-			}
-			v.Shadow = sv
+		st := r.Stats()
+		v.Requests = st.Requests
+		if rc.Split != nil {
+			v.Split = &SplitView{Percent: r.CanaryPercent().Percent(), Canary: rc.Split.To, Targets: r.Targets(),
+				Requests: st.RequestsByUpstream, Decisions: st.Decisions}
+		}
+		if st.Shadow != nil {
+			v.Shadow = &ShadowView{Targets: st.Shadow.Targets, Outcomes: st.Shadow.Outcomes, Skipped: st.Shadow.Skipped}
 			if s, err := a.analyzer.Summary(rc.Name); err == nil {
 				v.Comparison = &s
 			}
@@ -81,15 +70,6 @@ func (a *App) routeViews() []RouteView {
 		out = append(out, v)
 	}
 	return out
-}
-
-// shadowOutcomes counts a route's shadow targets only (not the secondary).
-func shadowOutcomes(m *metrics.Metrics, rc config.Route, outcome string) float64 {
-	var n float64
-	for _, t := range rc.Shadow.Targets {
-		n += metrics.Sum(m.ShadowRequests, prometheus.Labels{"route": rc.Name, "target": t.Name, "outcome": outcome})
-	}
-	return n
 }
 
 func (a *App) diffs(route string, limit int, field string) (any, error) {
@@ -114,4 +94,14 @@ func (a *App) checkShadowRoute(route string) error {
 		return fmt.Errorf("route %q does not shadow (shadowed routes: %v): %w", route, a.analyzer.Routes(), admin.ErrNotFound)
 	}
 	return nil
+}
+
+func (a *App) noiseReset(route string) (any, error) {
+	if err := a.checkShadowRoute(route); err != nil {
+		return nil, err
+	}
+	if err := a.analyzer.ResetNoise(route); err != nil {
+		return nil, err
+	}
+	return map[string]string{"result": "noise reset", "route": route}, nil
 }

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -92,25 +94,38 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	}
 	a.metrics.ConfigLastReloadOK.Set(1)
 	a.metrics.ConfigLastReloadTime.SetToCurrentTime()
+	initRouteMetrics(a.metrics, cfg)
 	return a, nil
 }
 
-// NewLogger builds the zap logger the log section describes.
+// NewLogger builds the zap logger the log section describes, writing to
+// standard error.
 func NewLogger(c config.Log) (*zap.Logger, error) {
+	return newLogger(c, zapcore.Lock(os.Stderr))
+}
+
+// newLogger builds the logger on out. Both formats share one encoder
+// configuration, so a field has the same type in console and JSON:
+// numbers stay numbers and durations are milliseconds (the fields say so in
+// their names: duration_ms). No stack traces: every error is reported by a
+// message that says what to do, and a trace only adds build paths.
+func newLogger(c config.Log, out zapcore.WriteSyncer) (*zap.Logger, error) {
 	lvl, err := zapcore.ParseLevel(c.Level)
 	if err != nil {
 		return nil, fmt.Errorf("log.level: %w", err)
 	}
-	zc := zap.NewProductionConfig()
+	ec := zap.NewProductionEncoderConfig()
+	ec.TimeKey = "ts"
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	ec.EncodeDuration = zapcore.MillisDurationEncoder
+	var enc zapcore.Encoder
 	if c.Format == "console" {
-		zc = zap.NewDevelopmentConfig()
-		zc.DisableStacktrace = true
+		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+	} else {
+		enc = zapcore.NewJSONEncoder(ec)
 	}
-	zc.Level = zap.NewAtomicLevelAt(lvl)
-	zc.Sampling = nil
-	zc.EncoderConfig.TimeKey = "ts"
-	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
-	return zc.Build()
+	return zap.New(zapcore.NewCore(enc, out, lvl), zap.AddCaller(), zap.ErrorOutput(out)), nil
 }
 
 // pendingOrCurrentConfig is the config being applied, else the current one.
@@ -197,6 +212,7 @@ func (a *App) adminOptions(cfg *config.Config) admin.Options {
 		FleetWindows:   a.rollouts.fleetWindows(),
 		FleetRoutes:    a.rollouts.fleetRoutes(),
 		History:        a.history,
+		NoiseReset:     a.noiseReset,
 		Reload: func() (any, error) {
 			if err := a.Reload(); err != nil {
 				return nil, err
@@ -236,7 +252,10 @@ func (a *App) Reload() error {
 	if err != nil {
 		a.metrics.ConfigReloads.WithLabelValues("failure").Inc()
 		a.metrics.ConfigLastReloadOK.Set(0)
-		a.log.Error("configuration reload rejected; keeping the previous configuration", zap.Error(err))
+		// The operator's file is wrong, not the process: a warning, on one
+		// line, listing every error (a config error is one per line).
+		a.log.Warn("configuration reload rejected; keeping the previous configuration",
+			zap.Strings("errors", strings.Split(err.Error(), "\n")))
 		return err
 	}
 	a.metrics.ConfigReloads.WithLabelValues("success").Inc()
@@ -283,6 +302,7 @@ func (a *App) apply(cfg *config.Config) error {
 			a.metrics.ForgetRoute(r.Name)
 		}
 	}
+	initRouteMetrics(a.metrics, cfg)
 	return nil
 }
 
@@ -302,7 +322,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 	timeout := a.Config().Limits.ShutdownTimeout.D()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	a.log.Info("shutting down", zap.Duration("deadline", timeout))
+	a.log.Info("shutting down", zap.Duration("deadline_ms", timeout))
 	if a.stopBackground != nil {
 		a.stopBackground()
 	}

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/shadowproxy/shadowproxy/config"
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
 )
 
 // jsonService answers like a real service: a stable document per path plus
@@ -27,7 +27,7 @@ import (
 // whose id is divisible by 4 carry a different price.
 func jsonService(t testing.TB, realDiff bool) string {
 	t.Helper()
-	return serveLoopback(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return testkit.ServeLoopback(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/api/items/"))
 		price := 10
 		if realDiff && id%4 == 0 {
@@ -42,20 +42,6 @@ func jsonService(t testing.TB, realDiff bool) string {
 			"meta":      map[string]any{"timestamp": time.Now().UnixNano()},
 		})
 	}))
-}
-
-// serveLoopback serves h on a fresh 127.0.0.1 port until the test ends and
-// returns its base URL.
-func serveLoopback(t testing.TB, h http.Handler) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: h}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return "http://" + ln.Addr().String()
 }
 
 func mustConfig(t testing.TB, cfgText string) *config.Config {
@@ -87,35 +73,6 @@ func startApp(t testing.TB, cfgText string, opts Options) *App {
 	return a
 }
 
-func get(t testing.TB, url string, v any) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
-	}
-	if v != nil {
-		if err := json.Unmarshal(b, v); err != nil {
-			t.Fatalf("GET %s: %v: %s", url, err, b)
-		}
-	}
-}
-
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func noiseConfig(primary, twin, shadow string) string {
 	return fmt.Sprintf(`
 listen: 127.0.0.1:0
@@ -143,7 +100,7 @@ func TestNoiseLearningEndToEnd(t *testing.T) {
 	a := startApp(t, noiseConfig(jsonService(t, false), jsonService(t, false), jsonService(t, true)), Options{})
 	proxyURL, adminURL := "http://"+a.ProxyAddr(), "http://"+a.AdminAddr()
 	comparisons := func(result string) float64 {
-		return testutil.ToFloat64(a.Metrics().Comparisons.WithLabelValues("api", "shadow", result))
+		return testutil.ToFloat64(a.Metrics().Comparisons.WithLabelValues("api", "shadow", "GET /api/items/{id}", result))
 	}
 	send := func(from, n int) {
 		for i := from; i < from+n; i++ {
@@ -154,13 +111,13 @@ func TestNoiseLearningEndToEnd(t *testing.T) {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		}
-		waitFor(t, "comparisons caught up", func() bool {
-			return comparisons("match")+comparisons("mismatch")+comparisons("uncomparable") >= float64(from+n)
+		testkit.Eventually(t, "comparisons caught up", func() bool {
+			return comparisons("match")+comparisons("mismatch")+comparisons("uncomparable")+comparisons("learning") >= float64(from+n)
 		})
 	}
 	send(0, 200) // learning
 	var routes []RouteView
-	get(t, adminURL+"/api/v1/routes", &routes)
+	testkit.GetJSON(t, nil, adminURL+"/api/v1/routes", &routes)
 	noisy := map[string]bool{}
 	for _, nf := range routes[0].Comparison.Noise {
 		if nf.Noisy {
@@ -184,7 +141,7 @@ func TestNoiseLearningEndToEnd(t *testing.T) {
 			Path, Kind, Primary, Shadow string
 		} `json:"differences"`
 	}
-	get(t, adminURL+"/api/v1/diffs?route=api&limit=10", &samples)
+	testkit.GetJSON(t, nil, adminURL+"/api/v1/diffs?route=api&limit=10", &samples)
 	if len(samples) != 10 {
 		t.Fatalf("samples = %d", len(samples))
 	}
@@ -194,7 +151,7 @@ func TestNoiseLearningEndToEnd(t *testing.T) {
 		}
 	}
 	var filtered []json.RawMessage
-	get(t, adminURL+"/api/v1/diffs?route=api&limit=10&field=/name", &filtered)
+	testkit.GetJSON(t, nil, adminURL+"/api/v1/diffs?route=api&limit=10&field=/name", &filtered)
 	if len(filtered) != 0 {
 		t.Errorf("filter by a field that never differs returned %d samples", len(filtered))
 	}
@@ -214,7 +171,7 @@ func TestNoiseLearningEndToEnd(t *testing.T) {
 			ShadowP99   float64  `json:"shadow_p99"`
 		} `json:"points"`
 	}
-	get(t, adminURL+"/api/v1/history?route=api", &hist)
+	testkit.GetJSON(t, nil, adminURL+"/api/v1/history?route=api", &hist)
 	if len(hist.Points) != 1 || hist.Points[0].Comparisons != 400 || hist.Points[0].MatchRate == nil || hist.Points[0].ShadowP99 <= 0 {
 		t.Errorf("history = %+v", hist.Points)
 	}
@@ -229,7 +186,7 @@ func TestReloadKeepsLearntNoiseAndRejectsBadConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := startApp(t, good, Options{ConfigPath: path})
-	for i := 0; i < 60; i++ {
+	for i := 0; i < 120; i++ {
 		resp, err := http.Get(fmt.Sprintf("http://%s/api/items/%d", a.ProxyAddr(), i))
 		if err != nil {
 			t.Fatal(err)
@@ -237,7 +194,7 @@ func TestReloadKeepsLearntNoiseAndRejectsBadConfig(t *testing.T) {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
-	waitFor(t, "noise learnt", func() bool {
+	testkit.Eventually(t, "noise learnt", func() bool {
 		s, _ := a.analyzer.Summary("api")
 		return len(s.Noise) > 0 && s.Noise[0].Noisy
 	})
@@ -274,6 +231,26 @@ func TestReloadKeepsLearntNoiseAndRejectsBadConfig(t *testing.T) {
 	if resp.StatusCode != 422 || !strings.Contains(string(b), "primry") {
 		t.Errorf("POST /api/v1/reload = %d %s", resp.StatusCode, b)
 	}
+
+	// Resetting the noise puts the endpoints back to learning.
+	for _, tc := range []struct {
+		route string
+		code  int
+	}{{"nope", 404}, {"api", 200}} {
+		resp, err = http.Post("http://"+a.AdminAddr()+"/api/v1/routes/"+tc.route+"/noise/reset", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code {
+			t.Errorf("noise reset of %q = %d %s", tc.route, resp.StatusCode, b)
+		}
+	}
+	s, _ := a.analyzer.Summary("api")
+	if len(s.Noise) != 0 || len(s.Endpoints) != 1 || !s.Endpoints[0].Learning {
+		t.Errorf("after reset: noise %v, endpoints %+v", s.Noise, s.Endpoints)
+	}
 }
 
 func TestWatchConfigReloadsOnChange(t *testing.T) {
@@ -288,5 +265,5 @@ func TestWatchConfigReloadsOnChange(t *testing.T) {
 	go a.watchConfig(ctx, path, 20*time.Millisecond)
 	time.Sleep(50 * time.Millisecond)
 	os.WriteFile(path, []byte(base+"  - {name: b, match: {path_prefix: /b}, upstream: u}\n"), 0o600)
-	waitFor(t, "reload after the file changed", func() bool { return len(a.Config().Routes) == 2 })
+	testkit.Eventually(t, "reload after the file changed", func() bool { return len(a.Config().Routes) == 2 })
 }

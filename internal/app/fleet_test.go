@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/shadowproxy/shadowproxy/internal/fleet/fleettest"
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
 )
 
 const fleetToken = "fleet-token"
@@ -117,7 +118,7 @@ func (m *fleetMember) share() uint32 {
 
 func (m *fleetMember) fleetView(t *testing.T) FleetView {
 	var v FleetView
-	get(t, "http://"+m.admin+"/api/v1/fleet", &v)
+	testkit.GetJSON(t, nil, "http://"+m.admin+"/api/v1/fleet", &v)
 	return v
 }
 
@@ -137,7 +138,7 @@ func (m *fleetMember) post(t *testing.T, path string) (int, string) {
 func leaderMember(t *testing.T, ms []*fleetMember) *fleetMember {
 	t.Helper()
 	var l *fleetMember
-	waitFor(t, "one leader", func() bool {
+	testkit.Eventually(t, "one leader", func() bool {
 		n := 0
 		for _, m := range ms {
 			if m.app.rollouts.fleet.node.IsLeader() {
@@ -153,7 +154,7 @@ func leaderMember(t *testing.T, ms []*fleetMember) *fleetMember {
 // to show the same share and state.
 func sameEverywhere(t *testing.T, ms []*fleetMember, what string, cond func(*fleetMember) bool) {
 	t.Helper()
-	waitFor(t, what, func() bool {
+	testkit.Eventually(t, what, func() bool {
 		for _, m := range ms {
 			if cond(m) {
 				return true
@@ -206,7 +207,7 @@ func TestFleetEndToEnd(t *testing.T) {
 	}
 	leader := leaderMember(t, ms)
 	sameEverywhere(t, ms, "10% everywhere", func(m *fleetMember) bool { return m.share() == 1000 })
-	waitFor(t, "members see each other", func() bool {
+	testkit.Eventually(t, "members see each other", func() bool {
 		for _, m := range ms {
 			if v := m.fleetView(t); len(v.Members) != 3 || v.Leader != leader.name || v.Etcd != "up" {
 				return false
@@ -233,7 +234,7 @@ func TestFleetEndToEnd(t *testing.T) {
 	if late.share() != 5000 {
 		t.Errorf("late member serves %d bp at start, want the fleet's 5000", late.share())
 	}
-	waitFor(t, "the late member sees the leader", func() bool { return late.fleetView(t).Leader == leader.name })
+	testkit.Eventually(t, "the late member sees the leader", func() bool { return late.fleetView(t).Leader == leader.name })
 	late.app.Shutdown(context.Background())
 
 	// Pause on a follower: every member shows it.
@@ -270,7 +271,7 @@ func TestFleetEndToEnd(t *testing.T) {
 		}
 	}
 	next := leaderMember(t, rest)
-	waitFor(t, "the new leader's controller holds the fleet's step", func() bool {
+	testkit.Eventually(t, "the new leader's controller holds the fleet's step", func() bool {
 		st, ok := next.app.rollouts.controller.RouteStatus("shop")
 		return ok && st.Step == 1 && st.Since.Equal(before.StepStartedAt)
 	})
@@ -306,7 +307,7 @@ func TestFleetEndToEnd(t *testing.T) {
 		w()
 	}
 	var fr FleetRoutesView
-	get(t, "http://"+next.admin+"/api/v1/routes?scope=fleet", &fr)
+	testkit.GetJSON(t, nil, "http://"+next.admin+"/api/v1/routes?scope=fleet", &fr)
 	var sum float64
 	for _, name := range fr.Answered {
 		for _, m := range ms {
@@ -354,7 +355,7 @@ func TestFleetSurvivesEtcdOutage(t *testing.T) {
 	})
 
 	e.Stop()
-	waitFor(t, "etcd reported down", func() bool {
+	testkit.Eventually(t, "etcd reported down", func() bool {
 		for _, m := range ms {
 			if m.fleetView(t).Etcd != "down" || testutil.ToFloat64(m.app.rollouts.fleet.met.EtcdUp) != 0 {
 				return false

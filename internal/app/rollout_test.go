@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
 )
 
 // versionServer answers its name, or 500 while failing is set.
@@ -28,7 +30,7 @@ type versionServer struct {
 func startVersion(t testing.TB, name string) *versionServer {
 	t.Helper()
 	v := &versionServer{}
-	v.url = serveLoopback(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	v.url = testkit.ServeLoopback(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v.hits.Add(1)
 		if v.failing.Load() {
 			http.Error(w, "broken", 500)
@@ -113,7 +115,7 @@ type rolloutStatus struct {
 
 func rollouts(t testing.TB, adminURL string) []rolloutStatus {
 	var st []rolloutStatus
-	get(t, adminURL+"/api/v1/rollouts", &st)
+	testkit.GetJSON(t, nil, adminURL+"/api/v1/rollouts", &st)
 	return st
 }
 
@@ -131,9 +133,9 @@ func TestRolloutRollsBackFailingCanaryEndToEnd(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	res := runLoad(t, "http://"+a.ProxyAddr(), stop, 20000)
-	waitFor(t, "canary traffic", func() bool { return canary.hits.Load() > 100 })
+	testkit.Eventually(t, "canary traffic", func() bool { return canary.hits.Load() > 100 })
 	canary.failing.Store(true)
-	waitFor(t, "rollback", func() bool { return rollouts(t, adminURL)[0].State == "rolled_back" })
+	testkit.Eventually(t, "rollback", func() bool { return rollouts(t, adminURL)[0].State == "rolled_back" })
 	close(stop)
 	time.Sleep(100 * time.Millisecond)
 
@@ -192,7 +194,7 @@ func TestRolloutPromotesHealthyCanaryAndResumesAfterRestart(t *testing.T) {
 	adminURL := "http://" + a.AdminAddr()
 	stop := make(chan struct{})
 	runLoad(t, "http://"+a.ProxyAddr(), stop, 20000)
-	waitFor(t, "promotion to 50%", func() bool { return rollouts(t, adminURL)[0].Step == 1 })
+	testkit.Eventually(t, "promotion to 50%", func() bool { return rollouts(t, adminURL)[0].Step == 1 })
 	close(stop)
 	if p := a.Proxy().Snapshot().Route("shop").CanaryPercent(); p != 5000 {
 		t.Errorf("split after promotion = %d bp", p)
@@ -214,7 +216,7 @@ func TestRolloutPromotesHealthyCanaryAndResumesAfterRestart(t *testing.T) {
 		t.Errorf("split after restart = %d bp, want the persisted 5000", p)
 	}
 	var raw json.RawMessage
-	get(t, "http://"+b.AdminAddr()+"/api/v1/routes", &raw)
+	testkit.GetJSON(t, nil, "http://"+b.AdminAddr()+"/api/v1/routes", &raw)
 	if !strings.Contains(string(raw), `"state": "paused"`) {
 		t.Errorf("routes view lacks the rollout: %s", raw)
 	}
@@ -235,7 +237,7 @@ func TestRolloutPromotesHealthyCanaryAndResumesAfterRestart(t *testing.T) {
 // window substituted into the declared query.
 func TestExternalMetricFromPrometheus(t *testing.T) {
 	queries := make(chan string, 100)
-	prom := serveLoopback(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	prom := testkit.ServeLoopback(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case queries <- r.URL.Query().Get("query"):
 		default:
@@ -253,7 +255,7 @@ func TestExternalMetricFromPrometheus(t *testing.T) {
         - {metric: conversion_rate, above: 90%}
 `) + "prometheus: {url: " + prom + "}\n"
 	a := startApp(t, cfg, Options{})
-	waitFor(t, "promotion on the external metric", func() bool { return rollouts(t, "http://"+a.AdminAddr())[0].Percent == 100 })
+	testkit.Eventually(t, "promotion on the external metric", func() bool { return rollouts(t, "http://"+a.AdminAddr())[0].Percent == 100 })
 	if q := <-queries; q != `conv{cohort="canary",route="shop"}[3s]` {
 		t.Errorf("query sent: %s", q)
 	}

@@ -185,7 +185,9 @@ func (m *rolloutManager) sync(cfg *config.Config) error {
 	return errors.Join(errs...)
 }
 
-// healthProbe starts active probes of the route's canary upstream.
+// healthProbe starts active probes of every endpoint of the route's canary
+// upstream, wired exactly as the upstream's own health probes (TLS settings
+// included); the rollout sees the worst endpoint's consecutive failures.
 func (m *rolloutManager) healthProbe(route string, hc rollout.HealthCheck) (rollout.HealthProber, error) {
 	cfg := m.app.pendingOrCurrentConfig()
 	var canary *config.Upstream
@@ -197,20 +199,17 @@ func (m *rolloutManager) healthProbe(route string, hc rollout.HealthCheck) (roll
 	if canary == nil || len(canary.Endpoints()) == 0 {
 		return nil, fmt.Errorf("route %q has no canary upstream to probe", route)
 	}
-	c, err := healthcheck.New(healthcheck.Config{
-		URL: canary.Endpoints()[0] + hc.Path, Interval: hc.Interval.D(), Timeout: hc.Timeout.D(),
-		ExpectStatus: hc.ExpectStatus, Logger: m.log,
-	})
+	g, err := proxy.ProbeUpstream(*canary, hc, healthcheck.Config{Logger: m.log}, nil)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("route %q: canary %q: %w", route, canary.Name, err)
 	}
-	c.Start()
-	return c, nil
+	g.Start()
+	return g, nil
 }
 
-func (m *rolloutManager) routeStatus(route string) any {
+func (m *rolloutManager) routeStatus(route string) *rollout.RouteStatus {
 	if st, ok := m.controller.RouteStatus(route); ok {
-		return st
+		return &st
 	}
 	return nil
 }

@@ -36,14 +36,17 @@ type Backend struct {
 	URL      string
 	srv      *http.Server
 	requests atomic.Int64
-	// failing makes every answer a 500 (used to show a rollback).
+	// failing makes every checkout answer a 500 (used to show a rollback).
 	failing atomic.Bool
 }
 
 // Requests is how many requests the backend has served.
 func (b *Backend) Requests() int64 { return b.requests.Load() }
 
-// SetFailing makes the backend answer 500 to everything (or stop doing so).
+// SetFailing makes the backend answer 500 to every checkout request (or
+// stop doing so): a bug in the canary's checkout, which the rollout's
+// guardrail must catch. The dark-launched /api/ keeps answering, so its
+// story (noise learnt, real differences) stays readable meanwhile.
 func (b *Backend) SetFailing(v bool) { b.failing.Store(v) }
 
 // Backends are the three demo servers.
@@ -127,7 +130,7 @@ func Handler(v Version, counter *atomic.Int64, failing *atomic.Bool) http.Handle
 				user["tier"] = 1.0
 			}
 		}
-		writeDemoJSON(w, r, user, counter, failing)
+		writeDemoJSON(w, r, user, counter, nil)
 	})
 	mux.HandleFunc("/api/products", func(w http.ResponseWriter, r *http.Request) {
 		items := []map[string]any{
@@ -138,7 +141,7 @@ func Handler(v Version, counter *atomic.Int64, failing *atomic.Bool) http.Handle
 		if v == V2 {
 			items[1]["price"] = 24.99 // a real regression a migration owner must see
 		}
-		writeDemoJSON(w, r, map[string]any{"items": items, "count": len(items)}, counter, failing)
+		writeDemoJSON(w, r, map[string]any{"items": items, "count": len(items)}, counter, nil)
 	})
 	mux.HandleFunc("/checkout/{rest...}", func(w http.ResponseWriter, r *http.Request) {
 		writeDemoJSON(w, r, map[string]any{"cart": r.PathValue("rest"), "version": versionName(v)}, counter, failing)
@@ -155,7 +158,7 @@ func versionName(v Version) string {
 
 func writeDemoJSON(w http.ResponseWriter, r *http.Request, body map[string]any, counter *atomic.Int64, failing *atomic.Bool) {
 	counter.Add(1)
-	if failing.Load() {
+	if failing != nil && failing.Load() {
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}

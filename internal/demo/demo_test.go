@@ -2,17 +2,15 @@ package demo_test
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-
-	"github.com/shadowproxy/shadowproxy/config"
 	"github.com/shadowproxy/shadowproxy/internal/app"
 	"github.com/shadowproxy/shadowproxy/internal/demo"
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
+	"github.com/shadowproxy/shadowproxy/internal/testkit/apptest"
 	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
@@ -21,24 +19,9 @@ import (
 // both sides served, a shadow with learnt noise and real differences, and
 // an active rollout.
 func TestDemoEndToEnd(t *testing.T) {
-	bs, err := demo.StartBackends()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bs.Close()
-	cfg, err := config.Load("demo.yaml", []byte(demo.ConfigYAML(bs, "127.0.0.1:0", "127.0.0.1:0")), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatalf("the built-in configuration is invalid: %v", err)
-	}
-	a, err := app.New(cfg, app.Options{Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer a.Shutdown(context.Background())
-	proxyURL, adminURL := "http://"+a.ProxyAddr(), "http://"+a.AdminAddr()
+	bs := apptest.DemoBackends(t)
+	run := apptest.Start(t, demo.ConfigYAML(bs, "127.0.0.1:0", "127.0.0.1:0"), app.Options{})
+	proxyURL, adminURL := run.ProxyURL, run.AdminURL
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -68,7 +51,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var routes []app.RouteView
-		getJSON(t, adminURL+"/api/v1/routes", &routes)
+		testkit.GetJSON(t, nil, adminURL+"/api/v1/routes", &routes)
 		api := routes[0]
 		if api.Comparison != nil && len(api.Comparison.Targets) == 1 {
 			tg := api.Comparison.Targets[0]
@@ -92,20 +75,64 @@ func TestDemoEndToEnd(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	var rollouts []struct{ Route, State string }
-	getJSON(t, adminURL+"/api/v1/rollouts", &rollouts)
+	testkit.GetJSON(t, nil, adminURL+"/api/v1/rollouts", &rollouts)
 	if len(rollouts) != 1 || rollouts[0].Route != "checkout" || rollouts[0].State != "progressing" {
 		t.Errorf("rollouts %+v", rollouts)
 	}
 }
 
-func getJSON(t *testing.T, url string, v any) {
-	t.Helper()
-	resp, err := http.Get(url)
+// TestDemoStory plays the demo's whole story with FastPacing: the checkout
+// canary promotes step by step, then v2's checkout breaks and the guardrail
+// rolls it back, while the dark launch keeps being compared. Bounded: at
+// most 20000 requests and 90 seconds.
+func TestDemoStory(t *testing.T) {
+	bs := apptest.DemoBackends(t)
+	text := demo.ConfigYAMLPaced(bs, "127.0.0.1:0", "127.0.0.1:0", demo.FastPacing)
+	cfg := apptest.Load(t, "demo.yaml", text)
+	for i, st := range cfg.Routes[1].Rollout.Steps[:3] {
+		if st.Hold.D() != demo.FastPacing.Hold {
+			t.Errorf("steps[%d].hold = %v, want the pacing's %v", i, st.Hold.D(), demo.FastPacing.Hold)
+		}
+	}
+	run := apptest.Start(t, text, app.Options{})
+	proxyURL, adminURL := run.ProxyURL, run.AdminURL
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); demo.Traffic(ctx, proxyURL, 200, 20000) }()
+	defer func() { cancel(); <-done }()
+
+	type status struct {
+		Route, State string
+		Step         int
+		Percent      float64
+	}
+	wait := func(what string, ok func(status) bool) status {
+		t.Helper()
+		for ctx.Err() == nil {
+			var rs []status
+			testkit.GetJSON(t, nil, adminURL+"/api/v1/rollouts", &rs)
+			if len(rs) == 1 && ok(rs[0]) {
+				return rs[0]
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		t.Fatalf("timed out waiting for %s", what)
+		return status{}
+	}
+	wait("the 50% step", func(s status) bool { return s.State == "progressing" && s.Step == 2 && s.Percent == 50 })
+	bs.V2.SetFailing(true)
+	got := wait("the rollback", func(s status) bool { return s.State != "progressing" })
+	if got.State != "rolled_back" || got.Percent != 0 {
+		t.Errorf("after v2's checkout broke: %+v, want rolled_back at 0%%", got)
+	}
+	// The dark launch is untouched by the checkout bug: v2 still answers /api/.
+	resp, err := http.Get(bs.V2.URL + "/api/products")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		t.Fatal(err)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("failing v2 answers /api/products with %d, want 200 (only checkout breaks)", resp.StatusCode)
 	}
 }

@@ -2,7 +2,6 @@ package healthcheck
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -101,14 +102,8 @@ func TestTimeoutAndRefusedAreFailures(t *testing.T) {
 		t.Fatalf("hanging upstream: err %v failures %d", err, c.ConsecutiveFailures())
 	}
 
-	// A port nobody listens on: take one and close it.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	c2, _ := New(Config{URL: "http://" + addr + "/healthz", Timeout: time.Second})
+	// A port nobody listens on.
+	c2, _ := New(Config{URL: "http://" + testkit.ClosedAddr(t) + "/healthz", Timeout: time.Second})
 	if err := c2.Probe(context.Background()); err == nil || c2.ConsecutiveFailures() != 1 {
 		t.Fatalf("refused: err %v failures %d", err, c2.ConsecutiveFailures())
 	}

@@ -13,6 +13,7 @@ package metrics
 import (
 	"runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,16 +54,18 @@ type Metrics struct {
 	SplitPercent   *prometheus.GaugeVec   // route
 
 	// Shadowing.
-	ShadowRequests *prometheus.CounterVec   // route, target, outcome
-	ShadowDuration *prometheus.HistogramVec // route, target
+	ShadowRequests *prometheus.CounterVec   // route, target, role, outcome
+	ShadowDuration *prometheus.HistogramVec // route, target, role
 	ShadowQueue    *prometheus.GaugeVec     // route
-	ShadowInflight *prometheus.GaugeVec     // route, target
+	ShadowInflight *prometheus.GaugeVec     // route, target, role
 	ShadowSkipped  *prometheus.CounterVec   // route, reason
 
 	// Comparison.
-	Comparisons *prometheus.CounterVec // route, target, result
+	Comparisons *prometheus.CounterVec // route, target, endpoint, result
 	DiffFields  *prometheus.CounterVec // route, target, field
 	NoiseFields *prometheus.GaugeVec   // route
+	// EndpointsOther counts comparisons of endpoints beyond max_endpoints.
+	EndpointsOther *prometheus.CounterVec // route
 
 	// Rollouts.
 	RolloutPercent     *prometheus.GaugeVec   // route
@@ -74,6 +77,12 @@ type Metrics struct {
 	ConfigLastReloadOK   prometheus.Gauge
 	ConfigLastReloadTime prometheus.Gauge
 	BuildInfo            *prometheus.GaugeVec // version, goversion
+
+	// status holds one StatusCounters per route and upstream, so that every
+	// snapshot counts into the same one and its Total covers everything
+	// exported for the pair, across reloads.
+	statusMu sync.Mutex
+	status   map[[2]string]*StatusCounters
 }
 
 // New creates and registers every collector, including the Go runtime and
@@ -87,38 +96,105 @@ func New(version string) *Metrics {
 	m.RequestDuration = f.histogramVec("request_duration_seconds", "Time from receiving a request to having the upstream's response, by route and upstream.", "route", "upstream")
 	m.UpstreamErrors = f.counterVec("upstream_errors_total", "Primary requests that failed at the upstream, by reason: connect, timeout, reset or other.", "route", "upstream", "reason")
 	m.Unmatched = f.counter("unmatched_requests_total", "Requests that matched no route and were answered 404.")
-	m.RejectedRequests = f.counterVec("rejected_requests_total", "Requests rejected before routing, by reason: body_too_large, header_too_large, timeout, malformed.", "reason")
+	m.RejectedRequests = f.counterVec("rejected_requests_total", "Requests rejected before routing, by reason: body_too_large, header_too_large, timeout or malformed.", "reason")
 
 	m.EndpointUp = f.gaugeVec("upstream_endpoint_up", "1 while an upstream endpoint receives traffic, 0 while it is ejected or failing its health check.", "upstream", "endpoint")
 	m.EndpointEjections = f.counterVec("upstream_endpoint_ejections_total", "Times an endpoint was ejected after consecutive connect errors or timeouts.", "upstream", "endpoint")
-	m.Upgrades = f.counterVec("upgrades_total", "Connection: Upgrade requests by route and result: tunnelled, refused, failed.", "route", "result")
+	m.Upgrades = f.counterVec("upgrades_total", "Connection: Upgrade requests by route and result: tunnelled, declined, refused or failed.", "route", "result")
 	m.ActiveTunnels = f.gauge("active_tunnels", "Upgraded connections (WebSocket tunnels) open now.")
 
 	m.SplitDecisions = f.counterVec("split_decisions_total", "Split decisions by route, chosen upstream and reason: percent, cohort, missing_key, forced or halted.", "route", "upstream", "reason")
 	m.SplitPercent = f.gaugeVec("split_percent", "Current canary share of a route in percent (5 means 5%).", "route")
 
-	m.ShadowRequests = f.counterVec("shadow_requests_total", "Mirrored requests by route, shadow target and outcome: ok, dropped, error or timeout.", "route", "target", "outcome")
-	m.ShadowDuration = f.histogramVec("shadow_duration_seconds", "Shadow request latency by route and target.", "route", "target")
+	m.ShadowRequests = f.counterVec("shadow_requests_total", "Mirrored requests by route, target, role (shadow, or secondary: a second copy of the primary that teaches noise) and outcome: ok, dropped, error, timeout or skipped.", "route", "target", "role", "outcome")
+	m.ShadowDuration = f.histogramVec("shadow_duration_seconds", "Shadow request latency by route, target and role: shadow or secondary.", "route", "target", "role")
 	m.ShadowQueue = f.gaugeVec("shadow_queue_depth", "Mirror jobs waiting for a worker, by route.", "route")
-	m.ShadowInflight = f.gaugeVec("shadow_inflight", "Shadow requests in flight, by route and target.", "route", "target")
-	m.ShadowSkipped = f.counterVec("shadow_skipped_total", "Sampled requests not mirrored, by reason: method (not a mirrored method), body_too_large.", "route", "reason")
+	m.ShadowInflight = f.gaugeVec("shadow_inflight", "Shadow requests in flight, by route, target and role: shadow or secondary.", "route", "target", "role")
+	m.ShadowSkipped = f.counterVec("shadow_skipped_total", "Sampled requests not mirrored, by reason: method (not a mirrored method), body_too_large, compare_queue_full (the comparison stage was full) or secondary_canary_served (the secondary is not asked about requests the canary served).", "route", "reason")
 
-	m.Comparisons = f.counterVec("comparisons_total", "Primary/shadow comparisons by route, target and result: match, mismatch or uncomparable.", "route", "target", "result")
+	m.Comparisons = f.counterVec("comparisons_total", "Primary/shadow comparisons by route, target, endpoint (capped per route, then 'other') and result: match, mismatch, uncomparable or learning.", "route", "target", "endpoint", "result")
 	m.DiffFields = f.counterVec("diff_fields_total", "Differences by normalized field path (capped per route, then 'other').", "route", "target", "field")
 	m.NoiseFields = f.gaugeVec("noise_fields", "Field paths learnt as noise (primary and secondary disagree), by route.", "route")
+	m.EndpointsOther = f.counterVec("endpoints_other_total", "Comparisons of endpoints beyond compare.max_endpoints, counted under endpoint 'other', by route.", "route")
 
 	m.RolloutPercent = f.gaugeVec("rollout_percent", "Canary share set by the rollout controller, in percent.", "route")
 	m.RolloutStep = f.gaugeVec("rollout_step", "Current rollout step (0-based index into steps).", "route")
-	m.RolloutTransitions = f.counterVec("rollout_transitions_total", "Rollout transitions by route and action: promote, rollback, pause or resume.", "route", "action")
+	m.RolloutTransitions = f.counterVec("rollout_transitions_total", "Rollout transitions by route and action: start, promote, rollback, pause, resume or complete.", "route", "action")
 
 	m.ConfigReloads = f.counterVec("config_reloads_total", "Configuration reloads by result: success or failure.", "result")
 	m.ConfigLastReloadOK = f.gauge("config_last_reload_successful", "1 when the last configuration load or reload succeeded, 0 otherwise.")
 	m.ConfigLastReloadTime = f.gauge("config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load.")
 	m.BuildInfo = f.gaugeVec("build_info", "Always 1; labels carry the version of the running binary.", "version", "goversion")
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+	// Series with fixed label sets exist from the start at zero, so that an
+	// alert on their rate sees 0 rather than "no data" before the first event.
+	for _, r := range ReloadResults {
+		m.ConfigReloads.WithLabelValues(r)
+	}
+	for _, r := range RejectReasons {
+		m.RejectedRequests.WithLabelValues(r)
+	}
 
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// Fixed label values, in one place so that the zero-valued series created at
+// start and the HELP texts name the same set.
+var (
+	// ReloadResults are the result values of config_reloads_total.
+	ReloadResults = []string{"success", "failure"}
+	// RejectReasons are the reason values of rejected_requests_total.
+	RejectReasons = []string{"body_too_large", "header_too_large", "timeout", "malformed"}
+	// UpgradeResults are the result values of upgrades_total.
+	UpgradeResults = []string{"tunnelled", "declined", "refused", "failed"}
+	// SkipReasons are the reason values of shadow_skipped_total.
+	SkipReasons = []string{"method", "body_too_large", "compare_queue_full", "secondary_canary_served"}
+	// CompareResults are the result values of comparisons_total.
+	CompareResults = []string{"match", "mismatch", "uncomparable", "learning"}
+	// TransitionActions are the action values of rollout_transitions_total.
+	TransitionActions = []string{"start", "promote", "rollback", "pause", "resume", "complete"}
+)
+
+// RouteSeries describes one configured route for InitRoute.
+type RouteSeries struct {
+	Route string
+	// Shadows are the shadow target names (not the secondary).
+	Shadows []string
+	// Rollout is true when the route has a rollout.
+	Rollout bool
+}
+
+// InitRoute creates a configured route's series with fixed label values at
+// zero (upgrades, shadow skips, comparisons, noise, rollout transitions), so that dashboards
+// and alerts see 0 for a route that has had no such event yet rather than
+// nothing. The proxy creates split decisions and shadow outcomes itself when
+// it compiles a route; series keyed by status code or field path appear with
+// their first event, as their values are not known in advance.
+func (m *Metrics) InitRoute(rs RouteSeries) {
+	for _, r := range UpgradeResults {
+		m.Upgrades.WithLabelValues(rs.Route, r)
+	}
+	if len(rs.Shadows) > 0 {
+		for _, r := range SkipReasons {
+			m.ShadowSkipped.WithLabelValues(rs.Route, r)
+		}
+		for _, t := range rs.Shadows {
+			for _, r := range CompareResults {
+				// Endpoints are learnt from traffic; the "other" series,
+				// which every endpoint past max_endpoints shares, exists
+				// from the start so sums over endpoint see 0, not nothing.
+				m.Comparisons.WithLabelValues(rs.Route, t, "other", r)
+			}
+		}
+		m.NoiseFields.WithLabelValues(rs.Route)
+	}
+	if rs.Rollout {
+		// increase() needs a sample before the first rollback to see it.
+		for _, a := range TransitionActions {
+			m.RolloutTransitions.WithLabelValues(rs.Route, a)
+		}
+	}
 }
 
 // NotifyStats are the cumulative counts of webhook deliveries.
@@ -151,11 +227,19 @@ func (m *Metrics) RegisterNotifications(stats func() NotifyStats) {
 func (m *Metrics) ForgetRoute(route string) {
 	l := prometheus.Labels{"route": route}
 	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
-		m.Requests, m.RequestDuration, m.UpstreamErrors, m.SplitDecisions, m.SplitPercent,
+		m.Requests, m.RequestDuration, m.UpstreamErrors, m.Upgrades, m.SplitDecisions, m.SplitPercent,
 		m.ShadowRequests, m.ShadowDuration, m.ShadowQueue, m.ShadowInflight, m.ShadowSkipped,
 		m.Comparisons, m.DiffFields, m.NoiseFields, m.RolloutPercent, m.RolloutStep, m.RolloutTransitions,
+		m.EndpointsOther,
 	} {
 		v.DeletePartialMatch(l)
+	}
+	m.statusMu.Lock()
+	defer m.statusMu.Unlock()
+	for k := range m.status {
+		if k[0] == route {
+			delete(m.status, k)
+		}
 	}
 }
 
@@ -200,30 +284,58 @@ type StatusCounters struct {
 	route    string
 	upstream string
 	byCode   [600]atomic.Pointer[counterBox]
+	other    atomic.Pointer[counterBox] // codes outside 100..599
 }
 
 type counterBox struct{ c prometheus.Counter }
 
-// NewStatusCounters binds requests_total to one route and upstream.
+// NewStatusCounters binds requests_total to one route and upstream. Every
+// call for the same pair returns the same StatusCounters, until ForgetRoute.
 func (m *Metrics) NewStatusCounters(route, upstream string) *StatusCounters {
-	return &StatusCounters{vec: m.Requests, route: route, upstream: upstream}
+	m.statusMu.Lock()
+	defer m.statusMu.Unlock()
+	k := [2]string{route, upstream}
+	if s := m.status[k]; s != nil {
+		return s
+	}
+	if m.status == nil {
+		m.status = map[[2]string]*StatusCounters{}
+	}
+	s := &StatusCounters{vec: m.Requests, route: route, upstream: upstream}
+	m.status[k] = s
+	return s
 }
 
 // Inc counts one response with status code. Codes outside 100..599 are
 // counted as "other" so that a broken upstream cannot create series.
 func (s *StatusCounters) Inc(code int) {
-	if code < 100 || code >= 600 {
-		s.vec.WithLabelValues(s.route, s.upstream, "other").Inc()
-		return
+	slot, label := &s.other, "other"
+	if code >= 100 && code < 600 {
+		slot, label = &s.byCode[code], codeStrings[code]
 	}
-	slot := &s.byCode[code]
 	if b := slot.Load(); b != nil {
 		b.c.Inc()
 		return
 	}
-	b := &counterBox{c: s.vec.WithLabelValues(s.route, s.upstream, codeStrings[code])}
+	// Two first responses racing resolve the same child: no count is lost.
+	b := &counterBox{c: s.vec.WithLabelValues(s.route, s.upstream, label)}
 	slot.Store(b)
 	b.c.Inc()
+}
+
+// Total is the number of responses counted, every code included. It reads
+// the children it holds, for the admin API; never on the request path.
+func (s *StatusCounters) Total() float64 {
+	var n float64
+	for i := range s.byCode {
+		if b := s.byCode[i].Load(); b != nil {
+			n += Value(b.c)
+		}
+	}
+	if b := s.other.Load(); b != nil {
+		n += Value(b.c)
+	}
+	return n
 }
 
 var codeStrings = func() (t [600]string) {
@@ -233,41 +345,21 @@ var codeStrings = func() (t [600]string) {
 	return t
 }()
 
-// Sum adds up every series of c whose labels include all of match. It is
-// for the admin API, never the request path: it collects the whole vector.
-func Sum(c prometheus.Collector, match prometheus.Labels) float64 {
-	ch := make(chan prometheus.Metric, 64)
-	go func() { c.Collect(ch); close(ch) }()
-	var total float64
-	for m := range ch {
-		var pb dto.Metric
-		if m.Write(&pb) != nil {
-			continue
-		}
-		if !labelsMatch(pb.GetLabel(), match) {
-			continue
-		}
-		switch {
-		case pb.Counter != nil:
-			total += pb.Counter.GetValue()
-		case pb.Gauge != nil:
-			total += pb.Gauge.GetValue()
-		case pb.Histogram != nil:
-			total += float64(pb.Histogram.GetSampleCount())
-		}
+// Value reads one counter, gauge or histogram child (a histogram's number
+// of observations). It is for the admin API, which reads the children the
+// components hold instead of collecting and filtering whole vectors.
+func Value(m prometheus.Metric) float64 {
+	var pb dto.Metric
+	if m.Write(&pb) != nil {
+		return 0
 	}
-	return total
-}
-
-func labelsMatch(pairs []*dto.LabelPair, want prometheus.Labels) bool {
-	found := 0
-	for _, p := range pairs {
-		if v, ok := want[p.GetName()]; ok {
-			if v != p.GetValue() {
-				return false
-			}
-			found++
-		}
+	switch {
+	case pb.Counter != nil:
+		return pb.Counter.GetValue()
+	case pb.Gauge != nil:
+		return pb.Gauge.GetValue()
+	case pb.Histogram != nil:
+		return float64(pb.Histogram.GetSampleCount())
 	}
-	return found == len(want)
+	return 0
 }

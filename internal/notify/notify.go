@@ -247,7 +247,7 @@ func (d *Dispatcher) deliver(j job) {
 		}
 		wait := max(backoff, retryAfter)
 		wait = min(wait, d.opts.MaxBackoff)
-		d.log.Debug("notification attempt failed; retrying", zap.String("target", redact(j.url)), zap.Int("attempt", attempt), zap.Duration("backoff", wait), zap.Error(err))
+		d.log.Debug("notification attempt failed; retrying", zap.String("target", redact(j.url)), zap.Int("attempt", attempt), zap.Duration("backoff_ms", wait), zap.Error(err))
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:

@@ -14,22 +14,11 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// waitFor polls cond until it holds or a generous deadline passes; it never
-// asserts on elapsed time, only on the eventual state.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func closeNow(t *testing.T, d *Dispatcher) {
 	t.Helper()
@@ -96,7 +85,7 @@ func TestPermanentFailureIsNotRetried(t *testing.T) {
 	core, logs := observer.New(zap.WarnLevel)
 	d := New(Options{Backoff: time.Millisecond, Logger: zap.New(core)})
 	d.Send([]string{srv.URL + "/services/T0/B0/secret-token"}, "x", nil)
-	waitFor(t, "failure", func() bool { return d.Stats().Failed == 1 })
+	testkit.Eventually(t, "failure", func() bool { return d.Stats().Failed == 1 })
 	closeNow(t, d)
 	if attempts.Load() != 1 || d.Stats().Retries != 0 {
 		t.Fatalf("attempts %d, stats %+v", attempts.Load(), d.Stats())
@@ -131,7 +120,7 @@ func TestGivesUpAfterMaxAttempts(t *testing.T) {
 	defer srv.Close()
 	d := New(Options{Backoff: time.Millisecond, MaxAttempts: 3})
 	d.Send([]string{srv.URL}, "x", nil)
-	waitFor(t, "failure", func() bool { return d.Stats().Failed == 1 })
+	testkit.Eventually(t, "failure", func() bool { return d.Stats().Failed == 1 })
 	closeNow(t, d)
 	if attempts.Load() != 3 || d.Stats().Retries != 2 {
 		t.Fatalf("attempts %d, stats %+v", attempts.Load(), d.Stats())
@@ -151,7 +140,7 @@ func TestAttemptIsBoundedByTimeout(t *testing.T) {
 	defer close(release)
 	d := New(Options{Timeout: 20 * time.Millisecond, Backoff: time.Millisecond, MaxAttempts: 2})
 	d.Send([]string{srv.URL}, "x", nil)
-	waitFor(t, "timeout failure", func() bool { return d.Stats().Failed == 1 })
+	testkit.Eventually(t, "timeout failure", func() bool { return d.Stats().Failed == 1 })
 	closeNow(t, d)
 }
 

@@ -279,7 +279,7 @@ func (c *Controller) AddRoute(name string, spec Spec, rec *Recorder, h RouteHand
 		if r.step >= len(spec.Steps) || spec.Steps[r.step].Percent.BP() != oldStepBP {
 			idx, _, below := mapStep(spec.Steps, oldStepBP)
 			r.log.Warn("steps changed: resuming at the step with the same or the next lower share",
-				zap.String("was_percent", oldStepBP.String()), zap.Int("step", idx), zap.String("percent", spec.Steps[idx].Percent.BP().String()))
+				zap.Float64("was_percent", oldStepBP.Percent()), zap.Int("step", idx), zap.Float64("percent", spec.Steps[idx].Percent.BP().Percent()))
 			r.step, r.stepStartedAt, r.pausedFor = idx, now, 0
 			if !r.pausedAt.IsZero() {
 				r.pausedAt = now
@@ -333,15 +333,15 @@ func (c *Controller) AddRoute(name string, spec Spec, rec *Recorder, h RouteHand
 func (c *Controller) restore(r *route, now time.Time) error {
 	r.state, r.step, r.stepStartedAt, r.dataSince = StateProgressing, 0, now, now
 	path := r.spec.StateFile
-	first := r.spec.Steps[0].Percent.BP().String() + "%"
+	first := r.spec.Steps[0].Percent.BP().Percent()
 	if path == "" {
-		r.log.Warn("rollout state is not persisted (no state_file): a restart begins again at steps[0]", zap.String("percent", first))
+		r.log.Warn("rollout state is not persisted (no state_file): a restart begins again at steps[0]", zap.Float64("percent", first))
 		return nil
 	}
 	s, err := readState(path)
 	switch {
 	case errors.Is(err, errNoState):
-		r.log.Info("no saved rollout state; starting at steps[0]", zap.String("state_file", path), zap.String("percent", first))
+		r.log.Info("no saved rollout state; starting at steps[0]", zap.String("state_file", path), zap.Float64("percent", first))
 		r.persistLocked(now)
 		return nil
 	case err != nil:
@@ -379,7 +379,7 @@ func (c *Controller) restore(r *route, now time.Time) error {
 			r.pausedAt = now
 		}
 		r.log.Info("restored rollout state", zap.String("state_file", path), zap.String("state", string(r.state)),
-			zap.Int("step", r.step), zap.String("percent", r.percent().String()), zap.Duration("held", r.held(now)))
+			zap.Int("step", r.step), zap.Float64("percent", r.percent().Percent()), zap.Duration("held_ms", r.held(now)))
 		if idx != s.Step {
 			r.persistLocked(now)
 		}
@@ -396,8 +396,8 @@ func (c *Controller) restore(r *route, now time.Time) error {
 		r.reason = "steps changed and every step is above the saved share; paused until resumed"
 	}
 	r.log.Warn("steps changed since the state was saved: resuming at the next lower share",
-		zap.String("state_file", path), zap.String("saved_percent", s.PercentBP.String()), zap.Int("saved_step", s.Step),
-		zap.Int("step", r.step), zap.String("percent", r.stepPercent().String()), zap.String("state", string(r.state)))
+		zap.String("state_file", path), zap.Float64("saved_percent", s.PercentBP.Percent()), zap.Int("saved_step", s.Step),
+		zap.Int("step", r.step), zap.Float64("percent", r.stepPercent().Percent()), zap.String("state", string(r.state)))
 	r.persistLocked(now)
 	return nil
 }
@@ -656,8 +656,8 @@ func (c *Controller) transitionLocked(r *route, now time.Time, action, by, reaso
 		msg = "dry_run: would " + action + " (nothing changed)"
 	}
 	fields := []zap.Field{zap.String("action", action), zap.String("by", by), zap.String("state", string(r.state)),
-		zap.Int("from_step", fromStep), zap.Int("step", r.step), zap.String("from_percent", fromBP.String()),
-		zap.String("percent", r.percent().String()), zap.String("reason", reason)}
+		zap.Int("from_step", fromStep), zap.Int("step", r.step), zap.Float64("from_percent", fromBP.Percent()),
+		zap.Float64("percent", r.percent().Percent()), zap.String("reason", reason)}
 	if action == ActionRollback {
 		r.log.Warn(msg, fields...)
 	} else {

@@ -3,6 +3,7 @@ package rollout
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -125,7 +126,8 @@ func TestErrorRegressionRollsBackWithinFor(t *testing.T) {
 	if bp, halted, _ := s.handle.get(); bp != 0 || !halted {
 		t.Fatalf("after rollback: %s%% halted=%v", bp, halted)
 	}
-	if ev.FromPercent != 1 || ev.Percent != 0 || ev.State != StateRolledBack || !strings.Contains(ev.Text(), "rolled back") {
+	if ev.FromPercent != 1 || ev.Percent != 0 || ev.State != StateRolledBack || !strings.Contains(ev.Text(), "rolled back") ||
+		!strings.Contains(ev.Text(), fmt.Sprintf("(steps[%d] of steps[0]–steps[%d], rolled_back", ev.Step, ev.Steps-1)) {
 		t.Fatalf("event %+v\n%s", ev, ev.Text())
 	}
 	// Rolled back stays rolled back: nothing changes until a person resumes.

@@ -83,7 +83,9 @@ func (e Event) Text() string {
 	} else {
 		fmt.Fprintf(&b, ": canary at %s%%", fmtPct(e.Percent))
 	}
-	fmt.Fprintf(&b, " (step %d of %d, %s, by %s)", e.Step+1, e.Steps, e.State, e.By)
+	// Steps are named as the configuration, the API and the dashboard name
+	// them: steps[i], 0-based.
+	fmt.Fprintf(&b, " (steps[%d] of steps[0]–steps[%d], %s, by %s)", e.Step, max(e.Steps-1, 0), e.State, e.By)
 	if e.Reason != "" {
 		b.WriteString("\n" + e.Reason)
 	}

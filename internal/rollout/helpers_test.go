@@ -13,31 +13,13 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
 )
 
 // t0 is the simulations' epoch; any fixed instant works.
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
-// fakeClock is the injected clock of every simulation.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock { return &fakeClock{t: t0} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-	return c.t
-}
+func newClock() *testkit.Clock { return testkit.NewClock(t0) }
 
 // fakeHandle records what the controller did to the route.
 type fakeHandle struct {
@@ -165,7 +147,7 @@ func (m cohortModel) sample(rng *rand.Rand) (status int, upstream bool, lat time
 // traffic split by the share the controller set, then ticks.
 type sim struct {
 	t        *testing.T
-	clock    *fakeClock
+	clock    *testkit.Clock
 	rec      *Recorder
 	ctrl     *Controller
 	handle   *fakeHandle

@@ -15,6 +15,7 @@ import (
 
 	"github.com/shadowproxy/shadowproxy/internal/healthcheck"
 	"github.com/shadowproxy/shadowproxy/internal/notify"
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -122,16 +123,10 @@ func TestRunTicksUntilCanceled(t *testing.T) {
 		c.Run(ctx)
 		close(done)
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if st, _ := c.RouteStatus("api"); st.LastEvaluation != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("Run never evaluated the route")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(t, "Run to evaluate the route", func() bool {
+		st, _ := c.RouteStatus("api")
+		return st.LastEvaluation != nil
+	})
 	cancel()
 	<-done
 }

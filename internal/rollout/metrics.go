@@ -1,9 +1,6 @@
 package rollout
 
-import (
-	"sort"
-	"strings"
-)
+import "sort"
 
 // metricKind says how a metric's value is measured and therefore how its
 // thresholds must be written.
@@ -97,53 +94,4 @@ func (s *Spec) knownMetricNames() []string {
 		}
 	}
 	return names
-}
-
-// suggest returns the candidate closest to s when it is close enough to be a
-// plausible typo, or "".
-func suggest(s string, candidates []string) string {
-	best, bestD := "", -1
-	for _, c := range candidates {
-		d := levenshtein(strings.ToLower(s), strings.ToLower(c))
-		if bestD < 0 || d < bestD {
-			best, bestD = c, d
-		}
-	}
-	limit := len(s) / 3
-	if limit < 2 {
-		limit = 2
-	}
-	if bestD < 0 || bestD > limit {
-		return ""
-	}
-	return best
-}
-
-// didYouMean renders the suffix of an "unknown X" message.
-func didYouMean(s string, candidates []string) string {
-	if m := suggest(s, candidates); m != "" {
-		return " (did you mean \"" + m + "\"?)"
-	}
-	return ""
-}
-
-func levenshtein(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(rb)]
 }

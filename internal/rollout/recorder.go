@@ -2,10 +2,11 @@ package rollout
 
 import (
 	"math"
-	"math/bits"
 	"runtime"
 	"sync/atomic"
 	"time"
+
+	"github.com/shadowproxy/shadowproxy/internal/histogram"
 )
 
 // Cohort says which group a request belongs to for canary analysis.
@@ -37,46 +38,21 @@ func (c Cohort) String() string {
 	return "unknown"
 }
 
-// Latency histogram layout: log-linear buckets over microseconds, 8
-// sub-buckets per power of two (each at most 12.5% wide), from 1µs to 2^27µs
-// (about 134s); slower requests land in the last bucket. Fixed buckets keep
-// the per-slot memory constant and let the Mann-Whitney test work on bucket
-// counts (ties within a bucket are handled by the tie correction).
+// Latency histograms use the layout of internal/histogram (shared with the
+// diff statistics and the analysis history, so every p95 agrees). Fixed
+// buckets keep the per-slot memory constant and let the Mann-Whitney test
+// work on bucket counts (ties within a bucket are handled by the tie
+// correction).
 const (
-	subBucketBits  = 3
-	subBuckets     = 1 << subBucketBits
-	maxExponent    = 26
-	numBuckets     = subBuckets * (maxExponent - subBucketBits + 2)
+	numBuckets     = histogram.Buckets
 	resettingEpoch = math.MinInt64
 )
 
 // bucketOf maps a latency to its histogram bucket.
-func bucketOf(d time.Duration) int {
-	if d <= 0 {
-		return 0
-	}
-	us := uint64(d / time.Microsecond)
-	if us < subBuckets {
-		return int(us)
-	}
-	e := bits.Len64(us) - 1
-	if e > maxExponent {
-		return numBuckets - 1
-	}
-	m := (us >> (e - subBucketBits)) & (subBuckets - 1)
-	return subBuckets*(e-subBucketBits+1) + int(m)
-}
+func bucketOf(d time.Duration) int { return histogram.Bucket(d) }
 
 // bucketBounds returns a bucket's [lo, hi) in microseconds.
-func bucketBounds(i int) (lo, hi float64) {
-	if i < subBuckets {
-		return float64(i), float64(i + 1)
-	}
-	e := i/subBuckets + subBucketBits - 1
-	m := i % subBuckets
-	shift := uint(e - subBucketBits)
-	return float64(uint64(subBuckets+m) << shift), float64(uint64(subBuckets+m+1) << shift)
-}
+func bucketBounds(i int) (lo, hi float64) { return histogram.Bounds(i) }
 
 // cohortCounters are one cohort's counts within one slot.
 type cohortCounters struct {
@@ -288,28 +264,7 @@ func (c *CohortStats) histTotal() uint64 {
 }
 
 func (c *CohortStats) quantileMicros(q float64) float64 {
-	n := c.histTotal()
-	if n == 0 {
-		return 0
-	}
-	rank := q * float64(n)
-	var cum float64
-	for i, v := range c.hist {
-		if v == 0 {
-			continue
-		}
-		next := cum + float64(v)
-		if next >= rank {
-			lo, hi := bucketBounds(i)
-			if i == numBuckets-1 {
-				return lo
-			}
-			return lo + (hi-lo)*(rank-cum)/float64(v)
-		}
-		cum = next
-	}
-	lo, _ := bucketBounds(numBuckets - 1)
-	return lo
+	return histogram.QuantileMicros(c.hist[:], q)
 }
 
 // bucketOfQuantile returns the bucket holding the q-quantile.

@@ -53,7 +53,7 @@ var externalUnits = []string{string(UnitNumber), string(UnitRatio), string(UnitD
 const (
 	DefaultInterval           = 10 * time.Second
 	DefaultWindow             = 5 * time.Minute
-	DefaultMinSamples         = 1000 // the seed's minimum for error-rate decisions
+	DefaultMinSamples         = 1000 // one error in 1000 requests moves an error rate by 0.1 point
 	DefaultAlpha              = 0.05
 	DefaultHealthPath         = "/healthz"
 	DefaultHealthInterval     = 5 * time.Second
@@ -196,16 +196,21 @@ type Condition struct {
 	For cfgtypes.Duration `yaml:"for,omitempty"`
 }
 
-// HealthCheck configures active HTTP probes of the canary upstream.
-type HealthCheck struct {
-	// Path appended to the canary's base URL (default /healthz).
-	Path string `yaml:"path,omitempty"`
-	// Interval between probes (default 5s).
-	Interval cfgtypes.Duration `yaml:"interval,omitempty"`
-	// Timeout of one probe (default 2s).
-	Timeout cfgtypes.Duration `yaml:"timeout,omitempty"`
-	// ExpectStatus is the status a healthy canary answers (default 200).
-	ExpectStatus int `yaml:"expect_status,omitempty"`
+// HealthCheck configures active HTTP probes of the canary upstream: the
+// same probe as an upstream's health section, sent to every endpoint of the
+// canary with the upstream's TLS settings. Path is appended to each
+// endpoint's base URL.
+type HealthCheck = cfgtypes.Probe
+
+// DefaultHealthCheck returns the values a health_check section takes for
+// the fields it leaves out.
+func DefaultHealthCheck() HealthCheck {
+	return HealthCheck{
+		Path:         DefaultHealthPath,
+		Interval:     cfgtypes.Duration(DefaultHealthInterval),
+		Timeout:      cfgtypes.Duration(DefaultHealthTimeout),
+		ExpectStatus: DefaultHealthExpectStatus,
+	}
 }
 
 // ExternalMetric declares a metric measured outside the proxy. In YAML it is
@@ -242,7 +247,7 @@ func (e *ExternalMetric) UnmarshalYAML(n *yaml.Node) error {
 				}
 			}
 			if !found {
-				return fmt.Errorf("line %d: field %s not found in external metric%s", n.Content[i].Line, k, didYouMean(k, externalMetricKeys))
+				return fmt.Errorf("line %d: field %s not found in external metric%s", n.Content[i].Line, k, cfgtypes.Suggest(k, externalMetricKeys))
 			}
 		}
 		type plain ExternalMetric
@@ -402,18 +407,7 @@ func (s *Spec) ApplyDefaults() {
 		s.RollbackWhen = DefaultRollbackWhen()
 	}
 	if hc := s.HealthCheck; hc != nil {
-		if hc.Path == "" {
-			hc.Path = DefaultHealthPath
-		}
-		if hc.Interval == 0 {
-			hc.Interval = cfgtypes.Duration(DefaultHealthInterval)
-		}
-		if hc.Timeout == 0 {
-			hc.Timeout = cfgtypes.Duration(DefaultHealthTimeout)
-		}
-		if hc.ExpectStatus == 0 {
-			hc.ExpectStatus = DefaultHealthExpectStatus
-		}
+		*hc = hc.WithDefaults(DefaultHealthCheck())
 	}
 	for i := range s.ExternalMetrics {
 		if s.ExternalMetrics[i].Unit == "" {
@@ -494,7 +488,7 @@ func (s *Spec) Validate() []error {
 	}
 
 	if s.Mode != "" && s.Mode != ModeAuto && s.Mode != ModeManual && s.Mode != ModeDryRun {
-		add("mode", "unknown mode %q%s; want auto, manual or dry_run", string(s.Mode), didYouMean(string(s.Mode), modes))
+		add("mode", "unknown mode %q%s; want auto, manual or dry_run", string(s.Mode), cfgtypes.Suggest(string(s.Mode), modes))
 	}
 	if s.Interval != 0 && s.Interval.D() < MinInterval {
 		add("interval", "must be at least %s, got %s", MinInterval, s.Interval.D())
@@ -528,7 +522,7 @@ func (s *Spec) Validate() []error {
 			}
 		}
 		if e.Unit != "" && e.Unit != UnitNumber && e.Unit != UnitRatio && e.Unit != UnitDuration {
-			add(p+".unit", "unknown unit %q%s; want number, ratio or duration", string(e.Unit), didYouMean(string(e.Unit), externalUnits))
+			add(p+".unit", "unknown unit %q%s; want number, ratio or duration", string(e.Unit), cfgtypes.Suggest(string(e.Unit), externalUnits))
 		}
 	}
 
@@ -552,23 +546,7 @@ func (s *Spec) Validate() []error {
 	errs = append(errs, s.validateConditions("rollback_when", s.RollbackWhen, true)...)
 
 	if hc := s.HealthCheck; hc != nil {
-		if hc.Path != "" && !strings.HasPrefix(hc.Path, "/") {
-			add("health_check.path", "must start with \"/\", got %q", hc.Path)
-		}
-		interval := hc.Interval.D()
-		if interval == 0 {
-			interval = DefaultHealthInterval
-		}
-		timeout := hc.Timeout.D()
-		if timeout == 0 {
-			timeout = DefaultHealthTimeout
-		}
-		if timeout > interval {
-			add("health_check.timeout", "must not exceed the interval (%s), got %s", interval, timeout)
-		}
-		if hc.ExpectStatus != 0 && (hc.ExpectStatus < 100 || hc.ExpectStatus > 599) {
-			add("health_check.expect_status", "must be an HTTP status between 100 and 599, got %d", hc.ExpectStatus)
-		}
+		errs = append(errs, hc.Validate("health_check", DefaultHealthCheck())...)
 	}
 
 	for i, raw := range s.Notify {
@@ -667,7 +645,7 @@ func (s *Spec) validateConditions(prefix string, conds []Condition, rollback boo
 		}
 		m, ok := s.lookupMetric(c.Metric)
 		if !ok {
-			if hint := didYouMean(c.Metric, s.knownMetricNames()); hint != "" {
+			if hint := cfgtypes.Suggest(c.Metric, s.knownMetricNames()); hint != "" {
 				add(p+".metric", "unknown metric %q%s", c.Metric, hint)
 			} else {
 				add(p+".metric", "unknown metric %q: use one of %s, or declare it under external_metrics", c.Metric, strings.Join(MetricNames(), ", "))
@@ -811,7 +789,8 @@ func (s *Spec) Warnings() []string {
 		w = append(w, fmt.Sprintf("state_file %q is relative: it depends on the working directory", s.StateFile))
 	}
 	if s.MinSamples > 0 && s.MinSamples < DefaultMinSamples {
-		w = append(w, fmt.Sprintf("min_samples %d is below %d, the seed's minimum for error-rate decisions", s.MinSamples, DefaultMinSamples))
+		w = append(w, fmt.Sprintf("min_samples %d is below %d, the default: one error in %d requests is already a %.2g%% error rate, so single failures decide verdicts",
+			s.MinSamples, DefaultMinSamples, s.MinSamples, 100/float64(s.MinSamples)))
 	}
 	if s.Alpha > 0.1 {
 		w = append(w, fmt.Sprintf("alpha %g is above 0.1: expect more false rollbacks", float64(s.Alpha)))

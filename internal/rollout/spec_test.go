@@ -289,7 +289,7 @@ rollback_when:
 		"steps[0].hold is not set: the step is promoted as soon as its promote_when pass",
 		"steps[1].rollback_when replaces the route's rollback_when and drops error_rate_5xx",
 		`state_file "rollout.json" is relative: it depends on the working directory`,
-		"min_samples 200 is below 1000, the seed's minimum for error-rate decisions",
+		"min_samples 200 is below 1000, the default: one error in 200 requests is already a 0.5% error rate, so single failures decide verdicts",
 		"alpha 0.2 is above 0.1: expect more false rollbacks",
 	}
 	if got := s.Warnings(); !reflect.DeepEqual(got, want) {

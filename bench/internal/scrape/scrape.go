@@ -7,6 +7,7 @@ package scrape
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -63,31 +64,53 @@ func Backend(addr string) (backend.Stats, error) {
 	return s, json.Unmarshal(b, &s)
 }
 
+// Series returns every sample of http://addr/metrics (text format) by its
+// series: "name" for an unlabelled one, "name{labels}" as exported
+// otherwise, for example `shadowproxy_config_reloads_total{result="success"}`.
+func Series(addr string) (map[string]float64, error) {
+	b, err := Get(addr, "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			return nil, fmt.Errorf("bad sample %q", line)
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			return nil, fmt.Errorf("bad sample %q", line)
+		}
+		out[line[:i]] = v
+	}
+	return out, sc.Err()
+}
+
 // MetricSum returns the sum of the samples of metric name (from
 // http://addr/metrics, text format) whose label set contains label, e.g.
 // `outcome="dropped"`; an empty label sums every sample.
 func MetricSum(addr, name, label string) (float64, error) {
-	b, err := Get(addr, "/metrics")
+	series, err := Series(addr)
 	if err != nil {
 		return 0, err
 	}
 	var sum float64
-	sc := bufio.NewScanner(strings.NewReader(string(b)))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), name)
-		if !ok || rest == "" || (rest[0] != '{' && rest[0] != ' ') {
+	for k, v := range series {
+		rest, ok := strings.CutPrefix(k, name)
+		if !ok || (rest != "" && rest[0] != '{') {
 			continue // another metric, or a longer name sharing the prefix
 		}
 		if label != "" && !strings.Contains(rest, label) {
 			continue
 		}
-		f := strings.Fields(rest)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			return 0, fmt.Errorf("bad sample %q", sc.Text())
-		}
 		sum += v
 	}
-	return sum, sc.Err()
+	return sum, nil
 }

@@ -3,6 +3,7 @@ package scrape
 import (
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -45,5 +46,37 @@ go_gc_duration_seconds_count 7
 		if err != nil || got != c.want {
 			t.Errorf("MetricSum(%s, %s) = %v, %v; want %v", c.name, c.label, got, err, c.want)
 		}
+	}
+}
+
+func TestSeries(t *testing.T) {
+	const text = `# HELP shadowproxy_config_reloads_total x
+# TYPE shadowproxy_config_reloads_total counter
+shadowproxy_config_reloads_total{result="success"} 4
+shadowproxy_config_reloads_total{result="failure"} 0
+go_goroutines 57
+
+process_resident_memory_bytes 2.5e+07
+`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(text))
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	got, err := Series(addr)
+	want := map[string]float64{
+		`shadowproxy_config_reloads_total{result="success"}`: 4,
+		`shadowproxy_config_reloads_total{result="failure"}`: 0,
+		"go_goroutines": 57, "process_resident_memory_bytes": 25e6,
+	}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("Series = %v, %v; want %v", got, err, want)
+	}
+	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("go_goroutines many\n"))
+	}))
+	defer bad.Close()
+	if _, err := Series(strings.TrimPrefix(bad.URL, "http://")); err == nil || !strings.Contains(err.Error(), `bad sample "go_goroutines many"`) {
+		t.Errorf("a bad sample gave %v", err)
 	}
 }

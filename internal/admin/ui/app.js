@@ -12,7 +12,12 @@
   const HOUR_MS = 3600 * 1000;
   const TOKEN_KEY = 'shadowproxy.admin-token';
   const SVG_NS = 'http://www.w3.org/2000/svg';
-  const DIFF_LIMIT = 20;
+  // Samples fetched per poll: enough for identical differences to group.
+  const DIFF_LIMIT = 100;
+  const MIN_FIT_MS = 30000; // "fit to data" never shows less than this
+  // Sent on every mutating request: a header a cross-site form cannot set,
+  // which the admin listener's CSRF guard looks for.
+  const ADMIN_HEADER = 'X-Shadowproxy-Admin';
   // Colour per shadow target, and the primary's, in chart order.
   const TARGET_COLOURS = ['#e8590c', '#7048e8', '#0c8599', '#c2255c', '#5c940d'];
   const PRIMARY_COLOUR = '#1c7ed6';
@@ -29,6 +34,9 @@
     historyRetryAt: 0,
     local: {}, // route -> points collected by this page (fallback history)
     armed: '', // rollout action waiting for its confirming second click
+    range: sessionStorage.getItem('shadowproxy.range') || 'fit', // 'fit' or seconds
+    quantile: sessionStorage.getItem('shadowproxy.quantile') || 'p95',
+    ignoreFor: '', // field whose "ignore this field" snippet is open
     fleet: null, // GET /api/v1/fleet, null outside fleet mode
     scope: 'instance', // or 'fleet': which numbers the fleet panel shows
     fleetRoutes: null, // GET /api/v1/routes?scope=fleet
@@ -146,6 +154,7 @@
   async function api(path, method) {
     for (;;) {
       const headers = {Accept: 'application/json'};
+      if (method && method !== 'GET') headers[ADMIN_HEADER] = '1';
       const tok = sessionStorage.getItem(TOKEN_KEY);
       if (tok) headers.Authorization = 'Bearer ' + tok;
       const resp = await fetch(path, {method: method || 'GET', headers, cache: 'no-store', credentials: 'same-origin'});
@@ -305,6 +314,15 @@
       return;
     }
     renderOverview(route);
+    // A route that does not shadow has no charts, fields or samples: say
+    // so once instead of in every panel.
+    const shadows = !!(route.shadow || route.comparison);
+    $('shadow-sections').hidden = !shadows;
+    $('no-shadow').hidden = shadows;
+    if (!shadows) {
+      fill('no-shadow', el('p', {class: 'muted'}, 'This route does not shadow: no comparison, match rate or diff samples. ',
+        'Add a shadow: section to mirror its requests to a candidate (the README\'s "Shadow mirroring" section).'));
+    }
     renderSplit(route);
     renderRollout(route);
     renderCharts(route);
@@ -371,24 +389,39 @@
   }
 
   function renderOverview(route) {
-    const cards = [card('route', route.route), card('stable upstream', route.upstream), card('requests', num(route.requests))];
+    const cards = [card('route', route.route), card('stable upstream', route.upstream), card('requests since start', num(route.requests))];
     const cmp = route.comparison;
     if (cmp) {
       for (const t of cmp.targets || []) {
-        const rate = t.match_rate_1m !== null && t.match_rate_1m !== undefined ? t.match_rate_1m : t.match_rate_total;
-        const window = t.match_rate_1m !== null && t.match_rate_1m !== undefined ? '1m' : 'total';
-        cards.push(card('match rate ' + t.target + ' (' + window + ')', pct(rate),
-          {class: 'card match-rate ' + rateClass(rate), 'data-target': t.target}));
-        cards.push(card('comparisons ' + t.target,
-          num(t.counts.match) + ' ✓  ' + num(t.counts.mismatch) + ' ✗  ' + num(t.counts.uncomparable) + ' ?'));
+        const has1m = t.match_rate_1m !== null && t.match_rate_1m !== undefined;
+        const rate = has1m ? t.match_rate_1m : t.match_rate_total;
+        const window = has1m ? 'last 1m' : 'since start';
+        cards.push(card('match rate vs ' + t.target + ' · ' + window, pct(rate),
+          {class: 'card match-rate ' + rateClass(rate), 'data-target': t.target, 'data-window': window,
+            title: 'Of the requests compared ' + (has1m ? 'in the last minute' : 'since start') +
+              ', the share where ' + t.target + ' answered the same as the primary. ' + RATE_LEGEND}));
+        const c = t.counts || {};
+        const parts = [num(c.match) + ' ✓', num(c.mismatch) + ' ✗', num(c.uncomparable) + ' ?'];
+        if (c.learning !== undefined) parts.push(num(c.learning) + ' ≈');
+        cards.push(card('comparisons vs ' + t.target + ' · since start', parts.join('  '),
+          {class: 'card comparisons', title: COUNT_LEGEND + (c.learning !== undefined ? LEARNING_LEGEND : '.')}));
       }
       const noisy = (cmp.noise_fields || []).filter((n) => n.noisy).length;
-      cards.push(card('noise fields', cmp.secondary ? String(noisy) : 'no secondary'));
+      cards.push(card('learnt noise fields', cmp.secondary ? String(noisy) : 'no secondary'));
+      const learning = (cmp.targets || []).some((t) => t.counts && t.counts.learning !== undefined);
+      fill('overview-help', 'Match rate: the share of compared requests where the shadow answered the same as the primary, ' +
+        'after learnt noise and ignored fields are left out. ' + RATE_LEGEND + ' ' + COUNT_LEGEND + (learning ? LEARNING_LEGEND : '.'));
     } else {
       cards.push(card('shadow', 'not shadowed'));
+      fill('overview-help');
     }
     fill('overview', cards);
   }
+
+  const RATE_LEGEND = 'Green from 99%, amber from 90%, red below 90%.';
+  const COUNT_LEGEND = '✓ same answer · ✗ different answer (see the samples below) · ? could not be compared ' +
+    '(a body too large to capture, or not comparable)';
+  const LEARNING_LEGEND = ' · ≈ compared while noise was still being learnt, not counted.';
 
   function rateClass(r) {
     if (r === null || r === undefined) return 'nodata';
@@ -428,16 +461,18 @@
     const parts = targets.map((t, i) => ({label: t, value: byUp[t] || 0, cls: t === s.canary ? 'canary' : (i === 0 ? 'stable' : 'cohort')}));
     const total = parts.reduce((n, p) => n + p.value, 0);
     const decisions = Object.entries(s.decisions_by_reason || {}).filter(([, v]) => v > 0);
+    const ro = currentRollout(route);
     fill('split',
-      el('p', {}, 'Canary ', el('code', {}, s.canary), ' gets ', el('strong', {id: 'split-percent'}, num(s.percent) + '%'),
-        ' of keys; stable is ', el('code', {}, route.upstream), '.'),
+      el('p', {}, 'Now: canary ', el('code', {}, s.canary), ' gets ', el('strong', {id: 'split-percent'}, num(s.percent) + '%'),
+        ' of keys', ro ? ' (set by the rollout)' : '', '; stable is ', el('code', {}, route.upstream), '.'),
+      el('p', {class: 'muted'}, 'Since start (every share the split has had, cohorts included):'),
       bar(parts),
-      table(['upstream', 'role', 'requests', 'share'], parts.map((p) => el('tr', {},
+      table(['upstream', 'role', 'requests since start', 'share since start'], parts.map((p) => el('tr', {},
         el('td', {}, el('span', {class: 'swatch ' + p.cls}), p.label),
         el('td', {}, p.cls === 'canary' ? 'canary' : (p.cls === 'stable' ? 'stable' : 'cohort')),
         el('td', {class: 'num'}, num(p.value)),
         el('td', {class: 'num'}, total ? pct(p.value / total) : '—')))),
-      decisions.length ? el('p', {class: 'muted'}, 'Decisions: ', decisions.map(([k, v]) => k + ' ' + num(v)).join(', ')) : null);
+      decisions.length ? el('p', {class: 'muted'}, 'Decisions since start: ', decisions.map(([k, v]) => k + ' ' + num(v)).join(', ')) : null);
   }
 
   function currentRollout(route) {
@@ -452,8 +487,35 @@
     rollback: ['progressing', 'paused', 'completed'],
   };
 
+  // stepText names a step the way the configuration and the API do:
+  // steps[i], 0-based, with the range of indexes.
+  function stepText(ro) {
+    return 'steps[' + ro.step + '] of steps[0]–steps[' + Math.max(0, ro.steps - 1) + ']';
+  }
+
+  // timeRow says how long the rollout has been where it is, in the words of
+  // its state: a hold only counts down while progressing.
+  function timeRow(ro) {
+    const since = ro.last_action_at ? (Date.now() - Date.parse(ro.last_action_at)) / 1000 : ro.time_in_step_seconds;
+    switch (ro.state) {
+      case 'progressing':
+        if (!(ro.hold_seconds > 0)) return ['time in step', span(ro.time_in_step_seconds)];
+        return ['time in step', span(Math.min(ro.time_in_step_seconds, ro.hold_seconds)) + ' of ' + span(ro.hold_seconds) + ' hold' +
+          (ro.hold_remaining_seconds > 0 ? ' (' + span(ro.hold_remaining_seconds) + ' left)' : ' (waiting for the promote conditions)')];
+      case 'paused':
+        return ['paused for', span(since) + ' (the hold does not count while paused)'];
+      case 'rolled_back':
+        return ['rolled back', span(since) + ' ago'];
+      case 'completed':
+        return ['completed', span(since) + ' ago'];
+    }
+    return ['time in step', span(ro.time_in_step_seconds)];
+  }
+
   function renderRollout(route) {
     const ro = currentRollout(route);
+    // No rollout, no buttons: there is nothing they could act on.
+    $('rollout-actions').hidden = !ro;
     for (const b of document.querySelectorAll('#rollout-panel .actions button')) {
       const action = b.dataset.action;
       b.disabled = !ro || !ALLOWED[action].includes(ro.state);
@@ -461,16 +523,16 @@
       b.classList.toggle('armed', state.armed === action);
     }
     if (!ro) {
-      fill('rollout', el('p', {class: 'muted'}, 'No rollout configured for this route.'));
+      fill('rollout', el('p', {class: 'muted'}, 'No rollout on this route.', route.split ? ' The split share changes only when the configuration does.' : ''));
       return;
     }
+    const share = num(ro.percent) + '%' + (ro.state === 'rolled_back' ? ' (rolled back)' : ro.state === 'completed' ? ' (completed)' : '');
     const rows = [
       ['state', el('span', {class: 'state state-' + ro.state, id: 'rollout-state'}, ro.state)],
       ['mode', ro.mode],
-      ['step', (ro.step + 1) + ' of ' + ro.steps],
-      ['canary share', num(ro.percent) + '%'],
-      ['time in step', span(ro.time_in_step_seconds) + ' of ' + span(ro.hold_seconds) + ' hold' +
-        (ro.hold_remaining_seconds > 0 ? ' (' + span(ro.hold_remaining_seconds) + ' left)' : '')],
+      ['step', el('span', {id: 'rollout-step', title: 'steps are numbered from 0, as in the configuration and the API'}, stepText(ro))],
+      ['canary share now', share],
+      timeRow(ro),
     ];
     if (ro.last_action) {
       rows.push(['last action', ro.last_action + (ro.last_action_by ? ' by ' + ro.last_action_by : '') +
@@ -484,12 +546,13 @@
       out.push(el('p', {class: 'verdict'}, 'Last verdict (', clock(ev.at), '): ',
         el('strong', {class: 'decision decision-' + ev.decision}, ev.decision), ' — ', ev.reason || ''));
       if (ev.samples) {
-        out.push(el('p', {class: 'muted'}, 'Samples in ' + (ev.samples.window || 'window') + ': canary ' + num(ev.samples.canary) +
+        out.push(el('p', {class: 'muted'}, 'Windowed: samples in the last ' + (ev.samples.window || 'window') + ': canary ' + num(ev.samples.canary) +
           ', control ' + num(ev.samples.control) + ', comparisons ' + num(ev.samples.comparisons)));
       }
       const conds = [].concat((ev.promote || []).map((c) => ['promote', c]), (ev.rollback || []).map((c) => ['rollback', c]));
       if (conds.length) {
-        out.push(table(['', 'condition', 'canary', 'control', 'verdict'], conds.map(([kind, c]) => el('tr', {title: c.detail || ''},
+        const w = ev.samples && ev.samples.window ? ' (last ' + ev.samples.window + ')' : ' (window)';
+        out.push(table(['', 'condition', 'canary' + w, 'control' + w, 'verdict'], conds.map(([kind, c]) => el('tr', {title: c.detail || ''},
           el('td', {}, kind),
           el('td', {}, el('code', {}, c.condition), el('div', {class: 'detail'}, c.detail || '')),
           el('td', {class: 'num'}, unitValue(c.canary, c.unit)),
@@ -545,8 +608,50 @@
 
   // ---- charts -----------------------------------------------------------------
 
+  function setChoice(id, attr, value) {
+    for (const b of document.querySelectorAll('#' + id + ' button')) {
+      const on = b.dataset[attr] === String(value);
+      b.classList.toggle('current', on);
+      b.setAttribute('aria-pressed', String(on));
+    }
+  }
+
+  for (const b of document.querySelectorAll('#range button')) {
+    b.addEventListener('click', () => {
+      state.range = b.dataset.range;
+      sessionStorage.setItem('shadowproxy.range', state.range);
+      render();
+    });
+  }
+  for (const b of document.querySelectorAll('#quantile button')) {
+    b.addEventListener('click', () => {
+      state.quantile = b.dataset.q;
+      sessionStorage.setItem('shadowproxy.quantile', state.quantile);
+      render();
+    });
+  }
+
+  // timeRange is the charts' x axis: a fixed window, or (fit) from the
+  // first point with data to now, so that the first minutes of a new proxy
+  // fill the chart instead of being a sliver at its right edge.
+  function timeRange(points) {
+    const now = Date.now();
+    if (state.range !== 'fit') return {from: now - Number(state.range) * 1000, to: now, fit: false};
+    let first = Infinity;
+    for (const p of points) {
+      const t = Date.parse(p.time);
+      if (t < first) first = t;
+    }
+    if (!Number.isFinite(first)) return {from: now - MIN_FIT_MS, to: now, fit: true};
+    const span = Math.min(HOUR_MS, Math.max(MIN_FIT_MS, (now - first) * 1.05));
+    return {from: now - span, to: now, fit: true};
+  }
+
   function renderCharts(route) {
+    setChoice('range', 'range', state.range);
+    setChoice('quantile', 'q', state.quantile);
     const cmp = route.comparison;
+    $('chart-toolbar').hidden = !cmp;
     if (!cmp) {
       fill('match-chart', el('p', {class: 'muted'}, 'This route does not shadow.'));
       fill('latency-chart');
@@ -555,10 +660,10 @@
       return;
     }
     const h = state.history && state.history.route === route.route ? state.history : {points: [], local: true};
-    fill('match-source', h.local ? 'since this page opened' : 'last hour');
+    fill('match-source', h.local ? 'since this page opened' : '10-second points');
     const targets = (cmp.targets || []).map((t) => t.target);
-    const now = Date.now();
-    const from = now - HOUR_MS;
+    const range = timeRange(h.points);
+    fill('range-note', range.fit ? 'the last ' + span((range.to - range.from) / 1000) + ' (all the proxy has)' : '');
     // An interval without comparisons has no latency (the API says 0).
     const byTarget = (t, key) => h.points.filter((p) => p.target === t).map((p) => ({
       t: Date.parse(p.time),
@@ -566,18 +671,16 @@
     }));
 
     const matchSeries = targets.map((t, i) => ({name: t, colour: TARGET_COLOURS[i % TARGET_COLOURS.length], points: byTarget(t, 'match_rate')}));
-    lineChart('match-chart', matchSeries, {from, to: now, yMin: 0, yMax: 1, format: (v) => pct(v, 0), empty: 'No comparisons yet.'});
+    lineChart('match-chart', matchSeries, {from: range.from, to: range.to, yMin: 0, yMax: 1, format: (v) => pct(v, 1), empty: 'No comparisons yet.'});
 
-    // Primary latency is the same request for every target; draw it once.
-    const lat = [];
-    const dash = {p50: null, p95: '6 3', p99: '2 3'};
-    for (const q of ['p50', 'p95', 'p99']) {
-      lat.push({name: 'primary ' + q, colour: PRIMARY_COLOUR, dash: dash[q], points: targets.length ? byTarget(targets[0], 'primary_' + q) : []});
-      targets.forEach((t, i) => lat.push({name: t + ' ' + q, colour: TARGET_COLOURS[i % TARGET_COLOURS.length], dash: dash[q], points: byTarget(t, 'shadow_' + q)}));
-    }
+    // One quantile at a time: the primary (the same requests for every
+    // target, so drawn once) against each shadow.
+    const q = ['p50', 'p95', 'p99'].includes(state.quantile) ? state.quantile : 'p95';
+    const lat = [{name: 'primary ' + q, colour: PRIMARY_COLOUR, points: targets.length ? byTarget(targets[0], 'primary_' + q) : []}];
+    targets.forEach((t, i) => lat.push({name: 'shadow ' + t + ' ' + q, colour: TARGET_COLOURS[i % TARGET_COLOURS.length], points: byTarget(t, 'shadow_' + q)}));
     let maxLat = 0;
-    for (const s of lat) for (const p of s.points) if (p.v > maxLat) maxLat = p.v;
-    lineChart('latency-chart', lat, {from, to: now, yMin: 0, yMax: niceMax(maxLat), format: secs, empty: 'No latency measured yet.'});
+    for (const s of lat) for (const p of s.points) if (p.t >= range.from && p.v > maxLat) maxLat = p.v;
+    lineChart('latency-chart', lat, {from: range.from, to: range.to, yMin: 0, yMax: niceMax(maxLat), format: secs, empty: 'No latency measured yet.'});
 
     const rows = [];
     (cmp.targets || []).forEach((t) => {
@@ -597,26 +700,42 @@
     return 10 * p;
   }
 
-  // lineChart draws series of {t, v} points (v null = gap) as an SVG.
+  // Tick spacings for the time axis, in seconds: the first that gives at
+  // most 6 intervals is used.
+  const TICKS = [10, 15, 30, 60, 120, 300, 600, 900, 1800];
+
+  function ago(ms) {
+    const s = Math.round(ms / 1000);
+    if (s === 0) return 'now';
+    if (s < 60) return '-' + s + 's';
+    return '-' + Math.floor(s / 60) + 'm' + (s % 60 ? (s % 60) + 's' : '');
+  }
+
+  // lineChart draws series of {t, v} points (v null = gap) as an SVG, with a
+  // legend that carries each series' latest value and a hover read-out.
   function lineChart(id, series, o) {
     const W = 640, H = 220, L = 56, R = 12, T = 10, B = 26;
     const x = (t) => L + (W - L - R) * (t - o.from) / (o.to - o.from);
     const y = (v) => T + (H - T - B) * (1 - (v - o.yMin) / (o.yMax - o.yMin));
-    const root = svg('svg', {viewBox: '0 0 ' + W + ' ' + H, role: 'img', 'aria-label': id.replace('-', ' ')});
+    const spanS = (o.to - o.from) / 1000;
+    const root = svg('svg', {viewBox: '0 0 ' + W + ' ' + H, role: 'img', 'aria-label': id.replace('-', ' '),
+      'data-from': Math.round(o.from), 'data-to': Math.round(o.to), 'data-span': Math.round(spanS)});
     for (let i = 0; i <= 4; i++) {
       const v = o.yMin + (o.yMax - o.yMin) * i / 4;
       root.append(svg('line', {x1: L, x2: W - R, y1: y(v), y2: y(v), class: 'grid'}));
       root.append(svg('text', {x: L - 6, y: y(v) + 4, 'text-anchor': 'end', class: 'axis'}, o.format(v)));
     }
-    for (let m = 0; m <= 60; m += 10) {
-      const t = o.from + m * 60000;
+    const step = (TICKS.find((s) => spanS / s <= 6) || 3600) * 1000;
+    for (let t = o.to; t >= o.from - 1; t -= step) {
       root.append(svg('line', {x1: x(t), x2: x(t), y1: T, y2: H - B, class: 'grid'}));
-      root.append(svg('text', {x: x(t), y: H - 8, 'text-anchor': 'middle', class: 'axis'}, m === 60 ? 'now' : '-' + (60 - m) + 'm'));
+      root.append(svg('text', {x: x(t), y: H - 8, 'text-anchor': t === o.to ? 'end' : 'middle', class: 'axis'}, ago(o.to - t)));
     }
     let drawn = 0;
+    const visible = [];
     for (const s of series) {
       let d = '', pen = false;
       const pts = s.points.filter((p) => p.t >= o.from && p.t <= o.to).sort((a, b) => a.t - b.t);
+      visible.push({s, pts});
       for (const p of pts) {
         if (p.v === null || p.v === undefined || Number.isNaN(p.v)) {
           pen = false;
@@ -628,24 +747,54 @@
         drawn++;
       }
       if (d) {
-        root.append(svg('path', {d, fill: 'none', stroke: s.colour, 'stroke-width': 2, 'stroke-dasharray': s.dash || null, class: 'series'}));
+        root.append(svg('path', {d, fill: 'none', stroke: s.colour, 'stroke-width': 2, 'stroke-dasharray': s.dash || null, class: 'series', 'data-series': s.name}));
       }
       const last = [...pts].reverse().find((p) => p.v !== null && p.v !== undefined);
       if (last) {
         root.append(svg('circle', {cx: x(last.t), cy: y(Math.min(Math.max(last.v, o.yMin), o.yMax)), r: 3, fill: s.colour},
           svg('title', {}, s.name + ': ' + o.format(last.v) + ' at ' + clock(last.t))));
       }
+      s.last = last;
     }
     if (!drawn) {
       root.append(svg('text', {x: (L + W - R) / 2, y: H / 2, 'text-anchor': 'middle', class: 'empty'}, o.empty));
     }
+    // Hover: a vertical line at the nearest point in time, and each
+    // series' value there.
+    const cursor = svg('line', {x1: 0, x2: 0, y1: T, y2: H - B, class: 'cursor', visibility: 'hidden'});
+    root.append(cursor);
+    const tip = el('div', {class: 'tip', hidden: true});
+    root.addEventListener('mousemove', (ev) => {
+      const box = root.getBoundingClientRect();
+      const t = o.from + ((ev.clientX - box.left) * W / box.width - L) / (W - L - R) * (o.to - o.from);
+      let best = null;
+      for (const {pts} of visible) {
+        for (const p of pts) if (p.v !== null && p.v !== undefined && (!best || Math.abs(p.t - t) < Math.abs(best - t))) best = p.t;
+      }
+      if (best === null) return;
+      cursor.setAttribute('x1', x(best));
+      cursor.setAttribute('x2', x(best));
+      cursor.setAttribute('visibility', 'visible');
+      const lines = visible.map(({s, pts}) => {
+        const p = pts.find((q) => q.t === best);
+        return el('div', {}, el('span', {class: 'dot', 'data-colour': s.colour}), s.name + ': ' + (p && p.v !== null && p.v !== undefined ? o.format(p.v) : '—'));
+      });
+      tip.replaceChildren(el('div', {class: 'tip-time'}, clock(best) + ' (' + ago(o.to - best) + ')'), ...lines);
+      for (const d of tip.querySelectorAll('.dot')) d.style.background = d.dataset.colour;
+      tip.hidden = false;
+      tip.style.left = Math.min(box.width - 180, Math.max(0, ev.clientX - box.left + 12)) + 'px';
+    });
+    root.addEventListener('mouseleave', () => {
+      tip.hidden = true;
+      cursor.setAttribute('visibility', 'hidden');
+    });
     const legend = el('div', {class: 'legend'}, series.map((s) => {
       const sw = el('span', {class: 'swatch' + (s.dash ? ' dashed' : '')});
       sw.style.borderColor = s.colour;
       if (!s.dash) sw.style.background = s.colour;
-      return el('span', {}, sw, s.name);
+      return el('span', {class: 'legend-item'}, sw, s.name, s.last ? el('b', {}, ' ' + o.format(s.last.v)) : null);
     }));
-    fill(id, root, legend);
+    fill(id, el('div', {class: 'plot'}, root, tip), legend);
   }
 
   // ---- shadow outcomes, fields, noise ---------------------------------------------
@@ -667,7 +816,22 @@
         el('td', {}, el('span', {class: 'swatch out-' + k}), k),
         el('td', {class: 'num'}, num(o[k] || 0)),
         el('td', {class: 'num'}, total ? pct((o[k] || 0) / total) : '—')))),
-      skipped.length ? el('p', {class: 'muted'}, 'Not mirrored: ', skipped.map(([k, v]) => k + ' ' + num(v)).join(', ')) : null);
+      skipped.length ? el('p', {class: 'muted'}, 'Not mirrored: ', skipped.map(([k, v]) => k + ' ' + num(v)).join(', ')) : null,
+      (s.skipped || {}).secondary_canary_served > 0 ? el('p', {class: 'muted', id: 'secondary-skipped'},
+        'The secondary is only asked about requests the stable upstream served; ' + num(s.skipped.secondary_canary_served) +
+        ' canary-served requests were skipped for it (their noise is judged from learnt rates).') : null);
+  }
+
+  // normPath turns array indexes into *, as top fields and ignore rules
+  // write them.
+  function normPath(p) {
+    return String(p).replace(/\/\d+(?=\/|$)/g, '/*');
+  }
+
+  function noisyPaths(cmp) {
+    const out = new Set();
+    for (const n of (cmp && cmp.noise_fields) || []) if (n.noisy) out.add(normPath(n.path));
+    return out;
   }
 
   function renderFields(route) {
@@ -676,22 +840,34 @@
       fill('fields', el('p', {class: 'muted'}, 'This route does not shadow.'));
       return;
     }
+    // A field learnt as noise is shown once, under Learnt noise: it no
+    // longer makes a comparison differ.
+    const noisy = noisyPaths(cmp);
     const rows = [];
+    let hidden = 0;
     for (const t of cmp.targets || []) {
       for (const f of t.top_fields || []) {
+        if (noisy.has(normPath(f.field))) {
+          hidden++;
+          continue;
+        }
         const btn = el('button', {type: 'button', class: 'link field-filter', title: 'show samples that differ on this field'}, f.field);
         btn.addEventListener('click', () => setField(f.field));
+        const ign = el('button', {type: 'button', class: 'small ignore-field', title: 'show the configuration line that ignores this field'}, 'ignore…');
+        ign.addEventListener('click', () => showIgnore(f.field));
         rows.push(el('tr', {class: f.field === state.field ? 'selected' : null},
-          el('td', {}, btn), el('td', {}, t.target), el('td', {class: 'num'}, num(f.count))));
+          el('td', {}, btn), el('td', {}, t.target), el('td', {class: 'num'}, num(f.count)), el('td', {class: 'num'}, num(f.raw || 0)), el('td', {}, ign)));
       }
     }
     const capped = (cmp.targets || []).some((t) => t.fields_capped);
-    fill('fields', rows.length ? table(['field', 'target', 'mismatches'], rows, {id: 'top-fields'}) : el('p', {class: 'muted'}, 'No differences yet.'),
+    fill('fields', rows.length ? table(['field', 'target', 'mismatches', 'before noise', ''], rows, {id: 'top-fields'}) : el('p', {class: 'muted'}, 'No differences yet.'),
+      hidden ? el('p', {class: 'muted'}, hidden + ' field(s) learnt as noise are listed under Learnt noise instead.') : null,
       capped ? el('p', {class: 'muted'}, 'More fields differ than max_fields: the rest count as "other".') : null);
   }
 
   function renderNoise(route) {
     const cmp = route.comparison;
+    $('noise-actions').hidden = !(cmp && cmp.secondary);
     if (!cmp) {
       fill('noise', el('p', {class: 'muted'}, 'This route does not shadow.'));
       return;
@@ -700,19 +876,158 @@
       fill('noise', el('p', {class: 'muted'}, 'No secondary upstream: noise is not learnt. Set compare.secondary to a second instance of the primary.'));
       return;
     }
-    const fields = [...(cmp.noise_fields || [])].sort((a, b) => (b.noisy - a.noisy) || (b.rate - a.rate));
-    fill('noise', fields.length ? table(['path', 'disagreed', 'rate', ''], fields.map((n) => el('tr', {},
+    $('noise-reset').textContent = state.armed === 'noise-reset' ? 'confirm reset?' : 'reset learnt noise';
+    $('noise-reset').classList.toggle('armed', state.armed === 'noise-reset');
+    // Bounded on the page too: the noisiest keys first.
+    const fields = [...(cmp.noise_fields || [])].sort((a, b) => (b.noisy - a.noisy) || (b.rate - a.rate)).slice(0, 30);
+    const endpoints = cmp.endpoints || [];
+    fill('noise', fields.length ? table(['endpoint', 'path', 'kind', 'disagreed', 'rate', ''], fields.map((n) => el('tr', {},
+      el('td', {}, el('code', {}, n.endpoint || '')),
       el('td', {}, el('code', {}, n.path)),
+      el('td', {}, n.kind || ''),
       el('td', {class: 'num'}, num(n.disagreements) + ' / ' + num(n.observations)),
       el('td', {class: 'num'}, pct(n.rate)),
-      el('td', {}, n.noisy ? el('span', {class: 'tag noisy'}, 'ignored') : el('span', {class: 'tag'}, 'learning'))))) :
-      el('p', {class: 'muted'}, 'Primary and secondary agree on everything so far.'));
+      el('td', {}, n.noisy ? el('span', {class: 'tag noisy'}, 'noise') : el('span', {class: 'tag'}, 'learning'))))) :
+      el('p', {class: 'muted'}, 'Primary and secondary agree on everything so far.'),
+      endpoints.length ? table(['endpoint', 'state', 'target', 'match rate', 'mismatches', 'learning'], endpoints.flatMap((e) =>
+        (e.targets || []).map((t) => el('tr', {class: 'endpoint'},
+          el('td', {}, el('code', {}, e.endpoint)),
+          el('td', {}, e.learning ? el('span', {class: 'tag'}, 'learning') : 'judging'),
+          el('td', {}, t.target),
+          el('td', {class: 'num'}, t.match_rate_total == null ? '—' : pct(t.match_rate_total)),
+          el('td', {class: 'num'}, num((t.counts || {}).mismatch || 0)),
+          el('td', {class: 'num'}, num((t.counts || {}).learning || 0))))), {id: 'endpoints'}) : null,
+      cmp.endpoints_other ? el('p', {class: 'muted'}, num(cmp.endpoints_other) + ' comparisons of endpoints beyond max_endpoints count as "other".') : null);
+  }
+
+  // resetNoise asks the proxy to forget what it learnt for the route (the
+  // token is asked for when needed). A proxy without the endpoint says so.
+  async function resetNoise() {
+    const route = state.routes.find((r) => r.route === state.selected);
+    if (!route) return;
+    const show = () => {
+      renderNoise(route);
+      renderFieldActions(route);
+    };
+    if (state.armed !== 'noise-reset') {
+      state.armed = 'noise-reset';
+      show();
+      setTimeout(() => {
+        if (state.armed === 'noise-reset') {
+          state.armed = '';
+          show();
+        }
+      }, 4000);
+      return;
+    }
+    state.armed = '';
+    show();
+    fill('noise-message', 'resetting…');
+    try {
+      const path = '/api/v1/routes/' + encodeURIComponent(route.route) + '/noise/reset';
+      const r = await api(path, 'POST');
+      if (r.ok) {
+        fill('noise-message', el('span', {class: 'ok', id: 'noise-result'}, 'Learnt noise reset: it is learnt again from the secondary.'));
+      } else if (r.status === 404 || r.status === 405) {
+        fill('noise-message', el('span', {class: 'muted', id: 'noise-result'}, 'This proxy cannot reset learnt noise (POST ' + path +
+          ' answered ' + r.status + '): upgrade it, or restart it to forget what it learnt.'));
+      } else {
+        fill('noise-message', el('span', {class: 'error', id: 'noise-result'}, 'reset refused: ' + errorText(r)));
+      }
+    } catch (e) {
+      fill('noise-message', el('span', {class: 'error', id: 'noise-result'}, 'reset failed: ' + e.message));
+    }
+    refresh();
+  }
+  $('noise-reset').addEventListener('click', resetNoise);
+
+  // ---- ignoring a field ------------------------------------------------------------
+
+  // ignoreAdvice says how to stop a field from counting: the exact line to
+  // add to the route's shadow.compare.ignore (JSON paths), or what to change
+  // for headers; status and whole-body differences cannot be ignored.
+  function ignoreAdvice(route, field) {
+    const idx = state.routes.findIndex((r) => r.route === route.route);
+    const where = 'routes[' + idx + '].shadow.compare';
+    const f = normPath(field);
+    if (f.startsWith('/')) {
+      return {where: where + '.ignore', line: '- ' + JSON.stringify(f),
+        context: ['routes:', '  - name: ' + JSON.stringify(route.route) + '   # routes[' + idx + ']', '    shadow:', '      compare:', '        ignore:', '          - ' + JSON.stringify(f)].join('\n')};
+    }
+    if (f.startsWith('header/')) {
+      const h = f.slice('header/'.length);
+      return {where: where + '.headers', text: 'Remove ' + h + ' from ' + where + '.headers (with "*", list the headers to compare instead): headers are compared only when listed.'};
+    }
+    return {where, text: 'A difference of ' + f + ' cannot be ignored: it is the status code or the whole body. Fix the shadow, or compare it on another route.'};
+  }
+
+  function showIgnore(field) {
+    state.ignoreFor = field;
+    if (state.field !== field) {
+      setField(field);
+    } else {
+      renderFieldActions(state.routes.find((r) => r.route === state.selected));
+    }
+  }
+
+  function renderFieldActions(route) {
+    const box = $('field-actions');
+    if (!route || !route.comparison || !state.field) {
+      box.hidden = true;
+      box.replaceChildren();
+      return;
+    }
+    const f = state.field;
+    const ign = el('button', {type: 'button', id: 'ignore-field'}, 'ignore this field');
+    ign.addEventListener('click', () => showIgnore(f));
+    const head = el('div', {class: 'field-head'}, 'Field ', el('code', {}, f), ' ', ign);
+    if (route.comparison.secondary) {
+      // A field wrongly learnt as noise (or wrongly not) is learnt afresh.
+      const reset = el('button', {type: 'button', id: 'field-reset-noise', class: 'danger' + (state.armed === 'noise-reset' ? ' armed' : ''),
+        title: 'forget the noise learnt on this route; it is learnt again from the secondary'},
+      state.armed === 'noise-reset' ? 'confirm reset?' : 'reset learnt noise');
+      reset.addEventListener('click', resetNoise);
+      head.append(' ', reset);
+    }
+    const out = [head];
+    if (state.ignoreFor === f) {
+      const a = ignoreAdvice(route, f);
+      if (a.line) {
+        const copy = el('button', {type: 'button', id: 'copy-yaml'}, 'copy');
+        const line = el('code', {id: 'ignore-line', class: 'yaml-line'}, a.line);
+        copy.addEventListener('click', () => copyText(a.line, copy, line));
+        out.push(el('p', {}, 'Add this line to ', el('code', {}, a.where), ', then reload (SIGHUP or POST /api/v1/reload):'),
+          el('div', {class: 'yaml-row'}, line, copy),
+          el('details', {}, el('summary', {}, 'where it goes'), el('pre', {class: 'yaml', id: 'ignore-context'}, a.context)));
+      } else {
+        out.push(el('p', {id: 'ignore-advice'}, a.text));
+      }
+    }
+    box.replaceChildren(...out);
+    box.hidden = false;
+  }
+
+  async function copyText(text, button, node) {
+    try {
+      await navigator.clipboard.writeText(text);
+      button.textContent = 'copied';
+    } catch (e) {
+      // No clipboard (an insecure context): select the text for Ctrl-C.
+      const r = document.createRange();
+      r.selectNodeContents(node);
+      const sel = window.getSelection();
+      sel.removeAllRanges();
+      sel.addRange(r);
+      button.textContent = 'selected: press Ctrl-C';
+    }
+    setTimeout(() => { button.textContent = 'copy'; }, 2000);
   }
 
   // ---- diff samples ------------------------------------------------------------------
 
   function setField(f) {
     state.field = f;
+    if (state.ignoreFor !== f) state.ignoreFor = '';
     $('field').value = f;
     refresh();
   }
@@ -727,7 +1042,29 @@
     refresh();
   });
 
+  // groupSamples puts samples that differ in the same way together: the
+  // same target, statuses, and fields (indexes as *) with the same kind of
+  // difference. Samples come newest first, so each group's first is its
+  // newest example.
+  function groupSamples(samples) {
+    const groups = new Map();
+    for (const s of samples) {
+      const sig = (s.differences || []).map((d) => normPath(d.path) + ' ' + d.kind).sort().join('\n');
+      const key = [s.target, s.primary_status, s.shadow_status, s.note ? 'note' : '', sig].join('\u0000');
+      let g = groups.get(key);
+      if (!g) {
+        g = {newest: s, count: 0, oldest: s, values: new Set()};
+        groups.set(key, g);
+      }
+      g.count++;
+      g.oldest = s;
+      g.values.add((s.differences || []).map((d) => d.primary + '\u0000' + d.shadow).join('\u0001'));
+    }
+    return [...groups.values()];
+  }
+
   function renderDiffs(route) {
+    renderFieldActions(route);
     if (!route.comparison) {
       fill('diffs', el('p', {class: 'muted'}, 'This route does not shadow.'));
       return;
@@ -741,26 +1078,39 @@
       fill('diffs', el('p', {class: 'muted'}, state.field ? 'No stored sample differs on ' + state.field + '.' : 'No mismatches stored yet.'));
       return;
     }
-    fill('diffs', samples.map((s) => el('article', {class: 'sample'},
-      el('header', {},
-        el('span', {class: 'time'}, clock(s.time)),
-        el('span', {class: 'target'}, 'vs ' + s.target),
-        el('code', {class: 'request'}, s.method + ' ' + s.uri),
-        el('span', {class: 'status'}, 'primary ', el('b', {class: statusClass(s.primary_status)}, String(s.primary_status)),
-          ' · shadow ', el('b', {class: statusClass(s.shadow_status)}, String(s.shadow_status))),
-        s.request_id ? el('span', {class: 'muted'}, 'id ' + s.request_id) : null),
-      s.note ? el('p', {class: 'note'}, s.note) : null,
-      table(['field', 'kind', 'primary', 'shadow'], (s.differences || []).map((d) => el('tr', {class: isFiltered(d.path) ? 'selected' : null},
-        el('td', {class: 'diff-path'}, d.path),
-        el('td', {class: 'kind'}, d.kind),
-        el('td', {class: 'val primary'}, d.primary === '' ? el('i', {}, 'absent') : d.primary),
-        el('td', {class: 'val shadow'}, d.shadow === '' ? el('i', {}, 'absent') : d.shadow))), {class: 'difftable'}),
-      s.omitted ? el('p', {class: 'muted'}, '+' + s.omitted + ' more differences not stored') : null)));
+    const groups = groupSamples(samples);
+    fill('diffs', el('p', {class: 'muted'}, 'The newest ' + num(samples.length) + ' stored samples, in ' + num(groups.length) +
+      ' group(s) of identical differences; each shows its newest example.'),
+    groups.map((g) => {
+      const s = g.newest;
+      return el('article', {class: 'sample group', 'data-count': g.count},
+        el('header', {},
+          el('span', {class: 'count', title: 'samples with exactly these differences'}, '×' + num(g.count)),
+          el('span', {class: 'time'}, g.count > 1 ? clock(g.oldest.time) + '–' + clock(s.time) : clock(s.time)),
+          el('span', {class: 'target'}, 'vs ' + s.target),
+          el('code', {class: 'request'}, s.method + ' ' + s.uri),
+          el('span', {class: 'status'}, 'primary ', el('b', {class: statusClass(s.primary_status)}, String(s.primary_status)),
+            ' · shadow ', el('b', {class: statusClass(s.shadow_status)}, String(s.shadow_status))),
+          s.request_id ? el('span', {class: 'muted'}, 'id ' + s.request_id) : null,
+          g.values.size > 1 ? el('span', {class: 'muted'}, 'values vary; newest shown') : null),
+        s.note ? el('p', {class: 'note'}, s.note) : null,
+        table(['field', 'kind', 'primary', 'shadow', ''], (s.differences || []).map((d) => {
+          const ign = el('button', {type: 'button', class: 'small ignore-field', title: 'how to ignore this field'}, 'ignore…');
+          ign.addEventListener('click', () => showIgnore(normPath(d.path)));
+          return el('tr', {class: isFiltered(d.path) ? 'selected' : null},
+            el('td', {class: 'diff-path'}, d.path),
+            el('td', {class: 'kind'}, d.kind),
+            el('td', {class: 'val primary'}, d.primary === '' ? el('i', {}, 'absent') : d.primary),
+            el('td', {class: 'val shadow'}, d.shadow === '' ? el('i', {}, 'absent') : d.shadow),
+            el('td', {class: 'act'}, ign));
+        }), {class: 'difftable'}),
+        s.omitted ? el('p', {class: 'muted'}, '+' + s.omitted + ' more differences not stored') : null);
+    }));
   }
 
   function isFiltered(path) {
     if (!state.field) return false;
-    return path === state.field || path.replace(/\/\d+(?=\/|$)/g, '/*') === state.field;
+    return path === state.field || normPath(path) === state.field;
   }
 
   function statusClass(code) {
@@ -774,9 +1124,11 @@
   window.addEventListener('hashchange', () => {
     state.selected = decodeHash();
     state.field = '';
+    state.ignoreFor = '';
     $('field').value = '';
     state.armed = '';
     fill('rollout-message');
+    fill('noise-message');
     refresh();
   });
   document.addEventListener('visibilitychange', () => {
