@@ -150,9 +150,8 @@ func (c *Coordinator) Tick(ctx context.Context) {
 		}
 		states[route], revs[route] = cur.RouteState, cur.Rev
 	}
-	if len(states) == 0 {
-		return
-	}
+	// Decide runs even with no route to decide: the decider may have work
+	// of its own on the leader (the app's adapter ticks dry-run rollouts).
 	held := map[string]string{}
 	windows := func(route string) Windows {
 		return func(from, to time.Time, each func(*rollout.WindowStats)) FleetWindow {
