@@ -16,6 +16,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/shadowproxy/shadowproxy/config"
+	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
 	"github.com/shadowproxy/shadowproxy/internal/fleet/fleettest"
 	"github.com/shadowproxy/shadowproxy/internal/testkit"
 )
@@ -398,4 +400,61 @@ func TestFleetSurvivesEtcdOutage(t *testing.T) {
 			t.Errorf("%s still reports etcd %s", m.name, v.Etcd)
 		}
 	}
+}
+
+// TestFleetHoldsDuringRollingConfigChange: a reload that changes one
+// member's rollout policy is republished; the leader holds the route and
+// says which member has which policy until the members agree again.
+func TestFleetHoldsDuringRollingConfigChange(t *testing.T) {
+	e := fleettest.StartEtcd(t)
+	stable := startVersion(t, "stable")
+	policy := `
+      steps: [{percent: 10, hold: 1h}, {percent: 100}]
+      promote_when: [{metric: error_rate_5xx, below: 5%}]
+`
+	ms := []*fleetMember{
+		startFleetMember(t, e, "/sp/rolling", "a", stable.url, policy),
+		startFleetMember(t, e, "/sp/rolling", "b", stable.url, policy),
+	}
+	leader := leaderMember(t, ms)
+	other := ms[0]
+	if other == leader {
+		other = ms[1]
+	}
+	testkit.Eventually(t, "fleet state written", func() bool {
+		_, ok := leader.fleetView(t).Routes["shop"]
+		return ok
+	})
+	// Reload the other member with a changed hold: its policy hash changes.
+	cfg := *other.app.Config()
+	routes := append([]config.Route(nil), cfg.Routes...)
+	spec := *routes[0].Rollout
+	spec.Steps = append(spec.Steps[:0:0], spec.Steps...)
+	spec.Steps[0].Hold = cfgtypes.Duration(2 * time.Hour)
+	routes[0].Rollout = &spec
+	cfg.Routes = routes
+	if err := other.app.apply(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, "the leader holds the route", func() bool {
+		return strings.Contains(leader.fleetView(t).Holds["shop"], "disagree")
+	})
+	if h := leader.fleetView(t).Holds["shop"]; !strings.Contains(h, other.name+" has ") {
+		t.Errorf("hold does not name the odd member: %q", h)
+	}
+	// Back to the same policy: the hold clears.
+	orig := *other.app.Config()
+	origRoutes := append([]config.Route(nil), orig.Routes...)
+	back := *origRoutes[0].Rollout
+	back.Steps = append(back.Steps[:0:0], back.Steps...)
+	back.Steps[0].Hold = cfgtypes.Duration(time.Hour)
+	origRoutes[0].Rollout = &back
+	orig.Routes = origRoutes
+	if err := other.app.apply(&orig); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, "the hold clears", func() bool {
+		_, held := leader.fleetView(t).Holds["shop"]
+		return !held
+	})
 }
