@@ -282,6 +282,9 @@ func (f *fleetManager) applyInitial(route string, st rollout.RouteStatus) {
 type controllerDecider struct {
 	f  *fleetManager
 	mu sync.Mutex
+	// events are controller events waiting for their write (see notify).
+	evMu   sync.Mutex
+	events map[string][]rollout.Event
 	// filled is when each route's fleet recorder was last refilled: once
 	// per evaluation interval is enough (the controller evaluates no more
 	// often), and it keeps the members' window traffic at one fetch per
@@ -420,6 +423,7 @@ func (d *controllerDecider) Decide(ctx context.Context, now time.Time, states ma
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for route, st := range states {
+		d.dropEvents(route)
 		if err := d.adoptLocked(st); err != nil {
 			d.f.log.Warn("fleet state not adopted", zap.String("route", route), zap.Error(err))
 		}
@@ -453,6 +457,7 @@ func (d *controllerDecider) Decide(ctx context.Context, now time.Time, states ma
 func (d *controllerDecider) Command(route, action string, st fleet.RouteState, now time.Time) (fleet.RouteState, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.dropEvents(route) // a retried command keeps only its last attempt's events
 	if err := d.adoptLocked(st); err != nil {
 		return st, err
 	}
@@ -523,4 +528,53 @@ func (m *rolloutManager) fleetWindows() func(url.Values) (any, error) {
 		return nil
 	}
 	return m.fleet.windows
+}
+
+// notify is the controller's Notifier. Standalone it sends webhooks at
+// once. In fleet mode every event comes from the adapter's Decide or
+// Command (adoption is quiet), and a decision only happened once etcd took
+// it: events wait in the adapter until Committed says so, and are dropped
+// when the write lost (a promotion held for missing members, a conflict).
+func (m *rolloutManager) notify(e rollout.Event) {
+	if f := m.fleet; f != nil && !e.DryRun {
+		f.dec.hold(e)
+		return
+	}
+	rollout.Webhooks(m.notifier).Notify(e)
+}
+
+// hold keeps a controller event until its route's write is settled.
+func (d *controllerDecider) hold(e rollout.Event) {
+	d.evMu.Lock()
+	defer d.evMu.Unlock()
+	if d.events == nil {
+		d.events = map[string][]rollout.Event{}
+	}
+	// Bounded: a route produces at most a few events per evaluation, and
+	// each evaluation or command starts with an empty list.
+	if len(d.events[e.Route]) < 16 {
+		d.events[e.Route] = append(d.events[e.Route], e)
+	}
+}
+
+func (d *controllerDecider) dropEvents(route string) {
+	d.evMu.Lock()
+	delete(d.events, route)
+	d.evMu.Unlock()
+}
+
+// Committed implements fleet.Committer: deliver the route's held events if
+// its state reached etcd (or nothing needed writing), drop them otherwise.
+func (d *controllerDecider) Committed(route string, ok bool) {
+	d.evMu.Lock()
+	evs := d.events[route]
+	delete(d.events, route)
+	d.evMu.Unlock()
+	if !ok {
+		return
+	}
+	n := rollout.Webhooks(d.f.a.rollouts.notifier)
+	for _, e := range evs {
+		n.Notify(e)
+	}
 }

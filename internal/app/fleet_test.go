@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -196,8 +198,27 @@ func fleetState(m *fleetMember) (state string, step int) {
 func TestFleetEndToEnd(t *testing.T) {
 	e := fleettest.StartEtcd(t)
 	stable := startVersion(t, "stable")
+	// Every member's controller may notify: the fleet must send each
+	// transition once, from the member that made it happen.
+	var hookMu sync.Mutex
+	hooks := map[string]int{}
+	hookURL := testkit.ServeLoopback(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ev struct {
+			Action string `json:"action"`
+		}
+		json.NewDecoder(r.Body).Decode(&ev)
+		hookMu.Lock()
+		hooks[ev.Action]++
+		hookMu.Unlock()
+	}))
+	hookCount := func(action string) int {
+		hookMu.Lock()
+		defer hookMu.Unlock()
+		return hooks[action]
+	}
 	policy := `
       steps: [{percent: 10, hold: 1s}, {percent: 50, hold: 1h}, {percent: 100}]
+      notify: [` + hookURL + `]
       promote_when:
         - {metric: error_rate_5xx, below: 5%}
       rollback_when:
@@ -262,6 +283,15 @@ func TestFleetEndToEnd(t *testing.T) {
 		t.Fatalf("resume: %d %s", code, body)
 	}
 	sameEverywhere(t, ms, "resume", func(m *fleetMember) bool { s, _ := fleetState(m); return s == "progressing" })
+	testkit.Eventually(t, "webhooks for promote, pause and resume", func() bool {
+		return hookCount("promote") >= 1 && hookCount("pause") >= 1 && hookCount("resume") >= 1
+	})
+	time.Sleep(300 * time.Millisecond) // room for duplicates to arrive, if any were sent
+	for _, a := range []string{"promote", "pause", "resume"} {
+		if n := hookCount(a); n != 1 {
+			t.Errorf("%d %q webhooks for one fleet transition, want 1", n, a)
+		}
+	}
 	before := follower.app.rollouts.fleet.status().(FleetView).Routes["shop"]
 
 	// Kill the leader mid-step: another member leads, same step, same clock.

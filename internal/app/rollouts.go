@@ -52,7 +52,7 @@ func newRolloutManager(a *App) *rolloutManager {
 	met := a.metrics
 	m.controller = rollout.NewController(rollout.Options{
 		Logger:   m.log,
-		Notifier: rollout.Webhooks(m.notifier),
+		Notifier: rollout.NotifierFunc(m.notify),
 		OnTransition: func(route, action string, step int, bp cfgtypes.BasisPoints) {
 			met.RolloutPercent.WithLabelValues(route).Set(bp.Percent())
 			met.RolloutStep.WithLabelValues(route).Set(float64(step))

@@ -34,6 +34,15 @@ type Decider interface {
 	Command(route, action string, st RouteState, now time.Time) (RouteState, error)
 }
 
+// Committer, when a Decider implements it, learns whether each route's
+// decision (or command) reached etcd: ok is false when a decided change was
+// not written (held, lost a revision check, etcd failed), true when it was
+// written or nothing needed writing. The app uses it to send a rollout's
+// notifications only for transitions that happened.
+type Committer interface {
+	Committed(route string, ok bool)
+}
+
 // Coordinator runs the fleet's evaluations on the leader: every Interval,
 // for every route, it reads the state from etcd, checks that the members
 // agree on the policy, lets the Decider evaluate on the merged windows and
@@ -179,6 +188,12 @@ func (c *Coordinator) Tick(ctx context.Context) {
 			c.setHold(route, "")
 		}
 	}
+	committer, _ := c.Decider.(Committer)
+	for route := range states {
+		if _, changed := changes[route]; !changed && committer != nil {
+			committer.Committed(route, true)
+		}
+	}
 	for route, next := range changes {
 		if _, ok := states[route]; !ok {
 			continue
@@ -187,11 +202,17 @@ func (c *Coordinator) Tick(ctx context.Context) {
 		// seen in the members that did answer is still real, so a
 		// rollback goes through.
 		if held[route] != "" && next.State != "rolled_back" {
+			if committer != nil {
+				committer.Committed(route, false)
+			}
 			continue
 		}
 		next.Route, next.PolicyHash, next.UpdatedBy, next.UpdatedAt = route, policies[route], c.Node.Name(), now
 		_, err := store.CompareAndSave(ctx, next, revs[route])
 		c.countWrite(err)
+		if committer != nil {
+			committer.Committed(route, err == nil)
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Warn("fleet transition not written", zap.String("route", route), zap.Error(err))
@@ -257,6 +278,9 @@ func (c *Coordinator) Command(ctx context.Context, route, action string) (RouteS
 		*st = next
 		return nil
 	})
+	if committer, ok := c.Decider.(Committer); ok {
+		committer.Committed(route, err == nil)
+	}
 	return v.RouteState, err
 }
 

@@ -313,6 +313,11 @@ func TestFleetHoldsWithoutMembers(t *testing.T) {
 	if s := leader.state("api"); s.Step != 0 {
 		t.Fatalf("promoted without half the fleet: %+v", s)
 	}
+	// The decider learnt that its promotions were not written (so the app
+	// drops their notifications).
+	if n := leader.coord.Decider.(*stepDecider).commitCount(false); n == 0 {
+		t.Error("held promotions were not reported as uncommitted")
+	}
 	other.setFail(false)
 	waitFor(t, 10*time.Second, "promotion once the member answers", func() bool { return leader.state("api").Step >= 1 })
 	if _, held := leader.coord.Holds()["api"]; held {

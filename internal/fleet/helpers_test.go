@@ -174,6 +174,23 @@ type stepDecider struct {
 
 	mu    sync.Mutex
 	evals int
+	// commits counts Committed calls by outcome.
+	commits map[bool]int
+}
+
+func (d *stepDecider) Committed(route string, ok bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.commits == nil {
+		d.commits = map[bool]int{}
+	}
+	d.commits[ok]++
+}
+
+func (d *stepDecider) commitCount(ok bool) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.commits[ok]
 }
 
 func newStepDecider(hold time.Duration) *stepDecider {
