@@ -231,11 +231,24 @@ func (f *fleetManager) onState(v fleet.Versioned) {
 	// Recorded last, so that whoever sees it in the fleet view also sees
 	// it in /api/v1/rollouts.
 	f.mu.Lock()
+	_, seen := f.applied[st.Route]
 	f.applied[st.Route] = st
 	f.mu.Unlock()
 	met := f.a.metrics
 	met.RolloutPercent.WithLabelValues(st.Route).Set(cfgtypes.BasisPoints(st.PercentBP).Percent())
 	met.RolloutStep.WithLabelValues(st.Route).Set(float64(st.Step))
+	// Every member counts each fleet transition once, as it applies it;
+	// the state found at start is not a transition of this process.
+	if seen && st.LastAction != "" {
+		met.RolloutTransitions.WithLabelValues(st.Route, st.LastAction).Inc()
+	}
+}
+
+// coordinated reports whether route's rollout is run by the fleet (not a
+// dry run), whose transitions are counted from etcd, not the controller.
+func (f *fleetManager) coordinated(route string) bool {
+	_, ok := f.dec.Policies()[route]
+	return ok
 }
 
 // override is splitOverride in fleet mode: a snapshot being built starts

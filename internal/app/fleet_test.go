@@ -291,6 +291,12 @@ func TestFleetEndToEnd(t *testing.T) {
 		if n := hookCount(a); n != 1 {
 			t.Errorf("%d %q webhooks for one fleet transition, want 1", n, a)
 		}
+		// Each member counts each fleet transition once, adoption or not.
+		for _, m := range ms {
+			if v := testutil.ToFloat64(m.app.Metrics().RolloutTransitions.WithLabelValues("shop", a)); v != 1 {
+				t.Errorf("%s: rollout_transitions_total{action=%q} = %v, want 1", m.name, a, v)
+			}
+		}
 	}
 	before := follower.app.rollouts.fleet.status().(FleetView).Routes["shop"]
 

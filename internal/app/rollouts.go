@@ -54,6 +54,9 @@ func newRolloutManager(a *App) *rolloutManager {
 		Logger:   m.log,
 		Notifier: rollout.NotifierFunc(m.notify),
 		OnTransition: func(route, action string, step int, bp cfgtypes.BasisPoints) {
+			if m.fleet != nil && m.fleet.coordinated(route) {
+				return // counted once per fleet transition, in fleetManager.onState
+			}
 			met.RolloutPercent.WithLabelValues(route).Set(bp.Percent())
 			met.RolloutStep.WithLabelValues(route).Set(float64(step))
 			met.RolloutTransitions.WithLabelValues(route, action).Inc()
