@@ -303,6 +303,8 @@ type controllerDecider struct {
 	// often), and it keeps the members' window traffic at one fetch per
 	// interval.
 	filled map[string]time.Time
+	// numbers is, per route, where the last refill's numbers came from.
+	numbers map[string]string
 }
 
 // policyHash hashes a route's rollout policy as configured (YAML of the
@@ -451,7 +453,11 @@ func (d *controllerDecider) Decide(ctx context.Context, now time.Time, states ma
 		d.filled[route] = now
 		rec := d.f.recorder(route, spec)
 		rec.Clear()
-		windows(route)(now.Add(-spec.LongestWindow()), now, func(w *rollout.WindowStats) { rec.AddWindow(w.From, w) })
+		fw := windows(route)(now.Add(-spec.LongestWindow()), now, func(w *rollout.WindowStats) { rec.AddWindow(w.From, w) })
+		if d.numbers == nil {
+			d.numbers = map[string]string{}
+		}
+		d.numbers[route] = fw.Explain()
 	}
 	d.f.a.rollouts.controller.Tick(now)
 	out := map[string]fleet.RouteState{}
@@ -461,6 +467,10 @@ func (d *controllerDecider) Decide(ctx context.Context, now time.Time, states ma
 			continue
 		}
 		next.BreachStreaks, next.Controller = st.BreachStreaks, st.Controller
+		if n := d.numbers[route]; n != "" && next.Reason != "" {
+			// Say whose traffic the decision rests on, and who was missing.
+			next.Reason += " (" + n + ")"
+		}
 		out[route] = next
 	}
 	return out

@@ -330,6 +330,9 @@ func TestFleetEndToEnd(t *testing.T) {
 		t.Errorf("the leader does not say whose numbers it used: %+v", n)
 	}
 	final := next.app.rollouts.fleet.status().(FleetView).Routes["shop"]
+	if !strings.Contains(final.Reason, "fleet numbers from") {
+		t.Errorf("rollback reason does not say whose numbers it rests on: %q", final.Reason)
+	}
 	if final.UpdatedBy != next.name {
 		t.Errorf("rollback written by %q, want the new leader %q", final.UpdatedBy, next.name)
 	}
