@@ -8,9 +8,9 @@ BIN       := bin/shadowproxy
 PKGS      := ./...
 FUZZTIME  ?= 20s
 # Packages with allocation pins (tests named *Alloc*), run again without -race.
-ALLOC_PKGS := ./proxy ./internal/metrics ./splitter ./diff ./internal/rollout
+ALLOC_PKGS := ./proxy ./internal/metrics ./splitter ./diff ./internal/rollout ./internal/tracing
 
-.PHONY: all build run test test-short browser screenshots bench bench-compare lint fmt fuzz soak clean
+.PHONY: all build run test test-helm http2-curl test-short browser screenshots bench bench-compare bench-compare-h2 lint fmt fuzz soak clean
 
 all: build
 
@@ -27,6 +27,13 @@ test:
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 	@# Allocation pins only mean something without the race detector.
 	$(GO) test -count=1 -run 'Alloc' $(ALLOC_PKGS)
+	$(MAKE) test-helm
+
+## test-helm: render the Helm chart for each of its ci/ values files and check the objects.
+## deploy/helm is its own Go module: Helm's packages pull in Kubernetes' client
+## libraries, which the proxy itself must neither depend on nor compile.
+test-helm:
+	cd deploy/helm && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 ## browser: the dashboard tested in headless Chromium (installs it when missing)
 browser:
@@ -38,6 +45,10 @@ screenshots:
 
 test-short:
 	$(GO) test -count=1 $(PKGS)
+
+## http2-curl: HTTP/2 (h2c prior knowledge, ALPN h2) checked with a real curl on loopback
+http2-curl: build
+	bash .ci/http2-curl.sh
 
 ## bench: Go micro-benchmarks with allocation counts
 bench:
@@ -60,6 +71,10 @@ fmt:
 ## fuzz: each fuzz target for FUZZTIME
 fuzz:
 	bash .ci/fuzz.sh $(FUZZTIME)
+
+## bench-compare-h2: HTTP/2 to clients, shadowproxy h2c against nginx http2 with h2load (installs it)
+bench-compare-h2:
+	bash bench/h2compare.sh
 
 ## soak: bounded mixed-load run of bin/shadowproxy; fails if RSS, goroutines or fds keep growing (SOAK_DURATION, default 2m)
 soak: build

@@ -67,6 +67,10 @@ type Config struct {
 	WatchConfig bool `yaml:"watch_config"`
 	// Prometheus answers rollouts' external_metrics queries.
 	Prometheus Prometheus `yaml:"prometheus"`
+	// Tracing exports OpenTelemetry spans; nil turns tracing off.
+	Tracing *Tracing `yaml:"tracing"`
+	// HTTP2 serves HTTP/2 to clients (ALPN h2 with TLS, or h2c).
+	HTTP2 HTTP2 `yaml:"http2"`
 	// Fleet, when set, coordinates rollouts with other members through etcd.
 	Fleet *Fleet `yaml:"fleet"`
 
@@ -213,6 +217,8 @@ func (c *Config) ApplyDefaults() {
 	}
 	c.applyEdgeDefaults()
 	setDur(&c.Prometheus.Timeout, 5*time.Second)
+	c.Tracing.applyDefaults()
+	c.HTTP2.applyDefaults()
 	c.applyFleetDefaults()
 	for i := range c.Routes {
 		r := &c.Routes[i]

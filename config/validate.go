@@ -50,6 +50,8 @@ func (c *Config) Validate() []error {
 			add("prometheus.url", "invalid url %q: want http(s)://host:port of a Prometheus-compatible API", c.Prometheus.URL)
 		}
 	}
+	errs = append(errs, c.Tracing.validate()...)
+	errs = append(errs, c.validateHTTP2()...)
 	for i, cidr := range c.TrustedProxies {
 		if _, err := parsePrefix(cidr); err != nil {
 			add(fmt.Sprintf("trusted_proxies[%d]", i), "invalid CIDR %q: want an address or a network such as 10.0.0.0/8", cidr)

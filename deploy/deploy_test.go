@@ -76,8 +76,16 @@ func yamlDocs(t *testing.T, path string) []map[string]any {
 func TestEveryYAMLAndJSONFileParses(t *testing.T) {
 	var n int
 	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil {
 			return err
+		}
+		if d.IsDir() {
+			// Helm templates are Go templates, not YAML; deploy/helm's
+			// own tests render and parse them.
+			if path == filepath.Join("helm", "shadowproxy", "templates") {
+				return filepath.SkipDir
+			}
+			return nil
 		}
 		switch filepath.Ext(path) {
 		case ".yaml", ".yml":
@@ -86,7 +94,7 @@ func TestEveryYAMLAndJSONFileParses(t *testing.T) {
 			if len(docs) == 0 {
 				t.Errorf("%s: no YAML document", path)
 			}
-			if strings.HasPrefix(path, "kubernetes"+string(filepath.Separator)) {
+			if strings.HasPrefix(path, "kubernetes"+string(filepath.Separator)) && filepath.Base(path) != "kustomization.yaml" {
 				for i, d := range docs {
 					meta, _ := d["metadata"].(map[string]any)
 					if d["apiVersion"] == nil || d["kind"] == nil || meta == nil || meta["name"] == nil {
@@ -218,7 +226,9 @@ func checkWorkload(t *testing.T, file string, docs []map[string]any, dep map[str
 		t.Errorf("%s: Deployment %s: pod securityContext.runAsNonRoot is not true", file, name)
 	}
 	containers, _ := get(spec, "containers").([]any)
-	for _, c := range containers {
+	inits, _ := get(spec, "initContainers").([]any)
+	native := false
+	for i, c := range append(slices.Clone(containers), inits...) {
 		cn := str(get(c, "name"))
 		for _, r := range []string{"requests", "limits"} {
 			if get(c, "resources", r, "memory") == nil {
@@ -235,6 +245,7 @@ func checkWorkload(t *testing.T, file string, docs []map[string]any, dep map[str
 		}
 		if cn == "shadowproxy" {
 			proxy, _ = c.(map[string]any)
+			native = i >= len(containers)
 		}
 	}
 	if proxy == nil {
@@ -310,6 +321,11 @@ func checkWorkload(t *testing.T, file string, docs []map[string]any, dep map[str
 	// must be given longer before SIGKILL.
 	grace, _ := get(spec, "terminationGracePeriodSeconds").(int)
 	sleep, _ := get(proxy, "lifecycle", "preStop", "sleep", "seconds").(int)
+	if native {
+		// A native sidecar is stopped after the application has exited,
+		// so the application's preStop sleep comes first.
+		sleep, _ = get(containers, 0, "lifecycle", "preStop", "sleep", "seconds").(int)
+	}
 	if need := sleep + int(cfg.Limits.ShutdownTimeout.D().Seconds()); grace <= need {
 		t.Errorf("%s: terminationGracePeriodSeconds %d must exceed preStop sleep + shutdown_timeout = %ds", file, grace, need)
 	}
@@ -322,6 +338,10 @@ func checkWorkload(t *testing.T, file string, docs []map[string]any, dep map[str
 	}
 	if !writable {
 		t.Errorf("%s: /var/lib/shadowproxy (rollout state) is not a writable volume", file)
+	}
+	checkGoMemLimit(t, file, proxy)
+	if len(cfg.TrustedProxies) > 0 {
+		t.Errorf("%s: trusted_proxies %v: every pod in those ranges could spoof client addresses; keep it empty unless an HTTP load balancer with its own addresses fronts the proxy", file, cfg.TrustedProxies)
 	}
 	return cfg, proxy
 }
@@ -348,17 +368,73 @@ func serviceTargets(t *testing.T, file string, svc, pod map[string]any, proxy ma
 	return names
 }
 
+// checkGoMemLimit: GOMEMLIMIT is about 90% of the memory limit, leaving
+// room for what the Go runtime does not account for.
+func checkGoMemLimit(t *testing.T, file string, proxy map[string]any) {
+	t.Helper()
+	var val string
+	for _, e := range get(proxy, "env").([]any) {
+		if get(e, "name") == "GOMEMLIMIT" {
+			val = str(get(e, "value"))
+		}
+	}
+	gml, err := strconv.ParseInt(val, 10, 64)
+	if err != nil {
+		t.Errorf("%s: GOMEMLIMIT %q is not a byte count", file, val)
+		return
+	}
+	lim := str(get(proxy, "resources", "limits", "memory"))
+	units := map[string]int64{"Mi": 1 << 20, "Gi": 1 << 30}
+	n, _ := strconv.ParseInt(lim[:len(lim)-2], 10, 64)
+	if units[lim[len(lim)-2:]] == 0 || n == 0 {
+		t.Fatalf("%s: limits.memory %q: write it in Mi or Gi", file, lim)
+	}
+	if r := float64(gml) / float64(n*units[lim[len(lim)-2:]]); r < 0.85 || r > 0.95 {
+		t.Errorf("%s: GOMEMLIMIT %d is %.2f of the memory limit %s, want about 0.9", file, gml, r, lim)
+	}
+}
+
 func TestKubernetesSidecar(t *testing.T) {
-	file := "kubernetes/sidecar.yaml"
+	file := "kubernetes/base/sidecar/sidecar.yaml"
 	docs := yamlDocs(t, file)
 	deps := byKind(docs, "Deployment")
-	if len(deps) != 1 || len(byKind(docs, "Service")) != 1 || len(byKind(docs, "ConfigMap")) != 1 {
-		t.Fatalf("%s: want one Deployment, Service and ConfigMap", file)
+	if len(deps) != 1 || len(byKind(docs, "Service")) != 1 || len(byKind(docs, "ConfigMap")) != 1 || len(byKind(docs, "NetworkPolicy")) != 1 {
+		t.Fatalf("%s: want one Deployment, Service, ConfigMap and NetworkPolicy", file)
 	}
 	cfg, proxy := checkWorkload(t, file, docs, deps[0])
 	containers := get(deps[0], "spec", "template", "spec", "containers").([]any)
-	if len(containers) < 2 {
-		t.Fatalf("%s: the pod must run the application beside the proxy", file)
+	if len(containers) != 1 || get(containers, 0, "name") == "shadowproxy" {
+		t.Fatalf("%s: the pod must run the application as its main container", file)
+	}
+	// A native sidecar: starts before the application, stops after it.
+	if get(proxy, "restartPolicy") != "Always" || !slices.ContainsFunc(get(deps[0], "spec", "template", "spec", "initContainers").([]any), func(c any) bool { return get(c, "name") == "shadowproxy" }) {
+		t.Errorf("%s: the proxy is not a native sidecar (an init container with restartPolicy: Always)", file)
+	}
+	if str(get(proxy, "startupProbe", "httpGet", "port")) != "admin" {
+		t.Errorf("%s: the proxy has no startup probe on the admin port; the application would start before it answers", file)
+	}
+	// The application has its own readiness probe, on its own port.
+	app := containers[0]
+	if p := str(get(app, "readinessProbe", "httpGet", "port")); p == "" || (p != str(get(app, "ports", 0, "name")) && p != str(get(app, "ports", 0, "containerPort"))) {
+		t.Errorf("%s: the application's readiness probe %v does not probe the application's port", file, get(app, "readinessProbe"))
+	}
+	// Other pods reach the proxy's ports only.
+	np := byKind(docs, "NetworkPolicy")[0]
+	if !labelsMatch(get(np, "spec", "podSelector", "matchLabels"), get(deps[0], "spec", "template", "metadata", "labels")) {
+		t.Errorf("%s: the NetworkPolicy does not select the pods", file)
+	}
+	var admitted []string
+	for _, r := range get(np, "spec", "ingress").([]any) {
+		ports, _ := get(r, "ports").([]any)
+		if len(ports) == 0 {
+			t.Errorf("%s: a NetworkPolicy rule admits every port", file)
+		}
+		for _, p := range ports {
+			admitted = append(admitted, str(get(p, "port")))
+		}
+	}
+	if sort.Strings(admitted); !reflect.DeepEqual(admitted, []string{"admin", "http"}) {
+		t.Errorf("%s: the NetworkPolicy admits ports %v, want only the proxy's http and admin", file, admitted)
 	}
 	// The application is reached on localhost, and only through the proxy.
 	local := false
@@ -374,13 +450,34 @@ func TestKubernetesSidecar(t *testing.T) {
 }
 
 func TestKubernetesEdge(t *testing.T) {
-	file := "kubernetes/edge.yaml"
+	file := "kubernetes/base/edge/edge.yaml"
 	docs := yamlDocs(t, file)
 	deps := byKind(docs, "Deployment")
 	if len(deps) != 1 || len(byKind(docs, "ConfigMap")) != 1 || len(byKind(docs, "PodDisruptionBudget")) != 1 {
 		t.Fatalf("%s: want one Deployment, ConfigMap and PodDisruptionBudget", file)
 	}
 	cfg, proxy := checkWorkload(t, file, docs, deps[0])
+	// The secondary teaches noise only when it is another instance than
+	// the one that answered the primary: never the primary's own Service.
+	host := func(name string) string {
+		u := cfg.Upstream(name)
+		if u == nil {
+			t.Fatalf("%s: no upstream %q", file, name)
+		}
+		return strings.TrimPrefix(u.URL, "http://")
+	}
+	secondaries := 0
+	for _, r := range cfg.Routes {
+		if r.Shadow != nil && r.Shadow.Compare != nil && r.Shadow.Compare.Secondary != "" {
+			secondaries++
+			if host(r.Shadow.Compare.Secondary) == host(r.Upstream) {
+				t.Errorf("%s: route %s: secondary %s is the primary's Service", file, r.Name, r.Shadow.Compare.Secondary)
+			}
+		}
+	}
+	if secondaries == 0 {
+		t.Errorf("%s: no route learns noise from a secondary", file)
+	}
 	pod := get(deps[0], "spec", "template").(map[string]any)
 	checkEdgeFleet(t, file, cfg, proxy)
 	if r, _ := get(deps[0], "spec", "replicas").(int); r < 2 {
@@ -405,9 +502,9 @@ func TestKubernetesEdge(t *testing.T) {
 }
 
 func TestKubernetesMonitoring(t *testing.T) {
-	mon := yamlDocs(t, "kubernetes/monitoring.yaml")
-	edge := yamlDocs(t, "kubernetes/edge.yaml")
-	sidecar := yamlDocs(t, "kubernetes/sidecar.yaml")
+	mon := yamlDocs(t, "kubernetes/base/monitoring/monitoring.yaml")
+	edge := yamlDocs(t, "kubernetes/base/edge/edge.yaml")
+	sidecar := yamlDocs(t, "kubernetes/base/sidecar/sidecar.yaml")
 
 	sms := byKind(mon, "ServiceMonitor")
 	if len(sms) != 1 {
@@ -450,6 +547,105 @@ func TestKubernetesMonitoring(t *testing.T) {
 	alerts := yamlDocs(t, "prometheus/alerts.yaml")[0]
 	if !reflect.DeepEqual(get(rules[0], "spec"), alerts) {
 		t.Error("the PrometheusRule in monitoring.yaml differs from prometheus/alerts.yaml; keep them identical")
+	}
+}
+
+// ---- Kustomize -----------------------------------------------------------------
+
+// kustomization reads dir/kustomization.yaml and the objects of its
+// resources, following directories (bases) recursively.
+func kustomization(t *testing.T, dir string) (k map[string]any, objs []map[string]any) {
+	t.Helper()
+	file := filepath.Join(dir, "kustomization.yaml")
+	docs := yamlDocs(t, file)
+	if len(docs) != 1 || docs[0]["kind"] != "Kustomization" || !strings.HasPrefix(str(docs[0]["apiVersion"]), "kustomize.config.k8s.io/") {
+		t.Fatalf("%s: not a Kustomization", file)
+	}
+	k = docs[0]
+	res, _ := k["resources"].([]any)
+	if len(res) == 0 {
+		t.Fatalf("%s: no resources", file)
+	}
+	for _, r := range res {
+		path := filepath.Join(dir, str(r))
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatalf("%s: resource %v: %v", file, r, err)
+		}
+		if st.IsDir() {
+			_, sub := kustomization(t, path)
+			objs = append(objs, sub...)
+		} else {
+			objs = append(objs, yamlDocs(t, path)...)
+		}
+	}
+	return k, objs
+}
+
+func TestKustomize(t *testing.T) {
+	bases, _ := filepath.Glob("kubernetes/base/*/kustomization.yaml")
+	overlays, _ := filepath.Glob("kubernetes/overlays/*/kustomization.yaml")
+	if len(bases) < 3 || len(overlays) < 2 {
+		t.Fatalf("bases %v, overlays %v: want the edge, sidecar and monitoring bases and at least two overlays", bases, overlays)
+	}
+	// Bases are namespace-free: the overlay (or kubectl -n) decides.
+	for _, b := range bases {
+		k, objs := kustomization(t, filepath.Dir(b))
+		if k["namespace"] != nil {
+			t.Errorf("%s: a base sets namespace %v", b, k["namespace"])
+		}
+		for _, o := range objs {
+			if ns := get(o, "metadata", "namespace"); ns != nil {
+				t.Errorf("%s: %s %s hard-codes namespace %v", b, o["kind"], get(o, "metadata", "name"), ns)
+			}
+		}
+	}
+	for _, o := range overlays {
+		k, objs := kustomization(t, filepath.Dir(o))
+		if str(k["namespace"]) == "" {
+			t.Errorf("%s: an overlay must choose the namespace", o)
+		}
+		images := map[string]bool{}
+		names := map[string]map[string]bool{}
+		for _, obj := range objs {
+			kind, name := str(obj["kind"]), str(get(obj, "metadata", "name"))
+			if names[kind] == nil {
+				names[kind] = map[string]bool{}
+			}
+			names[kind][name] = true
+			for _, list := range []string{"containers", "initContainers"} {
+				cs, _ := get(obj, "spec", "template", "spec", list).([]any)
+				for _, c := range cs {
+					img, _, _ := strings.Cut(str(get(c, "image")), ":")
+					images[img] = true
+				}
+			}
+		}
+		// Every image, replica count and patch of the overlay applies to
+		// something its bases define; a typo would silently do nothing.
+		imgs, _ := k["images"].([]any)
+		for _, i := range imgs {
+			if !images[str(get(i, "name"))] {
+				t.Errorf("%s: image %v is used by no container", o, get(i, "name"))
+			}
+		}
+		reps, _ := k["replicas"].([]any)
+		for _, r := range reps {
+			if !names["Deployment"][str(get(r, "name"))] {
+				t.Errorf("%s: replicas for %v, which is no Deployment", o, get(r, "name"))
+			}
+		}
+		patches, _ := k["patches"].([]any)
+		for _, p := range patches {
+			kind, name := str(get(p, "target", "kind")), str(get(p, "target", "name"))
+			if !names[kind][name] {
+				t.Errorf("%s: patch targets %s %s, which does not exist", o, kind, name)
+			}
+			var ops []map[string]any
+			if err := yaml.Unmarshal([]byte(str(get(p, "patch"))), &ops); err != nil || len(ops) == 0 {
+				t.Errorf("%s: patch for %s %s is not a JSON 6902 list: %v", o, kind, name, err)
+			}
+		}
 	}
 }
 
@@ -744,8 +940,12 @@ func TestDockerfile(t *testing.T) {
 	if len(stages) != 2 {
 		t.Fatalf("Dockerfile: %d stages (%v), want a builder and a runtime stage", len(stages), stages)
 	}
-	if !strings.HasPrefix(stages[0], "golang:${GO_VERSION}") || !strings.HasSuffix(stages[0], " AS build") {
-		t.Errorf("Dockerfile: builder stage %q, want golang:${GO_VERSION}... AS build", stages[0])
+	// Multi-arch: the builder runs natively and cross-compiles.
+	if !strings.HasPrefix(stages[0], "--platform=$BUILDPLATFORM golang:${GO_VERSION}") || !strings.HasSuffix(stages[0], " AS build") {
+		t.Errorf("Dockerfile: builder stage %q, want --platform=$BUILDPLATFORM golang:${GO_VERSION}... AS build", stages[0])
+	}
+	if _, ok := args["TARGETARCH"]; !ok {
+		t.Error("Dockerfile: the builder does not declare ARG TARGETARCH")
 	}
 	// The builder's Go is the go.mod's.
 	gomod, err := os.ReadFile("../go.mod")
@@ -760,7 +960,8 @@ func TestDockerfile(t *testing.T) {
 		t.Errorf("Dockerfile: runtime stage %q, want distroless/static or scratch", stages[1])
 	}
 	b := build.String()
-	for _, frag := range []string{"CGO_ENABLED=0", "go build", "./cmd/shadowproxy", "-trimpath"} {
+	for _, frag := range []string{"CGO_ENABLED=0", "go build", "./cmd/shadowproxy", "-trimpath", "GOARCH=${TARGETARCH}",
+		"--mount=type=cache,target=/go/pkg/mod", "--mount=type=cache,target=/root/.cache/go-build"} {
 		if !strings.Contains(b, frag) {
 			t.Errorf("Dockerfile: the build does not use %q", frag)
 		}
@@ -788,6 +989,12 @@ func TestDockerfile(t *testing.T) {
 	}
 	if !copied {
 		t.Errorf("Dockerfile: the runtime stage does not copy %v from the builder", entry)
+	}
+	labels := strings.Join(final["LABEL"], " ")
+	for _, l := range []string{"title", "description", "source", "version", "revision", "created"} {
+		if !strings.Contains(labels, "org.opencontainers.image."+l+"=") {
+			t.Errorf("Dockerfile: the image lacks the OCI label org.opencontainers.image.%s", l)
+		}
 	}
 	if e := strings.Join(final["EXPOSE"], " "); !strings.Contains(e, "8080") || !strings.Contains(e, "9901") {
 		t.Errorf("Dockerfile: EXPOSE %q, want 8080 and 9901", e)
@@ -1064,7 +1271,7 @@ func post(t *testing.T, c *http.Client, url string, want int) {
 }
 
 // checkEdgeFleet: the edge runs its rollout in fleet mode against the etcd
-// Service of etcd.yaml, each pod advertising its own admin port and keeping
+// Service of the etcd base, each pod advertising its own admin port and keeping
 // the fleet state on a writable volume.
 func checkEdgeFleet(t *testing.T, file string, cfg *config.Config, proxy map[string]any) {
 	t.Helper()
@@ -1094,14 +1301,15 @@ func checkEdgeFleet(t *testing.T, file string, cfg *config.Config, proxy map[str
 	if !mounted {
 		t.Errorf("%s: fleet.state_dir %s is not on a writable volume (the root filesystem is read-only)", file, f.StateDir)
 	}
-	docs := yamlDocs(t, "kubernetes/etcd.yaml")
+	docs := yamlDocs(t, "kubernetes/base/etcd/etcd.yaml")
 	svcs := byKind(docs, "Service")
 	if len(svcs) != 1 || len(byKind(docs, "StatefulSet")) != 1 {
-		t.Fatal("kubernetes/etcd.yaml: want one StatefulSet and one Service")
+		t.Fatal("kubernetes/base/etcd/etcd.yaml: want one StatefulSet and one Service")
 	}
-	svc := svcs[0]
-	host := str(get(svc, "metadata", "name")) + "." + str(get(svc, "metadata", "namespace")) + ".svc.cluster.local:2379"
+	// Short Service name: it resolves in the proxy's own namespace, which
+	// the overlay chooses for both.
+	host := str(get(svcs[0], "metadata", "name")) + ":2379"
 	if len(f.Etcd.Endpoints) != 1 || f.Etcd.Endpoints[0] != "http://"+host {
-		t.Errorf("%s: fleet.etcd.endpoints %v do not name etcd.yaml's Service (%s)", file, f.Etcd.Endpoints, host)
+		t.Errorf("%s: fleet.etcd.endpoints %v do not name the etcd base's Service (%s)", file, f.Etcd.Endpoints, host)
 	}
 }

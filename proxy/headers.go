@@ -23,6 +23,8 @@ type headerScratch struct {
 	tokens [][]byte
 	buf    []byte
 	reqID  []byte
+	// trace is the request's trace when tracing is on and sampled it.
+	trace RequestTrace
 }
 
 // connectionTokens collects the field names listed in every Connection

@@ -145,6 +145,9 @@ type mirrorJob struct {
 	// the same upstream is skipped.
 	primaryUp *Upstream
 	start     time.Time
+	// trace is the primary's trace (nil when not traced): each shadow
+	// request gets a span linked to it.
+	trace RequestTrace
 
 	primaryStatus  int
 	primaryHead    []byte
@@ -255,7 +258,7 @@ func newShadowTarget(route string, tc config.ShadowTarget, up *Upstream, m *metr
 // offer copies the request into a mirror job and enqueues it without
 // blocking. It returns nil when the request is not mirrored. The request
 // must already have had its hop-by-hop fields removed.
-func (mi *mirror) offer(ctx *fasthttp.RequestCtx, primaryUp *Upstream, start time.Time) *mirrorJob {
+func (mi *mirror) offer(ctx *fasthttp.RequestCtx, primaryUp *Upstream, start time.Time, trace RequestTrace) *mirrorJob {
 	if !mi.methodMirrored(ctx.Method()) {
 		mi.skipped[SkipMethod].Inc()
 		return nil
@@ -281,6 +284,7 @@ func (mi *mirror) offer(ctx *fasthttp.RequestCtx, primaryUp *Upstream, start tim
 	j.peer = append(j.peer[:0], ctx.RemoteIP()...)
 	j.primaryUp = primaryUp
 	j.start = start
+	j.trace = trace
 	j.refs.Store(2)
 	select {
 	case mi.queue <- j:
@@ -351,6 +355,7 @@ func (mi *mirror) recycle(j *mirrorJob) {
 	j.req.Reset()
 	j.primaryErr = nil
 	j.primaryUp = nil
+	j.trace = nil
 	for i := range j.results {
 		j.results[i].err = nil
 	}
@@ -405,11 +410,25 @@ func (mi *mirror) send(j *mirrorJob, t *shadowTarget, r *jobResult, req *fasthtt
 		req.Header.Set(kv[0], kv[1])
 	}
 	resp.Reset()
+	var span ShadowTrace
+	if j.trace != nil {
+		span = j.trace.StartShadow(mi.route, t.name, req)
+	}
 	t.inflight.Inc()
 	t0 := time.Now()
 	_, err := t.up.do(req, resp, true, t.host, mi.timeout)
 	r.latency = time.Since(t0)
 	t.inflight.Dec()
+	if span != nil {
+		st, outcome := resp.StatusCode(), "ok"
+		if err != nil {
+			st, outcome = 0, "error"
+			if reason, _ := classify(err); reason == ReasonTimeout {
+				outcome = "timeout"
+			}
+		}
+		span.End(st, outcome, err)
+	}
 	t.duration.Observe(r.latency.Seconds())
 	if err != nil {
 		reason, _ := classify(err)

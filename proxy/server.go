@@ -43,6 +43,8 @@ type Options struct {
 	// snapshot is built (the rollout controller's, which outrank the
 	// config's percent); ok=false keeps the config's.
 	SplitOverride func(route string) (bp cfgtypes.BasisPoints, halted, ok bool)
+	// Tracer traces requests; nil turns tracing off.
+	Tracer Tracer
 }
 
 // Server is the proxy listener. Create it with New, start it with Serve.
@@ -62,6 +64,11 @@ type Server struct {
 	// swaps it and new handshakes pick it up.
 	cert   atomic.Pointer[tls.Certificate]
 	tlsCfg *tls.Config
+	tracer Tracer
+	// h2 serves HTTP/2 clients when http2 is enabled (else nil); http2
+	// is its configuration, which a reload may not change.
+	h2    *h2front
+	http2 config.HTTP2
 }
 
 // New compiles cfg and prepares a server; it does not listen yet.
@@ -72,7 +79,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	if opts.Metrics == nil {
 		return nil, errors.New("proxy: Options.Metrics is required")
 	}
-	s := &Server{log: opts.Logger, metrics: opts.Metrics, ids: newRequestIDs()}
+	s := &Server{log: opts.Logger, metrics: opts.Metrics, ids: newRequestIDs(), tracer: opts.Tracer}
 	s.deps = buildDeps{metrics: opts.Metrics, log: opts.Logger, comparer: opts.Comparer, observers: opts.Observers, override: opts.SplitOverride}
 	s.scratch.New = func() any { return &headerScratch{} }
 	snap, err := buildSnapshot(cfg, nil, s.deps)
@@ -86,7 +93,8 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		}
 		s.tlsCfg = &tls.Config{
 			MinVersion: cfg.TLS.MinTLSVersion(),
-			// fasthttp speaks HTTP/1.1 only; offering h2 would break clients.
+			// fasthttp speaks HTTP/1.1 only; h2 is offered when the
+			// standard library's HTTP/2 server is there to take it.
 			NextProtos:     []string{"http/1.1"},
 			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil },
 		}
@@ -111,6 +119,13 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		SecureErrorLogMessage:         true,
 		Logger:                        zapPrintf{opts.Logger},
 	}
+	s.http2 = cfg.HTTP2
+	if cfg.HTTP2.Enabled {
+		s.h2 = newH2Front(s, cfg)
+		if s.tlsCfg != nil {
+			s.tlsCfg.NextProtos = []string{"h2", "http/1.1"}
+		}
+	}
 	return s, nil
 }
 
@@ -119,6 +134,12 @@ func (s *Server) Snapshot() *Snapshot { return s.snap.Load() }
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	if s.h2 != nil {
+		s.serving.Store(true)
+		err := s.h2.serve(ln, s.tlsCfg)
+		s.serving.Store(false)
+		return err
+	}
 	if s.tlsCfg != nil {
 		ln = tls.NewListener(ln, s.tlsCfg)
 	}
@@ -147,7 +168,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// Tunnels are long-lived by nature; waiting for them would only burn the
 	// drain deadline, so they are closed first (clients reconnect).
 	s.tunnels.closeAll()
+	var h2err chan error
+	if s.h2 != nil {
+		h2err = make(chan error, 1)
+		go func() { h2err <- s.h2.shutdown(ctx) }()
+	}
 	err := s.srv.ShutdownWithContext(ctx)
+	if h2err != nil {
+		err = errors.Join(err, <-h2err)
+	}
 	snap := s.snap.Load()
 	snap.closeMirrors()
 	snap.waitMirrors(ctx)
@@ -163,6 +192,9 @@ func (s *Server) Reload(cfg *config.Config) error {
 	prev := s.snap.Load()
 	if cfg.TLS.Enabled() != (s.tlsCfg != nil) {
 		return errors.New("tls cannot be turned on or off by a reload (restart the process)")
+	}
+	if cfg.HTTP2 != s.http2 {
+		return errors.New("http2 settings cannot change on reload (restart the process)")
 	}
 	if cfg.TLS.Enabled() {
 		if err := s.loadCert(cfg.TLS); err != nil {
@@ -196,11 +228,16 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	if h := snap.edge.reqIDHeader; h != "" {
 		reqID = s.ensureRequestID(ctx, h, sc)
 	}
+	if s.tracer != nil {
+		sc.trace = s.tracer.Start(&ctx.Request, reqID, start)
+	}
 	r := snap.match(ctx)
 	if r == nil {
 		s.metrics.Unmatched.Inc()
 		writeError(ctx, fasthttp.StatusNotFound, "no route matches this request")
-		s.finish(ctx, snap, reqID, accessEntry{status: fasthttp.StatusNotFound, duration: time.Since(start)})
+		e := accessEntry{status: fasthttp.StatusNotFound, duration: time.Since(start)}
+		endTrace(sc, &e)
+		s.finish(ctx, snap, reqID, e)
 		return
 	}
 	t, cohort := r.targets[0], CohortControl
@@ -234,7 +271,18 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	if r.split != nil {
 		e.split = decision.Reason.String()
 	}
+	endTrace(sc, &e)
 	s.finish(ctx, snap, reqID, e)
+}
+
+// endTrace ends the request's server span, if it has one, and clears it
+// from the pooled scratch.
+func endTrace(sc *headerScratch, e *accessEntry) {
+	if sc.trace == nil {
+		return
+	}
+	sc.trace.End(TraceEnd{Route: e.route, Upstream: e.upstream, Split: e.split, Status: e.status})
+	sc.trace = nil
 }
 
 // finish returns the request id to the client and, when the access log is
@@ -260,7 +308,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 	if r.mirror != nil {
 		// Copied before any upstream-specific change (Host rewrite), so each
 		// shadow target applies its own.
-		job = r.mirror.offer(ctx, up, start)
+		job = r.mirror.offer(ctx, up, start, sc.trace)
 	}
 	// The proxy speaks its own version upstream (RFC 9110 §6.2); the
 	// client's is restored afterwards because the server reads it to decide
@@ -270,8 +318,14 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 		req.Header.SetProtocol("HTTP/1.1")
 	}
 
+	if sc.trace != nil {
+		sc.trace.StartUpstream(up.Name, req)
+	}
 	_, err := up.do(req, resp, false, "", up.timeout)
 	elapsed := time.Since(start)
+	if sc.trace != nil {
+		sc.trace.EndUpstream(resp.StatusCode(), err)
+	}
 	if http10 {
 		req.Header.SetProtocol("HTTP/1.0")
 	}
@@ -377,6 +431,8 @@ func reasonText(reason string) string {
 		return "request headers exceed the configured limit"
 	case "timeout":
 		return "request not received in time"
+	case "connect":
+		return "CONNECT tunnels are not supported"
 	}
 	return "malformed request"
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/shadowproxy/shadowproxy/internal/admin"
 	"github.com/shadowproxy/shadowproxy/internal/analysis"
 	"github.com/shadowproxy/shadowproxy/internal/metrics"
+	"github.com/shadowproxy/shadowproxy/internal/tracing"
 	"github.com/shadowproxy/shadowproxy/proxy"
 )
 
@@ -45,6 +47,8 @@ type App struct {
 	proxy    *proxy.Server
 	analyzer *analysis.Analyzer
 	rollouts *rolloutManager
+	// tracer exports spans when the config has a tracing section (else nil).
+	tracer *tracing.Tracer
 
 	mu  sync.Mutex
 	cfg *config.Config
@@ -83,8 +87,17 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		a.rollouts.fleet = f
 	}
 	a.rollouts.prepare(cfg)
-	p, err := proxy.New(cfg, proxy.Options{Logger: log, Metrics: a.metrics, Comparer: a.analyzer,
-		Observers: a.rollouts.observer, SplitOverride: a.rollouts.splitOverride})
+	popts := proxy.Options{Logger: log, Metrics: a.metrics, Comparer: a.analyzer,
+		Observers: a.rollouts.observer, SplitOverride: a.rollouts.splitOverride}
+	if cfg.Tracing != nil {
+		tr, err := tracing.New(cfg.Tracing, tracing.Options{Version: opts.Version, Metrics: a.metrics, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		a.tracer, popts.Tracer = tr, tr
+		log.Info("tracing on", zap.String("otlp_endpoint", cfg.Tracing.TracesURL()), zap.Float64("sample_ratio", cfg.Tracing.Ratio()))
+	}
+	p, err := proxy.New(cfg, popts)
 	if err != nil {
 		return nil, err
 	}
@@ -289,6 +302,11 @@ func (a *App) apply(cfg *config.Config) error {
 	a.mu.Lock()
 	a.cfg = cfg
 	a.mu.Unlock()
+	if !reflect.DeepEqual(cfg.Tracing, old.Tracing) {
+		// The exporter and sampler are built once; swapping them under
+		// running requests is not worth the risk for a setting this rare.
+		a.log.Warn("the tracing section changed; it takes effect at the next restart")
+	}
 	if err := a.rollouts.sync(cfg); err != nil {
 		a.log.Error("rollout configuration not applied", zap.Error(err))
 	}
@@ -327,6 +345,12 @@ func (a *App) Shutdown(ctx context.Context) error {
 		a.stopBackground()
 	}
 	err := a.proxy.Shutdown(ctx)
+	if a.tracer != nil {
+		// The last spans go out within what is left of the drain deadline.
+		if terr := a.tracer.Shutdown(ctx); terr != nil {
+			a.log.Warn("trace export at shutdown incomplete", zap.Error(terr))
+		}
+	}
 	a.rollouts.close(ctx)
 	if f := a.rollouts.fleet; f != nil {
 		f.close()

@@ -83,6 +83,8 @@ type Metrics struct {
 	// exported for the pair, across reloads.
 	statusMu sync.Mutex
 	status   map[[2]string]*StatusCounters
+	// Tracing.
+	TracingSpans *prometheus.CounterVec // result
 }
 
 // New creates and registers every collector, including the Go runtime and
@@ -96,7 +98,7 @@ func New(version string) *Metrics {
 	m.RequestDuration = f.histogramVec("request_duration_seconds", "Time from receiving a request to having the upstream's response, by route and upstream.", "route", "upstream")
 	m.UpstreamErrors = f.counterVec("upstream_errors_total", "Primary requests that failed at the upstream, by reason: connect, timeout, reset or other.", "route", "upstream", "reason")
 	m.Unmatched = f.counter("unmatched_requests_total", "Requests that matched no route and were answered 404.")
-	m.RejectedRequests = f.counterVec("rejected_requests_total", "Requests rejected before routing, by reason: body_too_large, header_too_large, timeout or malformed.", "reason")
+	m.RejectedRequests = f.counterVec("rejected_requests_total", "Requests rejected before routing, by reason: body_too_large, header_too_large, timeout, malformed, too_many_connections and connect (HTTP/2).", "reason")
 
 	m.EndpointUp = f.gaugeVec("upstream_endpoint_up", "1 while an upstream endpoint receives traffic, 0 while it is ejected or failing its health check.", "upstream", "endpoint")
 	m.EndpointEjections = f.counterVec("upstream_endpoint_ejections_total", "Times an endpoint was ejected after consecutive connect errors or timeouts.", "upstream", "endpoint")
@@ -135,6 +137,8 @@ func New(version string) *Metrics {
 		m.RejectedRequests.WithLabelValues(r)
 	}
 
+	m.TracingSpans = f.counterVec("tracing_spans_total", "Finished trace spans by result: exported, failed (the collector refused them or was unreachable) or dropped (export queue full).", "result")
+
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -145,7 +149,7 @@ var (
 	// ReloadResults are the result values of config_reloads_total.
 	ReloadResults = []string{"success", "failure"}
 	// RejectReasons are the reason values of rejected_requests_total.
-	RejectReasons = []string{"body_too_large", "header_too_large", "timeout", "malformed"}
+	RejectReasons = []string{"body_too_large", "header_too_large", "timeout", "malformed", "too_many_connections", "connect"}
 	// UpgradeResults are the result values of upgrades_total.
 	UpgradeResults = []string{"tunnelled", "declined", "refused", "failed"}
 	// SkipReasons are the reason values of shadow_skipped_total.
