@@ -85,6 +85,12 @@ type Admin struct {
 	Token string `yaml:"token"`
 	// ProtectReads requires the token on read-only endpoints too.
 	ProtectReads bool `yaml:"protect_reads"`
+	// Hosts are the names (without port) the admin listener answers to
+	// besides loopback names and addresses, the address a connection arrived
+	// on and admin_listen's host; other Host values get 421 (DNS rebinding).
+	Hosts []string `yaml:"hosts"`
+	// Pprof serves /debug/pprof/ on the admin listener, behind the token.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Log configures the structured logger.
@@ -108,7 +114,14 @@ type Limits struct {
 	// MaxRequestsPerConn closes a client connection after this many requests
 	// (0: unlimited).
 	MaxRequestsPerConn int `yaml:"max_requests_per_conn"`
+	// BufferBody is the largest request or response body held in memory
+	// whole; a longer one streams through (and is not mirrored). Default
+	// DefaultBufferBody.
+	BufferBody cfgtypes.Size `yaml:"buffer_body"`
 }
+
+// DefaultBufferBody is limits.buffer_body when unset.
+const DefaultBufferBody = 1 << 20
 
 // Upstream is one backend.
 type Upstream struct {
@@ -198,6 +211,7 @@ func (c *Config) ApplyDefaults() {
 	l := &c.Limits
 	setSize(&l.MaxRequestBody, DefaultMaxRequestBody)
 	setSize(&l.MaxHeaderSize, DefaultMaxHeaderSize)
+	setSize(&l.BufferBody, DefaultBufferBody)
 	setDur(&l.ReadTimeout, DefaultReadTimeout)
 	setDur(&l.WriteTimeout, DefaultWriteTimeout)
 	setDur(&l.IdleTimeout, DefaultIdleTimeout)

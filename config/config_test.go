@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -410,6 +411,46 @@ routes:
 		if !strings.Contains(got, want) {
 			t.Errorf("errors lack %q:\n%s", want, got)
 		}
+	}
+}
+
+func TestEdgeHardeningValidation(t *testing.T) {
+	_, err := Load("t.yaml", []byte(`
+admin: {pprof: true, hosts: ["ops.example.com", "http://x:9901"]}
+upgrades: {allow: [websocket, H2C, websocket/13, "bad token"]}
+upstreams:
+  - {name: s, url: http://127.0.0.1:1}
+routes:
+  - {name: r, upstream: s}
+`), noEnv)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	got := err.Error()
+	for _, want := range []string{
+		`t.yaml:2: admin.pprof: profiles need admin.token`,
+		`admin.hosts[1]: "http://x:9901": give a host name or address without port or scheme`,
+		`upgrades.allow[1]: h2c cannot be tunnelled`,
+		`upgrades.allow[2]: "websocket/13": give the protocol name without a version`,
+		`upgrades.allow[3]: invalid protocol name "bad token"`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("errors lack %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "admin.hosts[0]") || strings.Contains(got, "upgrades.allow[0]") {
+		t.Errorf("valid entries refused:\n%s", got)
+	}
+	cfg, err := Load("t.yaml", []byte("upstreams: [{name: s, url: http://127.0.0.1:1}]\nroutes: [{name: r, upstream: s}]\n"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(cfg.Upgrades.Allow) != "[websocket]" || cfg.Admin.Pprof || cfg.Limits.BufferBody != DefaultBufferBody {
+		t.Errorf("defaults: upgrades.allow %v, admin.pprof %v, limits.buffer_body %d", cfg.Upgrades.Allow, cfg.Admin.Pprof, cfg.Limits.BufferBody)
+	}
+	_, err = Load("t.yaml", []byte("limits: {buffer_body: 100}\nupstreams: [{name: s, url: http://127.0.0.1:1}]\nroutes: [{name: r, upstream: s}]\n"), noEnv)
+	if err == nil || !strings.Contains(err.Error(), "limits.buffer_body: 100B is too small: at least 4KiB") {
+		t.Errorf("buffer_body 100: %v", err)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
@@ -112,7 +113,16 @@ type Upgrades struct {
 	IdleTimeout cfgtypes.Duration `yaml:"idle_timeout"`
 	// MaxTunnels bounds concurrent tunnels; more get 503.
 	MaxTunnels int `yaml:"max_tunnels"`
+	// Allow lists the protocols (Upgrade tokens, compared without case and
+	// without a "/version") that may be tunnelled; default [websocket]. A
+	// request asking for anything else is forwarded as a plain request
+	// without its Upgrade field. h2c can never be allowed: after the switch
+	// the client's requests would reach the upstream unrouted.
+	Allow []string `yaml:"allow"`
 }
+
+// DefaultUpgradeAllow is upgrades.allow when unset.
+var DefaultUpgradeAllow = []string{"websocket"}
 
 func (c *Config) applyEdgeDefaults() {
 	if c.RequestID.Header == "" {
@@ -128,6 +138,9 @@ func (c *Config) applyEdgeDefaults() {
 	setDur(&c.Upgrades.IdleTimeout, DefaultUpgradeIdle)
 	if c.Upgrades.MaxTunnels == 0 {
 		c.Upgrades.MaxTunnels = 1000
+	}
+	if c.Upgrades.Allow == nil {
+		c.Upgrades.Allow = append([]string(nil), DefaultUpgradeAllow...)
 	}
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
@@ -173,6 +186,25 @@ func (c *Config) validateEdge() []error {
 	}
 	if c.Upgrades.MaxTunnels < 0 {
 		add("upgrades.max_tunnels", "must not be negative")
+	}
+	if c.Admin.Pprof && c.Admin.Token == "" {
+		add("admin.pprof", "profiles need admin.token: set a token (profiles expose memory contents) or turn pprof off")
+	}
+	for i, h := range c.Admin.Hosts {
+		if h == "" || strings.ContainsAny(h, ":/@ ") && !strings.HasPrefix(h, "[") {
+			add(fmt.Sprintf("admin.hosts[%d]", i), "%q: give a host name or address without port or scheme, such as admin.example.internal", h)
+		}
+	}
+	for i, p := range c.Upgrades.Allow {
+		path := fmt.Sprintf("upgrades.allow[%d]", i)
+		switch {
+		case strings.ContainsRune(p, '/'):
+			add(path, "%q: give the protocol name without a version (websocket, not websocket/13)", p)
+		case !cfgtypes.IsToken(p):
+			add(path, "invalid protocol name %q: want a token such as websocket", p)
+		case strings.EqualFold(p, "h2c"):
+			add(path, "h2c cannot be tunnelled: after the switch the client's HTTP/2 requests would reach the upstream unrouted and unmirrored (remove it; h2c clients fall back to HTTP/1.1)")
+		}
 	}
 	for i := range c.Upstreams {
 		errs = append(errs, c.Upstreams[i].validateEdge(fmt.Sprintf("upstreams[%d]", i))...)

@@ -158,6 +158,9 @@ func (l *Limits) validate() []error {
 	if l.MaxRequestBody < 0 {
 		errs = append(errs, cfgtypes.Errorf("limits.max_request_body", "must not be negative"))
 	}
+	if l.BufferBody < 4096 {
+		errs = append(errs, cfgtypes.Errorf("limits.buffer_body", "%s is too small: at least 4KiB (bodies up to it are buffered, longer ones stream)", cfgtypes.FormatSize(int64(l.BufferBody))))
+	}
 	if l.MaxHeaderSize < 1024 {
 		errs = append(errs, cfgtypes.Errorf("limits.max_header_size", "%s is too small for real requests: at least 1KiB", cfgtypes.FormatSize(int64(l.MaxHeaderSize))))
 	}

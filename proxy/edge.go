@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"math"
@@ -19,10 +20,15 @@ import (
 type edgeSettings struct {
 	reqIDHeader string // "" when request ids are disabled
 	access      *accessLog
+	// upgradeAllow holds upgrades.allow, lower case.
+	upgradeAllow [][]byte
 }
 
 func newEdgeSettings(cfg *config.Config, log *zap.Logger) *edgeSettings {
 	e := &edgeSettings{}
+	for _, p := range cfg.Upgrades.Allow {
+		e.upgradeAllow = append(e.upgradeAllow, []byte(strings.ToLower(p)))
+	}
 	if !cfg.RequestID.Disabled {
 		e.reqIDHeader = cfg.RequestID.Header
 	}
@@ -91,10 +97,15 @@ func validRequestID(id []byte) bool {
 // ensureRequestID keeps a valid client id or replaces it with a new one,
 // and returns it (copied into sc, valid until sc is reused).
 func (s *Server) ensureRequestID(ctx *fasthttp.RequestCtx, header string, sc *headerScratch) []byte {
-	id := ctx.Request.Header.Peek(header)
-	if validRequestID(id) {
-		sc.reqID = append(sc.reqID[:0], id...)
+	all := ctx.Request.Header.PeekAll(header)
+	if len(all) == 1 && validRequestID(all[0]) {
+		sc.reqID = append(sc.reqID[:0], all[0]...)
 		return sc.reqID
+	}
+	// Two ids would let the upstream and the proxy's logs disagree about
+	// which request this was: a new one replaces them all.
+	if len(all) > 1 {
+		ctx.Request.Header.Del(header)
 	}
 	sc.reqID = s.ids.append(sc.reqID[:0])
 	ctx.Request.Header.SetBytesV(header, sc.reqID)
@@ -164,4 +175,41 @@ func (al *accessLog) redactedURI(uri []byte) string {
 		}
 	}
 	return path + "?" + strings.Join(parts, "&")
+}
+
+// upgradeAllowed reports whether every protocol the Upgrade fields offer is
+// in upgrades.allow. All of them must be: the upstream picks one, and a
+// single h2c among them would let it switch to a protocol the proxy cannot
+// follow.
+func (e *edgeSettings) upgradeAllowed(values [][]byte) bool {
+	n := 0
+	for _, v := range values {
+		for len(v) > 0 {
+			var tok []byte
+			if i := bytes.IndexByte(v, ','); i >= 0 {
+				tok, v = v[:i], v[i+1:]
+			} else {
+				tok, v = v, nil
+			}
+			tok = bytes.TrimSpace(tok)
+			if len(tok) == 0 {
+				continue
+			}
+			if i := bytes.IndexByte(tok, '/'); i >= 0 {
+				tok = tok[:i]
+			}
+			ok := false
+			for _, a := range e.upgradeAllow {
+				if bytes.EqualFold(tok, a) {
+					ok = true
+					break
+				}
+			}
+			if !ok {
+				return false
+			}
+			n++
+		}
+	}
+	return n > 0
 }

@@ -18,25 +18,43 @@ var hopByHop = []string{
 // send Via; the pseudonym keeps internal host names out of responses).
 var viaValue = []byte("1.1 shadowproxy")
 
+// maxConnectionTokens bounds the options one request's Connection fields
+// may list; more is answered 400. Every listed field is removed before
+// forwarding, so the bound only caps the work a client can ask for.
+const maxConnectionTokens = 64
+
+// markerPrefix starts every field the proxy itself sends (the shadow marker,
+// the split's force and response headers by convention); a client's are
+// removed before forwarding so an upstream can trust them.
+const markerPrefix = "X-Shadowproxy-"
+
 // headerScratch holds reusable buffers for one request's header rewriting.
 type headerScratch struct {
 	tokens [][]byte
+	ends   []int
 	buf    []byte
 	reqID  []byte
+	// body holds a request body read before routing (bufferOrStream).
+	body []byte
+	// stream is the request's streamed body, when it has one.
+	stream *clientBody
+	// clientFault: the request failed on the client's side (its streamed
+	// body), so no cohort is charged with it.
+	clientFault bool
 	// trace is the request's trace when tracing is on and sampled it.
 	trace RequestTrace
 }
 
 // connectionTokens collects the field names listed in every Connection
 // field (values) into sc.tokens, copied, since the header is about to change.
-// PeekAll reuses a buffer inside the header, so this does not allocate.
+// PeekAll reuses a buffer inside the header, so this does not allocate once
+// the scratch buffers have grown.
 func (sc *headerScratch) connectionTokens(values [][]byte) {
 	sc.tokens = sc.tokens[:0]
 	sc.buf = sc.buf[:0]
-	var ends [16]int
-	n := 0
+	sc.ends = sc.ends[:0]
 	for _, v := range values {
-		for len(v) > 0 && n < len(ends) {
+		for len(v) > 0 {
 			var tok []byte
 			if i := bytes.IndexByte(v, ','); i >= 0 {
 				tok, v = v[:i], v[i+1:]
@@ -47,24 +65,67 @@ func (sc *headerScratch) connectionTokens(values [][]byte) {
 				continue
 			}
 			sc.buf = append(sc.buf, tok...)
-			ends[n] = len(sc.buf)
-			n++
+			sc.ends = append(sc.ends, len(sc.buf))
 		}
 	}
 	start := 0
-	for i := 0; i < n; i++ {
-		sc.tokens = append(sc.tokens, sc.buf[start:ends[i]])
-		start = ends[i]
+	for _, end := range sc.ends {
+		sc.tokens = append(sc.tokens, sc.buf[start:end])
+		start = end
 	}
+}
+
+// countTokens counts the non-empty comma-separated elements of values.
+func countTokens(values [][]byte) int {
+	n := 0
+	for _, v := range values {
+		for len(v) > 0 {
+			tok := v
+			if i := bytes.IndexByte(v, ','); i >= 0 {
+				tok, v = v[:i], v[i+1:]
+			} else {
+				v = nil
+			}
+			if len(bytes.TrimSpace(tok)) > 0 {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// dropRequestTrailers removes every field that arrived in, or was announced
+// for, a chunked request's trailer section. fasthttp keeps trailer values
+// beside the header fields, Peek reads both, and deleting the Trailer field
+// moves them into the header section: a trailer would then route, split and
+// reach the upstream as a header. RFC 9110 §6.5.1 lets a proxy discard
+// trailers; a header-section field of the same name goes too, since the two
+// cannot be told apart afterwards.
+func dropRequestTrailers(h *fasthttp.RequestHeader) {
+	for _, k := range h.PeekTrailerKeys() {
+		h.DelBytes(k)
+	}
+	h.Del("Trailer")
+}
+
+// dropResponseTrailers is dropRequestTrailers for an upstream's answer: its
+// trailer fields must not reach the client as headers.
+func dropResponseTrailers(h *fasthttp.ResponseHeader) {
+	for _, k := range h.PeekTrailerKeys() {
+		h.DelBytes(k)
+	}
+	h.Del("Trailer")
 }
 
 // removeRequestHopByHop strips hop-by-hop fields from a request about to be
 // forwarded. The client's wish to close its own connection is kept in
-// clientClose so the server can honour it after the response.
-func (sc *headerScratch) removeRequestHopByHop(h *fasthttp.RequestHeader) (clientClose bool) {
+// clientClose so the server can honour it after the response. keep names a
+// field the proxy set itself (the request id), which a client's Connection
+// list must not remove.
+func (sc *headerScratch) removeRequestHopByHop(h *fasthttp.RequestHeader, keep string) (clientClose bool) {
 	sc.connectionTokens(h.PeekAll("Connection"))
 	for _, tok := range sc.tokens {
-		if !isEndToEndSpecial(tok) {
+		if !isEndToEndSpecial(tok) && !(keep != "" && bytes.EqualFold(tok, []byte(keep))) {
 			h.DelBytes(tok)
 		}
 	}
@@ -78,6 +139,34 @@ func (sc *headerScratch) removeRequestHopByHop(h *fasthttp.RequestHeader) (clien
 	return clientClose
 }
 
+// stripClientMarkers removes X-Shadowproxy-* fields the client sent: an
+// upstream reading the shadow marker, or a split header, must be able to
+// trust that the proxy set it. The raw header block lists the names as
+// received; names are copied to sc before deleting.
+func (sc *headerScratch) stripClientMarkers(h *fasthttp.RequestHeader) {
+	raw := h.RawHeaders()
+	sc.buf, sc.ends = sc.buf[:0], sc.ends[:0]
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon < len(markerPrefix) || !bytes.EqualFold(line[:len(markerPrefix)], []byte(markerPrefix)) {
+			continue
+		}
+		sc.buf = append(sc.buf, line[:colon]...)
+		sc.ends = append(sc.ends, len(sc.buf))
+	}
+	start := 0
+	for _, end := range sc.ends {
+		h.DelBytes(sc.buf[start:end])
+		start = end
+	}
+}
+
 // removeResponseHopByHop strips hop-by-hop fields from an upstream response.
 // An upstream closing its connection to us must not close the client's.
 func (sc *headerScratch) removeResponseHopByHop(h *fasthttp.ResponseHeader) {
@@ -87,6 +176,7 @@ func (sc *headerScratch) removeResponseHopByHop(h *fasthttp.ResponseHeader) {
 			h.DelBytes(tok)
 		}
 	}
+	dropResponseTrailers(h)
 	for _, name := range hopByHop {
 		h.Del(name)
 	}
@@ -107,11 +197,19 @@ func isEndToEndSpecial(tok []byte) bool {
 func (sc *headerScratch) appendForwarded(ctx *fasthttp.RequestCtx) {
 	h := &ctx.Request.Header
 	sc.buf = sc.buf[:0]
-	if prior := h.Peek("X-Forwarded-For"); len(prior) > 0 {
-		sc.buf = append(sc.buf, prior...)
-		sc.buf = append(sc.buf, ", "...)
+	// Every line, in order, as one list (RFC 9110 §5.3): appending to the
+	// first line only would leave a later line, the attacker's, rightmost.
+	prior := h.PeekAll("X-Forwarded-For")
+	for _, v := range prior {
+		if v = bytes.TrimSpace(v); len(v) > 0 {
+			sc.buf = append(sc.buf, v...)
+			sc.buf = append(sc.buf, ", "...)
+		}
 	}
 	sc.buf = appendIP(sc.buf, ctx)
+	if len(prior) > 1 {
+		h.Del("X-Forwarded-For")
+	}
 	h.SetBytesV("X-Forwarded-For", sc.buf)
 	if ctx.IsTLS() {
 		h.Set("X-Forwarded-Proto", "https")

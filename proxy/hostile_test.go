@@ -10,6 +10,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -19,11 +20,15 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+
+	"github.com/shadowproxy/shadowproxy/internal/metrics"
 )
 
 // ---------------------------------------------------------------------------
@@ -988,5 +993,420 @@ routes:
 	}
 	if len(res.Status) == 0 || res.Status[0] != 400 {
 		t.Errorf("a Host with userinfo got %s, want 400\nprimary received: %s", res, primary.Raw())
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Edge hardening (issue 17): what surrounds the framing core.
+
+// serveUpgrading answers a request that asks for an upgrade with 101 and then
+// keeps reading HTTP/1.1 requests on the same connection, as an h2c-capable
+// or careless upstream would. Anything else gets "200 ok".
+func serveUpgrading(c *wireConn) {
+	for {
+		r, err := c.ReadRequest()
+		if err != nil {
+			return
+		}
+		if len(r.Values("Upgrade")) > 0 {
+			io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+r.Values("Upgrade")[0]+"\r\n\r\n")
+			continue
+		}
+		if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+			return
+		}
+	}
+}
+
+// TestHostileUpgradeAllowlist: only the upgrades in upgrades.allow
+// (websocket by default) are tunnelled. An h2c or unknown upgrade is
+// forwarded as a plain request without Upgrade, so the bytes the client sends
+// next are read, routed and forwarded by the proxy, never spliced raw to the
+// first request's upstream.
+func TestHostileUpgradeAllowlist(t *testing.T) {
+	for _, proto := range []string{"h2c", "foo/1", "websocket, h2c"} {
+		t.Run(proto, func(t *testing.T) {
+			evil, good := startWireUpstream(t, serveOK), startWireUpstream(t, serveUpgrading)
+			p := startProxy(t, fmt.Sprintf(`
+upstreams:
+  - {name: evil, url: %s}
+  - {name: good, url: %s}
+routes:
+  - {name: admin, match: {path_prefix: /admin/}, upstream: evil}
+  - {name: default, upstream: good}
+limits: {read_timeout: 1s}
+`, evil.URL, good.URL))
+			res := rawClient(t, p.Addr, []string{
+				"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: " + proto + "\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n",
+				"DELETE /admin/users/1 HTTP/1.1\r\nHost: a.test\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: close\r\n\r\n",
+			}, 200*time.Millisecond, 2*time.Second)
+			time.Sleep(50 * time.Millisecond)
+			gd, ev := good.Requests(), evil.Requests()
+			if len(gd) != 1 || gd[0].Target != "/" || len(gd[0].Values("Upgrade")) != 0 || len(gd[0].Values("HTTP2-Settings")) != 0 {
+				t.Errorf("the / upstream must see one plain GET /, without Upgrade; it received:\n%s", good.Raw())
+			}
+			if len(ev) != 1 || ev[0].Method != "DELETE" || fmt.Sprint(ev[0].Values("X-Forwarded-For")) != "[6.6.6.6, 127.0.0.1]" {
+				t.Errorf("the second request must be routed by the proxy to the /admin/ upstream with the client address appended; it received:\n%s\nand the / upstream:\n%s", evil.Raw(), good.Raw())
+			}
+			if fmt.Sprint(res.Status) != "[200 200]" {
+				t.Errorf("client saw %s, want two 200s", res)
+			}
+			if v := testutil.ToFloat64(p.Met.Upgrades.WithLabelValues("default", "not_allowed")); v != 1 {
+				t.Errorf("upgrades_total{result=not_allowed} = %v, want 1", v)
+			}
+		})
+	}
+}
+
+// TestHostileUnaskedSwitchingProtocols: an upstream answering a plain GET
+// with 101 and then more bytes. The client gets 502 and that upstream
+// connection is closed, so the injected bytes never reach the next client
+// (before: they were read as the next request's response, and every later
+// client got the previous one's answer).
+func TestHostileUnaskedSwitchingProtocols(t *testing.T) {
+	up := startWireUpstream(t, func(c *wireConn) {
+		for n := 0; ; n++ {
+			r, err := c.ReadRequest()
+			if err != nil {
+				return
+			}
+			if r.Target == "/evil" {
+				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n"+
+					"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\ninjected")
+				continue
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(r.Target), r.Target)
+		}
+	})
+	// One pooled connection: the next request would reuse the poisoned one.
+	p := startProxy(t, simpleConfig(up.URL, "    max_conns: 1"))
+	first := rawClient(t, p.Addr, []string{"GET /evil HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"}, 0, 2*time.Second)
+	if len(first.Status) != 1 || first.Status[0] != 502 {
+		t.Errorf("a 101 to a request that asked for no upgrade: client saw %s, want 502", first)
+	}
+	for _, path := range []string{"/b", "/c"} {
+		res := rawClient(t, p.Addr, []string{"GET " + path + " HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"}, 0, 2*time.Second)
+		if len(res.Status) != 1 || res.Status[0] != 200 || res.Bodies[0] != path {
+			t.Errorf("GET %s after the rogue 101: client saw %s bodies %q, want 200 %q\nupstream received:\n%s", path, res, res.Bodies, path, up.Raw())
+		}
+	}
+	if up.Conns() < 2 {
+		t.Errorf("the connection that carried the 101 was reused (%d connections in all)", up.Conns())
+	}
+}
+
+// TestHostileEdgeFields: field handling around forwarding, each judged on
+// the exact request the upstream read.
+func TestHostileEdgeFields(t *testing.T) {
+	var manyTokens, manyFields []string
+	for i := 0; i < 20; i++ {
+		manyTokens = append(manyTokens, fmt.Sprintf("X-Hop-%d", i))
+		manyFields = append(manyFields, fmt.Sprintf("X-Hop-%d: secret\r\n", i))
+	}
+	var tooMany []string
+	for i := 0; i < 65; i++ {
+		tooMany = append(tooMany, fmt.Sprintf("x%d", i))
+	}
+	one := func(want func(r *wireRequest) string) func(res clientResult, evil, good []*wireRequest) string {
+		return func(res clientResult, evil, good []*wireRequest) string {
+			if len(good) != 1 || len(evil) != 0 || len(res.Status) != 1 || res.Status[0] != 200 {
+				return fmt.Sprintf("want one request at the default upstream and a 200; client saw %s", res)
+			}
+			return want(good[0])
+		}
+	}
+	refused := func(code int) func(res clientResult, evil, good []*wireRequest) string {
+		return func(res clientResult, evil, good []*wireRequest) string {
+			if len(res.Status) == 0 || res.Status[0] != code || len(good)+len(evil) != 0 {
+				return fmt.Sprintf("want %d and nothing forwarded; client saw %s, %d requests forwarded", code, res, len(good)+len(evil))
+			}
+			return ""
+		}
+	}
+	cases := []struct {
+		name  string
+		req   string
+		check func(res clientResult, evil, good []*wireRequest) string
+	}{
+		{
+			// An upstream trusting the rightmost entry must read the
+			// client's real address, whatever the client put on which line.
+			name: "X-Forwarded-For on two lines",
+			req:  "GET /a HTTP/1.1\r\nHost: a.test\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: close\r\n\r\n",
+			check: one(func(r *wireRequest) string {
+				if v := r.Values("X-Forwarded-For"); fmt.Sprint(v) != "[1.1.1.1, 6.6.6.6, 127.0.0.1]" {
+					return fmt.Sprintf("X-Forwarded-For lines %q, want one: 1.1.1.1, 6.6.6.6, 127.0.0.1", v)
+				}
+				return ""
+			}),
+		},
+		{
+			// fasthttp turns URI userinfo into Authorization, past every
+			// shadow header rule, and the URI with the password would be
+			// stored with diff samples.
+			name:  "userinfo in an absolute-form target",
+			req:   "GET http://alice:s3cret@a.test/x HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+			check: refused(400),
+		},
+		{
+			name: "client-sent X-Shadowproxy markers",
+			req:  "GET /a HTTP/1.1\r\nHost: a.test\r\nX-Shadowproxy-Shadow: 1\r\nx-shadowproxy-upstream: canary\r\nConnection: close\r\n\r\n",
+			check: one(func(r *wireRequest) string {
+				for _, kv := range r.Header {
+					if strings.HasPrefix(strings.ToLower(kv[0]), "x-shadowproxy-") {
+						return fmt.Sprintf("the client's %s: %s reached the primary", kv[0], kv[1])
+					}
+				}
+				return ""
+			}),
+		},
+		{
+			name: "twenty Connection tokens",
+			req:  "GET /a HTTP/1.1\r\nHost: a.test\r\nConnection: " + strings.Join(manyTokens, ", ") + "\r\n" + strings.Join(manyFields, "") + "\r\n",
+			check: one(func(r *wireRequest) string {
+				for _, kv := range r.Header {
+					if strings.HasPrefix(kv[0], "X-Hop-") {
+						return fmt.Sprintf("%s, listed in Connection, reached the upstream", kv[0])
+					}
+				}
+				return ""
+			}),
+		},
+		{
+			name:  "more Connection tokens than the limit",
+			req:   "GET /a HTTP/1.1\r\nHost: a.test\r\nConnection: " + strings.Join(tooMany, ", ") + "\r\n\r\n",
+			check: refused(400),
+		},
+		{
+			name: "Connection naming the request id",
+			req:  "GET /a HTTP/1.1\r\nHost: a.test\r\nX-Request-Id: abc-1\r\nConnection: X-Request-Id, close\r\n\r\n",
+			check: one(func(r *wireRequest) string {
+				if v := r.Values("X-Request-Id"); fmt.Sprint(v) != "[abc-1]" {
+					return fmt.Sprintf("X-Request-Id at the upstream %q, want [abc-1]", v)
+				}
+				return ""
+			}),
+		},
+		{
+			name: "two X-Request-Id lines",
+			req:  "GET /a HTTP/1.1\r\nHost: a.test\r\nX-Request-Id: abc-1\r\nX-Request-Id: evil-2\r\nConnection: close\r\n\r\n",
+			check: one(func(r *wireRequest) string {
+				if v := r.Values("X-Request-Id"); len(v) != 1 {
+					return fmt.Sprintf("X-Request-Id at the upstream %q, want exactly one", v)
+				}
+				return ""
+			}),
+		},
+		{
+			// The client waits for 100 before sending the body; it must
+			// learn at once that the body is too large, not after sending it.
+			name:  "Expect 100-continue over the body limit",
+			req:   "POST /a HTTP/1.1\r\nHost: a.test\r\nContent-Length: 99999999\r\nExpect: 100-continue\r\n\r\n",
+			check: refused(413),
+		},
+		{
+			name: "chunked trailer fields",
+			req: "POST /a HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\nTrailer: X-Internal, X-Shadowproxy-Upstream\r\nConnection: close\r\n\r\n" +
+				"3\r\nabc\r\n0\r\nX-Internal: true\r\nX-Shadowproxy-Upstream: canary\r\nX-Trace: t\r\n\r\n",
+			check: one(func(r *wireRequest) string {
+				for _, name := range []string{"X-Internal", "X-Shadowproxy-Upstream", "X-Trace", "Trailer"} {
+					if v := r.Values(name); len(v) > 0 {
+						return fmt.Sprintf("trailer field %s: %q reached the upstream as a header", name, v)
+					}
+				}
+				if string(r.Body) != "abc" {
+					return fmt.Sprintf("body %q, want abc", r.Body)
+				}
+				return ""
+			}),
+		},
+		{
+			name: "upgrade with an absolute-form target and a conflicting Host",
+			req:  "GET http://evil.test/ws HTTP/1.1\r\nHost: good.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+			check: func(res clientResult, evil, good []*wireRequest) string {
+				if len(good) != 0 || len(evil) != 1 {
+					return fmt.Sprintf("%d requests at good, %d at evil: routed by one host and sent to another", len(good), len(evil))
+				}
+				if r := evil[0]; r.Target != "/ws" || fmt.Sprint(r.Values("Host")) != "[evil.test]" {
+					return fmt.Sprintf("evil.test upstream got %s Host %q, want /ws with Host evil.test", r, r.Values("Host"))
+				}
+				return ""
+			},
+		},
+		{
+			name: "upgrade with a hop-by-hop field listed in Connection",
+			req:  "GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade, X-Secret\r\nX-Secret: s3cret\r\nUpgrade: websocket\r\n\r\n",
+			check: func(res clientResult, evil, good []*wireRequest) string {
+				if len(good) != 1 {
+					return fmt.Sprintf("%d requests at good", len(good))
+				}
+				r := good[0]
+				if len(r.Values("X-Secret")) > 0 || fmt.Sprint(r.Values("Connection")) != "[Upgrade]" || fmt.Sprint(r.Values("Upgrade")) != "[websocket]" {
+					return fmt.Sprintf("upstream got X-Secret %q, Connection %q, Upgrade %q; want no X-Secret, Connection: Upgrade, Upgrade: websocket", r.Values("X-Secret"), r.Values("Connection"), r.Values("Upgrade"))
+				}
+				return ""
+			},
+		},
+		{
+			name: "upgrade with a body and no Content-Type",
+			req:  "POST /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 3\r\n\r\nabc",
+			check: func(res clientResult, evil, good []*wireRequest) string {
+				if len(good) != 1 {
+					return fmt.Sprintf("%d requests at good", len(good))
+				}
+				if v := good[0].Values("Content-Type"); len(v) > 0 {
+					return fmt.Sprintf("the proxy invented Content-Type %q", v)
+				}
+				return ""
+			},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p, evil, good := hostileProxy(t, "{read_timeout: 1s, max_header_size: 4KiB, max_request_body: 1KiB}")
+			res := rawClient(t, p.Addr, []string{tc.req}, 0, 1500*time.Millisecond)
+			time.Sleep(50 * time.Millisecond)
+			if v := append(evil.Violations(), good.Violations()...); len(v) > 0 {
+				t.Errorf("violations: %v", v)
+			}
+			if msg := tc.check(res, evil.Requests(), good.Requests()); msg != "" {
+				t.Errorf("%s\nupstreams received:\n%s%s", msg, evil.Raw(), good.Raw())
+			}
+		})
+	}
+}
+
+// cohortRecorder is a RequestObserver that keeps what it was told.
+type cohortRecorder struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (c *cohortRecorder) ObserveRequest(cohort Cohort, status int, upstreamErr bool, _ time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seen = append(c.seen, fmt.Sprintf("cohort=%d status=%d upstream_error=%v", cohort, status, upstreamErr))
+}
+
+func (c *cohortRecorder) all() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.seen...)
+}
+
+// splitProxy serves a route splitting between stable and canary (percent
+// pct, key header X-User, force header X-Shadowproxy-Upstream, a cohort for
+// X-Internal: true) with obs observing it.
+func splitProxy(t *testing.T, pct string, obs RequestObserver) (addr string, stable, canary *wireUpstream) {
+	stable, canary = startWireUpstream(t, serveOK), startWireUpstream(t, serveOK)
+	cfg := mustLoad(t, fmt.Sprintf(`
+upstreams:
+  - {name: stable, url: %s}
+  - {name: canary, url: %s}
+routes:
+  - name: api
+    upstream: stable
+    split:
+      key: header:X-User
+      to: canary
+      percent: %s
+      force_header: X-Shadowproxy-Upstream
+      cohorts: [{name: internal, when: {header: {X-Internal: "true"}}, to: canary}]
+limits: {read_timeout: 1s}
+`, stable.URL, canary.URL, pct))
+	srv, err := New(cfg, Options{Logger: zap.NewNop(), Metrics: metrics.New("test"), Observers: func(string) RequestObserver { return obs }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { srv.Serve(ln); close(done) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	})
+	return ln.Addr().String(), stable, canary
+}
+
+// TestHostileTrailersNeverSplit: a chunked trailer naming the force header
+// or a cohort's header changes nothing: the request goes where its header
+// section sends it, and neither field reaches the upstream.
+func TestHostileTrailersNeverSplit(t *testing.T) {
+	addr, stable, canary := splitProxy(t, "0", nil)
+	res := rawClient(t, addr, []string{"POST /a HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\nTrailer: X-Shadowproxy-Upstream, X-Internal\r\nConnection: close\r\n\r\n" +
+		"3\r\nabc\r\n0\r\nX-Shadowproxy-Upstream: canary\r\nX-Internal: true\r\n\r\n"}, 0, 2*time.Second)
+	time.Sleep(50 * time.Millisecond)
+	if len(canary.Requests()) != 0 || len(stable.Requests()) != 1 {
+		t.Fatalf("trailers chose the upstream: stable got %d, canary %d requests; client saw %s\n%s", len(stable.Requests()), len(canary.Requests()), res, canary.Raw())
+	}
+	r := stable.Requests()[0]
+	if len(r.Values("X-Internal"))+len(r.Values("X-Shadowproxy-Upstream")) > 0 {
+		t.Errorf("trailer fields reached the upstream as headers:\n%s", stable.Raw())
+	}
+}
+
+// TestHostileClientFaultsNotCounted: requests the client got wrong never
+// count against a cohort. An HTTP/1.0 request without Host whose key lands
+// in the canary used to fail inside the proxy with 502 "missing required
+// host header", recorded as the canary's upstream error (31 of them rolled a
+// canary back); a malformed request is refused before routing.
+func TestHostileClientFaultsNotCounted(t *testing.T) {
+	rec := &cohortRecorder{}
+	addr, stable, canary := splitProxy(t, "100", rec)
+	res := rawClient(t, addr, []string{"GET /a HTTP/1.0\r\nX-User: u1\r\n\r\n"}, 0, 2*time.Second)
+	bad := rawClient(t, addr, []string{"GET /a HTTP/1.1\r\nX-User: u1\r\n\r\n"}, 0, 2*time.Second)
+	time.Sleep(50 * time.Millisecond)
+	if len(res.Status) != 1 || res.Status[0] != 200 || len(canary.Requests()) != 1 {
+		t.Errorf("HTTP/1.0 without Host: client saw %s, canary got %d requests (want it served: the proxy names the upstream in Host)\n%s", res, len(canary.Requests()), canary.Raw())
+	}
+	if len(bad.Status) != 1 || bad.Status[0] != 400 {
+		t.Errorf("HTTP/1.1 without Host: client saw %s, want 400", bad)
+	}
+	for _, s := range rec.all() {
+		if strings.Contains(s, "upstream_error=true") || !strings.Contains(s, "status=200") {
+			t.Errorf("a client-side fault was recorded against a cohort: %s", s)
+		}
+	}
+	if n := len(rec.all()); n != 1 {
+		t.Errorf("observer saw %d requests %v, want only the served one", n, rec.all())
+	}
+	_ = stable
+}
+
+// TestHostileStreamedUploadStalls: a client that declares 8 MiB (over
+// limits.buffer_body, so the body streams to the upstream as it arrives),
+// sends 2 MiB and stalls. At read_timeout it gets 408 and its connection
+// closes; the failure is the client's, so it is not an upstream error; and
+// the upstream never sees a request that looks complete.
+func TestHostileStreamedUploadStalls(t *testing.T) {
+	var received atomic.Int64
+	up := bulkUpstream(t, &received)
+	p := startProxy(t, fmt.Sprintf(`
+upstreams:
+  - {name: stable, url: %s}
+routes:
+  - {name: default, upstream: stable}
+limits: {read_timeout: 1s, max_request_body: 16MiB}
+`, up))
+	res := rawClient(t, p.Addr, []string{"POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 8388608\r\n\r\n" + strings.Repeat("u", 2<<20)}, 0, 4*time.Second)
+	if len(res.Status) != 1 || res.Status[0] != 408 || !res.Closed {
+		t.Errorf("stalled streamed upload: client saw %s, want 408 and a closed connection", res)
+	}
+	if v := testutil.ToFloat64(p.Met.RejectedRequests.WithLabelValues("timeout")); v != 1 {
+		t.Errorf("rejected_requests_total{reason=timeout} = %v, want 1", v)
+	}
+	for _, reason := range []string{"connect", "timeout", "reset", "other"} {
+		if v := testutil.ToFloat64(p.Met.UpstreamErrors.WithLabelValues("default", "stable", reason)); v != 0 {
+			t.Errorf("upstream_errors_total{reason=%s} = %v: the client's stall was charged to the upstream", reason, v)
+		}
+	}
+	if got := received.Load(); got >= 8<<20 {
+		t.Errorf("the upstream read %d bytes: a complete-looking body", got)
 	}
 }

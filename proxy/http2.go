@@ -253,6 +253,25 @@ func (f *h2front) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.Add(string(k), string(v))
 	})
+	if resp.IsBodyStream() {
+		// Longer than limits.buffer_body: copied through as it arrives, as
+		// on HTTP/1.1 (Body() would read all of it into memory first).
+		if cl := resp.Header.ContentLength(); cl >= 0 {
+			h.Set("Content-Length", strconv.Itoa(cl))
+		}
+		w.WriteHeader(resp.StatusCode())
+		buf := f.bufs.Get().(*[16 << 10]byte)
+		_, err := io.CopyBuffer(w, resp.BodyStream(), buf[:])
+		f.bufs.Put(buf)
+		resp.CloseBodyStream()
+		if err != nil {
+			f.s.log.Debug("http2 streamed response cut", zap.String("remote", r.RemoteAddr), zap.Error(err))
+			// An error after the head was sent: resetting the stream is
+			// the only way to tell the client the body is incomplete.
+			panic(http.ErrAbortHandler)
+		}
+		return
+	}
 	body := resp.Body()
 	if r.Method == http.MethodHead {
 		if cl := resp.Header.ContentLength(); cl >= 0 {

@@ -130,6 +130,7 @@ type shadowTarget struct {
 	outcomes  [numOutcomes]prometheus.Counter
 	duration  prometheus.Observer
 	inflight  prometheus.Gauge
+	truncated prometheus.Counter
 	secondary bool
 }
 
@@ -243,6 +244,7 @@ func newShadowTarget(route string, tc config.ShadowTarget, up *Upstream, m *metr
 		host:      tc.Host,
 		duration:  m.ShadowDuration.WithLabelValues(route, tc.Name, role),
 		inflight:  m.ShadowInflight.WithLabelValues(route, tc.Name, role),
+		truncated: m.ShadowBodyTruncated.WithLabelValues(route, tc.Name, role),
 		secondary: secondary,
 	}
 	for name, v := range tc.Headers.Set {
@@ -264,6 +266,12 @@ func (mi *mirror) offer(ctx *fasthttp.RequestCtx, primaryUp *Upstream, start tim
 		return nil
 	}
 	if !mi.sampler.Sample(&ctx.Request, ctx.RemoteIP()) {
+		return nil
+	}
+	if ctx.Request.IsBodyStream() {
+		// Past limits.buffer_body: the body passes through once and is not
+		// kept, so there is nothing to send a shadow.
+		mi.skipped[SkipStreamed].Inc()
 		return nil
 	}
 	if len(ctx.Request.Body()) > mi.maxBody {
@@ -321,7 +329,14 @@ func (j *mirrorJob) deliverPrimary(resp *fasthttp.Response, err error, latency t
 	if err == nil {
 		j.primaryStatus = resp.StatusCode()
 		j.primaryHead = append(j.primaryHead[:0], resp.Header.Header()...)
-		j.primaryBody, j.primaryTrunc = appendCapped(j.primaryBody[:0], resp.Body(), j.m.maxBody)
+		if resp.IsBodyStream() {
+			// Streamed to the client (longer than limits.buffer_body): the
+			// body is not kept, so it is not compared; status and headers
+			// are.
+			j.primaryBody, j.primaryTrunc = j.primaryBody[:0], true
+		} else {
+			j.primaryBody, j.primaryTrunc = appendCapped(j.primaryBody[:0], resp.Body(), j.m.maxBody)
+		}
 	}
 	j.release()
 }
@@ -417,6 +432,25 @@ func (mi *mirror) send(j *mirrorJob, t *shadowTarget, r *jobResult, req *fasthtt
 	t.inflight.Inc()
 	t0 := time.Now()
 	_, err := t.up.do(req, resp, true, t.host, mi.timeout)
+	if err != nil && errors.Is(err, fasthttp.ErrBodyTooLarge) && t.up.shadowBodyCapped() {
+		// The shadow pool stops reading at shadow.max_body (and closes the
+		// connection): an endless or huge shadow answer costs max_body, not
+		// the upstream's max_response_body. The status and headers were
+		// read and still compare; the body is counted and not compared.
+		t.truncated.Inc()
+		r.status = resp.StatusCode()
+		r.head = append(r.head, resp.Header.Header()...)
+		r.trunc = true
+		err = nil
+	} else if err == nil {
+		r.status = resp.StatusCode()
+		r.head = append(r.head, resp.Header.Header()...)
+		r.body, r.trunc = appendCapped(r.body, resp.Body(), mi.maxBody)
+		if r.trunc {
+			t.truncated.Inc()
+		}
+	}
+	dropLargeBody(resp)
 	r.latency = time.Since(t0)
 	t.inflight.Dec()
 	if span != nil {
@@ -444,9 +478,6 @@ func (mi *mirror) send(j *mirrorJob, t *shadowTarget, r *jobResult, req *fasthtt
 	}
 	r.outcome = OutcomeOK
 	t.outcomes[OutcomeOK].Inc()
-	r.status = resp.StatusCode()
-	r.head = append(r.head, resp.Header.Header()...)
-	r.body, r.trunc = appendCapped(r.body, resp.Body(), mi.maxBody)
 }
 
 // comparer_ turns finished jobs into Exchanges and hands them to the

@@ -64,7 +64,11 @@ type Server struct {
 	// swaps it and new handshakes pick it up.
 	cert   atomic.Pointer[tls.Certificate]
 	tlsCfg *tls.Config
-	tracer Tracer
+	// maxRequestBody is limits.max_request_body; bufferBody is
+	// limits.buffer_body, the largest body held whole.
+	maxRequestBody int64
+	bufferBody     int
+	tracer         Tracer
 	// h2 serves HTTP/2 clients when http2 is enabled (else nil); http2
 	// is its configuration, which a reload may not change.
 	h2    *h2front
@@ -100,6 +104,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		}
 	}
 	lim := cfg.Limits
+	s.maxRequestBody, s.bufferBody = int64(lim.MaxRequestBody), int(lim.BufferBody)
 	s.srv = &fasthttp.Server{
 		Handler:                       s.handle,
 		ErrorHandler:                  s.handleParseError,
@@ -118,6 +123,10 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		CloseOnShutdown:               true,
 		SecureErrorLogMessage:         true,
 		Logger:                        zapPrintf{opts.Logger},
+		ExpectHandler:                 s.expect,
+		// Bodies are read by the handler (bufferOrStream): whole up to
+		// buffer_body, streamed beyond it.
+		StreamRequestBody: true,
 	}
 	s.http2 = cfg.HTTP2
 	if cfg.HTTP2.Enabled {
@@ -187,28 +196,84 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Reload compiles cfg and swaps it in. Requests already running keep the
 // snapshot they started with. On error the old snapshot stays.
 func (s *Server) Reload(cfg *config.Config) error {
-	s.reloadMu.Lock()
-	defer s.reloadMu.Unlock()
-	prev := s.snap.Load()
-	if cfg.TLS.Enabled() != (s.tlsCfg != nil) {
-		return errors.New("tls cannot be turned on or off by a reload (restart the process)")
-	}
-	if cfg.HTTP2 != s.http2 {
-		return errors.New("http2 settings cannot change on reload (restart the process)")
-	}
-	if cfg.TLS.Enabled() {
-		if err := s.loadCert(cfg.TLS); err != nil {
-			return err
-		}
-	}
-	next, err := buildSnapshot(cfg, prev, s.deps)
+	p, err := s.PrepareReload(cfg)
 	if err != nil {
 		return err
 	}
-	s.snap.Store(next)
-	prev.closeMirrors()
-	prev.closeUnused(next)
+	p.Commit()
 	return nil
+}
+
+// PreparedReload is a compiled configuration that is not in force yet.
+// Until Commit or Abort, other reloads of the same Server wait, so the
+// snapshot it was built from stays the one it replaces.
+type PreparedReload struct {
+	s          *Server
+	prev, next *Snapshot
+	cert       *tls.Certificate
+	done       bool
+}
+
+// PrepareReload compiles cfg (new upstream pools, mirror workers, the TLS
+// certificate) without changing what serves requests. The caller must end
+// it with Commit or Abort.
+func (s *Server) PrepareReload(cfg *config.Config) (*PreparedReload, error) {
+	s.reloadMu.Lock()
+	p := &PreparedReload{s: s, prev: s.snap.Load()}
+	if cfg.TLS.Enabled() != (s.tlsCfg != nil) {
+		s.reloadMu.Unlock()
+		return nil, errors.New("tls cannot be turned on or off by a reload (restart the process)")
+	}
+	if cfg.HTTP2 != s.http2 {
+		s.reloadMu.Unlock()
+		return nil, errors.New("http2 settings cannot change on reload (restart the process)")
+	}
+	if cfg.TLS.Enabled() {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			s.reloadMu.Unlock()
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		p.cert = &cert
+	}
+	next, err := buildSnapshot(cfg, p.prev, s.deps)
+	if err != nil {
+		s.reloadMu.Unlock()
+		return nil, err
+	}
+	p.next = next
+	return p, nil
+}
+
+// Next is the snapshot Commit will put in force.
+func (p *PreparedReload) Next() *Snapshot { return p.next }
+
+// Commit puts the prepared configuration in force and releases what the
+// previous one alone used.
+func (p *PreparedReload) Commit() {
+	if p.done {
+		return
+	}
+	p.done = true
+	defer p.s.reloadMu.Unlock()
+	if p.cert != nil {
+		p.s.cert.Store(p.cert)
+	}
+	p.s.snap.Store(p.next)
+	p.prev.closeMirrors()
+	p.prev.closeUnused(p.next)
+}
+
+// Abort discards the prepared configuration: its mirror workers stop and
+// the upstream pools only it created are closed.
+func (p *PreparedReload) Abort() {
+	if p.done {
+		return
+	}
+	p.done = true
+	defer p.s.reloadMu.Unlock()
+	p.next.closeMirrors()
+	p.next.closeUnused(p.prev)
 }
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
@@ -223,6 +288,23 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, code, why)
 		ctx.SetConnectionClose()
 		return
+	}
+	streamed, code, reason, why := s.bufferOrStream(ctx, sc)
+	if code != 0 {
+		s.metrics.RejectedRequests.WithLabelValues(reason).Inc()
+		s.log.Info("request rejected before routing", zap.String("reason", reason), zap.Int("status", code),
+			zap.String("remote", ctx.RemoteAddr().String()))
+		writeError(ctx, code, why)
+		ctx.SetConnectionClose()
+		return
+	}
+	sc.stream, sc.clientFault = nil, false
+	if streamed {
+		sc.stream = ctx.Request.BodyStream().(*clientBody)
+	}
+	// After the body: a chunked body's trailer section is read with it.
+	if len(ctx.Request.Header.PeekTrailerKeys()) > 0 {
+		dropRequestTrailers(&ctx.Request.Header)
 	}
 	var reqID []byte
 	if h := snap.edge.reqIDHeader; h != "" {
@@ -255,19 +337,30 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	var status int
 	var upErr bool
-	if ctx.Request.Header.ConnectionUpgrade() {
+	if ctx.Request.Header.ConnectionUpgrade() && snap.edge.upgradeAllowed(ctx.Request.Header.PeekAll("Upgrade")) {
 		status = s.upgrade(ctx, snap, r, t)
 	} else {
-		status, upErr = s.forward(ctx, r, t, start, sc)
+		if len(ctx.Request.Header.Peek("Upgrade")) > 0 {
+			// Forwarded as a plain request: the hop-by-hop removal drops
+			// Upgrade and Connection, so the upstream cannot switch.
+			s.metrics.Upgrades.WithLabelValues(r.Name, "not_allowed").Inc()
+		}
+		status, upErr = s.forward(ctx, r, t, start, sc, snap.edge.reqIDHeader)
 	}
 	elapsed := time.Since(start)
 	if r.splitHeader != "" {
 		ctx.Response.Header.Set(r.splitHeader, t.up.Name)
 	}
-	if r.observer != nil {
+	if r.observer != nil && !sc.clientFault {
 		r.observer.ObserveRequest(cohort, status, upErr, elapsed)
 	}
-	e := accessEntry{route: r.Name, upstream: t.up.Name, status: status, bytes: len(ctx.Response.Body()), duration: elapsed}
+	// A streamed answer's length is its Content-Length (-1 when chunked):
+	// Body() would read the whole stream into memory.
+	size := ctx.Response.Header.ContentLength()
+	if !ctx.Response.IsBodyStream() {
+		size = len(ctx.Response.Body())
+	}
+	e := accessEntry{route: r.Name, upstream: t.up.Name, status: status, bytes: size, duration: elapsed}
 	if r.split != nil {
 		e.split = decision.Reason.String()
 	}
@@ -299,9 +392,10 @@ func (s *Server) finish(ctx *fasthttp.RequestCtx, snap *Snapshot, reqID []byte, 
 
 // forward sends the request to t's upstream and writes its response, or a
 // short error, to the client.
-func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start time.Time, sc *headerScratch) (status int, upstreamErr bool) {
+func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start time.Time, sc *headerScratch, reqIDHeader string) (status int, upstreamErr bool) {
 	req, resp := &ctx.Request, &ctx.Response
-	clientClose := sc.removeRequestHopByHop(&req.Header)
+	clientClose := sc.removeRequestHopByHop(&req.Header, reqIDHeader)
+	sc.stripClientMarkers(&req.Header)
 	sc.appendForwarded(ctx)
 	up := t.up
 	var job *mirrorJob
@@ -321,7 +415,15 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 	if sc.trace != nil {
 		sc.trace.StartUpstream(up.Name, req)
 	}
-	_, err := up.do(req, resp, false, "", up.timeout)
+	ep, err := up.do(req, resp, false, "", up.timeout)
+	if err == nil && resp.StatusCode() == fasthttp.StatusSwitchingProtocols {
+		// Nothing was asked to switch. fasthttp has already pooled the
+		// connection; what follows the 101 on it must not become the next
+		// client's response. The switch guard closed it for plain upstreams;
+		// closing the idle pool covers TLS ones.
+		ep.primary.CloseIdleConnections()
+		err = errUnaskedSwitch
+	}
 	elapsed := time.Since(start)
 	if sc.trace != nil {
 		sc.trace.EndUpstream(resp.StatusCode(), err)
@@ -335,6 +437,19 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 	if clientClose {
 		req.Header.SetConnectionClose()
 	}
+	if err != nil && sc.stream != nil && sc.stream.err != nil {
+		// The client's streamed body failed (cut, too slow, over the
+		// limit), not the upstream: answered and counted as the client's.
+		code, reason, why := clientFault(sc.stream.err)
+		s.metrics.RejectedRequests.WithLabelValues(reason).Inc()
+		s.log.Info("streamed request body failed", zap.String("route", r.Name), zap.String("upstream", up.Name),
+			zap.String("reason", reason), zap.Int("status", code), zap.Error(sc.stream.err))
+		resp.Reset()
+		writeError(ctx, code, why)
+		ctx.SetConnectionClose()
+		sc.clientFault = true
+		return code, false
+	}
 	if err != nil {
 		reason, code := classify(err)
 		t.errors[reason].Inc()
@@ -344,6 +459,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 			zap.String("reason", reason.String()), zap.Int("status", code),
 			zap.ByteString("method", req.Header.Method()), zap.Duration("elapsed_ms", elapsed),
 			zap.Error(err))
+		dropLargeBody(resp)
 		resp.Reset()
 		writeError(ctx, code, errorText(code))
 		return code, true
@@ -358,6 +474,23 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 	}
 	return code, false
 }
+
+// keepBodyBuffer is the largest body buffer kept for reuse. fasthttp pools
+// response buffers (and a mirror worker keeps its response for its
+// lifetime), so one answer that grew a buffer to max_response_body would
+// otherwise hold that memory long after it was sent or refused.
+const keepBodyBuffer = 256 << 10
+
+// dropLargeBody lets the collector have a body buffer that grew past
+// keepBodyBuffer instead of returning it to a pool.
+func dropLargeBody(resp *fasthttp.Response) {
+	if cap(resp.Body()) > keepBodyBuffer {
+		resp.SwapBody(nil)
+	}
+}
+
+// errUnaskedSwitch is a 101 answer to a request that did not ask to switch.
+var errUnaskedSwitch = errors.New("upstream switched protocols on a request that asked for no upgrade")
 
 func errorText(code int) string {
 	switch code {
@@ -378,6 +511,19 @@ func writeError(ctx *fasthttp.RequestCtx, code int, msg string) {
 	ctx.SetContentType("text/plain; charset=utf-8")
 	ctx.Response.Header.Set("Via", string(viaValue))
 	ctx.SetBodyString(fmt.Sprintf("%d %s: %s\n", code, fasthttp.StatusMessage(code), msg))
+}
+
+// expect answers "Expect: 100-continue": a declared length over
+// max_request_body gets 413 at once, before the client sends the body it
+// was holding back (and fasthttp closes the connection after it).
+func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
+	if n := ctx.Request.Header.ContentLength(); s.maxRequestBody > 0 && int64(n) > s.maxRequestBody {
+		s.metrics.RejectedRequests.WithLabelValues("body_too_large").Inc()
+		s.log.Info("request rejected before routing", zap.String("reason", "body_too_large"), zap.Int("status", fasthttp.StatusRequestEntityTooLarge),
+			zap.Int("content_length", n), zap.String("remote", ctx.RemoteAddr().String()))
+		return fasthttp.StatusRequestEntityTooLarge
+	}
+	return fasthttp.StatusContinue
 }
 
 // handleParseError answers requests fasthttp could not read. fasthttp's

@@ -156,13 +156,14 @@ func buildSnapshot(cfg *config.Config, prev *Snapshot, d buildDeps) (s *Snapshot
 		return nil, fmt.Errorf("trusted_proxies: %w", errors.Join(tpErrs...))
 	}
 	for _, uc := range cfg.Upstreams {
+		sp := shadowPoolFor(cfg, uc.Name)
 		if prev != nil {
-			if old := prev.upstreams[uc.Name]; old != nil && old.sameConfig(uc) {
+			if old := prev.upstreams[uc.Name]; old != nil && old.sameConfig(uc, sp, int(cfg.Limits.BufferBody)) {
 				s.upstreams[uc.Name] = old
 				continue
 			}
 		}
-		up, err := newUpstream(uc, shadowPoolSize(cfg, uc.Name), d.metrics, d.log)
+		up, err := newUpstream(uc, sp, int(cfg.Limits.BufferBody), d.metrics, d.log)
 		if err != nil {
 			return s, fmt.Errorf("upstream %q: %w", uc.Name, err)
 		}
@@ -281,10 +282,11 @@ func newTarget(m *metrics.Metrics, route string, up *Upstream) *target {
 	return t
 }
 
-// shadowPoolSize is the connection bound of an upstream's shadow pool: the
-// sum of the worker bounds of the routes that mirror to it.
-func shadowPoolSize(cfg *config.Config, upstream string) int {
-	n := 0
+// shadowPoolFor sizes an upstream's shadow pool from the routes that mirror
+// to it (as a target or as the secondary): their workers summed, their
+// largest max_body.
+func shadowPoolFor(cfg *config.Config, upstream string) shadowPool {
+	var sp shadowPool
 	for _, r := range cfg.Routes {
 		if r.Shadow == nil {
 			continue
@@ -294,10 +296,11 @@ func shadowPoolSize(cfg *config.Config, upstream string) int {
 			uses = uses || t.Name == upstream
 		}
 		if uses {
-			n += r.Shadow.Workers
+			sp.conns += r.Shadow.Workers
+			sp.maxBody = max(sp.maxBody, int64(r.Shadow.MaxBody))
 		}
 	}
-	return n
+	return sp
 }
 
 // closeUnused releases the pools of upstreams in s that next does not use.

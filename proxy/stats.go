@@ -22,10 +22,13 @@ const (
 	// secondary (the stable version) with the canary's answer would learn
 	// the real v1→v2 differences as noise.
 	SkipSecondaryCanaryServed
+	// SkipStreamed: the request body is longer than limits.buffer_body, so
+	// it streamed to the primary and was not kept for a shadow.
+	SkipStreamed
 	numSkipReasons
 )
 
-var skipReasonNames = [numSkipReasons]string{"method", "body_too_large", "compare_queue_full", "secondary_canary_served"}
+var skipReasonNames = [numSkipReasons]string{"method", "body_too_large", "compare_queue_full", "secondary_canary_served", "streamed"}
 
 // String returns the label value.
 func (r SkipReason) String() string { return skipReasonNames[r] }

@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -30,27 +32,60 @@ func (s *Server) upgrade(ctx *fasthttp.RequestCtx, snap *Snapshot, r *Route, t *
 		writeError(ctx, fasthttp.StatusNotImplemented, "protocol upgrades are disabled on this proxy")
 		return fasthttp.StatusNotImplemented
 	}
+	if ctx.Request.IsBodyStream() {
+		// The head and body are written by hand; a body past buffer_body
+		// has no business on an upgrade request.
+		s.metrics.Upgrades.WithLabelValues(r.Name, "refused").Inc()
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "an upgrade request body longer than limits.buffer_body is not accepted")
+		ctx.SetConnectionClose()
+		return fasthttp.StatusRequestEntityTooLarge
+	}
 	if !s.tunnels.acquire(cfg.MaxTunnels) {
 		s.metrics.Upgrades.WithLabelValues(r.Name, "refused").Inc()
 		s.log.Warn("upgrade refused: too many tunnels", zap.String("route", r.Name), zap.Int("max_tunnels", cfg.MaxTunnels))
 		writeError(ctx, fasthttp.StatusServiceUnavailable, "too many upgraded connections")
 		return fasthttp.StatusServiceUnavailable
 	}
-	status, ok := s.openTunnel(ctx, r, t, cfg.IdleTimeout.D())
+	status, ok := s.openTunnel(ctx, r, t, cfg.IdleTimeout.D(), snap.edge.reqIDHeader)
 	if !ok {
 		s.tunnels.release()
 	}
 	return status
 }
 
-func (s *Server) openTunnel(ctx *fasthttp.RequestCtx, r *Route, t *target, idle time.Duration) (int, bool) {
+func (s *Server) openTunnel(ctx *fasthttp.RequestCtx, r *Route, t *target, idle time.Duration, reqIDHeader string) (int, bool) {
 	req := &ctx.Request
+	sc := s.scratch.Get().(*headerScratch)
+	// Every field the client's Connection lists is hop-by-hop, as on the
+	// forwarding path; only "Connection: Upgrade" and Upgrade travel on
+	// (RFC 9110 §7.8).
+	sc.connectionTokens(req.Header.PeekAll("Connection"))
+	for _, tok := range sc.tokens {
+		if !isEndToEndSpecial(tok) && !bytes.EqualFold(tok, []byte("Upgrade")) && !(reqIDHeader != "" && bytes.EqualFold(tok, []byte(reqIDHeader))) {
+			req.Header.DelBytes(tok)
+		}
+	}
 	for _, name := range []string{"Keep-Alive", "Proxy-Connection", "Proxy-Authorization", "TE", "Trailer"} {
 		req.Header.Del(name)
 	}
-	sc := s.scratch.Get().(*headerScratch)
+	req.Header.Set("Connection", "Upgrade")
+	sc.stripClientMarkers(&req.Header)
 	sc.appendForwarded(ctx)
 	s.scratch.Put(sc)
+	// absolute-form: the route was chosen by the target's authority, so the
+	// upstream gets that as Host and an origin-form target (RFC 9112
+	// §3.2.2), as on the forwarding path; never one host to route by and
+	// another to serve.
+	if rt := req.Header.RequestURI(); len(rt) > 0 && rt[0] != '/' {
+		if host := ctx.Host(); len(host) > 0 {
+			req.Header.SetHostBytes(host)
+		}
+		req.Header.SetRequestURIBytes(req.URI().RequestURI())
+	}
+	// The head is written by hand below; fasthttp would otherwise add a
+	// Content-Type the client never sent.
+	req.Header.SetNoDefaultContentType(true)
+	asked := append([]byte(nil), req.Header.Peek("Upgrade")...)
 	up := t.up
 	ep := up.pick(nil)
 	if up.rewriteHost {
@@ -65,7 +100,7 @@ func (s *Server) openTunnel(ctx *fasthttp.RequestCtx, r *Route, t *target, idle 
 		writeError(ctx, code, errorText(code))
 		return code, false
 	}
-	conn, err := ep.primary.Dial(ep.addr)
+	conn, err := ep.dial(ep.addr)
 	if err != nil {
 		up.observe(ep, err)
 		return fail(err, fasthttp.StatusBadGateway)
@@ -113,6 +148,10 @@ func (s *Server) openTunnel(ctx *fasthttp.RequestCtx, r *Route, t *target, idle 
 		s.metrics.Upgrades.WithLabelValues(r.Name, "declined").Inc()
 		t.requests.Inc(rh.StatusCode())
 		return rh.StatusCode(), false
+	}
+	if !switchedAsAsked(asked, rh.Peek("Upgrade")) {
+		conn.Close()
+		return fail(fmt.Errorf("upstream switched to %q, which the client did not ask for (%q)", rh.Peek("Upgrade"), asked), fasthttp.StatusBadGateway)
 	}
 	answer := append([]byte(nil), rh.Header()...)
 	conn.SetDeadline(time.Time{})
@@ -248,4 +287,25 @@ func (ts *tunnelSet) closeAll() {
 		p.a.SetDeadline(time.Unix(1, 0))
 		p.b.Close()
 	}
+}
+
+// switchedAsAsked reports whether a 101's Upgrade names one protocol the
+// client offered (RFC 9110 §7.8: the server switches to one of them).
+func switchedAsAsked(asked, got []byte) bool {
+	got = bytes.TrimSpace(got)
+	if len(got) == 0 || bytes.IndexByte(got, ',') >= 0 {
+		return false
+	}
+	for len(asked) > 0 {
+		var tok []byte
+		if i := bytes.IndexByte(asked, ','); i >= 0 {
+			tok, asked = asked[:i], asked[i+1:]
+		} else {
+			tok, asked = asked, nil
+		}
+		if bytes.EqualFold(bytes.TrimSpace(tok), got) {
+			return true
+		}
+	}
+	return false
 }

@@ -41,6 +41,22 @@ type Upstream struct {
 	ejection    time.Duration
 	log         *zap.Logger
 	probes      *healthcheck.Group // nil without health.path
+	shadowPool  shadowPool
+	// bufferBody is limits.buffer_body: primary responses longer than it
+	// stream to the client.
+	bufferBody int
+}
+
+// shadowPool sizes an upstream's shadow connections from the routes that
+// mirror to it. It is part of the key that lets a reload keep the
+// upstream: a reload adding a shadow route must get a pool sized for it.
+type shadowPool struct {
+	// conns bounds each endpoint's shadow connections: the sum of the
+	// mirroring routes' workers.
+	conns int
+	// maxBody is the largest shadow.max_body of those routes; the shadow
+	// pool stops reading a response there (0: no route mirrors here).
+	maxBody int64
 }
 
 // endpoint is one address of an upstream.
@@ -56,6 +72,8 @@ type endpoint struct {
 	// per connection at a time (head-of-line blocking) and its delivery fell
 	// from 10.9% to 1.0% of requests, for a 10% gain with a fast shadow.
 	primaryPipe *fasthttp.PipelineClient
+	// dial connects without the switch guard, for upgrade tunnels.
+	dial fasthttp.DialFunc
 	// failures counts consecutive connect errors and timeouts.
 	failures atomic.Int32
 	// ejectedUntil (unix nanoseconds) keeps traffic away after too many
@@ -67,10 +85,11 @@ type endpoint struct {
 	ejections prometheus.Counter
 }
 
-// newUpstream builds the pools for u. shadowConns bounds each endpoint's
-// shadow pool.
-func newUpstream(u config.Upstream, shadowConns int, m *metrics.Metrics, log *zap.Logger) (*Upstream, error) {
+// newUpstream builds the pools for u; sp sizes the shadow pools.
+func newUpstream(u config.Upstream, sp shadowPool, bufferBody int, m *metrics.Metrics, log *zap.Logger) (*Upstream, error) {
 	up := &Upstream{
+		shadowPool:  sp,
+		bufferBody:  bufferBody,
 		Name:        u.Name,
 		cfg:         u,
 		leastConn:   u.Balance == config.BalanceLeastConn,
@@ -103,8 +122,13 @@ func newUpstream(u config.Upstream, shadowConns int, m *metrics.Metrics, log *za
 				epTLS.ServerName, _, _ = net.SplitHostPort(addr)
 			}
 		}
+		ep.dial = rawDialer(u, addr)
 		ep.primary = newHostClient(u, addr, u.MaxConns, epTLS)
-		ep.shadow = newHostClient(u, addr, max(shadowConns, 1), epTLS)
+		ep.primary.Transport = newStreamTransport(bufferBody, u)
+		ep.shadow = newHostClient(u, addr, max(sp.conns, 1), epTLS)
+		if up.shadowBodyCapped() {
+			ep.shadow.MaxResponseBodySize = int(sp.maxBody)
+		}
 		if u.PipelineConns > 0 {
 			ep.primaryPipe = newPipelineClient(u, ep.primary)
 		}
@@ -133,7 +157,10 @@ func upstreamTLS(u config.Upstream) (*tls.Config, error) {
 	return c, nil
 }
 
-func newHostClient(u config.Upstream, addr string, maxConns int, tlsCfg *tls.Config) *fasthttp.HostClient {
+// rawDialer connects to addr within the upstream's connect timeout. The
+// upgrade path and pipelined connections use it directly; pooled HostClient
+// connections wrap it in a switchGuard.
+func rawDialer(u config.Upstream, addr string) fasthttp.DialFunc {
 	connectTimeout := u.ConnectTimeout.D()
 	dial := (&fasthttp.TCPDialer{}).DialTimeout
 	if host, _, err := net.SplitHostPort(addr); err == nil && net.ParseIP(host) != nil {
@@ -141,6 +168,23 @@ func newHostClient(u config.Upstream, addr string, maxConns int, tlsCfg *tls.Con
 		// the pool by a minute); a plain dialer is enough.
 		dial = func(addr string, timeout time.Duration) (net.Conn, error) {
 			return (&net.Dialer{Timeout: timeout}).Dial("tcp", addr)
+		}
+	}
+	return func(addr string) (net.Conn, error) { return dial(addr, connectTimeout) }
+}
+
+func newHostClient(u config.Upstream, addr string, maxConns int, tlsCfg *tls.Config) *fasthttp.HostClient {
+	raw := rawDialer(u, addr)
+	dial := raw
+	if tlsCfg == nil {
+		// Over TLS the guard would see ciphertext; there the request path's
+		// CloseIdleConnections after a rogue 101 is the only defence.
+		dial = func(addr string) (net.Conn, error) {
+			c, err := raw(addr)
+			if err != nil {
+				return nil, err
+			}
+			return &switchGuard{Conn: c}, nil
 		}
 	}
 	return &fasthttp.HostClient{
@@ -161,10 +205,41 @@ func newHostClient(u config.Upstream, addr string, maxConns int, tlsCfg *tls.Con
 		MaxIdemponentCallAttempts: 2,
 		RetryIfErr:                retryOnStaleConnection,
 		TLSConfig:                 tlsCfg,
-		Dial: func(addr string) (net.Conn, error) {
-			return dial(addr, connectTimeout)
-		},
+		Dial:                      dial,
 	}
+}
+
+// switchGuard closes a pooled upstream connection as soon as a response on
+// it starts with "101": the proxy never asks a pooled connection for an
+// upgrade, so whatever follows a 101 there is another protocol's bytes (or
+// injected responses) that the next request on the connection would read as
+// its own answer. fasthttp returns a 1xx-answered connection to the pool, so
+// it has to be caught here, below the pool. Closed, the connection fails on
+// its next use, which is retried for idempotent requests like any stale one.
+type switchGuard struct {
+	net.Conn
+	head     [12]byte // "HTTP/1.1 101"
+	n        int
+	awaiting bool // a request was written since the last response started
+}
+
+func (g *switchGuard) Write(p []byte) (int, error) {
+	g.awaiting, g.n = true, 0
+	return g.Conn.Write(p)
+}
+
+func (g *switchGuard) Read(p []byte) (int, error) {
+	n, err := g.Conn.Read(p)
+	if g.awaiting && n > 0 {
+		g.n += copy(g.head[g.n:], p[:n])
+		if g.n == len(g.head) {
+			g.awaiting = false
+			if string(g.head[:7]) == "HTTP/1." && string(g.head[8:]) == " 101" {
+				g.Conn.Close()
+			}
+		}
+	}
+	return n, err
 }
 
 // newPipelineClient mirrors hc's settings for pipelined requests.
@@ -172,10 +247,13 @@ func newHostClient(u config.Upstream, addr string, maxConns int, tlsCfg *tls.Con
 // end once idle for max_idle_conn_duration (a bounded linger).
 func newPipelineClient(u config.Upstream, hc *fasthttp.HostClient) *fasthttp.PipelineClient {
 	return &fasthttp.PipelineClient{
-		Addr:                     hc.Addr,
-		IsTLS:                    hc.IsTLS,
-		TLSConfig:                hc.TLSConfig,
-		Dial:                     hc.Dial,
+		Addr:      hc.Addr,
+		IsTLS:     hc.IsTLS,
+		TLSConfig: hc.TLSConfig,
+		// A pipelined connection interleaves writes and reads, which the
+		// switch guard cannot follow; its requests are bodiless GETs that
+		// forward() answers 502 on a 101 anyway.
+		Dial:                     rawDialer(u, hc.Addr),
 		MaxConns:                 u.PipelineConns,
 		MaxPendingRequests:       max(hc.MaxConns, 1024),
 		MaxIdleConnDuration:      hc.MaxIdleConnDuration,
@@ -199,7 +277,7 @@ func (nopLogger) Printf(string, ...any) {}
 // broken connection can do no harm.
 func pipelinable(req *fasthttp.Request) bool {
 	h := &req.Header
-	return (h.IsGet() || h.IsHead() || h.IsOptions()) && len(req.Body()) == 0
+	return (h.IsGet() || h.IsHead() || h.IsOptions()) && !req.IsBodyStream() && len(req.Body()) == 0
 }
 
 // startProbes runs active health checks when health.path is configured.
@@ -329,7 +407,10 @@ func (ep *endpoint) send(up *Upstream, req *fasthttp.Request, resp *fasthttp.Res
 	} else {
 		req.URI().SetScheme("http")
 	}
-	if host == "" && up.rewriteHost {
+	// An HTTP/1.0 client may send no Host; fasthttp then refuses to send
+	// the request, and that refusal would count as the upstream's failure
+	// (in the canary's error rate too). The endpoint's own name stands in.
+	if host == "" && (up.rewriteHost || len(req.Header.Host()) == 0 && len(req.URI().Host()) == 0) {
 		host = ep.hostHeader
 	}
 	if host != "" {
@@ -392,7 +473,7 @@ func retryOnStaleConnection(req *fasthttp.Request, attempts int, err error) (res
 	if attempts > 1 || !isIdempotent(&req.Header) {
 		return false, false
 	}
-	return false, errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF)
+	return false, errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
 }
 
 func isIdempotent(h *fasthttp.RequestHeader) bool {
@@ -400,7 +481,15 @@ func isIdempotent(h *fasthttp.RequestHeader) bool {
 }
 
 // sameConfig reports whether a reload may keep this upstream's pools.
-func (up *Upstream) sameConfig(u config.Upstream) bool { return reflect.DeepEqual(up.cfg, u) }
+func (up *Upstream) sameConfig(u config.Upstream, sp shadowPool, bufferBody int) bool {
+	return up.shadowPool == sp && up.bufferBody == bufferBody && reflect.DeepEqual(up.cfg, u)
+}
+
+// shadowBodyCapped reports whether the shadow pool's body limit is a
+// route's shadow.max_body rather than the upstream's max_response_body.
+func (up *Upstream) shadowBodyCapped() bool {
+	return up.shadowPool.maxBody > 0 && up.shadowPool.maxBody < int64(up.cfg.MaxResponseBody)
+}
 
 // close stops health probes and releases idle pooled connections.
 func (up *Upstream) close() {

@@ -18,6 +18,9 @@ import (
 //     valid uri-host[:port] with no userinfo (RFC 9110 §7.2, RFC 9112 §3.2):
 //     fasthttp would turn "user:pass@host" into an Authorization field that
 //     no shadow header rule could remove.
+//   - An absolute-form target must carry no userinfo either (RFC 9110
+//     §4.2.4 deprecates it; fasthttp would send it as Authorization).
+//   - Connection lists at most maxConnectionTokens options.
 //   - Every field name must be a token (RFC 9110 §5.1).
 func checkRequest(ctx *fasthttp.RequestCtx) (int, string) {
 	h := &ctx.Request.Header
@@ -26,6 +29,12 @@ func checkRequest(ctx *fasthttp.RequestCtx) (int, string) {
 	}
 	if bytes.IndexByte(h.Host(), '@') >= 0 {
 		return fasthttp.StatusBadRequest, "invalid Host header"
+	}
+	if targetHasUserinfo(h.RequestURI()) {
+		return fasthttp.StatusBadRequest, "credentials in the request target are not accepted"
+	}
+	if countTokens(h.PeekAll("Connection")) > maxConnectionTokens {
+		return fasthttp.StatusBadRequest, "too many Connection options"
 	}
 	host := ctx.Host()
 	if len(host) == 0 && h.IsHTTP11() || len(host) > 0 && !validHost(host) {
@@ -114,4 +123,18 @@ func isAlnum(c byte) bool {
 
 func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// targetHasUserinfo reports an '@' in the authority of an absolute-form
+// target ("http://user:pass@host/...").
+func targetHasUserinfo(target []byte) bool {
+	i := bytes.Index(target, []byte("://"))
+	if i < 0 || len(target) == 0 || target[0] == '/' {
+		return false
+	}
+	auth := target[i+3:]
+	if end := bytes.IndexAny(auth, "/?#"); end >= 0 {
+		auth = auth[:end]
+	}
+	return bytes.IndexByte(auth, '@') >= 0
 }

@@ -89,7 +89,7 @@ Canary (/checkout/ sends %[7]d%% of users to v2, sticky by X-User-ID):
 
 Rollout (/checkout/ walks v2 10%% -> 25%% -> 50%% -> 100%%, holding %[10]s at each step):
   curl -s %[2]s/api/v1/rollouts
-  curl -s -X POST %[2]s/api/v1/rollouts/checkout/pause      # or resume, promote, rollback
+  curl -s -X POST -H 'X-Shadowproxy-Admin: 1' %[2]s/api/v1/rollouts/checkout/pause      # or resume, promote, rollback
 %[11]s
 Simulated users send about %[6]d requests/s. Open %[2]s/#checkout for the rollout,
 %[2]s/#api for the dark launch. Ctrl-C stops.

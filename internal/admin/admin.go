@@ -3,16 +3,26 @@
 // every answer comes from a function in Options, so the package can be tested
 // with stubs and the proxy never waits on it.
 //
+// Every request must name this listener in Host: a loopback name or
+// address, the address the connection arrived on, admin_listen's host, or
+// an admin.hosts entry; anything else gets 421, so a DNS-rebinding page
+// cannot reach it through its own host name.
+//
 // Mutating endpoints (POST) need "Authorization: Bearer TOKEN" when a token
 // is configured, and are refused outright when the listener is reachable
-// from other machines and no token is configured. Reads are open unless
-// ProtectReads is set.
+// from other machines and no token is configured. On a loopback listener
+// without a token they need the X-Shadowproxy-Admin header (which a web page
+// on another origin cannot send without a CORS preflight this listener never
+// answers) and an Origin that is absent or this listener's own. Reads are
+// open unless ProtectReads is set. /debug/pprof/ exists only with Pprof and
+// always needs the token.
 package admin
 
 import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"net/url"
@@ -62,7 +72,19 @@ type Options struct {
 	FleetWindows func(q url.Values) (any, error)
 	// Dashboard serves "/" and its assets; nil serves a plain index.
 	Dashboard http.Handler
+
+	// ListenAddr is admin_listen; its host is always an accepted Host.
+	ListenAddr string
+	// Hosts are further accepted Host names (admin.hosts), without port.
+	Hosts []string
+	// Pprof mounts /debug/pprof/ behind the token.
+	Pprof bool
 }
+
+// CSRFHeader is the field a browser client must send with a mutation on a
+// loopback listener without a token. Any non-empty value will do: what
+// matters is that a cross-origin page cannot send it without a preflight.
+const CSRFHeader = "X-Shadowproxy-Admin"
 
 // Handler builds the admin HTTP handler.
 func Handler(o Options) http.Handler {
@@ -96,12 +118,16 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("POST /api/v1/routes/{route}/noise/reset", a.write(a.noiseReset))
 	mux.HandleFunc("GET /api/v1/fleet", a.read(a.fleet))
 	mux.HandleFunc("GET /api/v1/fleet/windows", a.member(a.fleetWindows))
-	// Profiles expose memory contents and cost CPU: guarded like mutations.
-	mux.HandleFunc("GET /debug/pprof/", a.write(pprof.Index))
-	mux.HandleFunc("GET /debug/pprof/cmdline", a.write(pprof.Cmdline))
-	mux.HandleFunc("GET /debug/pprof/profile", a.write(pprof.Profile))
-	mux.HandleFunc("GET /debug/pprof/symbol", a.write(pprof.Symbol))
-	mux.HandleFunc("GET /debug/pprof/trace", a.write(pprof.Trace))
+	if o.Pprof {
+		// Profiles expose memory contents and cost CPU: opt-in, and always
+		// behind the token (a loopback listener is no protection against a
+		// page that can make the browser read it).
+		mux.HandleFunc("GET /debug/pprof/", a.tokenOnly(pprof.Index))
+		mux.HandleFunc("GET /debug/pprof/cmdline", a.tokenOnly(pprof.Cmdline))
+		mux.HandleFunc("GET /debug/pprof/profile", a.tokenOnly(pprof.Profile))
+		mux.HandleFunc("GET /debug/pprof/symbol", a.tokenOnly(pprof.Symbol))
+		mux.HandleFunc("GET /debug/pprof/trace", a.tokenOnly(pprof.Trace))
+	}
 	if o.Dashboard != nil {
 		// The page's files hold no data (the API reads stay protected), and
 		// it must load to ask for the token when reads are protected.
@@ -109,7 +135,62 @@ func Handler(o Options) http.Handler {
 	} else {
 		mux.HandleFunc("GET /{$}", a.index)
 	}
-	return withFallback(mux)
+	return a.checkHost(withFallback(mux))
+}
+
+// checkHost answers 421 to a request whose Host names another server.
+func (a *api) checkHost(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !a.hostAllowed(r) {
+			a.o.Logger.Warn("admin request for a foreign host refused", zap.String("host", r.Host),
+				zap.String("path", r.URL.Path), zap.String("remote", r.RemoteAddr))
+			writeJSON(w, http.StatusMisdirectedRequest, map[string]string{"error": "this admin listener does not answer for host " +
+				strconv.Quote(r.Host) + ": use a loopback address or add the name to admin.hosts"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (a *api) hostAllowed(r *http.Request) bool {
+	host := hostOnly(r.Host)
+	if host == "" {
+		return false
+	}
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		if ip.IsLoopback() {
+			return true
+		}
+		// The address the connection arrived on: a rebinding page's Host
+		// is its own name, never an address.
+		if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			if ta, ok := la.(*net.TCPAddr); ok && ta.IP.Equal(ip) {
+				return true
+			}
+		}
+	}
+	if lh := hostOnly(a.o.ListenAddr); lh != "" && lh == host {
+		return true
+	}
+	for _, h := range a.o.Hosts {
+		if strings.EqualFold(h, host) {
+			return true
+		}
+	}
+	return false
+}
+
+// hostOnly is a Host value (or host:port address) without the port and
+// brackets, lower case.
+func hostOnly(hostport string) string {
+	h := hostport
+	if hh, _, err := net.SplitHostPort(hostport); err == nil {
+		h = hh
+	}
+	return strings.ToLower(strings.Trim(h, "[]"))
 }
 
 type api struct{ o Options }
@@ -141,9 +222,43 @@ func (a *api) write(h http.HandlerFunc) http.HandlerFunc {
 		case a.o.Token == "" && !a.o.Loopback:
 			a.deny(w, r, "mutating endpoints are disabled: the admin listener is not loopback and admin.token is not set")
 			return
+		case a.o.Token == "" && r.Header.Get(CSRFHeader) == "":
+			a.forbid(w, r, "a mutation without admin.token needs the "+CSRFHeader+" header (curl -H '"+CSRFHeader+": 1')")
+			return
+		case a.o.Token == "" && !sameOrigin(r):
+			a.forbid(w, r, "cross-origin mutation refused (Origin "+strconv.Quote(r.Header.Get("Origin"))+")")
+			return
 		}
 		h(w, r)
 	}
+}
+
+// tokenOnly requires the token whatever the listener (pprof).
+func (a *api) tokenOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !a.authorized(r) {
+			a.deny(w, r, "this endpoint needs Authorization: Bearer <admin.token> (and admin.token set)")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// sameOrigin accepts a request without Origin (curl, the CLI) or whose
+// Origin is this listener as the request names it.
+func sameOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	u, err := url.Parse(o)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && strings.EqualFold(u.Host, r.Host)
+}
+
+func (a *api) forbid(w http.ResponseWriter, r *http.Request, msg string) {
+	a.o.Logger.Warn("admin mutation refused", zap.String("reason", msg), zap.String("path", r.URL.Path),
+		zap.String("origin", r.Header.Get("Origin")), zap.String("remote", r.RemoteAddr))
+	writeJSON(w, http.StatusForbidden, map[string]string{"error": msg})
 }
 
 func (a *api) deny(w http.ResponseWriter, r *http.Request, msg string) {

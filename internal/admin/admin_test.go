@@ -3,6 +3,7 @@ package admin
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,6 +18,8 @@ func do(t *testing.T, srv *httptest.Server, method, path, token string) (int, st
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	// As the dashboard and the CLI send it.
+	req.Header.Set(CSRFHeader, "1")
 	resp, err := srv.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -129,22 +132,110 @@ func TestReloadErrorsListed(t *testing.T) {
 	}
 }
 
-func TestPprofGuardedLikeMutations(t *testing.T) {
+// TestPprofOffUnlessConfigured: profiles expose memory contents; they exist
+// only with admin.pprof and then always need the token, loopback or not.
+func TestPprofOffUnlessConfigured(t *testing.T) {
 	for _, tt := range []struct {
 		opts  Options
 		token string
 		want  int
 	}{
-		{Options{Loopback: true}, "", 200},
-		{Options{Loopback: false}, "", 401},
-		{Options{Token: "s3"}, "", 401},
-		{Options{Token: "s3"}, "s3", 200},
+		{Options{Loopback: true}, "", 404},
+		{Options{Token: "s3"}, "s3", 404},
+		{Options{Loopback: true, Pprof: true}, "", 401},
+		{Options{Token: "s3", Loopback: true, Pprof: true}, "", 401},
+		{Options{Token: "s3", Pprof: true}, "nope", 401},
+		{Options{Token: "s3", Pprof: true}, "s3", 200},
 	} {
 		srv := httptest.NewServer(Handler(tt.opts))
 		if code, _ := do(t, srv, "GET", "/debug/pprof/goroutine?debug=1", tt.token); code != tt.want {
-			t.Errorf("%+v token %q: %d, want %d", tt.opts, tt.token, code, tt.want)
+			t.Errorf("pprof %v, token %q: %d, want %d", tt.opts.Pprof, tt.token, code, tt.want)
 		}
 		srv.Close()
+	}
+}
+
+// TestForeignHostRefused: DNS rebinding. A page on rebind.evil.example whose
+// name resolves to 127.0.0.1 makes the browser send Host:
+// rebind.evil.example; such a request gets 421 for reads, writes and
+// probes alike. Loopback names, the connection's own address, admin_listen's
+// host and admin.hosts entries are served.
+func TestForeignHostRefused(t *testing.T) {
+	var calls int
+	o := Options{Loopback: true, ListenAddr: "admin.internal:9901", Hosts: []string{"Ops.Example.Com"},
+		Routes:         func() any { return []string{"r"} },
+		RolloutCommand: func(string, string) (any, error) { calls++; return "ok", nil }}
+	srv := httptest.NewServer(Handler(o))
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(srv.URL, "http://"))
+	for _, tt := range []struct {
+		host, method, path string
+		want               int
+	}{
+		{"rebind.evil.example", "GET", "/api/v1/routes", 421},
+		{"rebind.evil.example:" + port, "POST", "/api/v1/rollouts/api/promote", 421},
+		{"rebind.evil.example", "GET", "/metrics", 421},
+		{"rebind.evil.example", "GET", "/healthz", 421},
+		{"localhost." + "evil.example", "GET", "/api/v1/routes", 421},
+		{"127.0.0.1:" + port, "GET", "/api/v1/routes", 200},
+		{"localhost:" + port, "GET", "/api/v1/routes", 200},
+		{"[::1]:" + port, "GET", "/api/v1/routes", 200},
+		{"admin.internal:9901", "GET", "/api/v1/routes", 200},
+		{"ops.example.com", "GET", "/api/v1/routes", 200},
+	} {
+		req, _ := http.NewRequest(tt.method, srv.URL+tt.path, nil)
+		req.Host = tt.host
+		req.Header.Set(CSRFHeader, "1")
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("%s %s with Host %q: %d %s, want %d", tt.method, tt.path, tt.host, resp.StatusCode, body, tt.want)
+		}
+	}
+	if calls != 0 {
+		t.Errorf("a foreign-host mutation ran %d times", calls)
+	}
+}
+
+// TestMutationCSRF: on a loopback listener without a token, a mutation
+// needs the CSRF header and no foreign Origin. A page's auto-submitted form
+// (POST, text/plain, Origin of the page) has neither; the dashboard's fetch
+// has both.
+func TestMutationCSRF(t *testing.T) {
+	var calls int
+	srv := httptest.NewServer(Handler(Options{Loopback: true,
+		RolloutCommand: func(string, string) (any, error) { calls++; return "ok", nil }}))
+	defer srv.Close()
+	for _, tt := range []struct {
+		name   string
+		header map[string]string
+		want   int
+	}{
+		{"form post from another origin", map[string]string{"Content-Type": "text/plain", "Origin": "http://evil.example"}, 403},
+		{"no CSRF header, no Origin", map[string]string{"Content-Type": "text/plain"}, 403},
+		{"CSRF header, foreign Origin", map[string]string{CSRFHeader: "1", "Origin": "http://evil.example"}, 403},
+		{"CSRF header, other port", map[string]string{CSRFHeader: "1", "Origin": "http://127.0.0.1:1"}, 403},
+		{"CSRF header, null Origin", map[string]string{CSRFHeader: "1", "Origin": "null"}, 403},
+		{"CSRF header, same Origin", map[string]string{CSRFHeader: "1", "Origin": srv.URL}, 200},
+		{"CSRF header, no Origin (curl)", map[string]string{CSRFHeader: "1"}, 200},
+	} {
+		before := calls
+		req, _ := http.NewRequest("POST", srv.URL+"/api/v1/rollouts/api/promote", strings.NewReader("x=y"))
+		for k, v := range tt.header {
+			req.Header.Set(k, v)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want || (tt.want == 403) != (calls == before) {
+			t.Errorf("%s: %d (command ran: %v), want %d", tt.name, resp.StatusCode, calls != before, tt.want)
+		}
 	}
 }
 

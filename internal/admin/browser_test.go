@@ -646,6 +646,76 @@ func TestBrowserAsksForTokenOnReads(t *testing.T) {
 	b.checkConsole()
 }
 
+// TestBrowserCrossSiteFormRefused: the attack that promoted a rollout. A
+// page on another origin auto-submits a text/plain form (a "simple" request:
+// no CORS preflight) to the loopback admin listener that has no token; and a
+// page on a name that resolves to 127.0.0.1 (DNS rebinding) reads the API
+// with its own name as Host. Both are refused and the command never runs;
+// the dashboard's own request, from its origin with the X-Shadowproxy-Admin
+// header app.js sends, still works.
+func TestBrowserCrossSiteFormRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var calls []string
+	api := admin.Handler(admin.Options{
+		Loopback: true, Dashboard: admin.Dashboard(),
+		Routes: func() any { return []any{} },
+		RolloutCommand: func(route, action string) (any, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			calls = append(calls, route+"/"+action)
+			return map[string]string{"state": "promoted"}, nil
+		},
+	})
+	adminSrv := httptest.NewServer(api)
+	defer adminSrv.Close()
+	target := adminSrv.URL + "/api/v1/rollouts/checkout/promote"
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, `<!doctype html><body><form id="f" method="POST" action="%s" enctype="text/plain">
+<input name='{"x":"' value='"}'></form><script>document.getElementById('f').submit()</script></body>`, target)
+	}))
+	defer evil.Close()
+	ran := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), calls...)
+	}
+
+	b := newBrowser(t, ctx)
+	defer b.close()
+	b.do("opening the attacking page", chromedp.Navigate(evil.URL+"/"))
+	answer := b.poll("the form's answer", `location.href.startsWith('`+adminSrv.URL+`') && document.body ? [document.body.textContent] : null`)
+	if !strings.Contains(answer[0], admin.CSRFHeader) {
+		t.Errorf("the cross-site form was answered %q, want the refusal naming %s", answer[0], admin.CSRFHeader)
+	}
+	if c := ran(); len(c) != 0 {
+		t.Errorf("the cross-site form ran %v", c)
+	}
+
+	_, port, _ := strings.Cut(strings.TrimPrefix(adminSrv.URL, "http://"), ":")
+	b.do("opening the API through a rebinding name", chromedp.Navigate("http://rebind.evil.example:"+port+"/api/v1/routes"))
+	rebound := b.poll("the rebinding answer", `document.body && document.body.textContent ? [document.body.textContent] : null`)
+	if !strings.Contains(rebound[0], "does not answer for host") {
+		t.Errorf("the API read through a rebinding name answered %q, want 421", rebound[0])
+	}
+
+	// The control: the dashboard's origin, the dashboard's header.
+	b.do("loading the dashboard", chromedp.Navigate(adminSrv.URL+"/"))
+	st := b.poll("the dashboard origin's promote", `(() => {
+		if (!window.__st) {
+			window.__st = 'pending';
+			fetch('/api/v1/rollouts/checkout/promote', {method: 'POST', headers: {'X-Shadowproxy-Admin': '1'}})
+				.then(r => { window.__st = String(r.status); }, e => { window.__st = String(e); });
+		}
+		return window.__st === 'pending' ? null : [window.__st];
+	})()`)
+	if st[0] != "200" || fmt.Sprint(ran()) != "[checkout/promote]" {
+		t.Errorf("the dashboard's own promote: %s, commands run %v", st[0], ran())
+	}
+}
+
 // browser is one headless Chromium with a tab, the console watched.
 type browser struct {
 	t        *testing.T
@@ -674,6 +744,9 @@ func newBrowser(t *testing.T, ctx context.Context) *browser {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-extensions", true),
+		// The DNS-rebinding case: a foreign name that resolves to loopback,
+		// without any lookup leaving the machine.
+		chromedp.Flag("host-resolver-rules", "MAP rebind.evil.example 127.0.0.1"),
 		chromedp.Flag("disable-dev-shm-usage", true),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1400, 1000),

@@ -12,6 +12,7 @@ import (
 func getDashboard(t *testing.T, h http.Handler, method, path string) (*http.Response, string) {
 	t.Helper()
 	req := httptest.NewRequest(method, path, nil)
+	req.Host = "localhost" // the admin listener answers loopback names only
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	resp := rec.Result()

@@ -90,8 +90,27 @@ func New(m *metrics.Metrics, log *zap.Logger, now func() time.Time) *Analyzer {
 
 // Configure creates state for every shadowed route of cfg, keeps the state
 // of routes whose compare section and targets did not change, and forgets
-// routes that no longer shadow.
+// routes that no longer shadow. It is Plan then Apply.
 func (a *Analyzer) Configure(cfg *config.Config) error {
+	p, err := a.Plan(cfg)
+	if err != nil {
+		return err
+	}
+	a.Apply(p)
+	return nil
+}
+
+// Plan is a compiled analyzer configuration not yet in force, so that a
+// reload can compile everything first and apply all of it or nothing.
+type Plan struct {
+	routes map[string]*routeState
+	fresh  []*routeState // states Apply must give metric children
+}
+
+// Plan compiles cfg's compare sections without changing anything in force
+// (no rules swapped, no metric series created).
+func (a *Analyzer) Plan(cfg *config.Config) (*Plan, error) {
+	plan := &Plan{}
 	next := map[string]*routeState{}
 	a.mu.RLock()
 	prev := a.routes
@@ -111,27 +130,38 @@ func (a *Analyzer) Configure(cfg *config.Config) error {
 		}
 		rules, err := diff.CompileRules(spec)
 		if err != nil {
-			return fmt.Errorf("route %q: compare: %w", rc.Name, err)
+			return nil, fmt.Errorf("route %q: compare: %w", rc.Name, err)
 		}
 		rs := &routeState{
 			name: rc.Name, spec: rules.Spec(), rules: rules,
 			hasSec: spec.Secondary != "", targets: map[string]*targetState{}, order: targets,
-			noiseGauge:   a.metrics.NoiseFields.WithLabelValues(rc.Name),
-			endpoints:    map[string]*endpointState{},
-			otherCounter: a.metrics.EndpointsOther.WithLabelValues(rc.Name),
-		}
-		if old := prev[rc.Name]; old != nil {
-			rs.onComparison.Store(old.onComparison.Load())
+			endpoints: map[string]*endpointState{},
 		}
 		for _, t := range targets {
 			rs.targets[t] = &targetState{stats: diff.NewStats(rules, a.now), fields: map[string]prometheus.Counter{}}
 		}
 		next[rc.Name] = rs
+		plan.fresh = append(plan.fresh, rs)
+	}
+	plan.routes = next
+	return plan, nil
+}
+
+// Apply puts a plan in force. Plans are applied in the order they were
+// made (the caller serializes reloads).
+func (a *Analyzer) Apply(p *Plan) {
+	for _, rs := range p.fresh {
+		rs.noiseGauge = a.metrics.NoiseFields.WithLabelValues(rs.name)
+		rs.otherCounter = a.metrics.EndpointsOther.WithLabelValues(rs.name)
 	}
 	a.mu.Lock()
-	a.routes = next
-	a.mu.Unlock()
-	return nil
+	defer a.mu.Unlock()
+	for _, rs := range p.fresh {
+		if old := a.routes[rs.name]; old != nil {
+			rs.onComparison.Store(old.onComparison.Load())
+		}
+	}
+	a.routes = p.routes
 }
 
 // SetComparisonHook registers f to receive every primary/shadow verdict of

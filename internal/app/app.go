@@ -50,6 +50,10 @@ type App struct {
 	// tracer exports spans when the config has a tracing section (else nil).
 	tracer *tracing.Tracer
 
+	// reloadMu makes reloads one at a time, whoever asks (SIGHUP, the
+	// file watcher, POST /api/v1/reload).
+	reloadMu sync.Mutex
+
 	mu  sync.Mutex
 	cfg *config.Config
 	// pending is the config being applied by a reload, visible to the
@@ -86,7 +90,11 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		}
 		a.rollouts.fleet = f
 	}
-	a.rollouts.prepare(cfg)
+	rp, err := a.rollouts.plan(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.rollouts.commit(rp)
 	popts := proxy.Options{Logger: log, Metrics: a.metrics, Comparer: a.analyzer,
 		Observers: a.rollouts.observer, SplitOverride: a.rollouts.splitOverride}
 	if cfg.Tracing != nil {
@@ -215,6 +223,9 @@ func (a *App) adminOptions(cfg *config.Config) admin.Options {
 		Token:          cfg.Admin.Token,
 		ProtectReads:   cfg.Admin.ProtectReads,
 		Loopback:       cfg.AdminIsLoopback(),
+		ListenAddr:     cfg.AdminListen,
+		Hosts:          adminHosts(cfg),
+		Pprof:          cfg.Admin.Pprof,
 		Ready:          a.proxy.Ready,
 		Dashboard:      admin.Dashboard(),
 		Routes:         func() any { return a.routeViews() },
@@ -245,8 +256,11 @@ func (a *App) AdminAddr() string { return a.adminLn.Addr().String() }
 func (a *App) Errors() <-chan error { return a.serveErr }
 
 // Reload reads the configuration again and swaps it in when valid. An
-// invalid file leaves the running configuration untouched.
+// invalid file leaves the running configuration untouched. Reloads run one
+// at a time.
 func (a *App) Reload() error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
 	var (
 		cfg *config.Config
 		err error
@@ -278,13 +292,23 @@ func (a *App) Reload() error {
 	return nil
 }
 
+// apply is one transaction: every part of cfg is compiled first (compare
+// rules, the Prometheus source and rollout recorders, the proxy snapshot
+// with its pools and certificate) while the running configuration stays
+// untouched; only when all of them succeeded is each put in force, by steps
+// that cannot fail. A rejected cfg changes nothing.
 func (a *App) apply(cfg *config.Config) error {
 	old := a.Config()
 	if cfg.Listen != old.Listen || cfg.AdminListen != old.AdminListen {
 		return fmt.Errorf("listen and admin_listen cannot change on reload (restart the process): %s/%s -> %s/%s",
 			old.Listen, old.AdminListen, cfg.Listen, cfg.AdminListen)
 	}
-	if err := a.analyzer.Configure(cfg); err != nil {
+	ap, err := a.analyzer.Plan(cfg)
+	if err != nil {
+		return err
+	}
+	rp, err := a.rollouts.plan(cfg)
+	if err != nil {
 		return err
 	}
 	a.mu.Lock()
@@ -295,10 +319,15 @@ func (a *App) apply(cfg *config.Config) error {
 		a.pending = nil
 		a.mu.Unlock()
 	}()
-	a.rollouts.prepare(cfg)
-	if err := a.proxy.Reload(cfg); err != nil {
+	pr, err := a.proxy.PrepareReload(cfg)
+	if err != nil {
+		a.rollouts.abort()
 		return err
 	}
+	// Commit: nothing below can fail.
+	a.analyzer.Apply(ap)
+	a.rollouts.commit(rp)
+	pr.Commit()
 	a.mu.Lock()
 	a.cfg = cfg
 	a.mu.Unlock()

@@ -222,7 +222,7 @@ func TestReloadKeepsLearntNoiseAndRejectsBadConfig(t *testing.T) {
 		testutil.ToFloat64(a.Metrics().ConfigLastReloadOK) != 0 {
 		t.Error("reload failure not counted")
 	}
-	resp, err := http.Post("http://"+a.AdminAddr()+"/api/v1/reload", "", nil)
+	resp, err := adminPost("http://" + a.AdminAddr() + "/api/v1/reload")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +237,7 @@ func TestReloadKeepsLearntNoiseAndRejectsBadConfig(t *testing.T) {
 		route string
 		code  int
 	}{{"nope", 404}, {"api", 200}} {
-		resp, err = http.Post("http://"+a.AdminAddr()+"/api/v1/routes/"+tc.route+"/noise/reset", "", nil)
+		resp, err = adminPost("http://" + a.AdminAddr() + "/api/v1/routes/" + tc.route + "/noise/reset")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -601,3 +601,17 @@ func (d *controllerDecider) Committed(route string, ok bool) {
 		n.Notify(e)
 	}
 }
+
+// adminHosts is admin.hosts plus, in fleet mode, the host of
+// fleet.advertise: the other members address this one by that name.
+func adminHosts(cfg *config.Config) []string {
+	hosts := cfg.Admin.Hosts
+	if cfg.Fleet == nil {
+		return hosts
+	}
+	u, err := url.Parse(cfg.Fleet.Advertise)
+	if err != nil || u.Hostname() == "" {
+		return hosts
+	}
+	return append(append([]string(nil), hosts...), u.Hostname())
+}

@@ -3,6 +3,8 @@ package app
 import (
 	"encoding/json"
 	"testing"
+
+	"github.com/shadowproxy/shadowproxy/config"
 )
 
 func TestMergeRoutesAddsCounts(t *testing.T) {
@@ -38,5 +40,21 @@ func TestMergeRoutesAddsCounts(t *testing.T) {
 	}
 	if got[1].Requests != 5 || len(got[1].Comparison) != 0 {
 		t.Errorf("static = %+v", got[1])
+	}
+}
+
+func TestAdminAcceptsTheAdvertisedHost(t *testing.T) {
+	cfg := &config.Config{Admin: config.Admin{Hosts: []string{"ops.example"}},
+		Fleet: &config.Fleet{Advertise: "http://proxy-a.fleet.internal:9901"}}
+	got := adminHosts(cfg)
+	if len(got) != 2 || got[0] != "ops.example" || got[1] != "proxy-a.fleet.internal" {
+		t.Errorf("admin hosts = %v", got)
+	}
+	if len(cfg.Admin.Hosts) != 1 {
+		t.Error("adminHosts changed the config")
+	}
+	cfg.Fleet = nil
+	if got := adminHosts(cfg); len(got) != 1 {
+		t.Errorf("without a fleet: %v", got)
 	}
 }

@@ -200,7 +200,7 @@ func TestRolloutPromotesHealthyCanaryAndResumesAfterRestart(t *testing.T) {
 		t.Errorf("split after promotion = %d bp", p)
 	}
 	// Pause through the API, then restart the process: same step, still paused.
-	resp, err := http.Post(adminURL+"/api/v1/rollouts/shop/pause", "", nil)
+	resp, err := adminPost(adminURL + "/api/v1/rollouts/shop/pause")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("pause: %v %d", err, resp.StatusCode)
 	}
@@ -220,12 +220,12 @@ func TestRolloutPromotesHealthyCanaryAndResumesAfterRestart(t *testing.T) {
 	if !strings.Contains(string(raw), `"state": "paused"`) {
 		t.Errorf("routes view lacks the rollout: %s", raw)
 	}
-	resp, _ = http.Post("http://"+b.AdminAddr()+"/api/v1/rollouts/shop/pause", "", nil)
+	resp, _ = adminPost("http://" + b.AdminAddr() + "/api/v1/rollouts/shop/pause")
 	if resp.StatusCode != 409 {
 		t.Errorf("pausing a paused rollout: %d, want 409", resp.StatusCode)
 	}
 	resp.Body.Close()
-	resp, _ = http.Post("http://"+b.AdminAddr()+"/api/v1/rollouts/nope/pause", "", nil)
+	resp, _ = adminPost("http://" + b.AdminAddr() + "/api/v1/rollouts/nope/pause")
 	if resp.StatusCode != 404 {
 		t.Errorf("unknown route: %d", resp.StatusCode)
 	}

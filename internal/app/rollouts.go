@@ -42,6 +42,8 @@ type rolloutManager struct {
 	recorders map[string]*rollout.Recorder
 	windows   map[string]time.Duration
 	managed   map[string]bool
+	// pending is the plan of the reload being applied, if any.
+	pending *rolloutPlan
 }
 
 func newRolloutManager(a *App) *rolloutManager {
@@ -67,20 +69,6 @@ func newRolloutManager(a *App) *rolloutManager {
 	return m
 }
 
-// setPrometheus points external metrics at cfg's Prometheus (or nowhere).
-func (m *rolloutManager) setPrometheus(cfg config.Prometheus) error {
-	if cfg.URL == "" {
-		m.external.Store(nil)
-		return nil
-	}
-	src, err := promsource.New(cfg.URL, cfg.Timeout.D())
-	if err != nil {
-		return err
-	}
-	m.external.Store(src)
-	return nil
-}
-
 // externalSource forwards to the Prometheus source in force.
 type externalSource struct{ m *rolloutManager }
 
@@ -99,11 +87,26 @@ func registerNotifyMetrics(m *metrics.Metrics, d *notify.Dispatcher) {
 	})
 }
 
-// prepare creates (or keeps) a recorder for every rollout route of cfg.
-// It runs before the proxy compiles cfg, which asks observer() for them.
-func (m *rolloutManager) prepare(cfg *config.Config) {
-	if err := m.setPrometheus(cfg.Prometheus); err != nil {
-		m.log.Error("prometheus source not set", zap.Error(err))
+// rolloutPlan is the rollout side of a configuration not yet in force: the
+// Prometheus source and the recorders it needs.
+type rolloutPlan struct {
+	source    *promsource.Source // nil: no prometheus.url
+	recorders map[string]*rollout.Recorder
+	windows   map[string]time.Duration
+}
+
+// plan builds what cfg needs (a new recorder where a rollout route has none
+// or needs a longer window) without changing anything in force. Until
+// commit or abort, observer() hands the proxy's snapshot build the planned
+// recorders.
+func (m *rolloutManager) plan(cfg *config.Config) (*rolloutPlan, error) {
+	p := &rolloutPlan{recorders: map[string]*rollout.Recorder{}, windows: map[string]time.Duration{}}
+	if cfg.Prometheus.URL != "" {
+		src, err := promsource.New(cfg.Prometheus.URL, cfg.Prometheus.Timeout.D())
+		if err != nil {
+			return nil, fmt.Errorf("prometheus: %w", err)
+		}
+		p.source = src
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -115,16 +118,41 @@ func (m *rolloutManager) prepare(cfg *config.Config) {
 		if old := m.recorders[rc.Name]; old != nil && m.windows[rc.Name] >= w {
 			continue
 		}
-		m.recorders[rc.Name] = rollout.NewRecorder(time.Now, rc.Rollout.RecorderOptions()...)
-		m.windows[rc.Name] = w
+		p.recorders[rc.Name] = rollout.NewRecorder(time.Now, rc.Rollout.RecorderOptions()...)
+		p.windows[rc.Name] = w
 	}
+	m.pending = p
+	return p, nil
+}
+
+// commit puts a plan in force.
+func (m *rolloutManager) commit(p *rolloutPlan) {
+	m.external.Store(p.source)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for name, rec := range p.recorders {
+		m.recorders[name] = rec
+		m.windows[name] = p.windows[name]
+	}
+	m.pending = nil
+}
+
+// abort forgets a plan.
+func (m *rolloutManager) abort() {
+	m.mu.Lock()
+	m.pending = nil
+	m.mu.Unlock()
 }
 
 // observer is proxy.Options.Observers.
 func (m *rolloutManager) observer(route string) proxy.RequestObserver {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if rec := m.recorders[route]; rec != nil && m.hasRollout(route) {
+	rec := m.recorders[route]
+	if m.pending != nil && m.pending.recorders[route] != nil {
+		rec = m.pending.recorders[route]
+	}
+	if rec != nil && m.hasRollout(route) {
 		return recorderObserver{rec}
 	}
 	return nil

@@ -59,6 +59,9 @@ type Metrics struct {
 	ShadowQueue    *prometheus.GaugeVec     // route
 	ShadowInflight *prometheus.GaugeVec     // route, target, role
 	ShadowSkipped  *prometheus.CounterVec   // route, reason
+	// ShadowBodyTruncated counts shadow responses cut at shadow.max_body
+	// while reading (the rest discarded with the connection).
+	ShadowBodyTruncated *prometheus.CounterVec // route, target, role
 
 	// Comparison.
 	Comparisons *prometheus.CounterVec // route, target, endpoint, result
@@ -102,7 +105,7 @@ func New(version string) *Metrics {
 
 	m.EndpointUp = f.gaugeVec("upstream_endpoint_up", "1 while an upstream endpoint receives traffic, 0 while it is ejected or failing its health check.", "upstream", "endpoint")
 	m.EndpointEjections = f.counterVec("upstream_endpoint_ejections_total", "Times an endpoint was ejected after consecutive connect errors or timeouts.", "upstream", "endpoint")
-	m.Upgrades = f.counterVec("upgrades_total", "Connection: Upgrade requests by route and result: tunnelled, declined, refused or failed.", "route", "result")
+	m.Upgrades = f.counterVec("upgrades_total", "Connection: Upgrade requests by route and result: tunnelled, declined (the upstream answered without switching), refused, failed, not_allowed (protocol not in upgrades.allow: forwarded as a plain request).", "route", "result")
 	m.ActiveTunnels = f.gauge("active_tunnels", "Upgraded connections (WebSocket tunnels) open now.")
 
 	m.SplitDecisions = f.counterVec("split_decisions_total", "Split decisions by route, chosen upstream and reason: percent, cohort, missing_key, forced or halted.", "route", "upstream", "reason")
@@ -112,7 +115,8 @@ func New(version string) *Metrics {
 	m.ShadowDuration = f.histogramVec("shadow_duration_seconds", "Shadow request latency by route, target and role: shadow or secondary.", "route", "target", "role")
 	m.ShadowQueue = f.gaugeVec("shadow_queue_depth", "Mirror jobs waiting for a worker, by route.", "route")
 	m.ShadowInflight = f.gaugeVec("shadow_inflight", "Shadow requests in flight, by route, target and role: shadow or secondary.", "route", "target", "role")
-	m.ShadowSkipped = f.counterVec("shadow_skipped_total", "Sampled requests not mirrored, by reason: method (not a mirrored method), body_too_large, compare_queue_full (the comparison stage was full) or secondary_canary_served (the secondary is not asked about requests the canary served).", "route", "reason")
+	m.ShadowSkipped = f.counterVec("shadow_skipped_total", "Sampled requests not mirrored, by reason: method (not a mirrored method), body_too_large, compare_queue_full (the comparison stage was full), secondary_canary_served (the secondary is not asked about requests the canary served) or streamed (a body longer than limits.buffer_body).", "route", "reason")
+	m.ShadowBodyTruncated = f.counterVec("shadow_body_truncated_total", "Shadow responses longer than shadow.max_body: read up to it, the rest discarded with the connection, by route, target and role.", "route", "target", "role")
 
 	m.Comparisons = f.counterVec("comparisons_total", "Primary/shadow comparisons by route, target, endpoint (capped per route, then 'other') and result: match, mismatch, uncomparable or learning.", "route", "target", "endpoint", "result")
 	m.DiffFields = f.counterVec("diff_fields_total", "Differences by normalized field path (capped per route, then 'other').", "route", "target", "field")
@@ -151,9 +155,9 @@ var (
 	// RejectReasons are the reason values of rejected_requests_total.
 	RejectReasons = []string{"body_too_large", "header_too_large", "timeout", "malformed", "too_many_connections", "connect"}
 	// UpgradeResults are the result values of upgrades_total.
-	UpgradeResults = []string{"tunnelled", "declined", "refused", "failed"}
+	UpgradeResults = []string{"tunnelled", "declined", "refused", "failed", "not_allowed"}
 	// SkipReasons are the reason values of shadow_skipped_total.
-	SkipReasons = []string{"method", "body_too_large", "compare_queue_full", "secondary_canary_served"}
+	SkipReasons = []string{"method", "body_too_large", "compare_queue_full", "secondary_canary_served", "streamed"}
 	// CompareResults are the result values of comparisons_total.
 	CompareResults = []string{"match", "mismatch", "uncomparable", "learning"}
 	// TransitionActions are the action values of rollout_transitions_total.
@@ -232,7 +236,7 @@ func (m *Metrics) ForgetRoute(route string) {
 	l := prometheus.Labels{"route": route}
 	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
 		m.Requests, m.RequestDuration, m.UpstreamErrors, m.Upgrades, m.SplitDecisions, m.SplitPercent,
-		m.ShadowRequests, m.ShadowDuration, m.ShadowQueue, m.ShadowInflight, m.ShadowSkipped,
+		m.ShadowRequests, m.ShadowDuration, m.ShadowQueue, m.ShadowInflight, m.ShadowSkipped, m.ShadowBodyTruncated,
 		m.Comparisons, m.DiffFields, m.NoiseFields, m.RolloutPercent, m.RolloutStep, m.RolloutTransitions,
 		m.EndpointsOther,
 	} {
