@@ -74,6 +74,8 @@ type Config struct {
 	// RolloutPolicies are named rollout sections that routes use with
 	// "rollout: {policy: NAME}", overriding any field they set.
 	RolloutPolicies map[string]*rollout.Spec `yaml:"rollout_policies"`
+	// Fleet, when set, coordinates rollouts with other members through etcd.
+	Fleet *Fleet `yaml:"fleet"`
 
 	// Source is the file the config was read from ("" when from memory).
 	Source string `yaml:"-"`
@@ -235,6 +237,7 @@ func (c *Config) ApplyDefaults() {
 	c.Tracing.applyDefaults()
 	c.HTTP2.applyDefaults()
 	c.resolveRolloutPolicies()
+	c.applyFleetDefaults()
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		for j, m := range r.Match.Methods {

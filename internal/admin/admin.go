@@ -63,6 +63,13 @@ type Options struct {
 	// NoiseReset forgets the noise a route learnt (POST
 	// /api/v1/routes/{route}/noise/reset).
 	NoiseReset func(route string) (any, error)
+	// Fleet answers GET /api/v1/fleet (fleet mode only).
+	Fleet func() any
+	// FleetRoutes answers GET /api/v1/routes?scope=fleet (fleet mode only).
+	FleetRoutes func() (any, error)
+	// FleetWindows answers GET /api/v1/fleet/windows for the fleet leader;
+	// it needs the token whenever one is configured.
+	FleetWindows func(q url.Values) (any, error)
 	// Dashboard serves "/" and its assets; nil serves a plain index.
 	Dashboard http.Handler
 
@@ -109,6 +116,8 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("POST /api/v1/rollouts/{route}/{action}", a.write(a.rolloutCommand))
 	mux.HandleFunc("POST /api/v1/reload", a.write(a.reload))
 	mux.HandleFunc("POST /api/v1/routes/{route}/noise/reset", a.write(a.noiseReset))
+	mux.HandleFunc("GET /api/v1/fleet", a.read(a.fleet))
+	mux.HandleFunc("GET /api/v1/fleet/windows", a.member(a.fleetWindows))
 	if o.Pprof {
 		// Profiles expose memory contents and cost CPU: opt-in, and always
 		// behind the token (a loopback listener is no protection against a
@@ -258,7 +267,10 @@ func (a *api) deny(w http.ResponseWriter, r *http.Request, msg string) {
 	writeJSON(w, http.StatusUnauthorized, map[string]string{"error": msg})
 }
 
-func (a *api) routes(w http.ResponseWriter, _ *http.Request) {
+func (a *api) routes(w http.ResponseWriter, r *http.Request) {
+	if a.fleetScope(w, r) {
+		return
+	}
 	if a.o.Routes == nil {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not available"})
 		return

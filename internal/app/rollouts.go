@@ -35,6 +35,9 @@ type rolloutManager struct {
 	// a reload swaps it.
 	external atomic.Pointer[promsource.Source]
 
+	// fleet is set in fleet mode (see fleet.go).
+	fleet *fleetManager
+
 	mu        sync.Mutex
 	recorders map[string]*rollout.Recorder
 	windows   map[string]time.Duration
@@ -51,8 +54,11 @@ func newRolloutManager(a *App) *rolloutManager {
 	met := a.metrics
 	m.controller = rollout.NewController(rollout.Options{
 		Logger:   m.log,
-		Notifier: rollout.Webhooks(m.notifier),
+		Notifier: rollout.NotifierFunc(m.notify),
 		OnTransition: func(route, action string, step int, bp cfgtypes.BasisPoints) {
+			if m.fleet != nil && m.fleet.coordinated(route) {
+				return // counted once per fleet transition, in fleetManager.onState
+			}
 			met.RolloutPercent.WithLabelValues(route).Set(bp.Percent())
 			met.RolloutStep.WithLabelValues(route).Set(float64(step))
 			met.RolloutTransitions.WithLabelValues(route, action).Inc()
@@ -169,6 +175,11 @@ func (m *rolloutManager) rolloutOf(route string) *rollout.Spec {
 // starts from the controller's share, never from the config's percentage,
 // so a reload cannot briefly undo a rollback or a promotion.
 func (m *rolloutManager) splitOverride(route string) (cfgtypes.BasisPoints, bool, bool) {
+	if m.fleet != nil {
+		if bp, halted, ok := m.fleet.override(route); ok {
+			return bp, halted, true
+		}
+	}
 	st, ok := m.controller.RouteStatus(route)
 	if !ok || st.Mode == rollout.ModeDryRun {
 		return 0, false, false
@@ -190,7 +201,7 @@ func (m *rolloutManager) sync(cfg *config.Config) error {
 		m.mu.Lock()
 		rec := m.recorders[rc.Name]
 		m.mu.Unlock()
-		if err := m.controller.AddRoute(rc.Name, *rc.Rollout, rec, routeHandle{m.app, rc.Name}); err != nil {
+		if err := m.addRoute(rc.Name, *rc.Rollout, rec); err != nil {
 			errs = append(errs, fmt.Errorf("route %q: rollout: %w", rc.Name, err))
 			continue
 		}
@@ -241,6 +252,11 @@ func (m *rolloutManager) routeStatus(route string) *rollout.RouteStatus {
 func (m *rolloutManager) status() any { return m.controller.Status() }
 
 func (m *rolloutManager) command(route, action string) (any, error) {
+	if m.fleet != nil {
+		if _, ok := m.fleet.dec.Policies()[route]; ok {
+			return m.fleet.command(route, action)
+		}
+	}
 	err := m.controller.Command(route, action)
 	switch {
 	case errors.Is(err, rollout.ErrUnknownRoute):

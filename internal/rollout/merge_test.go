@@ -1,0 +1,52 @@
+package rollout
+
+import (
+	"testing"
+	"time"
+)
+
+// TestSlotWindowsRebuildRecorder: two recorders' slot windows added into a
+// third give exactly the windows one recorder would have seen for all the
+// traffic, over every range the controller might ask for.
+func TestSlotWindowsRebuildRecorder(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	clock := func() time.Time { return now }
+	all := NewRecorder(clock, WithSlot(time.Second), WithRetention(time.Minute))
+	a := NewRecorder(clock, WithSlot(time.Second), WithRetention(time.Minute))
+	b := NewRecorder(clock, WithSlot(time.Second), WithRetention(time.Minute))
+	for i := range 2000 {
+		if i%40 == 0 {
+			now = now.Add(700 * time.Millisecond)
+		}
+		c, status, lat := Cohort(i%3), 200+300*(i%9/8), time.Duration(50+i*13%5000)*time.Microsecond
+		all.ObserveRequest(c, status, i%17 == 0, lat)
+		[]*Recorder{a, b}[i%2].ObserveRequest(c, status, i%17 == 0, lat)
+		all.ObserveComparison(i%4 != 0)
+		[]*Recorder{a, b}[(i/2)%2].ObserveComparison(i%4 != 0)
+	}
+	fleet := NewRecorder(clock, WithSlot(time.Second), WithRetention(time.Minute))
+	fleet.AddWindow(now, &WindowStats{Comparisons: 99}) // stale content, cleared below
+	fleet.Clear()
+	for _, r := range []*Recorder{a, b} {
+		for _, w := range r.SlotWindows(now.Add(-time.Minute), now) {
+			if !fleet.AddWindow(w.From, &w) {
+				t.Fatalf("slot %v refused", w.From)
+			}
+		}
+	}
+	for _, d := range []time.Duration{time.Second, 5 * time.Second, 20 * time.Second, time.Minute} {
+		got, want := fleet.Window(d), all.Window(d)
+		for _, c := range []Cohort{Control, Canary, Excluded} {
+			g, w := got.Cohort(c), want.Cohort(c)
+			if g.Requests != w.Requests || g.Errors5xx != w.Errors5xx || g.UpstreamErrors != w.UpstreamErrors || g.hist != w.hist {
+				t.Fatalf("window %v cohort %s differs: got %d/%d/%d, want %d/%d/%d", d, c, g.Requests, g.Errors5xx, g.UpstreamErrors, w.Requests, w.Errors5xx, w.UpstreamErrors)
+			}
+		}
+		if got.Comparisons != want.Comparisons || got.Matches != want.Matches {
+			t.Fatalf("window %v comparisons %d/%d, want %d/%d", d, got.Matches, got.Comparisons, want.Matches, want.Comparisons)
+		}
+	}
+	if err := (&CohortStats{}).AddBucket(HistogramBuckets, 1); err == nil {
+		t.Error("AddBucket accepted an index past the layout")
+	}
+}
