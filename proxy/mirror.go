@@ -54,30 +54,30 @@ type Exchange struct {
 // ShadowResult is one target's answer to a mirrored request.
 type ShadowResult struct {
 	Target  string
-	Outcome Outcome
+	Outcome ShadowOutcome
 	Latency time.Duration
 	Capture diff.Capture
 }
 
-// Outcome is how a shadow request ended.
-type Outcome uint8
+// ShadowOutcome is how a shadow request ended.
+type ShadowOutcome uint8
 
 // Shadow outcomes, the values of the outcome label.
 const (
-	OutcomeOK Outcome = iota
-	OutcomeDropped
-	OutcomeError
-	OutcomeTimeout
-	// OutcomeSkipped: not sent because the primary already went to this
+	ShadowOK ShadowOutcome = iota
+	ShadowDropped
+	ShadowError
+	ShadowTimeout
+	// ShadowSkipped: not sent because the primary already went to this
 	// upstream (a canary request shadowed to the canary).
-	OutcomeSkipped
+	ShadowSkipped
 	numOutcomes
 )
 
 var outcomeNames = [numOutcomes]string{"ok", "dropped", "error", "timeout", "skipped"}
 
 // String returns the label value.
-func (o Outcome) String() string { return outcomeNames[o] }
+func (o ShadowOutcome) String() string { return outcomeNames[o] }
 
 // compareWorkers is how many goroutines per route run comparisons; diffs are
 // CPU-bound, so more than the core count only adds contention.
@@ -162,7 +162,7 @@ type mirrorJob struct {
 }
 
 type jobResult struct {
-	outcome Outcome
+	outcome ShadowOutcome
 	latency time.Duration
 	status  int
 	head    []byte
@@ -226,7 +226,7 @@ func newMirror(route string, sc *config.Shadow, splitKey string, stable *Upstrea
 	}
 	for i := 0; i < compareWorkers; i++ {
 		mi.wg.Add(1)
-		go mi.comparer_()
+		go mi.runComparisons()
 	}
 	return mi, nil
 }
@@ -251,7 +251,7 @@ func newShadowTarget(route string, tc config.ShadowTarget, up *Upstream, m *metr
 		t.set = append(t.set, [2]string{name, v})
 	}
 	t.remove = append(t.remove, tc.Headers.Remove...)
-	for o := Outcome(0); o < numOutcomes; o++ {
+	for o := ShadowOutcome(0); o < numOutcomes; o++ {
 		t.outcomes[o] = m.ShadowRequests.WithLabelValues(route, tc.Name, role, o.String())
 	}
 	return t
@@ -307,7 +307,7 @@ func (mi *mirror) offer(ctx *fasthttp.RequestCtx, primaryUp *Upstream, start tim
 
 func (mi *mirror) countDropped() {
 	for _, t := range mi.targets {
-		t.outcomes[OutcomeDropped].Inc()
+		t.outcomes[ShadowDropped].Inc()
 	}
 }
 
@@ -402,16 +402,16 @@ func (mi *mirror) send(j *mirrorJob, t *shadowTarget, r *jobResult, req *fasthtt
 	r.err, r.status, r.trunc = nil, 0, false
 	r.head, r.body = r.head[:0], r.body[:0]
 	if t.up == j.primaryUp && !t.secondary {
-		r.outcome = OutcomeSkipped
-		t.outcomes[OutcomeSkipped].Inc()
+		r.outcome = ShadowSkipped
+		t.outcomes[ShadowSkipped].Inc()
 		return
 	}
 	if t.secondary && mi.stable != nil && j.primaryUp != mi.stable {
 		// The canary served this request: comparing the secondary (the
 		// stable version) with the canary's answer would learn the real
 		// v1→v2 differences as noise.
-		r.outcome = OutcomeSkipped
-		t.outcomes[OutcomeSkipped].Inc()
+		r.outcome = ShadowSkipped
+		t.outcomes[ShadowSkipped].Inc()
 		mi.skipped[SkipSecondaryCanaryServed].Inc()
 		return
 	}
@@ -466,9 +466,9 @@ func (mi *mirror) send(j *mirrorJob, t *shadowTarget, r *jobResult, req *fasthtt
 	t.duration.Observe(r.latency.Seconds())
 	if err != nil {
 		reason, _ := classify(err)
-		r.outcome = OutcomeError
+		r.outcome = ShadowError
 		if reason == ReasonTimeout {
-			r.outcome = OutcomeTimeout
+			r.outcome = ShadowTimeout
 		}
 		r.err = err
 		t.outcomes[r.outcome].Inc()
@@ -476,13 +476,13 @@ func (mi *mirror) send(j *mirrorJob, t *shadowTarget, r *jobResult, req *fasthtt
 			zap.String("outcome", r.outcome.String()), zap.Error(err))
 		return
 	}
-	r.outcome = OutcomeOK
-	t.outcomes[OutcomeOK].Inc()
+	r.outcome = ShadowOK
+	t.outcomes[ShadowOK].Inc()
 }
 
-// comparer_ turns finished jobs into Exchanges and hands them to the
+// runComparisons turns finished jobs into Exchanges and hands them to the
 // Comparer, off the request path.
-func (mi *mirror) comparer_() {
+func (mi *mirror) runComparisons() {
 	defer mi.wg.Done()
 	for {
 		select {
@@ -510,7 +510,7 @@ func (mi *mirror) compare(j *mirrorJob) {
 		r := &j.results[i]
 		sr := ShadowResult{Target: t.name, Outcome: r.outcome, Latency: r.latency}
 		err := r.err
-		if r.outcome == OutcomeSkipped {
+		if r.outcome == ShadowSkipped {
 			err = errSkipped
 		}
 		mi.fillCapture(&sr.Capture, r.status, r.head, r.body, r.trunc, err)

@@ -322,7 +322,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		s.finish(ctx, snap, reqID, e)
 		return
 	}
-	t, cohort := r.targets[0], CohortControl
+	t, cohort := r.targets[0], splitter.ArmControl
 	var decision splitter.Decision
 	if r.split != nil {
 		decision = r.split.Decide(&ctx.Request, ctx.RemoteIP())
@@ -330,12 +330,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		r.splitCounters[decision.Target][decision.Reason].Inc()
 		switch {
 		case decision.Reason == splitter.ReasonCohort || decision.Reason == splitter.ReasonForced:
-			cohort = CohortExcluded
+			cohort = splitter.ArmExcluded
 			if decision.Target != 0 {
-				cohort = CohortExcludedCanary
+				cohort = splitter.ArmExcludedCanary
 			}
 		case decision.Target != 0:
-			cohort = CohortCanary
+			cohort = splitter.ArmCanary
 		}
 	}
 	var status int

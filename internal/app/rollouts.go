@@ -19,6 +19,7 @@ import (
 	"github.com/shadowproxy/shadowproxy/internal/promsource"
 	"github.com/shadowproxy/shadowproxy/internal/rollout"
 	"github.com/shadowproxy/shadowproxy/proxy"
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 // rolloutManager connects the rollout controller to the proxy: one
@@ -72,7 +73,7 @@ func newRolloutManager(a *App) *rolloutManager {
 // externalSource forwards to the Prometheus source in force.
 type externalSource struct{ m *rolloutManager }
 
-func (e externalSource) Value(ctx context.Context, metric string, c rollout.Cohort, window time.Duration) (float64, error) {
+func (e externalSource) Value(ctx context.Context, metric string, c splitter.Arm, window time.Duration) (float64, error) {
 	src := e.m.external.Load()
 	if src == nil {
 		return 0, fmt.Errorf("external metric %q: no prometheus.url is configured", metric)
@@ -302,24 +303,24 @@ type recorderObserver struct {
 	includeCohort bool
 }
 
-func (o recorderObserver) ObserveRequest(c proxy.Cohort, status int, upstreamErr bool, d time.Duration) {
+func (o recorderObserver) ObserveRequest(c splitter.Arm, status int, upstreamErr bool, d time.Duration) {
 	o.rec.ObserveRequest(o.cohort(c), status, upstreamErr, d)
 }
 
-func (o recorderObserver) cohort(c proxy.Cohort) rollout.Cohort {
+func (o recorderObserver) cohort(c splitter.Arm) splitter.Arm {
 	switch c {
-	case proxy.CohortCanary:
-		return rollout.Canary
-	case proxy.CohortExcluded:
+	case splitter.ArmCanary:
+		return splitter.ArmCanary
+	case splitter.ArmExcluded:
 		if o.includeCohort {
-			return rollout.Control
+			return splitter.ArmControl
 		}
-		return rollout.Excluded
-	case proxy.CohortExcludedCanary:
+		return splitter.ArmExcluded
+	case splitter.ArmExcludedCanary:
 		if o.includeCohort {
-			return rollout.Canary
+			return splitter.ArmCanary
 		}
-		return rollout.Excluded
+		return splitter.ArmExcluded
 	}
-	return rollout.Control
+	return splitter.ArmControl
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/shadowproxy/shadowproxy/internal/fleet/fleettest"
 	"github.com/shadowproxy/shadowproxy/internal/rollout"
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 func TestStoreRevisionChecks(t *testing.T) {
@@ -69,7 +70,7 @@ func TestMergeIsExact(t *testing.T) {
 	all := rollout.NewRecorder(clock)
 	parts := []*rollout.Recorder{rollout.NewRecorder(clock), rollout.NewRecorder(clock), rollout.NewRecorder(clock)}
 	for i := range 3000 {
-		c := rollout.Cohort(i % 3)
+		c := splitter.Arm(i % 3)
 		status := 200
 		if i%7 == 0 {
 			status = 503
@@ -91,8 +92,8 @@ func TestMergeIsExact(t *testing.T) {
 		}
 		got.Merge(&dec)
 	}
-	for _, c := range []rollout.Cohort{rollout.Control, rollout.Canary, rollout.Excluded} {
-		g, w := got.Cohort(c), want.Cohort(c)
+	for _, c := range []splitter.Arm{splitter.ArmControl, splitter.ArmCanary, splitter.ArmExcluded} {
+		g, w := got.Arm(c), want.Arm(c)
 		if g.Requests != w.Requests || g.Errors5xx != w.Errors5xx || g.UpstreamErrors != w.UpstreamErrors {
 			t.Errorf("%s counts: got %+v, want %+v", c, *g, *w)
 		}
@@ -262,7 +263,7 @@ func TestFleetSeesBreachBehindOneMember(t *testing.T) {
 			continue
 		}
 		for range 30 {
-			m.rec.ObserveRequest(rollout.Canary, 200, false, time.Millisecond)
+			m.rec.ObserveRequest(splitter.ArmCanary, 200, false, time.Millisecond)
 		}
 	}
 	for i := range 36 {
@@ -270,7 +271,7 @@ func TestFleetSeesBreachBehindOneMember(t *testing.T) {
 		if i < 24 {
 			status = 500
 		}
-		failing.rec.ObserveRequest(rollout.Canary, status, false, time.Millisecond)
+		failing.rec.ObserveRequest(splitter.ArmCanary, status, false, time.Millisecond)
 	}
 	waitFor(t, 10*time.Second, "fleet-wide rollback", func() bool {
 		for _, m := range ms {

@@ -69,7 +69,7 @@ func EncodeSlots(member, route string, slots []rollout.WindowStats) WireSlots {
 
 // EncodeWindow turns a local window into its wire form.
 func EncodeWindow(member, route string, w *rollout.WindowStats) WireWindow {
-	enc := func(c *rollout.CohortStats) WireCohort {
+	enc := func(c *rollout.ArmStats) WireCohort {
 		wc := WireCohort{Requests: c.Requests, Errors5xx: c.Errors5xx, UpstreamErrors: c.UpstreamErrors}
 		for i, v := range c.Histogram() {
 			if v != 0 {
@@ -92,7 +92,7 @@ func (ww *WireWindow) Decode() (rollout.WindowStats, error) {
 	w := rollout.WindowStats{From: ww.From, To: ww.To, Comparisons: ww.Comparisons, Matches: ww.Matches}
 	for _, p := range []struct {
 		in  *WireCohort
-		out *rollout.CohortStats
+		out *rollout.ArmStats
 	}{{&ww.Control, &w.Control}, {&ww.Canary, &w.Canary}, {&ww.Excluded, &w.Excluded}} {
 		p.out.Requests, p.out.Errors5xx, p.out.UpstreamErrors = p.in.Requests, p.in.Errors5xx, p.in.UpstreamErrors
 		for _, b := range p.in.Hist {

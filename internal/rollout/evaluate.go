@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 // ExternalSource supplies metrics measured outside the proxy (a Prometheus
@@ -15,7 +17,7 @@ import (
 // window; the controller calls it off the request path with a timeout, and
 // puts the route and the declared query in ctx (see ExternalQueryFrom).
 type ExternalSource interface {
-	Value(ctx context.Context, metric string, cohort Cohort, window time.Duration) (float64, error)
+	Value(ctx context.Context, metric string, cohort splitter.Arm, window time.Duration) (float64, error)
 }
 
 // ExternalQuery is what the controller knows about one external lookup.
@@ -24,7 +26,7 @@ type ExternalQuery struct {
 	Metric string
 	// Query is the declared external_metrics[].query, possibly empty.
 	Query  string
-	Cohort Cohort
+	Cohort splitter.Arm
 	Window time.Duration
 }
 
@@ -432,7 +434,7 @@ func (e *evaluator) evaluateExternal(cc *compiledCond, res *ConditionResult,
 			query = x.Query
 		}
 	}
-	get := func(cohort Cohort) (float64, error) {
+	get := func(cohort splitter.Arm) (float64, error) {
 		if r, ok := e.ext[extKey{m.name, cohort, win}]; ok {
 			return r.v, r.err
 		}
@@ -448,7 +450,7 @@ func (e *evaluator) evaluateExternal(cc *compiledCond, res *ConditionResult,
 		}
 		return v, nil
 	}
-	cv, err := get(Canary)
+	cv, err := get(splitter.ArmCanary)
 	if err != nil {
 		return noVerdict(VerdictError, err.Error())
 	}
@@ -460,7 +462,7 @@ func (e *evaluator) evaluateExternal(cc *compiledCond, res *ConditionResult,
 	if e.atFull {
 		return noVerdict(VerdictNotApplicable, "the control has no traffic at 100%; baseline comparisons no longer apply")
 	}
-	kv, err := get(Control)
+	kv, err := get(splitter.ArmControl)
 	if err != nil {
 		return noVerdict(VerdictError, err.Error())
 	}
@@ -520,7 +522,7 @@ func defaultFloor(m metricInfo) float64 {
 	return 0
 }
 
-func metricValue(m metricInfo, c *CohortStats) float64 {
+func metricValue(m metricInfo, c *ArmStats) float64 {
 	switch m.name {
 	case "requests":
 		return float64(c.Requests)
@@ -655,7 +657,7 @@ func ptr(v float64) *float64 {
 
 type extKey struct {
 	metric string
-	cohort Cohort
+	cohort splitter.Arm
 	window time.Duration
 }
 
@@ -691,9 +693,9 @@ func (e *evaluator) prefetchExternal(lists ...[]compiledCond) {
 					query = x.Query
 				}
 			}
-			cohorts := []Cohort{Canary}
+			cohorts := []splitter.Arm{splitter.ArmCanary}
 			if (c.AboveBaseline != nil || c.BelowBaseline != nil) && !e.atFull {
-				cohorts = append(cohorts, Control)
+				cohorts = append(cohorts, splitter.ArmControl)
 			}
 			for _, co := range cohorts {
 				k := extKey{m.name, co, conds[i].window}

@@ -11,7 +11,7 @@ const HistogramBuckets = numBuckets
 
 // Histogram returns a copy of the cohort's latency bucket counts (length
 // HistogramBuckets), for shipping a window to another process.
-func (c *CohortStats) Histogram() []uint64 {
+func (c *ArmStats) Histogram() []uint64 {
 	out := make([]uint64, numBuckets)
 	copy(out, c.hist[:])
 	return out
@@ -20,7 +20,7 @@ func (c *CohortStats) Histogram() []uint64 {
 // AddBucket adds n samples to latency bucket i. It refuses an index outside
 // the layout, which means the sender uses another histogram layout and its
 // counts cannot be merged exactly.
-func (c *CohortStats) AddBucket(i int, n uint64) error {
+func (c *ArmStats) AddBucket(i int, n uint64) error {
 	if i < 0 || i >= numBuckets {
 		return fmt.Errorf("latency bucket %d outside 0..%d", i, numBuckets-1)
 	}
@@ -67,7 +67,7 @@ func (r *Recorder) AddWindow(at time.Time, w *WindowStats) bool {
 			break
 		}
 	}
-	for c, st := range []*CohortStats{&w.Control, &w.Canary} {
+	for c, st := range []*ArmStats{&w.Control, &w.Canary} {
 		cc := &s.cohorts[c]
 		cc.requests.Add(st.Requests)
 		cc.err5xx.Add(st.Errors5xx)

@@ -3,6 +3,8 @@ package rollout
 import (
 	"testing"
 	"time"
+
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 // TestSlotWindowsRebuildRecorder: two recorders' slot windows added into a
@@ -18,7 +20,7 @@ func TestSlotWindowsRebuildRecorder(t *testing.T) {
 		if i%40 == 0 {
 			now = now.Add(700 * time.Millisecond)
 		}
-		c, status, lat := Cohort(i%3), 200+300*(i%9/8), time.Duration(50+i*13%5000)*time.Microsecond
+		c, status, lat := splitter.Arm(i%3), 200+300*(i%9/8), time.Duration(50+i*13%5000)*time.Microsecond
 		all.ObserveRequest(c, status, i%17 == 0, lat)
 		[]*Recorder{a, b}[i%2].ObserveRequest(c, status, i%17 == 0, lat)
 		all.ObserveComparison(i%4 != 0)
@@ -36,8 +38,8 @@ func TestSlotWindowsRebuildRecorder(t *testing.T) {
 	}
 	for _, d := range []time.Duration{time.Second, 5 * time.Second, 20 * time.Second, time.Minute} {
 		got, want := fleet.Window(d), all.Window(d)
-		for _, c := range []Cohort{Control, Canary, Excluded} {
-			g, w := got.Cohort(c), want.Cohort(c)
+		for _, c := range []splitter.Arm{splitter.ArmControl, splitter.ArmCanary, splitter.ArmExcluded} {
+			g, w := got.Arm(c), want.Arm(c)
 			if g.Requests != w.Requests || g.Errors5xx != w.Errors5xx || g.UpstreamErrors != w.UpstreamErrors || g.hist != w.hist {
 				t.Fatalf("window %v cohort %s differs: got %d/%d/%d, want %d/%d/%d", d, c, g.Requests, g.Errors5xx, g.UpstreamErrors, w.Requests, w.Errors5xx, w.UpstreamErrors)
 			}
@@ -46,7 +48,7 @@ func TestSlotWindowsRebuildRecorder(t *testing.T) {
 			t.Fatalf("window %v comparisons %d/%d, want %d/%d", d, got.Matches, got.Comparisons, want.Matches, want.Comparisons)
 		}
 	}
-	if err := (&CohortStats{}).AddBucket(HistogramBuckets, 1); err == nil {
+	if err := (&ArmStats{}).AddBucket(HistogramBuckets, 1); err == nil {
 		t.Error("AddBucket accepted an index past the layout")
 	}
 }

@@ -156,14 +156,14 @@ func mannWhitneyGreater(a, b []uint64) (u, z, p float64) {
 // q-quantile bucket, which is what a p99 guardrail is about. Both run at
 // alpha/2 (Bonferroni), so the combined false-positive rate stays at most
 // alpha; the returned p-value is the Bonferroni-adjusted minimum.
-func latencyTests(canary, control *CohortStats, q float64) (tests []TestResult, p float64) {
+func latencyTests(canary, control *ArmStats, q float64) (tests []TestResult, p float64) {
 	u, _, pMW := mannWhitneyGreater(canary.hist[:], control.hist[:])
 	// The cut-off comes from both cohorts pooled: taken from the control
 	// alone, it would sit just above the control's own sample tail and
 	// make the control look better than it is (selection bias), inflating
 	// false positives. Pooled, the two cohorts are exchangeable under the
 	// null and the test keeps its level.
-	var pooled CohortStats
+	var pooled ArmStats
 	pooled.add(canary)
 	pooled.add(control)
 	cut := pooled.bucketOfQuantile(q)

@@ -143,7 +143,7 @@ func TestFalsePositiveRateUnderNull(t *testing.T) {
 		if proportionTest(x1, 2000, x0, 2000).PValue < alpha {
 			rateFP++
 		}
-		var can, ctl CohortStats
+		var can, ctl ArmStats
 		for j := 0; j < 1500; j++ {
 			can.hist[bucketOf(time.Duration(40e6*math.Exp(0.6*rng.NormFloat64())))]++
 			ctl.hist[bucketOf(time.Duration(40e6*math.Exp(0.6*rng.NormFloat64())))]++
@@ -166,7 +166,7 @@ func TestFalsePositiveRateUnderNull(t *testing.T) {
 // The tail test catches what Mann-Whitney misses: 3% of requests 10x slower.
 func TestLatencyTailRegressionIsDetected(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 5))
-	var can, ctl CohortStats
+	var can, ctl ArmStats
 	for j := 0; j < 2000; j++ {
 		f := math.Exp(0.5 * rng.NormFloat64())
 		if rng.Float64() < 0.03 {
