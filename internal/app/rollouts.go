@@ -159,8 +159,6 @@ func (m *rolloutManager) observer(route string) proxy.RequestObserver {
 	return nil
 }
 
-func (m *rolloutManager) hasRollout(route string) bool { return m.rolloutOf(route) != nil }
-
 // rolloutOf returns the route's rollout section in the config being
 // applied (or in force), or nil.
 func (m *rolloutManager) rolloutOf(route string) *rollout.Spec {

@@ -374,52 +374,10 @@ func (e *evaluator) evaluate(cc *compiledCond) ConditionResult {
 		}
 		return finish(seqOK, fmt.Sprintf("%s, %s: %s %gx the baseline %s (%s)", head, ratioText, word, k, verdict, seqText))
 	}
-	var p float64
-	switch m.kind {
-	case kindRate:
-		x1, x0 := can.Errors5xx, ctl.Errors5xx
-		if m.name == "upstream_error_rate" {
-			x1, x0 = can.UpstreamErrors, ctl.UpstreamErrors
-		}
-		t := proportionTest(x1, can.Requests, x0, ctl.Requests)
-		res.Tests = []TestResult{t}
-		p = t.PValue
-	case kindLatency:
-		res.Tests, p = latencyTests(can, ctl, m.quantile)
-	}
-	res.PValue = ptr(p)
-	ratioText := "∞"
-	if finite {
-		ratioText = strconv.FormatFloat(ratio, 'f', 2, 64) + "x"
-	}
-	head := fmt.Sprintf("canary %s vs control %s", formatValue(m, cv), formatValue(m, kv))
-	if base > kv {
-		head += fmt.Sprintf(" (floor %s)", formatValue(m, base))
-	}
-	testText := testsText(res.Tests)
-	if c.AboveBaseline != nil {
-		k := float64(*c.AboveBaseline)
-		bigger := ratio > k
-		significant := p < e.alpha()
-		met := bigger && significant
-		why := ""
-		switch {
-		case met:
-			why = fmt.Sprintf("%s > %gx and significant (%s < %g)", ratioText, k, fmtP(p), e.alpha())
-		case bigger:
-			why = fmt.Sprintf("%s > %gx but not significant (%s >= %g)", ratioText, k, fmtP(p), e.alpha())
-		default:
-			why = fmt.Sprintf("%s <= %gx", ratioText, k)
-		}
-		return finish(met, head+": "+why+testText)
-	}
-	k := float64(*c.BelowBaseline)
-	met := ratio < k
-	rel := ">="
-	if met {
-		rel = "<"
-	}
-	return finish(met, fmt.Sprintf("%s: %s %s %gx%s", head, ratioText, rel, k, testText))
+	// Every baseline rate and latency condition compiles to a sequential
+	// test (compile.go); a fixed-sample test here would peek at alpha on
+	// every evaluation, which is what the sequential design replaced.
+	return noVerdict(VerdictError, "no sequential test state for this condition")
 }
 
 func (e *evaluator) evaluateExternal(cc *compiledCond, res *ConditionResult,
@@ -600,30 +558,6 @@ func formatValue(m metricInfo, v float64) string {
 		return strconv.FormatFloat(v, 'f', 0, 64)
 	}
 	return strconv.FormatFloat(v, 'g', 4, 64)
-}
-
-// fmtP renders "p=0.0123"; below float precision it says "p<1e-15"
-// rather than a misleading "p=0".
-func fmtP(p float64) string {
-	if p < 1e-15 {
-		return "p<1e-15"
-	}
-	return "p=" + strconv.FormatFloat(p, 'g', 3, 64)
-}
-
-func testsText(ts []TestResult) string {
-	if len(ts) == 0 {
-		return ""
-	}
-	parts := make([]string, 0, len(ts))
-	for _, t := range ts {
-		if t.Name == "fisher" || t.Name == "tail_fisher" {
-			parts = append(parts, fmt.Sprintf("%s %s", t.Name, fmtP(t.PValue)))
-			continue
-		}
-		parts = append(parts, fmt.Sprintf("%s=%.3g %s", t.Name, t.Statistic, fmtP(t.PValue)))
-	}
-	return " [" + strings.Join(parts, ", ") + "]"
 }
 
 // describe renders a condition as it reads in the policy.

@@ -17,9 +17,8 @@ const numRecordedArms = splitter.ArmExcluded + 1
 
 // Latency histograms use the layout of internal/histogram (shared with the
 // diff statistics and the analysis history, so every p95 agrees). Fixed
-// buckets keep the per-slot memory constant and let the Mann-Whitney test
-// work on bucket counts (ties within a bucket are handled by the tie
-// correction).
+// buckets keep the per-slot memory constant and let the sequential latency
+// tests count requests above a cut-off bucket.
 const (
 	numBuckets     = histogram.Buckets
 	resettingEpoch = math.MinInt64
