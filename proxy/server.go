@@ -110,6 +110,10 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		CloseOnShutdown:               true,
 		SecureErrorLogMessage:         true,
 		Logger:                        zapPrintf{opts.Logger},
+
+		// The handler reads the clock itself; fasthttp's own per-request
+		// time.Now (ctx.Time) is then read only if something asks for it.
+		LazyRequestTime: true,
 	}
 	return s, nil
 }
@@ -119,6 +123,9 @@ func (s *Server) Snapshot() *Snapshot { return s.snap.Load() }
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	// Per-request deadline updates coarsened to 1/16 of the shortest server
+	// timeout (at most 1 s); see deadlineConn.
+	ln = deadlineListener{ln, deadlineSlack(shortestTimeout(s.srv.ReadTimeout, s.srv.WriteTimeout, s.srv.IdleTimeout))}
 	if s.tlsCfg != nil {
 		ln = tls.NewListener(ln, s.tlsCfg)
 	}

@@ -135,6 +135,9 @@ func upstreamTLS(u config.Upstream) (*tls.Config, error) {
 
 func newHostClient(u config.Upstream, addr string, maxConns int, tlsCfg *tls.Config) *fasthttp.HostClient {
 	connectTimeout := u.ConnectTimeout.D()
+	// Per-request deadline updates coarsened to 1/16 of the upstream
+	// timeout (at most 1 s); see deadlineConn.
+	slack := deadlineSlack(u.Timeout.D())
 	dial := (&fasthttp.TCPDialer{}).DialTimeout
 	if host, _, err := net.SplitHostPort(addr); err == nil && net.ParseIP(host) != nil {
 		// An address needs no DNS cache (whose cleaner goroutine outlives
@@ -162,7 +165,11 @@ func newHostClient(u config.Upstream, addr string, maxConns int, tlsCfg *tls.Con
 		RetryIfErr:                retryOnStaleConnection,
 		TLSConfig:                 tlsCfg,
 		Dial: func(addr string) (net.Conn, error) {
-			return dial(addr, connectTimeout)
+			c, err := dial(addr, connectTimeout)
+			if err != nil {
+				return nil, err
+			}
+			return newDeadlineConn(c, slack), nil
 		},
 	}
 }
