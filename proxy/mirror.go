@@ -102,6 +102,9 @@ type mirror struct {
 
 	queue    chan *mirrorJob
 	compareQ chan *mirrorJob
+	// recvMu lets one worker at a time collect a batch (see mirrorbatch.go).
+	recvMu   sync.Mutex
+	batches  sync.Pool // *shadowBatch
 	jobs     sync.Pool
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -126,6 +129,9 @@ type shadowTarget struct {
 	duration  prometheus.Observer
 	inflight  prometheus.Gauge
 	secondary bool
+	// latency is a moving average of this target's shadow latency in
+	// nanoseconds; it decides whether queued requests are batched.
+	latency atomic.Int64
 }
 
 // mirrorJob carries one mirrored request through the stages. refs counts the
@@ -210,6 +216,7 @@ func newMirror(route string, sc *config.Shadow, splitKey string, snap *Snapshot,
 		mi.targets = append(mi.targets, newShadowTarget(route, config.ShadowTarget{Name: sec}, snap.upstreams[sec], m, true))
 	}
 	mi.jobs.New = func() any { return &mirrorJob{m: mi, results: make([]jobResult, len(mi.targets))} }
+	mi.batches.New = func() any { return &shadowBatch{} }
 	for i := 0; i < sc.Workers; i++ {
 		mi.wg.Add(1)
 		go mi.worker()
@@ -243,6 +250,9 @@ func newShadowTarget(route string, tc config.ShadowTarget, up *Upstream, m *metr
 	for o := Outcome(0); o < numOutcomes; o++ {
 		t.outcomes[o] = m.ShadowRequests.WithLabelValues(route, tc.Name, role, o.String())
 	}
+	// Not batched until an answer shows the target is fast: a target that
+	// hangs from the start never gets a batch.
+	t.latency.Store(int64(batchLatency))
 	return t
 }
 
@@ -358,6 +368,20 @@ func (mi *mirror) worker() {
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	for {
+		if mi.batching() {
+			// From a pool rather than one per worker: the few batches in
+			// use at a time keep their grown buffers warm.
+			b := mi.batches.Get().(*shadowBatch)
+			ok := mi.receiveBatch(b)
+			if ok {
+				mi.sendBatch(b, req, resp)
+			}
+			mi.batches.Put(b)
+			if !ok {
+				return
+			}
+			continue
+		}
 		select {
 		case <-mi.stop:
 			return
@@ -380,6 +404,18 @@ func (mi *mirror) send(j *mirrorJob, t *shadowTarget, r *jobResult, req *fasthtt
 		t.outcomes[OutcomeSkipped].Inc()
 		return
 	}
+	t.prepare(j, req)
+	resp.Reset()
+	t.inflight.Inc()
+	t0 := time.Now()
+	_, err := t.up.do(req, resp, true, t.host, mi.timeout)
+	r.latency = time.Since(t0)
+	t.inflight.Dec()
+	mi.record(t, r, resp, err)
+}
+
+// prepare copies j's request into req with t's changes.
+func (t *shadowTarget) prepare(j *mirrorJob, req *fasthttp.Request) {
 	j.req.CopyTo(req)
 	req.Header.SetProtocol("HTTP/1.1")
 	req.Header.Set(config.DefaultShadowMarker, "1")
@@ -389,13 +425,12 @@ func (mi *mirror) send(j *mirrorJob, t *shadowTarget, r *jobResult, req *fasthtt
 	for _, kv := range t.set {
 		req.Header.Set(kv[0], kv[1])
 	}
-	resp.Reset()
-	t.inflight.Inc()
-	t0 := time.Now()
-	_, err := t.up.do(req, resp, true, t.host, mi.timeout)
-	r.latency = time.Since(t0)
-	t.inflight.Dec()
-	t.duration.Observe(r.latency.Seconds())
+}
+
+// record counts the outcome of one shadow request (r.latency set) and
+// captures its answer.
+func (mi *mirror) record(t *shadowTarget, r *jobResult, resp *fasthttp.Response, err error) {
+	t.observeLatency(r.latency)
 	if err != nil {
 		reason, _ := classify(err)
 		r.outcome = OutcomeError

@@ -326,24 +326,7 @@ func (ep *endpoint) send(up *Upstream, req *fasthttp.Request, resp *fasthttp.Res
 	if shadow {
 		client, pipe = ep.shadow, nil
 	}
-	// fasthttp would add Content-Type: application/octet-stream to a body
-	// sent without one; forward exactly what the client sent.
-	req.Header.SetNoDefaultContentType(true)
-	// HostClient refuses a URI whose scheme differs from its own (a request
-	// that arrived over TLS going to a plain upstream, or the reverse).
-	if client.IsTLS {
-		req.URI().SetScheme("https")
-	} else {
-		req.URI().SetScheme("http")
-	}
-	if host == "" && up.rewriteHost {
-		host = ep.hostHeader
-	}
-	if host != "" {
-		// fasthttp writes Host from the parsed URI, so both must change.
-		req.Header.SetHost(host)
-		req.URI().SetHost(host)
-	}
+	ep.prepare(up, client, req, host)
 	if pipe != nil && pipelinable(req) {
 		err := pipe.DoTimeout(req, resp, timeout)
 		if err != nil {
@@ -362,6 +345,28 @@ func (ep *endpoint) send(up *Upstream, req *fasthttp.Request, resp *fasthttp.Res
 	err := client.Do(req, resp)
 	up.observe(ep, err)
 	return err
+}
+
+// prepare makes req ready to be written to ep through client.
+func (ep *endpoint) prepare(up *Upstream, client *fasthttp.HostClient, req *fasthttp.Request, host string) {
+	// fasthttp would add Content-Type: application/octet-stream to a body
+	// sent without one; forward exactly what the client sent.
+	req.Header.SetNoDefaultContentType(true)
+	// HostClient refuses a URI whose scheme differs from its own (a request
+	// that arrived over TLS going to a plain upstream, or the reverse).
+	if client.IsTLS {
+		req.URI().SetScheme("https")
+	} else {
+		req.URI().SetScheme("http")
+	}
+	if host == "" && up.rewriteHost {
+		host = ep.hostHeader
+	}
+	if host != "" {
+		// fasthttp writes Host from the parsed URI, so both must change.
+		req.Header.SetHost(host)
+		req.URI().SetHost(host)
+	}
 }
 
 // observe feeds passive health: consecutive connect errors and timeouts
