@@ -7,40 +7,41 @@ import (
 )
 
 // deadlineConn skips deadline updates that would move a deadline already in
-// force by less than slack.
+// force by less than its slack.
 //
 // fasthttp arms a read and a write deadline on every request of a
 // keep-alive connection (the upstream client twice, the server's response
 // write once); each is a clock read plus a timer change in the Go runtime
 // (about 5% of the proxy's CPU in a profile of the request path). Setting
-// the deadline slack beyond what was asked, and skipping the next updates
+// a deadline slack beyond what was asked, and skipping the next updates
 // while the deadline in force stays within [wanted, wanted+slack], turns that
-// into one timer change per connection and direction per slack interval. A
-// timeout then fires between its configured value and that value plus
-// slack, never earlier. A deadline already in the past (how a blocked read
-// is interrupted) and the zero time are always applied exactly.
+// into one timer change per connection and direction per slack interval.
+// The slack is 1/16 of the time left until the wanted deadline, at most
+// maxSlack: a timeout fires between its configured value and 1/16 more
+// (a 400 ms shadow timeout within 425 ms, a 10 s upstream timeout within
+// 10.625 s, a 30 s one within 31 s), never earlier. A deadline already in
+// the past (how a blocked read is interrupted) and the zero time are always
+// applied exactly.
 type deadlineConn struct {
 	net.Conn
-	slack int64 // nanoseconds
+	maxSlack int64 // nanoseconds
 	// read and write are the deadlines in force, in unix nanoseconds, 0 for
-	// none. Atomics: a tunnel's stop may set a deadline from another
-	// goroutine than the one serving the connection.
-	read, write atomic.Int64
+	// none; readSlack and writeSlack the slack each was given. Atomics: a
+	// tunnel's stop may set a deadline from another goroutine than the one
+	// serving the connection.
+	read, write           atomic.Int64
+	readSlack, writeSlack atomic.Int64
 }
 
-// deadlineSlack is how far past its configured value a timeout of d may
-// fire: 1/16 of it, at most one second (a 10 s upstream timeout fires
-// within 10.625 s; a 30 s write timeout within 31 s).
-func deadlineSlack(d time.Duration) time.Duration {
-	return min(d/16, time.Second)
-}
+// maxDeadlineSlack bounds how late a long timeout may fire.
+const maxDeadlineSlack = time.Second
 
-// newDeadlineConn wraps c; slack <= 0 returns c unchanged.
-func newDeadlineConn(c net.Conn, slack time.Duration) net.Conn {
-	if slack <= 0 {
+// newDeadlineConn wraps c; maxSlack <= 0 returns c unchanged.
+func newDeadlineConn(c net.Conn, maxSlack time.Duration) net.Conn {
+	if maxSlack <= 0 {
 		return c
 	}
-	return &deadlineConn{Conn: c, slack: int64(slack)}
+	return &deadlineConn{Conn: c, maxSlack: int64(maxSlack)}
 }
 
 // SetDeadline sets both deadlines under the same rule.
@@ -54,16 +55,16 @@ func (c *deadlineConn) SetDeadline(t time.Time) error {
 // SetReadDeadline applies t unless the read deadline in force is within
 // [t, t+slack].
 func (c *deadlineConn) SetReadDeadline(t time.Time) error {
-	return c.set(&c.read, t, c.Conn.SetReadDeadline)
+	return c.set(&c.read, &c.readSlack, t, c.Conn.SetReadDeadline)
 }
 
 // SetWriteDeadline applies t unless the write deadline in force is within
 // [t, t+slack].
 func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
-	return c.set(&c.write, t, c.Conn.SetWriteDeadline)
+	return c.set(&c.write, &c.writeSlack, t, c.Conn.SetWriteDeadline)
 }
 
-func (c *deadlineConn) set(cur *atomic.Int64, t time.Time, apply func(time.Time) error) error {
+func (c *deadlineConn) set(cur, slack *atomic.Int64, t time.Time, apply func(time.Time) error) error {
 	if t.IsZero() {
 		if cur.Load() == 0 {
 			return nil
@@ -72,16 +73,20 @@ func (c *deadlineConn) set(cur *atomic.Int64, t time.Time, apply func(time.Time)
 		return apply(t)
 	}
 	want := t.UnixNano()
-	if in := cur.Load(); in != 0 && in >= want && in-want <= c.slack {
+	if in := cur.Load(); in != 0 && in >= want && in-want <= slack.Load() {
 		return nil
 	}
-	if want <= time.Now().UnixNano() {
+	now := time.Now().UnixNano()
+	if want <= now {
 		// Already expired: the caller wants the blocked call ended now.
 		cur.Store(want)
+		slack.Store(0)
 		return apply(t)
 	}
-	at := want + c.slack
+	s := min((want-now)/16, c.maxSlack)
+	at := want + s
 	cur.Store(at)
+	slack.Store(s)
 	return apply(time.Unix(0, at))
 }
 
@@ -98,15 +103,4 @@ func (l deadlineListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	return newDeadlineConn(c, l.slack), nil
-}
-
-// shortestTimeout is the smallest positive duration among ds, 0 if none.
-func shortestTimeout(ds ...time.Duration) time.Duration {
-	var m time.Duration
-	for _, d := range ds {
-		if d > 0 && (m == 0 || d < m) {
-			m = d
-		}
-	}
-	return m
 }

@@ -24,9 +24,11 @@ func (c *recordingConn) SetWriteDeadline(t time.Time) error {
 	return nil
 }
 
+// The deadlines here are 20 s and more away, where the slack is its cap
+// (1 s), so the applied values are exact.
 func TestDeadlineConnSkipsUpdatesWithinSlack(t *testing.T) {
 	const slack = time.Second
-	now := time.Now()
+	now := time.Now().Add(10 * time.Second)
 	tests := []struct {
 		name    string
 		sets    []time.Time // read deadlines asked for, in order
@@ -77,7 +79,7 @@ func TestDeadlineConnSkipsUpdatesWithinSlack(t *testing.T) {
 func TestDeadlineConnReadAndWriteAreIndependent(t *testing.T) {
 	rec := &recordingConn{}
 	c := newDeadlineConn(rec, time.Second)
-	d := time.Now().Add(5 * time.Second)
+	d := time.Now().Add(50 * time.Second)
 	c.SetWriteDeadline(d)
 	c.SetReadDeadline(d)
 	c.SetWriteDeadline(d.Add(time.Millisecond))
@@ -110,7 +112,7 @@ func TestDeadlineConnTimesOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer raw.Close()
-	c := newDeadlineConn(raw, 20*time.Millisecond)
+	c := newDeadlineConn(raw, time.Second)
 	if err := c.SetReadDeadline(time.Now().Add(30 * time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
@@ -120,20 +122,25 @@ func TestDeadlineConnTimesOut(t *testing.T) {
 	}
 }
 
-func TestDeadlineSlack(t *testing.T) {
-	for _, tt := range []struct{ d, want time.Duration }{
-		{0, 0},
-		{160 * time.Millisecond, 10 * time.Millisecond},
-		{10 * time.Second, 625 * time.Millisecond},
-		{30 * time.Second, time.Second},
-		{time.Hour, time.Second},
-	} {
-		if got := deadlineSlack(tt.d); got != tt.want {
-			t.Errorf("deadlineSlack(%v) = %v, want %v", tt.d, got, tt.want)
-		}
+// TestDeadlineSlackScalesWithTimeout: a short timeout gets a short slack
+// (1/16 of it), so a 400 ms shadow timeout is not stretched by the 1 s cap.
+func TestDeadlineSlackScalesWithTimeout(t *testing.T) {
+	rec := &recordingConn{}
+	c := newDeadlineConn(rec, time.Second)
+	start := time.Now()
+	c.SetReadDeadline(start.Add(400 * time.Millisecond))
+	if len(rec.reads) != 1 {
+		t.Fatalf("applied %v", rec.reads)
 	}
-	if got := shortestTimeout(0, 30*time.Second, 5*time.Second, 0); got != 5*time.Second {
-		t.Errorf("shortestTimeout = %v, want 5s", got)
+	late := rec.reads[0].Sub(start.Add(400 * time.Millisecond))
+	if late <= 0 || late > 25*time.Millisecond {
+		t.Fatalf("400 ms deadline applied %v late, want (0, 25ms]", late)
+	}
+	// 30 ms later the same timeout asks for a deadline past the one in
+	// force plus its slack: applied again.
+	c.SetReadDeadline(start.Add(430 * time.Millisecond))
+	if len(rec.reads) != 2 {
+		t.Fatalf("a deadline beyond the slack was skipped: %v", rec.reads)
 	}
 	if newDeadlineConn(&recordingConn{}, 0).(*recordingConn) == nil {
 		t.Error("no slack must leave the connection unwrapped")

@@ -123,9 +123,9 @@ func (s *Server) Snapshot() *Snapshot { return s.snap.Load() }
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	// Per-request deadline updates coarsened to 1/16 of the shortest server
-	// timeout (at most 1 s); see deadlineConn.
-	ln = deadlineListener{ln, deadlineSlack(shortestTimeout(s.srv.ReadTimeout, s.srv.WriteTimeout, s.srv.IdleTimeout))}
+	// Per-request deadline updates coarsened to 1/16 of each timeout (at
+	// most 1 s); see deadlineConn.
+	ln = deadlineListener{ln, maxDeadlineSlack}
 	if s.tlsCfg != nil {
 		ln = tls.NewListener(ln, s.tlsCfg)
 	}

@@ -135,9 +135,6 @@ func upstreamTLS(u config.Upstream) (*tls.Config, error) {
 
 func newHostClient(u config.Upstream, addr string, maxConns int, tlsCfg *tls.Config) *fasthttp.HostClient {
 	connectTimeout := u.ConnectTimeout.D()
-	// Per-request deadline updates coarsened to 1/16 of the upstream
-	// timeout (at most 1 s); see deadlineConn.
-	slack := deadlineSlack(u.Timeout.D())
 	dial := (&fasthttp.TCPDialer{}).DialTimeout
 	if host, _, err := net.SplitHostPort(addr); err == nil && net.ParseIP(host) != nil {
 		// An address needs no DNS cache (whose cleaner goroutine outlives
@@ -169,7 +166,9 @@ func newHostClient(u config.Upstream, addr string, maxConns int, tlsCfg *tls.Con
 			if err != nil {
 				return nil, err
 			}
-			return newDeadlineConn(c, slack), nil
+			// Per-request deadline updates coarsened to 1/16 of each
+			// timeout (at most 1 s); see deadlineConn.
+			return newDeadlineConn(c, maxDeadlineSlack), nil
 		},
 	}
 }
