@@ -19,7 +19,8 @@
 # Then the scale phase: shadowproxy, nginx and HAProxy each take BENCH_SCALE_CONNS
 # (10,000) concurrent keep-alive connections (the script raises the open-file
 # limit), with req/s, p99 and the resident memory the connections add (VmRSS
-# sampled in the middle of the run, less VmRSS before it, per connection).
+# sampled in the middle of each run, less VmRSS before the scale phase, per
+# connection).
 #
 # Pinning: wrk runs on CPU 0, every server (proxy under test and backends) on
 # CPU 1, so each proxy gets the same one-core budget (Go servers run with
@@ -536,10 +537,16 @@ vm_rss_kib() {
 
 # run_scale CONFIG...: ROUNDS passes (alternating order) of SCALE_CONNS
 # keep-alive connections on each configuration; VmRSS is sampled before
-# the run and in its middle, while every connection is open.
+# the first pass (memory a process took for connections is not given back
+# between passes) and in the middle of each run, while every connection is
+# open.
 run_scale() {
 	local -a cfgs=("$@")
 	local round i cfg
+	local -A rss_before=()
+	for cfg in "${cfgs[@]}"; do
+		rss_before[$cfg]=$(vm_rss_kib "${C_PID[$cfg]}")
+	done
 	local half
 	half=$(awk -v d="${SCALE_DURATION%s}" 'BEGIN { print d / 2 }')
 	for ((round = 1; round <= ROUNDS; round++)); do
@@ -548,7 +555,7 @@ run_scale() {
 			if ((round % 2 == 1)); then cfg=${cfgs[i]}; else cfg=${cfgs[${#cfgs[@]} - 1 - i]}; fi
 			[[ -n ${C_FAILED[$cfg]:-} ]] && continue
 			local pid=${C_PID[$cfg]} rss0 rss1 t0 t1 out line
-			rss0=$(vm_rss_kib "$pid")
+			rss0=${rss_before[$cfg]}
 			t0=$(cpu_ticks "$pid")
 			WRK_DELAY_MS=0 "${PIN_LOAD[@]}" wrk -t"$SAT_THREADS" -c"$SCALE_CONNS" -d"$SCALE_DURATION" --latency -s "$ROOT/bench/wrk/report.lua" \
 				"http://${C_TARGET[$cfg]}$REQUEST_PATH" >"$WORK/scale.out" 2>&1 &
@@ -671,7 +678,7 @@ main() {
 	run_slices light "$LIGHT_DURATION" "${configs[@]}"
 	if ((SCALE_CONNS > 0)); then
 		local -a scale=()
-		for cfg in shadowproxy nginx haproxy; do
+		for cfg in shadowproxy shadowproxy-baseline nginx haproxy; do
 			[[ " ${configs[*]} " == *" $cfg "* && -z ${C_FAILED[$cfg]:-} ]] && scale+=("$cfg")
 		done
 		local need=$((SCALE_CONNS + 1024))
@@ -687,7 +694,7 @@ main() {
 			log "open-file limit $NOFILE is below $need: skipping the scale phase"
 		elif ((${#scale[@]} > 0)); then
 			echo "meta scale_conns=$SCALE_CONNS" >>"$RAW"
-			echo "meta scale=wrk -t$SAT_THREADS -c$SCALE_CONNS -d$SCALE_DURATION --latency; RSS per connection = (VmRSS in the middle of the run - VmRSS before) / connections" >>"$RAW"
+			echo "meta scale=wrk -t$SAT_THREADS -c$SCALE_CONNS -d$SCALE_DURATION --latency; RSS per connection = (VmRSS in the middle of the run - VmRSS before the scale phase) / connections" >>"$RAW"
 			run_scale "${scale[@]}"
 		fi
 	fi

@@ -370,7 +370,7 @@ func renderReport(sums []*summary, meta map[string]string) string {
 			"to the proxy's resident memory (nginx: its worker) while they are all open.\n\n")
 		b.WriteString("| configuration | req/s | vs nginx | p99 ms | p99 vs nginx | errors | CPU s / 10k req | RSS MiB (all open) | KiB per connection | vs nginx |\n")
 		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-		for _, id := range []string{"shadowproxy", "nginx", "haproxy"} {
+		for _, id := range []string{"shadowproxy", "shadowproxy-baseline", "nginx", "haproxy"} {
 			s := by[id]
 			if s == nil || math.IsNaN(s.get("scale_rps")) {
 				continue
