@@ -102,6 +102,10 @@ type Limits struct {
 	// MaxRequestsPerConn closes a client connection after this many requests
 	// (0: unlimited).
 	MaxRequestsPerConn int `yaml:"max_requests_per_conn"`
+	// ReleaseIdleBuffers returns a keep-alive connection's read and write
+	// buffers to shared pools while it waits for its next request: less
+	// memory per idle connection, for one small allocation per request.
+	ReleaseIdleBuffers bool `yaml:"release_idle_buffers"`
 }
 
 // Upstream is one backend.
