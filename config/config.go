@@ -121,6 +121,10 @@ type Limits struct {
 	// whole; a longer one streams through (and is not mirrored). Default
 	// DefaultBufferBody.
 	BufferBody cfgtypes.Size `yaml:"buffer_body"`
+	// ReleaseIdleBuffers returns a keep-alive connection's read and write
+	// buffers to shared pools while it waits for its next request: less
+	// memory per idle connection, for one small allocation per request.
+	ReleaseIdleBuffers bool `yaml:"release_idle_buffers"`
 }
 
 // DefaultBufferBody is limits.buffer_body when unset.
