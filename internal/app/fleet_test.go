@@ -52,6 +52,12 @@ type fleetMember struct {
 
 func startFleetMember(t *testing.T, e *fleettest.Etcd, prefix, name, stableURL, policy string) *fleetMember {
 	t.Helper()
+	return startFleetMemberIn(t, e, prefix, name, stableURL, policy, filepath.Join(t.TempDir(), name))
+}
+
+// startFleetMemberIn starts a member whose fleet.state_dir is stateDir.
+func startFleetMemberIn(t *testing.T, e *fleettest.Etcd, prefix, name, stableURL, policy, stateDir string) *fleetMember {
+	t.Helper()
 	m := &fleetMember{name: name, canary: startVersion(t, "canary"), admin: freePort(t)}
 	cfg := fmt.Sprintf(`
 listen: 127.0.0.1:0
@@ -78,7 +84,7 @@ fleet:
     endpoints: [%s]
     prefix: %s
     dial_timeout: 2s
-`, m.admin, fleetToken, stableURL, m.canary.url, policy, name, m.admin, filepath.Join(t.TempDir(), name), e.Endpoint(), prefix)
+`, m.admin, fleetToken, stableURL, m.canary.url, policy, name, m.admin, stateDir, e.Endpoint(), prefix)
 	m.app = startApp(t, cfg, Options{Logger: fleetTestLogger(t, name)})
 	return m
 }
@@ -585,5 +591,48 @@ func TestFleetLeaderKilledMidBreach(t *testing.T) {
 	}
 	if final.UpdatedAt.Sub(since) < 8*time.Second {
 		t.Errorf("rolled back %s after the streak began, before its for: 8s", final.UpdatedAt.Sub(since))
+	}
+}
+
+// TestFleetRestartWhileEtcdDown: a member restarted while etcd is down
+// serves the last fleet state it applied (its state_dir copy), step and
+// share, and adopts the fleet's again once etcd returns.
+func TestFleetRestartWhileEtcdDown(t *testing.T) {
+	e := fleettest.StartEtcd(t)
+	stable := startVersion(t, "stable")
+	policy := `
+      steps: [{percent: 10, hold: 1h}, {percent: 50, hold: 1h}, {percent: 100}]
+`
+	dir := filepath.Join(t.TempDir(), "a")
+	m := startFleetMemberIn(t, e, "/sp/restart", "a", stable.url, policy, dir)
+	leaderMember(t, []*fleetMember{m})
+	testkit.Eventually(t, "the fleet's 10%", func() bool {
+		_, ok := m.fleetView(t).Routes["shop"]
+		return ok && m.share() == 1000
+	})
+	if code, body := m.post(t, "/api/v1/rollouts/shop/promote"); code != 200 {
+		t.Fatalf("promote: %d %s", code, body)
+	}
+	testkit.Eventually(t, "the fleet's 50%", func() bool { return m.share() == 5000 })
+	m.app.Shutdown(context.Background())
+
+	e.Stop()
+	r := startFleetMemberIn(t, e, "/sp/restart", "a", stable.url, policy, dir)
+	if got := r.share(); got != 5000 {
+		t.Fatalf("restarted with etcd down: serves %d bp, want the last fleet share 5000", got)
+	}
+	if st, ok := r.app.rollouts.controller.RouteStatus("shop"); !ok || st.Step != 1 || st.State != "progressing" {
+		t.Fatalf("restarted controller: %+v", st)
+	}
+	if v := r.fleetView(t); v.Etcd != "down" {
+		t.Errorf("etcd reported %q while down", v.Etcd)
+	}
+	e.Start()
+	testkit.Eventually(t, "the fleet state adopted after etcd returns", func() bool {
+		st, step := fleetState(r)
+		return st == "progressing" && step == 1 && r.fleetView(t).Etcd == "up"
+	})
+	if got := r.share(); got != 5000 {
+		t.Errorf("after etcd returned: %d bp", got)
 	}
 }
