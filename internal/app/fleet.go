@@ -521,10 +521,12 @@ func (d *controllerDecider) Initial(route string, now time.Time) fleet.RouteStat
 //
 // The refill is exact for what the controller reads: the recorder is
 // cleared and given every member's slot windows over the longest condition
-// window (and the slot it starts in), slot by slot at the slots' own
-// instants, so each window the controller asks for sums the same slots the
-// members hold (counts and histograms add). It runs right before each
-// evaluation, and only then.
+// window, slot by slot at the slots' own instants, so each window the
+// controller asks for sums the same slots the members hold (counts and
+// histograms add); the controller's window caches rebuild after a Clear,
+// so a member that answers now and did not before counts in full. It runs
+// right before each evaluation, and only then. Sequential tests fold each
+// completed slot once, with the members that answered at that evaluation.
 func (d *controllerDecider) Decide(ctx context.Context, now time.Time, states map[string]fleet.RouteState, windows func(string) fleet.Windows) map[string]fleet.RouteState {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -544,12 +546,8 @@ func (d *controllerDecider) Decide(ctx context.Context, now time.Time, states ma
 			continue
 		}
 		rec := d.f.recorder(route, spec)
-		rec.Clear()
-		// From one slot before the longest window: the slot holding its
-		// start begins before it, and SlotWindows only returns slots that
-		// begin within [from, to].
-		from := now.Add(-spec.LongestWindow() - rec.Slot())
-		fw := windows(route)(from, now, func(w *rollout.WindowStats) { rec.AddWindow(w.From, w) })
+		rec.Clear() // the controller's window caches rebuild after it
+		fw := windows(route)(now.Add(-spec.LongestWindow()), now, func(w *rollout.WindowStats) { rec.AddWindow(w.From, w) })
 		if d.numbers == nil {
 			d.numbers = map[string]string{}
 		}
