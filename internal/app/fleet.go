@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,7 +10,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -27,13 +27,9 @@ import (
 
 // fleetManager wires fleet mode into the app. The split of every member,
 // the leader's included, follows only the state in etcd (applied from the
-// watch); the local rollout controller is a mirror of that state, ticked
-// only on the leader, on recorders rebuilt from every member's windows.
-//
-// Interim adapter (issue 16 rewrites the controller): the controller's
-// state reaches etcd, and etcd's reaches the controller, through its
-// state_file (set to fleet.state_dir/<route>.json) and RemoveRoute+AddRoute.
-// See controllerDecider.
+// watch); the local rollout controller keeps its state in etcd too (see
+// controllerDecider), is ticked only on the leader, on recorders rebuilt
+// from every member's windows.
 type fleetManager struct {
 	a     *App
 	log   *zap.Logger
@@ -91,16 +87,6 @@ func (f *fleetManager) start(ctx context.Context) {
 func (f *fleetManager) close() {
 	f.node.Close()
 	f.cli.Close()
-}
-
-// routeSpec makes sure a route's state file exists in fleet mode (config
-// defaults it into fleet.state_dir): it is the member's copy of the fleet
-// state, and the adapter's exchange format with the controller.
-func (f *fleetManager) routeSpec(route string, spec rollout.Spec) rollout.Spec {
-	if spec.StateFile == "" {
-		spec.StateFile = filepath.Join(f.fc.StateDir, route+".json")
-	}
-	return spec
 }
 
 // recorder is the route's fleet-wide recorder (given to the controller),
@@ -175,6 +161,7 @@ func (f *fleetManager) status() any {
 	}
 	f.mu.Lock()
 	for k, s := range f.applied {
+		s.Controller = nil // the controller's own record: large, and shown by /api/v1/rollouts
 		v.Routes[k] = s
 	}
 	f.mu.Unlock()
@@ -192,8 +179,8 @@ func (f *fleetManager) command(route, action string) (any, error) {
 	defer cancel()
 	st, err := f.coord.Command(ctx, route, action)
 	if err != nil {
-		// The controller mirror may hold the refused command's result:
-		// put it back to the fleet's state.
+		// The controller may hold the refused command's result: put it
+		// back to the fleet's state.
 		f.mu.Lock()
 		cur, ok := f.applied[route]
 		f.mu.Unlock()
@@ -228,19 +215,35 @@ func (f *fleetManager) onState(v fleet.Versioned) {
 	if err := f.dec.adopt(st); err != nil {
 		f.log.Warn("fleet state not adopted by the local controller", zap.String("route", st.Route), zap.Error(err))
 	}
+	f.saveLocal(st)
 	// Recorded last, so that whoever sees it in the fleet view also sees
 	// it in /api/v1/rollouts.
 	f.mu.Lock()
-	_, seen := f.applied[st.Route]
+	prev, seen := f.applied[st.Route]
 	f.applied[st.Route] = st
 	f.mu.Unlock()
 	met := f.a.metrics
 	met.RolloutPercent.WithLabelValues(st.Route).Set(cfgtypes.BasisPoints(st.PercentBP).Percent())
 	met.RolloutStep.WithLabelValues(st.Route).Set(float64(st.Step))
 	// Every member counts each fleet transition once, as it applies it;
-	// the state found at start is not a transition of this process.
-	if seen && st.LastAction != "" {
+	// the state found at start is not a transition of this process, nor
+	// is a write of the controller's bookkeeping alone.
+	if seen && st.LastAction != "" && transition(prev, st) {
 		met.RolloutTransitions.WithLabelValues(st.Route, st.LastAction).Inc()
+	}
+}
+
+// saveLocal keeps this member's copy of the route's fleet state (its
+// state_file under fleet.state_dir), which a restart loads while etcd has
+// not answered yet.
+func (f *fleetManager) saveLocal(st fleet.RouteState) {
+	spec, ok := f.dec.spec(st.Route)
+	if !ok || spec.StateFile == "" || spec.Mode == rollout.ModeDryRun {
+		return
+	}
+	if err := (rollout.FileStore{Path: spec.StateFile}).Save(controllerBytes(st)); err != nil {
+		f.log.Warn("local copy of the fleet state not saved; a restart while etcd is down would start from an older one",
+			zap.String("route", st.Route), zap.String("state_file", spec.StateFile), zap.Error(err))
 	}
 }
 
@@ -283,28 +286,160 @@ func (f *fleetManager) applyInitial(route string, st rollout.RouteStatus) {
 	h.SetHalted(false)
 }
 
-// controllerDecider adapts today's rollout.Controller to fleet.Decider.
+// controllerDecider adapts the rollout controller to fleet.Decider.
 //
-// The controller keeps its state in memory and in its state_file; the
-// adapter moves a fleet state into it by writing that file and re-adding
-// the route (adopt), and reads a decision back from the file after a Tick.
-// The controller's RouteHandle is a no-op: the proxy follows etcd only.
-// After issue 16 (controller state behind a store interface, a per-route
-// evaluation on a window source) this becomes: the store is fleet.Store,
-// the window source the fleet recorder, and adopt/readState go away.
+// In fleet mode a coordinated route's StateStore is a fleetStore: the
+// controller's whole record of the route (step, share, pause, hold clock,
+// breach streaks, sequential tests) lives in etcd, in the route's fleet
+// state. Before each evaluation or command the controller is made to hold
+// exactly the fleet state just read from etcd (Controller.Reload, only when
+// it holds something else); what it saves is then the decision, which the
+// coordinator writes with a revision check fenced by leadership (commands:
+// revision-checked by fleet.Store.Update). A write that loses leaves the
+// controller ahead of etcd until the next evaluation reloads it.
 type controllerDecider struct {
-	f  *fleetManager
+	f *fleetManager
+	// mu serializes evaluations, commands and adoptions (controller
+	// reloads) so that a decision is always read from the state it began at.
 	mu sync.Mutex
 	// events are controller events waiting for their write (see notify).
 	evMu   sync.Mutex
 	events map[string][]rollout.Event
-	// filled is when each route's fleet recorder was last refilled: once
-	// per evaluation interval is enough (the controller evaluates no more
-	// often), and it keeps the members' window traffic at one fetch per
-	// interval.
-	filled map[string]time.Time
 	// numbers is, per route, where the last refill's numbers came from.
 	numbers map[string]string
+
+	// stMu guards the two maps below; the fleetStores use them from inside
+	// controller calls, so it is never held across one.
+	stMu sync.Mutex
+	// target is the fleet state each route's controller is to hold: what
+	// fleetStore.Load hands it.
+	target map[string]fleet.RouteState
+	// holds is what each route's controller holds: the bytes it last
+	// loaded or saved (compacted JSON, comparable with etcd's copy).
+	holds map[string][]byte
+}
+
+// fleetStore is a coordinated route's rollout.StateStore in fleet mode.
+// Load hands the controller the fleet state it is to hold or, before etcd
+// has answered, this member's local copy of the last fleet state it applied
+// (fleet.state_dir), so that a restart with etcd down serves the last
+// shares. Save records what the controller holds; the leader's coordinator
+// writes it to etcd (see controllerDecider).
+type fleetStore struct {
+	d     *controllerDecider
+	route string
+	local string // path of the local copy; "" for none
+}
+
+// Load implements rollout.StateStore.
+func (s fleetStore) Load() ([]byte, error) {
+	s.d.stMu.Lock()
+	st, ok := s.d.target[s.route]
+	s.d.stMu.Unlock()
+	var b []byte
+	if ok {
+		b = controllerBytes(st)
+	} else {
+		if s.local == "" {
+			return nil, fmt.Errorf("route %q: no fleet state yet: %w", s.route, os.ErrNotExist)
+		}
+		var err error
+		if b, err = (rollout.FileStore{Path: s.local}).Load(); err != nil {
+			return nil, err
+		}
+	}
+	s.d.setHolds(s.route, b)
+	return b, nil
+}
+
+// Save implements rollout.StateStore.
+func (s fleetStore) Save(data []byte) error {
+	s.d.setHolds(s.route, data)
+	return nil
+}
+
+func (d *controllerDecider) setHolds(route string, data []byte) {
+	data = canonical(data)
+	d.stMu.Lock()
+	defer d.stMu.Unlock()
+	if d.holds == nil {
+		d.holds = map[string][]byte{}
+	}
+	d.holds[route] = data
+}
+
+// canonical is data as etcd gives it back inside a fleet state (compacted
+// and HTML-escaped, as encoding/json writes a RawMessage), so that the
+// controller's bytes and etcd's compare equal when they say the same.
+func canonical(data []byte) []byte {
+	var c, e bytes.Buffer
+	if err := json.Compact(&c, data); err != nil {
+		return append([]byte(nil), data...) // fromController reports it
+	}
+	json.HTMLEscape(&e, c.Bytes())
+	return e.Bytes()
+}
+
+func (d *controllerDecider) held(route string) []byte {
+	d.stMu.Lock()
+	defer d.stMu.Unlock()
+	return d.holds[route]
+}
+
+// stateStore is the controller's Options.StateStore: a fleetStore for a
+// coordinated route in fleet mode, else the route's state_file.
+func (m *rolloutManager) stateStore(route string, spec *rollout.Spec) rollout.StateStore {
+	if f := m.fleet; f != nil && spec.Mode != rollout.ModeDryRun {
+		return fleetStore{d: f.dec, route: route, local: spec.StateFile}
+	}
+	if spec.StateFile == "" {
+		return nil
+	}
+	return rollout.FileStore{Path: spec.StateFile}
+}
+
+// savedVersion is the controller's state format version (rollout/state.go).
+const savedVersion = 1
+
+// controllerBytes is the controller's record of st: st.Controller, or, for
+// a state written without it (by an older member), one rebuilt from the
+// fields, which carry the same JSON names as the controller's format.
+func controllerBytes(st fleet.RouteState) []byte {
+	if len(st.Controller) > 0 {
+		return canonical(st.Controller)
+	}
+	st.Controller = nil
+	b, err := json.Marshal(struct {
+		Version int `json:"version"`
+		fleet.RouteState
+	}{savedVersion, st})
+	if err != nil {
+		return nil
+	}
+	return canonical(b)
+}
+
+// fromController is the fleet state of the controller's record data.
+func fromController(route string, data []byte) (fleet.RouteState, error) {
+	var st fleet.RouteState
+	if err := json.Unmarshal(data, &st); err != nil {
+		return fleet.RouteState{}, fmt.Errorf("route %q: controller state: %w", route, err)
+	}
+	st.Route = route
+	st.Controller = append(json.RawMessage(nil), data...)
+	// The controller keeps the step's share when rolled back; the fleet
+	// state says what every member applies.
+	st.Halted = st.State == string(rollout.StateRolledBack)
+	if st.Halted {
+		st.PercentBP = 0
+	}
+	return st, nil
+}
+
+// transition reports whether next moves the rollout (rather than only
+// the controller's bookkeeping, such as a breach streak that began).
+func transition(cur, next fleet.RouteState) bool {
+	return cur.State != next.State || cur.Step != next.Step || cur.LastAction != next.LastAction
 }
 
 // policyHash hashes a route's rollout policy as configured (YAML of the
@@ -335,46 +470,10 @@ func (d *controllerDecider) Policies() map[string]string {
 func (d *controllerDecider) spec(route string) (rollout.Spec, bool) {
 	for _, rc := range d.f.a.Config().Routes {
 		if rc.Name == route && rc.Rollout != nil {
-			return d.f.routeSpec(route, *rc.Rollout), true
+			return *rc.Rollout, true
 		}
 	}
 	return rollout.Spec{}, false
-}
-
-// fileState is the controller's state_file format (rollout/state.go):
-// its fields carry the same JSON names as fleet.RouteState's.
-type fileState struct {
-	Version int `json:"version"`
-	fleet.RouteState
-}
-
-func (d *controllerDecider) readState(route string) (fleet.RouteState, error) {
-	spec, ok := d.spec(route)
-	if !ok {
-		return fleet.RouteState{}, fmt.Errorf("route %q has no rollout", route)
-	}
-	b, err := os.ReadFile(spec.StateFile)
-	if err != nil {
-		return fleet.RouteState{}, err
-	}
-	var fs fileState
-	if err := json.Unmarshal(b, &fs); err != nil {
-		return fleet.RouteState{}, fmt.Errorf("parse %s: %w", spec.StateFile, err)
-	}
-	st := fs.RouteState
-	st.Route = route
-	st.Halted = st.State == string(rollout.StateRolledBack)
-	if st.Halted {
-		st.PercentBP = 0
-	}
-	return st, nil
-}
-
-// sameState compares what the controller keeps (not who wrote it when).
-func sameState(a, b fleet.RouteState) bool {
-	pa, pb := a.PausedAt != nil, b.PausedAt != nil
-	return a.State == b.State && a.Step == b.Step && a.PercentBP == b.PercentBP && a.StepStartedAt.Equal(b.StepStartedAt) &&
-		a.PausedNanos == b.PausedNanos && pa == pb && (!pa || a.PausedAt.Equal(*b.PausedAt)) && a.DataSince.Equal(b.DataSince)
 }
 
 // adopt makes the controller's route hold st (no-op when it already does).
@@ -385,44 +484,29 @@ func (d *controllerDecider) adopt(st fleet.RouteState) error {
 }
 
 func (d *controllerDecider) adoptLocked(st fleet.RouteState) error {
-	spec, ok := d.spec(st.Route)
-	if !ok || spec.Mode == rollout.ModeDryRun {
+	if spec, ok := d.spec(st.Route); !ok || spec.Mode == rollout.ModeDryRun {
 		return nil
 	}
-	if cur, err := d.readState(st.Route); err == nil && sameState(cur, st) {
+	want := controllerBytes(st)
+	d.stMu.Lock()
+	if d.target == nil {
+		d.target = map[string]fleet.RouteState{}
+	}
+	d.target[st.Route] = st
+	same := bytes.Equal(d.holds[st.Route], want)
+	d.stMu.Unlock()
+	if same {
 		return nil
 	}
-	fs := fileState{Version: 1, RouteState: st}
-	// The file holds the step's share even when rolled back (the
-	// controller maps it back to the step).
-	spec.ApplyDefaults()
-	if st.Step < len(spec.Steps) {
-		fs.PercentBP = uint32(spec.Steps[st.Step].Percent.BP())
-	}
-	fs.Controller = nil
-	b, err := json.Marshal(fs)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(spec.StateFile), 0o750); err != nil {
-		return err
-	}
-	tmp := spec.StateFile + ".adopt"
-	if err := os.WriteFile(tmp, b, 0o640); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, spec.StateFile); err != nil {
-		return err
-	}
-	return d.f.a.rollouts.readd(st.Route)
+	return d.f.a.rollouts.controller.Reload(st.Route)
 }
 
 // Initial is the controller's state of a route the fleet has none for
-// (its restored state_file: steps[0] on a new fleet).
+// (restored from the member's local copy: steps[0] on a new fleet).
 func (d *controllerDecider) Initial(route string, now time.Time) fleet.RouteState {
-	st, err := d.readState(route)
-	if err != nil {
-		d.f.log.Warn("controller state unreadable; the fleet starts this route at steps[0]", zap.String("route", route), zap.Error(err))
+	st, err := fromController(route, d.held(route))
+	if err != nil || st.StepStartedAt.IsZero() {
+		d.f.log.Warn("controller state unusable; the fleet starts this route at steps[0]", zap.String("route", route), zap.Error(err))
 		spec, _ := d.spec(route)
 		spec.ApplyDefaults()
 		return fleet.RouteState{Route: route, State: string(rollout.StateProgressing), PercentBP: uint32(spec.Steps[0].Percent.BP()),
@@ -431,9 +515,18 @@ func (d *controllerDecider) Initial(route string, now time.Time) fleet.RouteStat
 	return st
 }
 
-// Decide adopts every route's fleet state, refills its fleet recorder from
-// every member's slots, ticks the controller once and reads back what
-// changed.
+// Decide makes every route's controller hold its fleet state, refills the
+// route's fleet recorder from every member's slots, ticks the controller
+// once and returns the routes whose record the controller changed.
+//
+// The refill is exact for what the controller reads: the recorder is
+// cleared and given every member's slot windows over the longest condition
+// window, slot by slot at the slots' own instants, so each window the
+// controller asks for sums the same slots the members hold (counts and
+// histograms add); the controller's window caches rebuild after a Clear,
+// so a member that answers now and did not before counts in full. It runs
+// right before each evaluation, and only then. Sequential tests fold each
+// completed slot once, with the members that answered at that evaluation.
 func (d *controllerDecider) Decide(ctx context.Context, now time.Time, states map[string]fleet.RouteState, windows func(string) fleet.Windows) map[string]fleet.RouteState {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -444,15 +537,16 @@ func (d *controllerDecider) Decide(ctx context.Context, now time.Time, states ma
 		}
 		spec, _ := d.spec(route)
 		spec.ApplyDefaults()
-		if d.filled == nil {
-			d.filled = map[string]time.Time{}
-		}
-		if last, ok := d.filled[route]; ok && now.Sub(last) < spec.Interval.D() {
+		// Only an evaluation reads the recorder, and the controller runs
+		// one when its interval has passed since the last (the same rule
+		// as its own): refill right before it, and only then, which keeps
+		// the members' window traffic at one fetch per interval.
+		if rs, ok := d.f.a.rollouts.controller.RouteStatus(route); ok && rs.LastEvaluation != nil &&
+			now.Sub(rs.LastEvaluation.At) < spec.Interval.D() {
 			continue
 		}
-		d.filled[route] = now
 		rec := d.f.recorder(route, spec)
-		rec.Clear()
+		rec.Clear() // the controller's window caches rebuild after it
 		fw := windows(route)(now.Add(-spec.LongestWindow()), now, func(w *rollout.WindowStats) { rec.AddWindow(w.From, w) })
 		if d.numbers == nil {
 			d.numbers = map[string]string{}
@@ -462,12 +556,18 @@ func (d *controllerDecider) Decide(ctx context.Context, now time.Time, states ma
 	d.f.a.rollouts.controller.Tick(now)
 	out := map[string]fleet.RouteState{}
 	for route, st := range states {
-		next, err := d.readState(route)
-		if err != nil || sameState(next, st) {
+		b := d.held(route)
+		if b == nil || bytes.Equal(b, controllerBytes(st)) {
 			continue
 		}
-		next.BreachStreaks, next.Controller = st.BreachStreaks, st.Controller
-		if n := d.numbers[route]; n != "" && next.Reason != "" {
+		next, err := fromController(route, b)
+		if err != nil {
+			d.f.log.Warn("controller state not written to the fleet", zap.String("route", route), zap.Error(err))
+			continue
+		}
+		if !transition(st, next) {
+			next.Reason = st.Reason
+		} else if n := d.numbers[route]; n != "" && next.Reason != "" {
 			// Say whose traffic the decision rests on, and who was missing.
 			next.Reason += " (" + n + ")"
 		}
@@ -487,54 +587,33 @@ func (d *controllerDecider) Command(route, action string, st fleet.RouteState, n
 	if err := d.f.a.rollouts.controller.Command(route, action); err != nil {
 		return st, err
 	}
-	next, err := d.readState(route)
-	if err != nil {
-		return st, err
-	}
-	return next, nil
+	return fromController(route, d.held(route))
 }
 
 // noopHandle is the controller's RouteHandle in fleet mode: the proxy's
-// split follows the fleet state from the watch, never the controller.
+// split follows the fleet state from the watch (onState), never the
+// controller, whose decision may still lose its write.
 type noopHandle struct{}
 
 func (noopHandle) SetCanaryPercent(cfgtypes.BasisPoints) {}
 func (noopHandle) SetHalted(bool)                        {}
 
 // addRoute registers a rollout route with the controller: as before
-// standalone; in fleet mode with the fleet's state file, the fleet-wide
-// recorder and a no-op handle, then the split set from the restored state
-// until the fleet's arrives.
+// standalone; in fleet mode with the fleet-wide recorder and a no-op
+// handle (its state in etcd through stateStore), then the split set from
+// the restored state until the fleet's arrives.
 func (m *rolloutManager) addRoute(name string, spec rollout.Spec, rec *rollout.Recorder) error {
 	f := m.fleet
 	if f == nil || spec.Mode == rollout.ModeDryRun {
 		return m.controller.AddRoute(name, spec, rec, routeHandle{m.app, name})
 	}
-	if err := m.controller.AddRoute(name, f.routeSpec(name, spec), f.recorder(name, spec), noopHandle{}); err != nil {
+	if err := m.controller.AddRoute(name, spec, f.recorder(name, spec), noopHandle{}); err != nil {
 		return err
 	}
 	if st, ok := m.controller.RouteStatus(name); ok {
 		f.applyInitial(name, st)
 	}
 	return nil
-}
-
-// readd re-reads a route's state file into the controller (fleet adoption).
-func (m *rolloutManager) readd(route string) error {
-	for _, rc := range m.app.pendingOrCurrentConfig().Routes {
-		if rc.Name != route || rc.Rollout == nil {
-			continue
-		}
-		m.mu.Lock()
-		rec := m.recorders[route]
-		m.mu.Unlock()
-		if rec == nil {
-			return fmt.Errorf("route %q has no recorder", route)
-		}
-		m.controller.RemoveRoute(route)
-		return m.addRoute(route, *rc.Rollout, rec)
-	}
-	return fmt.Errorf("route %q has no rollout", route)
 }
 
 // fleetStatus is admin.Options.Fleet (nil outside fleet mode).

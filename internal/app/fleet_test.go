@@ -20,6 +20,7 @@ import (
 
 	"github.com/shadowproxy/shadowproxy/config"
 	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
+	"github.com/shadowproxy/shadowproxy/internal/fleet"
 	"github.com/shadowproxy/shadowproxy/internal/fleet/fleettest"
 	"github.com/shadowproxy/shadowproxy/internal/testkit"
 )
@@ -51,6 +52,12 @@ type fleetMember struct {
 
 func startFleetMember(t *testing.T, e *fleettest.Etcd, prefix, name, stableURL, policy string) *fleetMember {
 	t.Helper()
+	return startFleetMemberIn(t, e, prefix, name, stableURL, policy, filepath.Join(t.TempDir(), name))
+}
+
+// startFleetMemberIn starts a member whose fleet.state_dir is stateDir.
+func startFleetMemberIn(t *testing.T, e *fleettest.Etcd, prefix, name, stableURL, policy, stateDir string) *fleetMember {
+	t.Helper()
 	m := &fleetMember{name: name, canary: startVersion(t, "canary"), admin: freePort(t)}
 	cfg := fmt.Sprintf(`
 listen: 127.0.0.1:0
@@ -77,7 +84,7 @@ fleet:
     endpoints: [%s]
     prefix: %s
     dial_timeout: 2s
-`, m.admin, fleetToken, stableURL, m.canary.url, policy, name, m.admin, filepath.Join(t.TempDir(), name), e.Endpoint(), prefix)
+`, m.admin, fleetToken, stableURL, m.canary.url, policy, name, m.admin, stateDir, e.Endpoint(), prefix)
 	m.app = startApp(t, cfg, Options{Logger: fleetTestLogger(t, name)})
 	return m
 }
@@ -496,4 +503,136 @@ func TestFleetHoldsDuringRollingConfigChange(t *testing.T) {
 		_, held := leader.fleetView(t).Holds["shop"]
 		return !held
 	})
+}
+
+// breachSince is when the fleet state's record of route shop says the
+// rollback condition began breaching (zero: no streak).
+func breachSince(t *testing.T, m *fleetMember) (time.Time, fleet.RouteState) {
+	t.Helper()
+	f := m.app.rollouts.fleet
+	f.mu.Lock()
+	st := f.applied["shop"]
+	f.mu.Unlock()
+	var rec struct {
+		Conditions []struct {
+			Key         string    `json:"key"`
+			BreachSince time.Time `json:"breach_since"`
+		} `json:"conditions"`
+	}
+	if len(st.Controller) > 0 {
+		if err := json.Unmarshal(st.Controller, &rec); err != nil {
+			t.Fatalf("controller record in the fleet state: %v", err)
+		}
+	}
+	for _, c := range rec.Conditions {
+		if strings.HasPrefix(c.Key, "rollback:") && !c.BreachSince.IsZero() {
+			return c.BreachSince, st
+		}
+	}
+	return time.Time{}, st
+}
+
+// TestFleetLeaderKilledMidBreach kills the leader while a rollback
+// condition's breach streak runs: the new leader continues the same step,
+// hold clock and streak (read from etcd, where the controller keeps them),
+// so the rollback comes when the streak began + for, not a full for after
+// the takeover.
+func TestFleetLeaderKilledMidBreach(t *testing.T) {
+	e := fleettest.StartEtcd(t)
+	stable := startVersion(t, "stable")
+	policy := `
+      steps: [{percent: 50, hold: 1h}, {percent: 100}]
+      rollback_when:
+        - {metric: error_rate_5xx, above: 20%, for: 8s}
+`
+	var ms []*fleetMember
+	for _, n := range []string{"a", "b", "c"} {
+		m := startFleetMember(t, e, "/sp/breach", n, stable.url, policy)
+		m.canary.failing.Store(true)
+		ms = append(ms, m)
+	}
+	leader := leaderMember(t, ms)
+	stop := make(chan struct{})
+	defer close(stop)
+	for _, m := range ms {
+		pacedLoad(t, "http://"+m.app.ProxyAddr(), stop, 30000)
+	}
+	var since time.Time
+	var before fleet.RouteState
+	testkit.Eventually(t, "a breach streak in the fleet state", func() bool {
+		since, before = breachSince(t, leader)
+		return !since.IsZero()
+	})
+	if before.State != "progressing" || before.Step != 0 {
+		t.Fatalf("test bug: the streak must be running, not finished: %+v", before)
+	}
+	leader.kill()
+	var rest []*fleetMember
+	for _, m := range ms {
+		if m != leader {
+			rest = append(rest, m)
+		}
+	}
+	next := leaderMember(t, rest)
+	sameEverywhere(t, rest, "fleet-wide rollback", func(m *fleetMember) bool {
+		s, _ := fleetState(m)
+		return s == "rolled_back" && m.share() == 0
+	})
+	after, final := breachSince(t, next)
+	if final.UpdatedBy != next.name {
+		t.Fatalf("rollback written by %q, want the new leader %q", final.UpdatedBy, next.name)
+	}
+	// A streak begun afresh by the new leader would start after the kill.
+	if !after.Equal(since) {
+		t.Errorf("breach streak not carried over: began %s under %s, %s under %s", since, leader.name, after, next.name)
+	}
+	if final.Step != before.Step || !final.StepStartedAt.Equal(before.StepStartedAt) || final.PausedNanos != before.PausedNanos {
+		t.Errorf("step or hold clock not carried over: before %+v, after %+v", before, final)
+	}
+	if final.UpdatedAt.Sub(since) < 8*time.Second {
+		t.Errorf("rolled back %s after the streak began, before its for: 8s", final.UpdatedAt.Sub(since))
+	}
+}
+
+// TestFleetRestartWhileEtcdDown: a member restarted while etcd is down
+// serves the last fleet state it applied (its state_dir copy), step and
+// share, and adopts the fleet's again once etcd returns.
+func TestFleetRestartWhileEtcdDown(t *testing.T) {
+	e := fleettest.StartEtcd(t)
+	stable := startVersion(t, "stable")
+	policy := `
+      steps: [{percent: 10, hold: 1h}, {percent: 50, hold: 1h}, {percent: 100}]
+`
+	dir := filepath.Join(t.TempDir(), "a")
+	m := startFleetMemberIn(t, e, "/sp/restart", "a", stable.url, policy, dir)
+	leaderMember(t, []*fleetMember{m})
+	testkit.Eventually(t, "the fleet's 10%", func() bool {
+		_, ok := m.fleetView(t).Routes["shop"]
+		return ok && m.share() == 1000
+	})
+	if code, body := m.post(t, "/api/v1/rollouts/shop/promote"); code != 200 {
+		t.Fatalf("promote: %d %s", code, body)
+	}
+	testkit.Eventually(t, "the fleet's 50%", func() bool { return m.share() == 5000 })
+	m.app.Shutdown(context.Background())
+
+	e.Stop()
+	r := startFleetMemberIn(t, e, "/sp/restart", "a", stable.url, policy, dir)
+	if got := r.share(); got != 5000 {
+		t.Fatalf("restarted with etcd down: serves %d bp, want the last fleet share 5000", got)
+	}
+	if st, ok := r.app.rollouts.controller.RouteStatus("shop"); !ok || st.Step != 1 || st.State != "progressing" {
+		t.Fatalf("restarted controller: %+v", st)
+	}
+	if v := r.fleetView(t); v.Etcd != "down" {
+		t.Errorf("etcd reported %q while down", v.Etcd)
+	}
+	e.Start()
+	testkit.Eventually(t, "the fleet state adopted after etcd returns", func() bool {
+		st, step := fleetState(r)
+		return st == "progressing" && step == 1 && r.fleetView(t).Etcd == "up"
+	})
+	if got := r.share(); got != 5000 {
+		t.Errorf("after etcd returned: %d bp", got)
+	}
 }

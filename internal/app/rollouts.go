@@ -66,6 +66,7 @@ func newRolloutManager(a *App) *rolloutManager {
 		},
 		HealthProbe: m.healthProbe,
 		External:    externalSource{m},
+		StateStore:  m.stateStore,
 	})
 	return m
 }

@@ -27,7 +27,9 @@ type Decider interface {
 	Initial(route string, now time.Time) RouteState
 	// Decide evaluates the routes in states (each at its fleet state) once,
 	// reading their numbers through windows(route), and returns the routes
-	// whose state changes. Routes absent from states are not to be decided.
+	// whose state changes: a transition, or only the controller's own record
+	// (RouteState.Controller, such as a breach streak that began). Routes
+	// absent from states are not to be decided.
 	Decide(ctx context.Context, now time.Time, states map[string]RouteState, windows func(route string) Windows) map[string]RouteState
 	// Command applies an operator's action (pause, resume, promote,
 	// rollback) to st, or says why it is not possible.
@@ -200,8 +202,11 @@ func (c *Coordinator) Tick(ctx context.Context) {
 		}
 		// Without the fleet's numbers nothing may be promoted; a breach
 		// seen in the members that did answer is still real, so a
-		// rollback goes through.
-		if held[route] != "" && next.State != "rolled_back" {
+		// rollback goes through, and so does the controller's bookkeeping
+		// at the same step (a breach streak must survive a leader change
+		// even while members are missing).
+		cur := states[route]
+		if held[route] != "" && next.State != "rolled_back" && (next.State != cur.State || next.Step != cur.Step) {
 			if committer != nil {
 				committer.Committed(route, false)
 			}
@@ -218,6 +223,9 @@ func (c *Coordinator) Tick(ctx context.Context) {
 				log.Warn("fleet transition not written", zap.String("route", route), zap.Error(err))
 			}
 			continue
+		}
+		if next.State == cur.State && next.Step == cur.Step && next.LastAction == cur.LastAction {
+			continue // the controller's bookkeeping (a streak began or ended), not a transition
 		}
 		log.Info("fleet rollout transition", zap.String("route", route), zap.String("action", next.LastAction),
 			zap.Int("step", next.Step), zap.Uint32("percent_bp", next.PercentBP), zap.String("reason", next.Reason))

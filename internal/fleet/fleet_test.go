@@ -290,7 +290,11 @@ func TestFleetSeesBreachBehindOneMember(t *testing.T) {
 // and when it carries more than the allowed share, nothing is promoted.
 func TestFleetHoldsWithoutMembers(t *testing.T) {
 	e := fleettest.StartEtcd(t)
-	o := fleetOpts{decider: func() Decider { return newStepDecider(200 * time.Millisecond) }, maxShare: 0.25}
+	o := fleetOpts{decider: func() Decider {
+		d := newStepDecider(200 * time.Millisecond)
+		d.bookkeep = true
+		return d
+	}, maxShare: 0.25}
 	a := startMember(t, e, "/sp/hold", "a", o)
 	b := startMember(t, e, "/sp/hold", "b", o)
 	ms := []*member{a, b}
@@ -314,6 +318,13 @@ func TestFleetHoldsWithoutMembers(t *testing.T) {
 	if s := leader.state("api"); s.Step != 0 {
 		t.Fatalf("promoted without half the fleet: %+v", s)
 	}
+	// The decider's bookkeeping at the same step (a breach streak, for the
+	// rollout controller) is still written: a new leader needs it.
+	heldBook := string(leader.state("api").Controller)
+	waitFor(t, 10*time.Second, "bookkeeping written during the hold", func() bool {
+		c := string(leader.state("api").Controller)
+		return c != "" && c != heldBook && strings.Contains(leader.coord.Holds()["api"], "did not answer")
+	})
 	// The decider learnt that its promotions were not written (so the app
 	// drops their notifications).
 	if n := leader.coord.Decider.(*stepDecider).commitCount(false); n == 0 {

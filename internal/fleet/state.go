@@ -32,8 +32,6 @@ type RouteState struct {
 	PausedNanos   int64      `json:"paused_ns"`
 	// DataSince is when the current step's evaluation data starts.
 	DataSince time.Time `json:"data_since"`
-	// BreachStreaks counts consecutive breaching evaluations per condition.
-	BreachStreaks map[string]int `json:"breach_streaks,omitempty"`
 	// PolicyHash is the hash of the rollout policy the state was made under.
 	PolicyHash string `json:"policy_hash"`
 	Reason     string `json:"reason,omitempty"`
@@ -41,8 +39,10 @@ type RouteState struct {
 	// UpdatedBy names the member that wrote the state.
 	UpdatedBy string    `json:"updated_by"`
 	UpdatedAt time.Time `json:"updated_at"`
-	// Controller carries controller state the fleet does not interpret
-	// (such as sequential-test statistics); it is stored and handed back.
+	// Controller is the rollout controller's own record of the route (its
+	// StateStore bytes: the fields above plus breach streaks, sequential
+	// tests' e-values and spent alpha). The fleet does not interpret it;
+	// a new leader's controller loads it, so it continues mid-breach.
 	Controller json.RawMessage `json:"controller,omitempty"`
 }
 

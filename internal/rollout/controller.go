@@ -442,6 +442,38 @@ func (c *Controller) restore(r *route, now time.Time) error {
 	return nil
 }
 
+// Reload replaces a route's persisted state in memory with what its
+// StateStore holds now: a shared store (a fleet's etcd) may have been
+// written by another process. An evaluation in flight is discarded; the
+// share is applied to the route handle again. Like a restart, a saved
+// share that is no longer a step resumes at the next lower one (and that
+// is saved). ErrUnknownRoute for a route not managed.
+func (c *Controller) Reload(name string) error {
+	c.mu.Lock()
+	r := c.routes[name]
+	c.mu.Unlock()
+	if r == nil {
+		return fmt.Errorf("%w %q", ErrUnknownRoute, name)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.removed || r.dryRun() || r.store == nil {
+		return nil
+	}
+	state, step := r.state, r.step
+	// restore expects a fresh route: clear what it only sets when saved.
+	r.pausedAt, r.pausedFor, r.seqs, r.reason, r.lastAction = time.Time{}, 0, nil, "", ""
+	if err := c.restore(r, c.now()); err != nil {
+		return err
+	}
+	r.gen++
+	if r.state != state || r.step != step {
+		r.waitNotified, r.ready, r.readyNotified = false, false, false
+	}
+	r.applyLocked()
+	return nil
+}
+
 // RemoveRoute stops managing a route. The route's share is left as it is
 // (the route is going away) and its state file is kept, so adding it back
 // resumes where it was.

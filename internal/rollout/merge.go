@@ -87,11 +87,14 @@ func (r *Recorder) AddWindow(at time.Time, w *WindowStats) bool {
 }
 
 // Clear forgets every slot. Only for a Recorder filled by AddWindow, with
-// no concurrent writer.
+// no concurrent writer. A WindowCache over r rebuilds at its next use: a
+// refill may change slots it had already summed (a member that did not
+// answer before does now).
 func (r *Recorder) Clear() {
 	for i := range r.slots {
 		r.slots[i].epoch.Store(-1)
 	}
+	r.clears.Add(1)
 }
 
 // SlotWindows returns the window of every slot that starts within

@@ -52,3 +52,42 @@ func TestSlotWindowsRebuildRecorder(t *testing.T) {
 		t.Error("AddBucket accepted an index past the layout")
 	}
 }
+
+// A WindowCache over a recorder that is cleared and refilled (a fleet
+// leader's) answers for the new content, not the sums it had cached: a
+// member missing from one refill and present in the next counts in full.
+func TestWindowCacheFollowsRefill(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	clock := func() time.Time { return now }
+	a := NewRecorder(clock, WithSlot(time.Second), WithRetention(time.Minute))
+	b := NewRecorder(clock, WithSlot(time.Second), WithRetention(time.Minute))
+	for i := range 600 {
+		if i%20 == 0 {
+			now = now.Add(time.Second)
+		}
+		a.ObserveRequest(Canary, 500, false, time.Millisecond)
+		b.ObserveRequest(Canary, 200, false, time.Millisecond)
+	}
+	fleet := NewRecorder(clock, WithSlot(time.Second), WithRetention(time.Minute))
+	cache := NewWindowCache(fleet)
+	refill := func(members ...*Recorder) {
+		fleet.Clear()
+		for _, r := range members {
+			for _, w := range r.SlotWindows(now.Add(-time.Minute), now) {
+				fleet.AddWindow(w.From, &w)
+			}
+		}
+	}
+	refill(a) // b did not answer
+	from := now.Add(-20 * time.Second)
+	if got := cache.Between(from, now).Canary.Requests; got != fleet.Between(from, now).Canary.Requests || got == 0 {
+		t.Fatalf("first refill: cache %d", got)
+	}
+	now = now.Add(100 * time.Millisecond) // the next evaluation, within the same slot
+	refill(a, b)
+	got, want := cache.Between(from, now), fleet.Between(from, now)
+	if got.Canary.Requests != want.Canary.Requests || got.Canary.Errors5xx != want.Canary.Errors5xx {
+		t.Fatalf("after the refill the cache says %d requests (%d 5xx), the recorder %d (%d)",
+			got.Canary.Requests, got.Canary.Errors5xx, want.Canary.Requests, want.Canary.Errors5xx)
+	}
+}

@@ -79,6 +79,8 @@ type Recorder struct {
 	// latest is the newest slot any writer has used: a clock that steps
 	// back files observations there instead of dropping them.
 	latest atomic.Int64
+	// clears counts Clear calls: a WindowCache built before one rebuilds.
+	clears atomic.Uint64
 }
 
 // RecorderOption configures NewRecorder.
@@ -410,6 +412,7 @@ type WindowCache struct {
 	rec           *Recorder
 	first, end    int64 // complete slots [first, end) are in sum
 	rebuiltAt     int64
+	clears        uint64 // the recorder's Clear count the sum was built at
 	sum           WindowStats
 	valid         bool
 	reads, builds uint64
@@ -423,7 +426,8 @@ func (c *WindowCache) Between(from, to time.Time) WindowStats {
 	r := c.rec
 	first, last := r.slotRange(from, to)
 	span := last - first
-	rebuild := !c.valid || first < c.first || first > c.end || last < c.end || last-c.rebuiltAt > span
+	clears := r.clears.Load()
+	rebuild := !c.valid || clears != c.clears || first < c.first || first > c.end || last < c.end || last-c.rebuiltAt > span
 	if !rebuild {
 		// Subtract what left the window first: if a slot is already gone
 		// (reused), the sum cannot be corrected and is rebuilt instead.
@@ -438,7 +442,7 @@ func (c *WindowCache) Between(from, to time.Time) WindowStats {
 			r.addSlot(&c.sum, e, false)
 			c.reads++
 		}
-		c.first, c.end, c.rebuiltAt, c.valid = first, last, last, true
+		c.first, c.end, c.rebuiltAt, c.clears, c.valid = first, last, last, clears, true
 		c.builds++
 	} else {
 		for e := c.end; e < last; e++ {
