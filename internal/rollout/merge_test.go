@@ -65,8 +65,8 @@ func TestWindowCacheFollowsRefill(t *testing.T) {
 		if i%20 == 0 {
 			now = now.Add(time.Second)
 		}
-		a.ObserveRequest(Canary, 500, false, time.Millisecond)
-		b.ObserveRequest(Canary, 200, false, time.Millisecond)
+		a.ObserveRequest(splitter.ArmCanary, 500, false, time.Millisecond)
+		b.ObserveRequest(splitter.ArmCanary, 200, false, time.Millisecond)
 	}
 	fleet := NewRecorder(clock, WithSlot(time.Second), WithRetention(time.Minute))
 	cache := NewWindowCache(fleet)
