@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
 )
@@ -213,7 +214,7 @@ func (r *route) persistLocked(now time.Time) {
 	}
 	if err != nil {
 		r.persistErr = err.Error()
-		r.log.Error("cannot persist rollout state; a restart would not resume this step", zap.String("state_file", r.spec.StateFile), zap.Error(err))
+		r.log.Error("cannot persist rollout state; a restart (or, in a fleet, a new leader) would not resume this step", zap.String("state_file", r.spec.StateFile), zap.Error(err))
 		return
 	}
 	r.persistErr = ""
@@ -463,7 +464,13 @@ func (c *Controller) Reload(name string) error {
 	state, step := r.state, r.step
 	// restore expects a fresh route: clear what it only sets when saved.
 	r.pausedAt, r.pausedFor, r.seqs, r.reason, r.lastAction = time.Time{}, 0, nil, "", ""
-	if err := c.restore(r, c.now()); err != nil {
+	// A fleet follower reloads on every state change: its restores are
+	// routine, not an info line each.
+	log := r.log
+	r.log = log.WithOptions(zap.IncreaseLevel(zapcore.WarnLevel))
+	err := c.restore(r, c.now())
+	r.log = log
+	if err != nil {
 		return err
 	}
 	r.gen++

@@ -37,8 +37,14 @@ rollback_when: [{metric: error_rate_5xx, above: 20%, for: 2m}]
 					// The leader dies mid-breach; the follower reloads what
 					// it saved and takes over.
 					s.ctrl.Close()
+					before := s.logs.FilterMessage("restored rollout state").Len()
 					if err := follower.Reload(s.route); err != nil {
 						t.Fatal(err)
+					}
+					// A follower reloads on every fleet state change: no
+					// info line each time.
+					if n := s.logs.FilterMessage("restored rollout state").Len(); n != before {
+						t.Errorf("Reload logged %d restore lines at info", n-before)
 					}
 					s.ctrl, s.handle, handedAt = follower, fh, s.clock.Now()
 				}
