@@ -13,6 +13,14 @@
 #   nginx-mirror-fast        nginx `mirror` to the same
 #   shadowproxy-shadow-slow  shadowproxy, 100% shadow to a 200 ms shadow backend
 #   nginx-mirror-slow        nginx `mirror` to the same
+#   shadowproxy-64k, nginx-64k, haproxy-64k   the same with 64 KiB responses
+#   shadowproxy-1m, nginx-1m, haproxy-1m      the same with 1 MiB responses
+#
+# Then the scale phase: shadowproxy, nginx and HAProxy each take BENCH_SCALE_CONNS
+# (10,000) concurrent keep-alive connections (the script raises the open-file
+# limit), with req/s, p99 and the resident memory the connections add (VmRSS
+# sampled in the middle of each run, less VmRSS before the scale phase, per
+# connection).
 #
 # Pinning: wrk runs on CPU 0, every server (proxy under test and backends) on
 # CPU 1, so each proxy gets the same one-core budget (Go servers run with
@@ -54,8 +62,11 @@
 #   BENCH_SLOW_DELAY=200ms     delay of the slow shadow
 #   BENCH_SHADOW_WORKERS=64 BENCH_SHADOW_QUEUE=4096   shadowproxy shadow: section
 #   BENCH_CONFIGS="direct nginx ..."   subset / order of configurations
+#   BENCH_SCALE_CONNS=10000 BENCH_SCALE_DURATION=4s   the scale phase (BENCH_SCALE_CONNS=0: skip it)
 #   BENCH_TUNED_ENV="GOGC=800"  adds a "-tuned" twin of every shadowproxy configuration, run with this env
 #   BENCH_SHADOWPROXY_ENV=""   extra env for every shadowproxy run
+#   BENCH_BASELINE_BIN=path    adds a "-baseline" twin of every shadowproxy configuration run with
+#                              that binary (an earlier build), so a change is measured side by side
 #   BENCH_OUT=bench/results/latest.md   BENCH_KEEP=1 keeps the temp dir
 #   SHADOWPROXY_BIN=bin/shadowproxy
 set -euo pipefail
@@ -74,7 +85,9 @@ LIGHT_DELAY_MS=${BENCH_LIGHT_DELAY_MS:-4}
 SLOW_DELAY=${BENCH_SLOW_DELAY:-200ms}
 SHADOW_WORKERS=${BENCH_SHADOW_WORKERS:-64}
 SHADOW_QUEUE=${BENCH_SHADOW_QUEUE:-4096}
-DEFAULT_CONFIGS="direct shadowproxy nginx haproxy shadowproxy-shadow-fast nginx-mirror-fast shadowproxy-shadow-slow nginx-mirror-slow"
+DEFAULT_CONFIGS="direct shadowproxy nginx haproxy shadowproxy-shadow-fast nginx-mirror-fast shadowproxy-shadow-slow nginx-mirror-slow shadowproxy-64k nginx-64k haproxy-64k shadowproxy-1m nginx-1m haproxy-1m"
+SCALE_CONNS=${BENCH_SCALE_CONNS:-10000}
+SCALE_DURATION=${BENCH_SCALE_DURATION:-4s}
 CONFIGS=${BENCH_CONFIGS:-$DEFAULT_CONFIGS}
 TUNED_ENV=${BENCH_TUNED_ENV:-}
 # Upstream settings of the "-tuned" twins (set empty to run no twins unless
@@ -83,6 +96,7 @@ TUNED_UPSTREAM=${BENCH_TUNED_UPSTREAM-pipeline_conns: 4}
 SP_ENV=${BENCH_SHADOWPROXY_ENV:-}
 OUT=${BENCH_OUT:-$ROOT/bench/results/latest.md}
 SP_BIN=${SHADOWPROXY_BIN:-$ROOT/bin/shadowproxy}
+BASELINE_BIN=${BENCH_BASELINE_BIN:-}
 REQUEST_PATH='/api/items?id=42'
 
 log() { printf '[bench] %s\n' "$*" >&2; }
@@ -218,10 +232,10 @@ child_of() {
 # sets BACKEND_PID and BACKEND_ADDR.
 BACKEND_PID="" BACKEND_ADDR=""
 start_backend() {
-	local name=$1 delay=${2:-0s}
+	local name=$1 delay=${2:-0s} size=${3:-1024}
 	local addrfile="$WORK/$name.addr"
 	rm -f "$addrfile"
-	start "$name" env GOMAXPROCS=1 "$WORK/backend" -listen 127.0.0.1:0 -addr-file "$addrfile" -delay "$delay" -name "$name"
+	start "$name" env GOMAXPROCS=1 "$WORK/backend" -listen 127.0.0.1:0 -addr-file "$addrfile" -delay "$delay" -body-size "$size" -name "$name"
 	BACKEND_PID=$LAST_PID
 	local i
 	for ((i = 0; i < 100; i++)); do
@@ -241,6 +255,9 @@ write_shadowproxy_config() { # FILE LISTEN ADMIN PRIMARY [SHADOW [UPSTREAM_EXTRA
 	{
 		echo "listen: $listen"
 		echo "admin_listen: $admin"
+		# Room for the scale phase's 10,000 client connections and the
+		# harness's own (the default limit is exactly 10,000).
+		echo "limits: {max_connections: 20000}"
 		echo "log: {level: warn, format: json}"
 		echo "upstreams:"
 		echo "  - {name: primary, url: \"http://$primary\"$extras}"
@@ -264,7 +281,8 @@ worker_processes 1;
 daemon off;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
-events { worker_connections 4096; }
+worker_rlimit_nofile $NOFILE;
+events { worker_connections 32768; }
 http {
     access_log off;
     client_body_temp_path $dir/tmp/body;
@@ -318,7 +336,7 @@ write_haproxy_config() { # FILE LISTEN PRIMARY
 	cat >"$1" <<EOF
 global
     nbthread 1
-    maxconn 4096
+    maxconn $HAPROXY_MAXCONN
 defaults
     mode http
     timeout connect 2s
@@ -423,9 +441,16 @@ setup_config() {
 	local dir="$WORK/$cfg"
 	mkdir -p "$dir"
 
-	start_backend "primary-$cfg"
+	local shape=${cfg%-tuned}
+	shape=${shape%-baseline}
+	local size=1024
+	case $shape in
+	*-64k) size=65536 shape=${shape%-64k} ;;
+	*-1m) size=1048576 shape=${shape%-1m} ;;
+	esac
+	start_backend "primary-$cfg" 0s "$size"
 	local primary=$BACKEND_ADDR primary_pid=$BACKEND_PID shadow=""
-	case ${cfg%-tuned} in
+	case $shape in
 	*-fast)
 		start_backend "shadow-$cfg"
 		shadow=$BACKEND_ADDR
@@ -436,9 +461,9 @@ setup_config() {
 		;;
 	esac
 
-	local target=$listen pid="" env_extra=$SP_ENV role=$cfg upstream_extra=""
+	local target=$listen pid="" env_extra=$SP_ENV role=$shape upstream_extra="" bin=$SP_BIN
+	[[ $cfg == *-baseline ]] && bin=$BASELINE_BIN
 	if [[ $cfg == *-tuned ]]; then
-		role=${cfg%-tuned}
 		env_extra="$SP_ENV $TUNED_ENV"
 		upstream_extra=$TUNED_UPSTREAM
 	fi
@@ -450,7 +475,7 @@ setup_config() {
 	shadowproxy | shadowproxy-shadow-*)
 		write_shadowproxy_config "$dir/shadowproxy.yaml" "$listen" "$admin" "$primary" "$shadow" "$upstream_extra"
 		# shellcheck disable=SC2086 # env_extra is a list of NAME=VALUE words
-		start "$cfg" env GOMAXPROCS=1 $env_extra "$SP_BIN" run -config "$dir/shadowproxy.yaml"
+		start "$cfg" env GOMAXPROCS=1 $env_extra "$bin" run -config "$dir/shadowproxy.yaml"
 		pid=$LAST_PID
 		C_ADMIN[$cfg]=$admin
 		;;
@@ -498,6 +523,60 @@ run_slices() {
 	done
 }
 
+# vm_rss_kib PID: VmRSS of the process.
+vm_rss_kib() {
+	local k v _
+	while read -r k v _; do
+		if [[ $k == VmRSS: ]]; then
+			echo "$v"
+			return
+		fi
+	done <"/proc/$1/status"
+	echo 0
+}
+
+# run_scale CONFIG...: ROUNDS passes (alternating order) of SCALE_CONNS
+# keep-alive connections on each configuration; VmRSS is sampled before
+# the first pass (memory a process took for connections is not given back
+# between passes) and in the middle of each run, while every connection is
+# open.
+run_scale() {
+	local -a cfgs=("$@")
+	local round i cfg
+	local -A rss_before=()
+	for cfg in "${cfgs[@]}"; do
+		rss_before[$cfg]=$(vm_rss_kib "${C_PID[$cfg]}")
+	done
+	local half
+	half=$(awk -v d="${SCALE_DURATION%s}" 'BEGIN { print d / 2 }')
+	for ((round = 1; round <= ROUNDS; round++)); do
+		log "scale ($SCALE_CONNS connections): pass $round of $ROUNDS"
+		for ((i = 0; i < ${#cfgs[@]}; i++)); do
+			if ((round % 2 == 1)); then cfg=${cfgs[i]}; else cfg=${cfgs[${#cfgs[@]} - 1 - i]}; fi
+			[[ -n ${C_FAILED[$cfg]:-} ]] && continue
+			local pid=${C_PID[$cfg]} rss0 rss1 t0 t1 out line
+			rss0=${rss_before[$cfg]}
+			t0=$(cpu_ticks "$pid")
+			WRK_DELAY_MS=0 "${PIN_LOAD[@]}" wrk -t"$SAT_THREADS" -c"$SCALE_CONNS" -d"$SCALE_DURATION" --latency -s "$ROOT/bench/wrk/report.lua" \
+				"http://${C_TARGET[$cfg]}$REQUEST_PATH" >"$WORK/scale.out" 2>&1 &
+			local wpid=$!
+			sleep "$half"
+			rss1=$(vm_rss_kib "$pid")
+			wait "$wpid" || true
+			t1=$(cpu_ticks "$pid")
+			line=$(grep '^requests=' "$WORK/scale.out" | tail -n 1)
+			if [[ -z $line ]]; then
+				log "$cfg: scale run failed: $(tail -n 3 "$WORK/scale.out")"
+				continue
+			fi
+			local cpu
+			cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" 'BEGIN { printf "%.3f", (b - a) / hz }')
+			echo "scale round=$round config=$cfg conns=$SCALE_CONNS rss0_kib=$rss0 rss1_kib=$rss1 cpu_s=$cpu $line" >>"$RAW"
+			log "  $cfg scale: $(field "$line" requests) requests, $(field "$line" errors) errors, p99 $(field "$line" p99_us) µs, RSS $rss0 -> $rss1 KiB"
+		done
+	done
+}
+
 # record_counts CONFIG: the backends' counts, the proxy's peak RSS and
 # shadowproxy's shadow outcomes over the whole run.
 record_counts() {
@@ -519,6 +598,13 @@ record_counts() {
 
 main() {
 	WORK=$(mktemp -d "${TMPDIR:-/tmp}/shadowproxy-bench.XXXXXX")
+	# The scale phase holds BENCH_SCALE_CONNS client connections and as many
+	# upstream ones; every process started from here inherits the limit.
+	ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+	NOFILE=$(ulimit -n)
+	[[ $NOFILE == unlimited ]] && NOFILE=1048576
+	HAPROXY_MAXCONN=$(((NOFILE - 200) / 2))
+	((HAPROXY_MAXCONN > 32768)) && HAPROXY_MAXCONN=32768
 	install_tools
 	[[ -x $SP_BIN ]] || die "$SP_BIN not found: run make build (or make bench-compare)"
 	command -v go >/dev/null || die "go not found"
@@ -547,9 +633,19 @@ main() {
 		local c
 		for c in "${configs[@]}"; do
 			with+=("$c")
-			[[ $c == shadowproxy* ]] && with+=("$c-tuned")
+			[[ $c == shadowproxy* && $c != *-64k && $c != *-1m ]] && with+=("$c-tuned")
 		done
 		configs=("${with[@]}")
+	fi
+	if [[ -n $BASELINE_BIN && " $CONFIGS " != *"-baseline "* ]]; then
+		[[ -x $BASELINE_BIN ]] || die "BENCH_BASELINE_BIN $BASELINE_BIN is not an executable"
+		local -a withb=()
+		local cb
+		for cb in "${configs[@]}"; do
+			withb+=("$cb")
+			[[ $cb == shadowproxy* && $cb != *-tuned && $cb != *-64k && $cb != *-1m ]] && withb+=("$cb-baseline")
+		done
+		configs=("${withb[@]}")
 	fi
 
 	mkdir -p "$(dirname "$OUT")"
@@ -561,6 +657,7 @@ main() {
 		echo "meta pinning=$PINNED"
 		echo "meta shadowproxy=$("$SP_BIN" version 2>&1 | head -n 1) $([[ -n $SP_ENV ]] && echo "env: $SP_ENV")"
 		[[ -n "$TUNED_ENV$TUNED_UPSTREAM" ]] && echo "meta shadowproxy-tuned=env [$TUNED_ENV] upstream [$TUNED_UPSTREAM]"
+		[[ -n $BASELINE_BIN ]] && echo "meta shadowproxy-baseline=$("$BASELINE_BIN" version 2>&1 | head -n 1) ($BASELINE_BIN)"
 		echo "meta nginx=$(nginx -v 2>&1 | head -n 1)"
 		echo "meta haproxy=$(haproxy -v 2>&1 | head -n 1)"
 		echo "meta wrk=$(wrk --version 2>&1 | head -n 1 || true)"
@@ -579,6 +676,28 @@ main() {
 	done
 	run_slices sat "$SAT_DURATION" "${configs[@]}"
 	run_slices light "$LIGHT_DURATION" "${configs[@]}"
+	if ((SCALE_CONNS > 0)); then
+		local -a scale=()
+		for cfg in shadowproxy shadowproxy-baseline nginx haproxy; do
+			[[ " ${configs[*]} " == *" $cfg "* && -z ${C_FAILED[$cfg]:-} ]] && scale+=("$cfg")
+		done
+		local need=$((SCALE_CONNS + 1024))
+		if ((HAPROXY_MAXCONN < SCALE_CONNS + 100)) && [[ " ${scale[*]} " == *" haproxy "* ]]; then
+			# HAProxy reserves two descriptors per connection up front.
+			log "HAProxy's maxconn ($HAPROXY_MAXCONN, from the open-file limit $NOFILE) cannot hold $SCALE_CONNS connections: it sits out the scale phase"
+			echo "meta scale_haproxy=left out: the open-file limit ($NOFILE) gives HAProxy maxconn $HAPROXY_MAXCONN < $SCALE_CONNS" >>"$RAW"
+			local -a keep=()
+			for cfg in "${scale[@]}"; do [[ $cfg == haproxy ]] || keep+=("$cfg"); done
+			scale=("${keep[@]}")
+		fi
+		if ((NOFILE < need)); then
+			log "open-file limit $NOFILE is below $need: skipping the scale phase"
+		elif ((${#scale[@]} > 0)); then
+			echo "meta scale_conns=$SCALE_CONNS" >>"$RAW"
+			echo "meta scale=wrk -t$SAT_THREADS -c$SCALE_CONNS -d$SCALE_DURATION --latency; RSS per connection = (VmRSS in the middle of the run - VmRSS before the scale phase) / connections" >>"$RAW"
+			run_scale "${scale[@]}"
+		fi
+	fi
 	# Let in-flight shadow requests land before counting.
 	sleep 0.5
 	for cfg in "${configs[@]}"; do
@@ -598,6 +717,8 @@ main() {
 PIN_LOAD=()
 PIN_SERVER=()
 PINNED=""
+NOFILE=1024
+HAPROXY_MAXCONN=4096
 HZ=100
 RAW=""
 LOAD_START=""

@@ -80,6 +80,8 @@ type Config struct {
 	// records and cutovers. Empty: rollouts keep only their state_file and
 	// evidence stays in memory.
 	StateDir string `yaml:"state_dir"`
+	// Fleet, when set, coordinates rollouts with other members through etcd.
+	Fleet *Fleet `yaml:"fleet"`
 
 	// Source is the file the config was read from ("" when from memory).
 	Source string `yaml:"-"`
@@ -125,6 +127,10 @@ type Limits struct {
 	// whole; a longer one streams through (and is not mirrored). Default
 	// DefaultBufferBody.
 	BufferBody cfgtypes.Size `yaml:"buffer_body"`
+	// ReleaseIdleBuffers returns a keep-alive connection's read and write
+	// buffers to shared pools while it waits for its next request: less
+	// memory per idle connection, for one small allocation per request.
+	ReleaseIdleBuffers bool `yaml:"release_idle_buffers"`
 }
 
 // DefaultBufferBody is limits.buffer_body when unset.
@@ -249,6 +255,7 @@ func (c *Config) ApplyDefaults() {
 	c.Tracing.applyDefaults()
 	c.HTTP2.applyDefaults()
 	c.resolveRolloutPolicies()
+	c.applyFleetDefaults()
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		if r.Rollout != nil && r.Rollout.StateFile == "" && c.StateDir != "" {

@@ -45,6 +45,7 @@ func (c *Config) Validate() []error {
 	}
 	errs = append(errs, c.Limits.validate()...)
 	errs = append(errs, c.validateEdge()...)
+	errs = append(errs, c.validateFleet()...)
 	if c.Prometheus.URL != "" {
 		if u, err := url.Parse(c.Prometheus.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			add("prometheus.url", "invalid url %q: want http(s)://host:port of a Prometheus-compatible API", c.Prometheus.URL)
@@ -132,6 +133,7 @@ func (c *Config) Warnings() []string {
 	if !isLoopbackAddr(c.AdminListen) && c.Admin.Token == "" {
 		w = append(w, fmt.Sprintf("admin_listen %s is not loopback and admin.token is empty: mutating admin endpoints will refuse every request until a token is set", c.AdminListen))
 	}
+	w = append(w, c.fleetWarnings()...)
 	for i, r := range c.Routes {
 		if r.Shadow != nil {
 			if unsafe := r.Shadow.UnsafeMethods(); len(unsafe) > 0 {

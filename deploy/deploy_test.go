@@ -38,7 +38,8 @@ import (
 )
 
 // testEnv stands in for the environment the manifests give the proxy.
-var testEnv = map[string]string{"ADMIN_TOKEN": "0123456789abcdef0123456789abcdef"}
+var testEnv = map[string]string{"ADMIN_TOKEN": "0123456789abcdef0123456789abcdef",
+	"POD_NAME": "shadowproxy-edge-7d9f8c6b5-x2x4q", "POD_IP": "10.1.2.3"}
 
 func lookupEnv(k string) (string, bool) {
 	v, ok := testEnv[k]
@@ -478,6 +479,7 @@ func TestKubernetesEdge(t *testing.T) {
 		t.Errorf("%s: no route learns noise from a secondary", file)
 	}
 	pod := get(deps[0], "spec", "template").(map[string]any)
+	checkEdgeFleet(t, file, cfg, proxy)
 	if r, _ := get(deps[0], "spec", "replicas").(int); r < 2 {
 		t.Errorf("%s: %d replicas; an edge needs at least 2 to survive a disruption", file, r)
 	}
@@ -1272,5 +1274,49 @@ func post(t *testing.T, c *http.Client, url string, want int) {
 	resp.Body.Close()
 	if resp.StatusCode != want {
 		t.Fatalf("POST %s: %s %s", url, resp.Status, body)
+	}
+}
+
+// checkEdgeFleet: the edge runs its rollout in fleet mode against the etcd
+// Service of the etcd base, each pod advertising its own admin port and keeping
+// the fleet state on a writable volume.
+func checkEdgeFleet(t *testing.T, file string, cfg *config.Config, proxy map[string]any) {
+	t.Helper()
+	f := cfg.Fleet
+	if f == nil {
+		t.Fatalf("%s: the edge configuration has no fleet section", file)
+	}
+	var rollouts int
+	for _, r := range cfg.Routes {
+		if r.Rollout != nil {
+			rollouts++
+		}
+	}
+	if rollouts == 0 {
+		t.Errorf("%s: fleet mode without a rollout", file)
+	}
+	if f.Name != testEnv["POD_NAME"] || f.Advertise != "http://"+testEnv["POD_IP"]+":"+strconv.Itoa(portOf(t, cfg.AdminListen)) {
+		t.Errorf("%s: fleet name %q / advertise %q are not the pod's own", file, f.Name, f.Advertise)
+	}
+	mounted := false
+	for _, m := range get(proxy, "volumeMounts").([]any) {
+		mp := str(get(m, "mountPath"))
+		if get(m, "readOnly") != true && strings.HasPrefix(f.StateDir, mp+"/") {
+			mounted = true
+		}
+	}
+	if !mounted {
+		t.Errorf("%s: fleet.state_dir %s is not on a writable volume (the root filesystem is read-only)", file, f.StateDir)
+	}
+	docs := yamlDocs(t, "kubernetes/base/etcd/etcd.yaml")
+	svcs := byKind(docs, "Service")
+	if len(svcs) != 1 || len(byKind(docs, "StatefulSet")) != 1 {
+		t.Fatal("kubernetes/base/etcd/etcd.yaml: want one StatefulSet and one Service")
+	}
+	// Short Service name: it resolves in the proxy's own namespace, which
+	// the overlay chooses for both.
+	host := str(get(svcs[0], "metadata", "name")) + ":2379"
+	if len(f.Etcd.Endpoints) != 1 || f.Etcd.Endpoints[0] != "http://"+host {
+		t.Errorf("%s: fleet.etcd.endpoints %v do not name the etcd base's Service (%s)", file, f.Etcd.Endpoints, host)
 	}
 }

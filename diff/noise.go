@@ -441,8 +441,8 @@ func parentOf(path []byte) []byte {
 	return path[:i]
 }
 
-// Snapshot lists the learnt keys, noisiest first.
-func (t *NoiseTracker) Snapshot() []NoiseField {
+// Fields lists the learnt keys, noisiest first.
+func (t *NoiseTracker) Fields() []NoiseField {
 	t.mu.RLock()
 	n := t.noise.n()
 	learnt := !t.learningLocked()

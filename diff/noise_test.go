@@ -216,7 +216,7 @@ func TestNoiseTrackerBounded(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		g.observe(`{}`, fmt.Sprintf(`{"k%d":1}`, i))
 	}
-	if n := len(g.tr.Snapshot()); n != 3 || g.tr.Dropped() != 7 {
+	if n := len(g.tr.Fields()); n != 3 || g.tr.Dropped() != 7 {
 		t.Errorf("tracked %d, dropped %d", n, g.tr.Dropped())
 	}
 	// Uncomparable and status-changing observations teach nothing.
@@ -236,7 +236,7 @@ func TestNoiseTrackerConcurrent(t *testing.T) {
 			for i := 0; i < 200; i++ {
 				o := g.observe(`{"a":1,"b":2}`, fmt.Sprintf(`{"a":%d,"b":2}`, i%3))
 				g.judge(`{"a":1,"b":2}`, `{"a":7,"b":3}`, o)
-				g.tr.Snapshot()
+				g.tr.Fields()
 			}
 		}()
 	}

@@ -13,8 +13,8 @@ import (
 // OtherField is the label that stands for every field beyond max_fields.
 const OtherField = "other"
 
-// TopFieldsInSnapshot is how many fields Snapshot lists.
-const TopFieldsInSnapshot = 20
+// TopFieldsInSummary is how many fields Summary lists.
+const TopFieldsInSummary = 20
 
 // ringSlots one-second slots cover the longest window, five minutes.
 const ringSlots = 300
@@ -100,24 +100,24 @@ type Quantiles struct {
 	P99   float64 `json:"p99"`
 }
 
-// LatencySnapshot compares primary and shadow latency.
-type LatencySnapshot struct {
+// LatencySummary compares primary and shadow latency.
+type LatencySummary struct {
 	Primary Quantiles `json:"primary"`
 	Shadow  Quantiles `json:"shadow"`
 }
 
-// Snapshot is the diff part of a route and target in GET /api/v1/routes.
-type Snapshot struct {
-	MatchRate1m    *float64        `json:"match_rate_1m"`
-	MatchRate5m    *float64        `json:"match_rate_5m"`
-	MatchRateTotal *float64        `json:"match_rate_total"`
-	Counts         Counts          `json:"counts"`
-	Counts1m       Counts          `json:"counts_1m"`
-	Counts5m       Counts          `json:"counts_5m"`
-	TopFields      []FieldCount    `json:"top_fields"`
-	FieldsCapped   bool            `json:"fields_capped"`
-	Latency        LatencySnapshot `json:"latency"`
-	Since          time.Time       `json:"since"`
+// Summary is the diff part of a route and target in GET /api/v1/routes.
+type Summary struct {
+	MatchRate1m    *float64       `json:"match_rate_1m"`
+	MatchRate5m    *float64       `json:"match_rate_5m"`
+	MatchRateTotal *float64       `json:"match_rate_total"`
+	Counts         Counts         `json:"counts"`
+	Counts1m       Counts         `json:"counts_1m"`
+	Counts5m       Counts         `json:"counts_5m"`
+	TopFields      []FieldCount   `json:"top_fields"`
+	FieldsCapped   bool           `json:"fields_capped"`
+	Latency        LatencySummary `json:"latency"`
+	Since          time.Time      `json:"since"`
 }
 
 // Sample is one stored mismatch, redacted, for GET /api/v1/diffs.
@@ -324,12 +324,12 @@ func dedupeLabels(labels []string) []string {
 
 func mod(a, n int64) int64 { return ((a % n) + n) % n }
 
-// Snapshot returns the current aggregates.
-func (s *Stats) Snapshot() Snapshot {
+// Summary returns the current aggregates.
+func (s *Stats) Summary() Summary {
 	now := s.now().Unix()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	snap := Snapshot{Counts: s.total, Since: s.start, FieldsCapped: s.capped}
+	snap := Summary{Counts: s.total, Since: s.start, FieldsCapped: s.capped}
 	for i := range s.ring {
 		sl := &s.ring[i]
 		age := now - sl.sec
@@ -346,8 +346,8 @@ func (s *Stats) Snapshot() Snapshot {
 	snap.MatchRate1m = snap.Counts1m.MatchRate()
 	snap.MatchRate5m = snap.Counts5m.MatchRate()
 	snap.MatchRateTotal = snap.Counts.MatchRate()
-	snap.TopFields = s.topFieldsLocked(TopFieldsInSnapshot)
-	snap.Latency = LatencySnapshot{Primary: quantiles(&s.primary), Shadow: quantiles(&s.shadow)}
+	snap.TopFields = s.topFieldsLocked(TopFieldsInSummary)
+	snap.Latency = LatencySummary{Primary: quantiles(&s.primary), Shadow: quantiles(&s.shadow)}
 	return snap
 }
 

@@ -35,7 +35,7 @@ func rate(p *float64) string {
 func TestStatsWindowsRollOver(t *testing.T) {
 	clk := newClock()
 	s := NewStats(mustRules(t, Spec{}), clk.Now)
-	if snap := s.Snapshot(); snap.MatchRate1m != nil || snap.MatchRateTotal != nil {
+	if snap := s.Summary(); snap.MatchRate1m != nil || snap.MatchRateTotal != nil {
 		t.Fatalf("empty stats must have no rate: %+v", snap)
 	}
 	// Minute 0: 9 matches, 1 mismatch, 5 uncomparable (which do not count).
@@ -46,7 +46,7 @@ func TestStatsWindowsRollOver(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		s.Record(Event{Result: Result{Outcome: Uncomparable}})
 	}
-	snap := s.Snapshot()
+	snap := s.Summary()
 	if rate(snap.MatchRate1m) != "0.900" || rate(snap.MatchRate5m) != "0.900" || rate(snap.MatchRateTotal) != "0.900" {
 		t.Errorf("minute 0 rates: 1m=%s 5m=%s total=%s", rate(snap.MatchRate1m), rate(snap.MatchRate5m), rate(snap.MatchRateTotal))
 	}
@@ -59,37 +59,37 @@ func TestStatsWindowsRollOver(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		s.Record(Event{Result: mismatch("/b")})
 	}
-	snap = s.Snapshot()
+	snap = s.Summary()
 	if rate(snap.MatchRate1m) != "0.000" || rate(snap.MatchRate5m) != "0.450" || rate(snap.MatchRateTotal) != "0.450" {
 		t.Errorf("minute 2 rates: 1m=%s 5m=%s total=%s", rate(snap.MatchRate1m), rate(snap.MatchRate5m), rate(snap.MatchRateTotal))
 	}
 
 	// Just inside and just outside the windows.
 	clk.Advance(59 * time.Second)
-	if snap = s.Snapshot(); snap.Counts1m.Mismatch != 10 {
+	if snap = s.Summary(); snap.Counts1m.Mismatch != 10 {
 		t.Errorf("59s later the 1m window should still hold minute 2: %+v", snap.Counts1m)
 	}
 	clk.Advance(time.Second)
-	if snap = s.Snapshot(); snap.MatchRate1m != nil || snap.Counts1m.Total() != 0 {
+	if snap = s.Summary(); snap.MatchRate1m != nil || snap.Counts1m.Total() != 0 {
 		t.Errorf("60s later the 1m window should be empty: %+v", snap.Counts1m)
 	}
 
 	// Minute 6: the 5m window has forgotten minute 0 but not minute 2.
 	clk.Advance(3 * time.Minute)
-	snap = s.Snapshot()
+	snap = s.Summary()
 	if snap.Counts5m.Match != 0 || snap.Counts5m.Mismatch != 10 || rate(snap.MatchRateTotal) != "0.450" {
 		t.Errorf("minute 6: 5m=%+v total=%s", snap.Counts5m, rate(snap.MatchRateTotal))
 	}
 	// Long after, ring slots are reused without leaking old counts.
 	clk.Advance(time.Hour)
 	s.Record(Event{Result: Result{Outcome: Match}})
-	snap = s.Snapshot()
+	snap = s.Summary()
 	if snap.Counts5m != (Counts{Match: 1}) || snap.Counts1m != (Counts{Match: 1}) {
 		t.Errorf("after an hour: 1m=%+v 5m=%+v", snap.Counts1m, snap.Counts5m)
 	}
 	// An event stamped earlier than the ring covers counts in totals only.
 	s.Record(Event{Time: clk.Now().Add(-time.Hour), Result: Result{Outcome: Match}})
-	if snap2 := s.Snapshot(); snap2.Counts5m != snap.Counts5m || snap2.Counts.Match != snap.Counts.Match+1 {
+	if snap2 := s.Summary(); snap2.Counts5m != snap.Counts5m || snap2.Counts.Match != snap.Counts.Match+1 {
 		t.Errorf("old event: %+v %+v", snap2.Counts5m, snap2.Counts)
 	}
 }
@@ -109,7 +109,7 @@ func TestStatsFieldCap(t *testing.T) {
 	if !reflect.DeepEqual(top, want) {
 		t.Errorf("top fields = %v, want %v", top, want)
 	}
-	if snap := s.Snapshot(); !snap.FieldsCapped || len(snap.TopFields) != 4 {
+	if snap := s.Summary(); !snap.FieldsCapped || len(snap.TopFields) != 4 {
 		t.Errorf("snapshot: %+v", snap)
 	}
 	if len(s.TopFields(2)) != 2 {
@@ -205,7 +205,7 @@ func TestStatsQuantiles(t *testing.T) {
 		shadow = append(shadow, sh)
 		s.Record(Event{PrimaryLatency: p, ShadowLatency: sh, Result: Result{Outcome: Match}})
 	}
-	snap := s.Snapshot()
+	snap := s.Summary()
 	check := func(name string, got Quantiles, samples []time.Duration) {
 		slices.Sort(samples)
 		if got.Count != uint64(len(samples)) {
@@ -230,7 +230,7 @@ func TestSnapshotJSONShape(t *testing.T) {
 	s := NewStats(mustRules(t, Spec{}), clk.Now)
 	s.Record(Event{PrimaryLatency: 10 * time.Millisecond, ShadowLatency: 20 * time.Millisecond, Result: mismatch("/a")})
 	s.Record(Event{Result: Result{Outcome: Match}})
-	raw, err := json.Marshal(s.Snapshot())
+	raw, err := json.Marshal(s.Summary())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,14 +274,14 @@ func TestStatsConcurrent(t *testing.T) {
 				s.Record(Event{PrimaryLatency: time.Millisecond, Result: mismatch(fmt.Sprintf("/f%d", i%10))})
 				if i%100 == 0 {
 					clk.Advance(time.Second)
-					_ = s.Snapshot()
+					_ = s.Summary()
 					_ = s.Samples(5, "/f1")
 				}
 			}
 		}(g)
 	}
 	wg.Wait()
-	snap := s.Snapshot()
+	snap := s.Summary()
 	if snap.Counts.Mismatch != 4000 || len(s.Samples(0, "")) != 10 || len(snap.TopFields) != 6 {
 		t.Errorf("after concurrent use: counts %+v, %d samples, %d fields", snap.Counts, len(s.Samples(0, "")), len(snap.TopFields))
 	}
@@ -299,7 +299,7 @@ func TestStatsLearningAndRawFields(t *testing.T) {
 	}
 	s.Record(Event{Result: Result{Outcome: Match, Body: BodyJSON, NoiseFiltered: 1}, RawFields: []string{"/ts"}})
 	s.Record(Event{Result: mismatch("/price"), RawFields: []string{"/price", "/ts"}})
-	snap := s.Snapshot()
+	snap := s.Summary()
 	if snap.Counts.Learning != 1 || snap.Counts.Total() != 3 || *snap.MatchRateTotal != 0.5 {
 		t.Errorf("counts %+v rate %v", snap.Counts, rate(snap.MatchRateTotal))
 	}

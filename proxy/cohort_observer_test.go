@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/shadowproxy/shadowproxy/internal/metrics"
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 // The observer tells cohort-routed requests that went to the canary from
@@ -60,15 +61,15 @@ routes:
 		}
 		resp.Body.Close()
 	}
-	got := map[Cohort]int{}
+	got := map[splitter.Arm]int{}
 	for _, line := range rec.all() {
-		var co Cohort
+		var co splitter.Arm
 		if _, err := fmt.Sscanf(line, "cohort=%d", &co); err != nil {
 			t.Fatalf("observation %q: %v", line, err)
 		}
 		got[co]++
 	}
-	if got[CohortExcludedCanary] != 1 || got[CohortExcluded] != 1 || got[CohortControl] != 1 || len(got) != 3 {
+	if got[splitter.ArmExcludedCanary] != 1 || got[splitter.ArmExcluded] != 1 || got[splitter.ArmControl] != 1 || len(got) != 3 {
 		t.Fatalf("cohorts observed: %v", got)
 	}
 }

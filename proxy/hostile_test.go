@@ -29,6 +29,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/shadowproxy/shadowproxy/internal/metrics"
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 // ---------------------------------------------------------------------------
@@ -1283,7 +1284,7 @@ type cohortRecorder struct {
 	seen []string
 }
 
-func (c *cohortRecorder) ObserveRequest(cohort Cohort, status int, upstreamErr bool, _ time.Duration) {
+func (c *cohortRecorder) ObserveRequest(cohort splitter.Arm, status int, upstreamErr bool, _ time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.seen = append(c.seen, fmt.Sprintf("cohort=%d status=%d upstream_error=%v", cohort, status, upstreamErr))

@@ -54,30 +54,30 @@ type Exchange struct {
 // ShadowResult is one target's answer to a mirrored request.
 type ShadowResult struct {
 	Target  string
-	Outcome Outcome
+	Outcome ShadowOutcome
 	Latency time.Duration
 	Capture diff.Capture
 }
 
-// Outcome is how a shadow request ended.
-type Outcome uint8
+// ShadowOutcome is how a shadow request ended.
+type ShadowOutcome uint8
 
 // Shadow outcomes, the values of the outcome label.
 const (
-	OutcomeOK Outcome = iota
-	OutcomeDropped
-	OutcomeError
-	OutcomeTimeout
-	// OutcomeSkipped: not sent because the primary already went to this
+	ShadowOK ShadowOutcome = iota
+	ShadowDropped
+	ShadowError
+	ShadowTimeout
+	// ShadowSkipped: not sent because the primary already went to this
 	// upstream (a canary request shadowed to the canary).
-	OutcomeSkipped
+	ShadowSkipped
 	numOutcomes
 )
 
 var outcomeNames = [numOutcomes]string{"ok", "dropped", "error", "timeout", "skipped"}
 
 // String returns the label value.
-func (o Outcome) String() string { return outcomeNames[o] }
+func (o ShadowOutcome) String() string { return outcomeNames[o] }
 
 // compareWorkers is how many goroutines per route run comparisons; diffs are
 // CPU-bound, so more than the core count only adds contention.
@@ -104,6 +104,9 @@ type mirror struct {
 
 	queue    chan *mirrorJob
 	compareQ chan *mirrorJob
+	// recvMu lets one worker at a time collect a batch (see mirrorbatch.go).
+	recvMu   sync.Mutex
+	batches  sync.Pool // *shadowBatch
 	jobs     sync.Pool
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -132,6 +135,9 @@ type shadowTarget struct {
 	inflight  prometheus.Gauge
 	truncated prometheus.Counter
 	secondary bool
+	// latency is a moving average of this target's shadow latency in
+	// nanoseconds; it decides whether queued requests are batched.
+	latency atomic.Int64
 }
 
 // mirrorJob carries one mirrored request through the stages. refs counts the
@@ -162,7 +168,7 @@ type mirrorJob struct {
 }
 
 type jobResult struct {
-	outcome Outcome
+	outcome ShadowOutcome
 	latency time.Duration
 	status  int
 	head    []byte
@@ -220,13 +226,14 @@ func newMirror(route string, sc *config.Shadow, splitKey string, stable *Upstrea
 		mi.targets = append(mi.targets, newShadowTarget(route, config.ShadowTarget{Name: sec}, snap.upstreams[sec], m, true))
 	}
 	mi.jobs.New = func() any { return &mirrorJob{m: mi, results: make([]jobResult, len(mi.targets))} }
+	mi.batches.New = func() any { return &shadowBatch{} }
 	for i := 0; i < sc.Workers; i++ {
 		mi.wg.Add(1)
 		go mi.worker()
 	}
 	for i := 0; i < compareWorkers; i++ {
 		mi.wg.Add(1)
-		go mi.comparer_()
+		go mi.runComparisons()
 	}
 	return mi, nil
 }
@@ -251,9 +258,12 @@ func newShadowTarget(route string, tc config.ShadowTarget, up *Upstream, m *metr
 		t.set = append(t.set, [2]string{name, v})
 	}
 	t.remove = append(t.remove, tc.Headers.Remove...)
-	for o := Outcome(0); o < numOutcomes; o++ {
+	for o := ShadowOutcome(0); o < numOutcomes; o++ {
 		t.outcomes[o] = m.ShadowRequests.WithLabelValues(route, tc.Name, role, o.String())
 	}
+	// Not batched until an answer shows the target is fast: a target that
+	// hangs from the start never gets a batch.
+	t.latency.Store(int64(batchLatency))
 	return t
 }
 
@@ -307,7 +317,7 @@ func (mi *mirror) offer(ctx *fasthttp.RequestCtx, primaryUp *Upstream, start tim
 
 func (mi *mirror) countDropped() {
 	for _, t := range mi.targets {
-		t.outcomes[OutcomeDropped].Inc()
+		t.outcomes[ShadowDropped].Inc()
 	}
 }
 
@@ -384,6 +394,20 @@ func (mi *mirror) worker() {
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	for {
+		if mi.batching() {
+			// From a pool rather than one per worker: the few batches in
+			// use at a time keep their grown buffers warm.
+			b := mi.batches.Get().(*shadowBatch)
+			ok := mi.receiveBatch(b)
+			if ok {
+				mi.sendBatch(b, req, resp)
+			}
+			mi.batches.Put(b)
+			if !ok {
+				return
+			}
+			continue
+		}
 		select {
 		case <-mi.stop:
 			return
@@ -402,19 +426,43 @@ func (mi *mirror) send(j *mirrorJob, t *shadowTarget, r *jobResult, req *fasthtt
 	r.err, r.status, r.trunc = nil, 0, false
 	r.head, r.body = r.head[:0], r.body[:0]
 	if t.up == j.primaryUp && !t.secondary {
-		r.outcome = OutcomeSkipped
-		t.outcomes[OutcomeSkipped].Inc()
+		r.outcome = ShadowSkipped
+		t.outcomes[ShadowSkipped].Inc()
 		return
 	}
 	if t.secondary && mi.stable != nil && j.primaryUp != mi.stable {
 		// The canary served this request: comparing the secondary (the
 		// stable version) with the canary's answer would learn the real
 		// v1→v2 differences as noise.
-		r.outcome = OutcomeSkipped
-		t.outcomes[OutcomeSkipped].Inc()
+		r.outcome = ShadowSkipped
+		t.outcomes[ShadowSkipped].Inc()
 		mi.skipped[SkipSecondaryCanaryServed].Inc()
 		return
 	}
+	t.prepare(j, req)
+	resp.Reset()
+	var span ShadowTrace
+	if j.trace != nil {
+		span = j.trace.StartShadow(mi.route, t.name, req)
+	}
+	t.inflight.Inc()
+	t0 := time.Now()
+	_, err := t.up.do(req, resp, true, t.host, mi.timeout)
+	r.latency = time.Since(t0)
+	t.inflight.Dec()
+	mi.record(t, r, resp, err)
+	dropLargeBody(resp)
+	if span != nil {
+		st := r.status
+		if r.outcome != ShadowOK {
+			st = 0
+		}
+		span.End(st, r.outcome.String(), r.err)
+	}
+}
+
+// prepare copies j's request into req with t's changes.
+func (t *shadowTarget) prepare(j *mirrorJob, req *fasthttp.Request) {
 	j.req.CopyTo(req)
 	req.Header.SetProtocol("HTTP/1.1")
 	req.Header.Set(config.DefaultShadowMarker, "1")
@@ -424,15 +472,13 @@ func (mi *mirror) send(j *mirrorJob, t *shadowTarget, r *jobResult, req *fasthtt
 	for _, kv := range t.set {
 		req.Header.Set(kv[0], kv[1])
 	}
-	resp.Reset()
-	var span ShadowTrace
-	if j.trace != nil {
-		span = j.trace.StartShadow(mi.route, t.name, req)
-	}
-	t.inflight.Inc()
-	t0 := time.Now()
-	_, err := t.up.do(req, resp, true, t.host, mi.timeout)
-	if err != nil && errors.Is(err, fasthttp.ErrBodyTooLarge) && t.up.shadowBodyCapped() {
+}
+
+// record counts the outcome of one shadow request (r.latency set) and
+// captures its answer. resp may be nil when err says why there is none.
+func (mi *mirror) record(t *shadowTarget, r *jobResult, resp *fasthttp.Response, err error) {
+	t.observeLatency(r.latency)
+	if resp != nil && err != nil && errors.Is(err, fasthttp.ErrBodyTooLarge) && t.up.shadowBodyCapped() {
 		// The shadow pool stops reading at shadow.max_body (and closes the
 		// connection): an endless or huge shadow answer costs max_body, not
 		// the upstream's max_response_body. The status and headers were
@@ -450,25 +496,11 @@ func (mi *mirror) send(j *mirrorJob, t *shadowTarget, r *jobResult, req *fasthtt
 			t.truncated.Inc()
 		}
 	}
-	dropLargeBody(resp)
-	r.latency = time.Since(t0)
-	t.inflight.Dec()
-	if span != nil {
-		st, outcome := resp.StatusCode(), "ok"
-		if err != nil {
-			st, outcome = 0, "error"
-			if reason, _ := classify(err); reason == ReasonTimeout {
-				outcome = "timeout"
-			}
-		}
-		span.End(st, outcome, err)
-	}
-	t.duration.Observe(r.latency.Seconds())
 	if err != nil {
 		reason, _ := classify(err)
-		r.outcome = OutcomeError
+		r.outcome = ShadowError
 		if reason == ReasonTimeout {
-			r.outcome = OutcomeTimeout
+			r.outcome = ShadowTimeout
 		}
 		r.err = err
 		t.outcomes[r.outcome].Inc()
@@ -476,13 +508,13 @@ func (mi *mirror) send(j *mirrorJob, t *shadowTarget, r *jobResult, req *fasthtt
 			zap.String("outcome", r.outcome.String()), zap.Error(err))
 		return
 	}
-	r.outcome = OutcomeOK
-	t.outcomes[OutcomeOK].Inc()
+	r.outcome = ShadowOK
+	t.outcomes[ShadowOK].Inc()
 }
 
-// comparer_ turns finished jobs into Exchanges and hands them to the
+// runComparisons turns finished jobs into Exchanges and hands them to the
 // Comparer, off the request path.
-func (mi *mirror) comparer_() {
+func (mi *mirror) runComparisons() {
 	defer mi.wg.Done()
 	for {
 		select {
@@ -510,7 +542,7 @@ func (mi *mirror) compare(j *mirrorJob) {
 		r := &j.results[i]
 		sr := ShadowResult{Target: t.name, Outcome: r.outcome, Latency: r.latency}
 		err := r.err
-		if r.outcome == OutcomeSkipped {
+		if r.outcome == ShadowSkipped {
 			err = errSkipped
 		}
 		mi.fillCapture(&sr.Capture, r.status, r.head, r.body, r.trunc, err)

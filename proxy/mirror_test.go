@@ -36,9 +36,9 @@ type recorded struct {
 	primaryErr         error
 	shadowStatus       []int
 	shadowBody         []string
-	shadowOutcome      []Outcome
+	shadowOutcome      []ShadowOutcome
 	secondaryBody      string
-	secondaryOutcome   Outcome
+	secondaryOutcome   ShadowOutcome
 	hasSecondary       bool
 	primaryContentType string
 }
@@ -171,7 +171,7 @@ func TestDeadShadow(t *testing.T) {
 	}
 	testkit.Eventually(t, "50 shadow errors", func() bool { return shadowCount(p, "error") == 50 })
 	testkit.Eventually(t, "50 comparisons", func() bool { return len(rc.snapshot()) == 50 })
-	if rc.snapshot()[0].shadowOutcome[0] != OutcomeError {
+	if rc.snapshot()[0].shadowOutcome[0] != ShadowError {
 		t.Errorf("outcome %v", rc.snapshot()[0].shadowOutcome[0])
 	}
 }
@@ -526,11 +526,11 @@ routes:
 		served[r.primaryBody]++
 		switch r.primaryBody {
 		case `{"v":1}`:
-			if r.secondaryOutcome != OutcomeOK || r.secondaryBody != `{"v":1}` {
+			if r.secondaryOutcome != ShadowOK || r.secondaryBody != `{"v":1}` {
 				t.Errorf("stable-served request: secondary %v %q", r.secondaryOutcome, r.secondaryBody)
 			}
 		case `{"v":2}`:
-			if r.secondaryOutcome != OutcomeSkipped {
+			if r.secondaryOutcome != ShadowSkipped {
 				t.Errorf("canary-served request: secondary %v, want skipped", r.secondaryOutcome)
 			}
 		}

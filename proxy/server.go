@@ -127,6 +127,14 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		// Bodies are read by the handler (bufferOrStream): whole up to
 		// buffer_body, streamed beyond it.
 		StreamRequestBody: true,
+		// The handler reads the clock itself; fasthttp's own per-request
+		// time.Now (ctx.Time) is then read only if something asks for it.
+		LazyRequestTime: true,
+		// Off by default: fasthttp then reads each request's first byte into
+		// a heap byte (one allocation per request, against the request
+		// path's zero); on, 10,000 connections took 16 instead of 26 KiB of
+		// resident memory each (make bench-compare, scale phase).
+		ReduceMemoryUsage: lim.ReleaseIdleBuffers,
 	}
 	s.http2 = cfg.HTTP2
 	if cfg.HTTP2.Enabled {
@@ -149,6 +157,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.serving.Store(false)
 		return err
 	}
+	// Per-request deadline updates coarsened to 1/16 of each timeout (at
+	// most 1 s); see deadlineConn.
+	ln = deadlineListener{ln, maxDeadlineSlack}
 	if s.tlsCfg != nil {
 		ln = tls.NewListener(ln, s.tlsCfg)
 	}
@@ -322,7 +333,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		s.finish(ctx, snap, reqID, e)
 		return
 	}
-	t, cohort := r.targets[0], CohortControl
+	t, cohort := r.targets[0], splitter.ArmControl
 	sc.synthetic = r.synthetic != nil && r.synthetic.Synthetic(&ctx.Request, ctx.RemoteIP())
 	var decision splitter.Decision
 	if r.split != nil {
@@ -333,12 +344,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		}
 		switch {
 		case decision.Reason == splitter.ReasonCohort || decision.Reason == splitter.ReasonForced:
-			cohort = CohortExcluded
+			cohort = splitter.ArmExcluded
 			if decision.Target != 0 {
-				cohort = CohortExcludedCanary
+				cohort = splitter.ArmExcludedCanary
 			}
 		case decision.Target != 0:
-			cohort = CohortCanary
+			cohort = splitter.ArmCanary
 		}
 	}
 	var status int

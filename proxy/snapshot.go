@@ -73,26 +73,10 @@ type Route struct {
 	mirrorSynthetic bool
 }
 
-// Cohort says which side of a canary comparison a request belongs to.
-type Cohort uint8
-
-// Cohorts. Requests routed by a cohort rule or a force header are test
-// traffic: they are reported apart and kept out of canary-vs-control
-// statistics so that they can neither promote nor roll back a release.
-const (
-	CohortControl Cohort = iota
-	CohortCanary
-	CohortExcluded
-	// CohortExcludedCanary is excluded traffic that a cohort rule or force
-	// header sent to the canary (CohortExcluded went to stable), so that a
-	// rollout can opt to analyse it (analysis: {include: [percent, cohort]}).
-	CohortExcludedCanary
-)
-
 // RequestObserver receives every primary request's outcome of a route, on
 // the request path: implementations must be cheap and must not block.
 type RequestObserver interface {
-	ObserveRequest(c Cohort, status int, upstreamErr bool, latency time.Duration)
+	ObserveRequest(c splitter.Arm, status int, upstreamErr bool, latency time.Duration)
 }
 
 // SetCanaryPercent changes the route's canary share; the rollout controller

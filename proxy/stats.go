@@ -42,11 +42,11 @@ func SkipReasons() []SkipReason {
 	return out
 }
 
-// Outcomes lists every Outcome, in order.
-func Outcomes() []Outcome {
-	out := make([]Outcome, numOutcomes)
+// ShadowOutcomes lists every Outcome, in order.
+func ShadowOutcomes() []ShadowOutcome {
+	out := make([]ShadowOutcome, numOutcomes)
 	for i := range out {
-		out[i] = Outcome(i)
+		out[i] = ShadowOutcome(i)
 	}
 	return out
 }
@@ -71,7 +71,7 @@ type RouteStats struct {
 type ShadowStats struct {
 	// Targets names the shadow targets (the secondary is not one).
 	Targets []string
-	// Outcomes counts shadow requests of the targets by Outcome.
+	// Outcomes counts shadow requests of the targets by ShadowOutcome.
 	Outcomes map[string]float64
 	// Skipped counts requests not mirrored, by SkipReason.
 	Skipped map[string]float64
@@ -100,13 +100,13 @@ func (r *Route) Stats() RouteStats {
 	}
 	if mi := r.mirror; mi != nil {
 		sh := &ShadowStats{Outcomes: map[string]float64{}, Skipped: map[string]float64{}}
-		for _, o := range Outcomes() {
+		for _, o := range ShadowOutcomes() {
 			sh.Outcomes[o.String()] = 0
 		}
 		for _, t := range mi.targets[:mi.nShadows] {
 			sh.Targets = append(sh.Targets, t.name)
 			for o, c := range t.outcomes {
-				sh.Outcomes[Outcome(o).String()] += metrics.Value(c)
+				sh.Outcomes[ShadowOutcome(o).String()] += metrics.Value(c)
 			}
 		}
 		for _, reason := range SkipReasons() {

@@ -205,7 +205,15 @@ func newHostClient(u config.Upstream, addr string, maxConns int, tlsCfg *tls.Con
 		MaxIdemponentCallAttempts: 2,
 		RetryIfErr:                retryOnStaleConnection,
 		TLSConfig:                 tlsCfg,
-		Dial:                      dial,
+		Dial: func(addr string) (net.Conn, error) {
+			c, err := dial(addr)
+			if err != nil {
+				return nil, err
+			}
+			// Per-request deadline updates coarsened to 1/16 of each
+			// timeout (at most 1 s); see deadlineConn.
+			return newDeadlineConn(c, maxDeadlineSlack), nil
+		},
 	}
 }
 
@@ -397,6 +405,29 @@ func (ep *endpoint) send(up *Upstream, req *fasthttp.Request, resp *fasthttp.Res
 	if shadow {
 		client, pipe = ep.shadow, nil
 	}
+	ep.prepare(up, client, req, host)
+	if pipe != nil && pipelinable(req) {
+		err := pipe.DoTimeout(req, resp, timeout)
+		if err != nil {
+			// A broken pipelined connection fails every request queued on
+			// it; these are idempotent and bodiless, so one retry on the
+			// pool is safe. A timeout is never retried.
+			if reason, _ := classify(err); reason == ReasonReset || errors.Is(err, fasthttp.ErrPipelineOverflow) {
+				resp.Reset()
+				err = client.Do(req, resp)
+			}
+		}
+		up.observe(ep, err)
+		return err
+	}
+	req.SetTimeout(timeout)
+	err := client.Do(req, resp)
+	up.observe(ep, err)
+	return err
+}
+
+// prepare makes req ready to be written to ep through client.
+func (ep *endpoint) prepare(up *Upstream, client *fasthttp.HostClient, req *fasthttp.Request, host string) {
 	// fasthttp would add Content-Type: application/octet-stream to a body
 	// sent without one; forward exactly what the client sent.
 	req.Header.SetNoDefaultContentType(true)
@@ -418,24 +449,6 @@ func (ep *endpoint) send(up *Upstream, req *fasthttp.Request, resp *fasthttp.Res
 		req.Header.SetHost(host)
 		req.URI().SetHost(host)
 	}
-	if pipe != nil && pipelinable(req) {
-		err := pipe.DoTimeout(req, resp, timeout)
-		if err != nil {
-			// A broken pipelined connection fails every request queued on
-			// it; these are idempotent and bodiless, so one retry on the
-			// pool is safe. A timeout is never retried.
-			if reason, _ := classify(err); reason == ReasonReset || errors.Is(err, fasthttp.ErrPipelineOverflow) {
-				resp.Reset()
-				err = client.Do(req, resp)
-			}
-		}
-		up.observe(ep, err)
-		return err
-	}
-	req.SetTimeout(timeout)
-	err := client.Do(req, resp)
-	up.observe(ep, err)
-	return err
 }
 
 // observe feeds passive health: consecutive connect errors and timeouts

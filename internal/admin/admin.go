@@ -70,6 +70,13 @@ type Options struct {
 	// CutoverCommand cuts over or reverts (action "cutover" or "revert");
 	// force cuts over even when the criterion does not hold.
 	CutoverCommand func(route, action string, force bool) (any, error)
+	// Fleet answers GET /api/v1/fleet (fleet mode only).
+	Fleet func() any
+	// FleetRoutes answers GET /api/v1/routes?scope=fleet (fleet mode only).
+	FleetRoutes func() (any, error)
+	// FleetWindows answers GET /api/v1/fleet/windows for the fleet leader;
+	// it needs the token whenever one is configured.
+	FleetWindows func(q url.Values) (any, error)
 	// Dashboard serves "/" and its assets; nil serves a plain index.
 	Dashboard http.Handler
 
@@ -121,6 +128,8 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET /api/v1/routes/{route}/cutover", a.read(a.cutover))
 	mux.HandleFunc("POST /api/v1/routes/{route}/cutover", a.write(a.cutoverCommand))
 	mux.HandleFunc("POST /api/v1/routes/{route}/revert", a.write(a.cutoverCommand))
+	mux.HandleFunc("GET /api/v1/fleet", a.read(a.fleet))
+	mux.HandleFunc("GET /api/v1/fleet/windows", a.member(a.fleetWindows))
 	if o.Pprof {
 		// Profiles expose memory contents and cost CPU: opt-in, and always
 		// behind the token (a loopback listener is no protection against a
@@ -270,7 +279,10 @@ func (a *api) deny(w http.ResponseWriter, r *http.Request, msg string) {
 	writeJSON(w, http.StatusUnauthorized, map[string]string{"error": msg})
 }
 
-func (a *api) routes(w http.ResponseWriter, _ *http.Request) {
+func (a *api) routes(w http.ResponseWriter, r *http.Request) {
+	if a.fleetScope(w, r) {
+		return
+	}
 	if a.o.Routes == nil {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not available"})
 		return

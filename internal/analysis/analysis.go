@@ -247,7 +247,7 @@ func (a *Analyzer) compare(ex *proxy.Exchange, seen func(target string, res diff
 	// request; a secondary that was not sent (the canary served the
 	// request) or failed leaves the learnt rates to decide.
 	var obs *diff.Observation
-	if sec := ex.Secondary; sec != nil && sec.Outcome == proxy.OutcomeOK && ex.Primary.Err == nil {
+	if sec := ex.Secondary; sec != nil && sec.Outcome == proxy.ShadowOK && ex.Primary.Err == nil {
 		obs = diff.ObserveSecondary(&ex.Primary, &sec.Capture, rs.rules)
 		ep.noise.Observe(obs)
 		n := 0
@@ -259,7 +259,7 @@ func (a *Analyzer) compare(ex *proxy.Exchange, seen func(target string, res diff
 	for i := range ex.Shadows {
 		sh := &ex.Shadows[i]
 		ts := rs.targets[sh.Target]
-		if ts == nil || sh.Outcome == proxy.OutcomeSkipped {
+		if ts == nil || sh.Outcome == proxy.ShadowSkipped {
 			continue
 		}
 		j := ep.noise.Judge(sh.Target, &ex.Primary, &sh.Capture, rs.rules, obs)
@@ -300,7 +300,7 @@ func (ts *targetState) countFields(m *metrics.Metrics, route, target string, lab
 // TargetSummary is the comparison view of one shadow target.
 type TargetSummary struct {
 	Target string `json:"target"`
-	diff.Snapshot
+	diff.Summary
 }
 
 // RouteSummary is the comparison view of one route.
@@ -344,7 +344,7 @@ type EndpointSummary struct {
 // recent mismatches.
 type EndpointTarget struct {
 	Target string `json:"target"`
-	diff.Snapshot
+	diff.Summary
 	Samples []diff.Sample `json:"samples"`
 }
 
@@ -362,17 +362,17 @@ func (a *Analyzer) Summary(route string) (RouteSummary, error) {
 		AlwaysNoise: append([]string{}, rs.spec.AlwaysNoise...), NeverNoise: append([]string{}, rs.spec.NeverNoise...),
 		Endpoints: []EndpointSummary{}, EndpointsOther: rs.endpointsOther.Load()}
 	for _, t := range rs.order {
-		out.Targets = append(out.Targets, TargetSummary{Target: t, Snapshot: rs.targets[t].stats.Snapshot()})
+		out.Targets = append(out.Targets, TargetSummary{Target: t, Summary: rs.targets[t].stats.Summary()})
 	}
 	for _, ep := range rs.endpointList() {
-		es := EndpointSummary{Endpoint: ep.name, Learning: ep.noise.Learning(), Noise: ep.noise.Snapshot(), Targets: []EndpointTarget{}}
+		es := EndpointSummary{Endpoint: ep.name, Learning: ep.noise.Learning(), Noise: ep.noise.Fields(), Targets: []EndpointTarget{}}
 		es.Observations, es.Skipped = ep.noise.Observations()
 		for _, f := range es.Noise {
 			out.Noise = append(out.Noise, EndpointNoise{Endpoint: ep.name, NoiseField: f})
 		}
 		for _, t := range rs.order {
 			st := ep.stats[t]
-			es.Targets = append(es.Targets, EndpointTarget{Target: t, Snapshot: st.Snapshot(), Samples: st.Samples(endpointSamplesShown, "")})
+			es.Targets = append(es.Targets, EndpointTarget{Target: t, Summary: st.Summary(), Samples: st.Samples(endpointSamplesShown, "")})
 		}
 		out.Endpoints = append(out.Endpoints, es)
 	}

@@ -31,7 +31,7 @@ routes:
 	return cfg
 }
 
-func exchange(primary, shadow string, shadowOutcome proxy.Outcome) *proxy.Exchange {
+func exchange(primary, shadow string, shadowOutcome proxy.ShadowOutcome) *proxy.Exchange {
 	return &proxy.Exchange{
 		Route: "api", Method: "GET", URI: "/x", Time: time.Unix(1000, 0), PrimaryLatency: 2 * time.Millisecond,
 		Primary: diff.Capture{Status: 200, ContentType: "application/json", Body: []byte(primary)},
@@ -48,9 +48,9 @@ func TestCompareCountsAndHook(t *testing.T) {
 	}
 	var verdicts []bool
 	a.SetComparisonHook("api", func(match bool) { verdicts = append(verdicts, match) })
-	a.Compare(exchange(`{"a":1,"ts":1}`, `{"a":1,"ts":2}`, proxy.OutcomeOK))
-	a.Compare(exchange(`{"a":1}`, `{"a":2}`, proxy.OutcomeOK))
-	a.Compare(exchange(`{"a":1}`, `{"a":2}`, proxy.OutcomeSkipped))
+	a.Compare(exchange(`{"a":1,"ts":1}`, `{"a":1,"ts":2}`, proxy.ShadowOK))
+	a.Compare(exchange(`{"a":1}`, `{"a":2}`, proxy.ShadowOK))
+	a.Compare(exchange(`{"a":1}`, `{"a":2}`, proxy.ShadowSkipped))
 	if v := testutil.ToFloat64(m.Comparisons.WithLabelValues("api", "s", "GET /x", "match")); v != 1 {
 		t.Errorf("match = %v", v)
 	}
@@ -71,7 +71,7 @@ func TestCompareCountsAndHook(t *testing.T) {
 func TestConfigureKeepsStateOnlyWhenUnchanged(t *testing.T) {
 	a := New(metrics.New("t"), nil, nil)
 	a.Configure(testConfig(t, "ignore: [/ts]"))
-	a.Compare(exchange(`{"a":1}`, `{"a":2}`, proxy.OutcomeOK))
+	a.Compare(exchange(`{"a":1}`, `{"a":2}`, proxy.ShadowOK))
 	a.Configure(testConfig(t, "ignore: [/ts]"))
 	if s, _ := a.Diffs("api", 10, ""); len(s) != 1 {
 		t.Errorf("unchanged compare section lost samples: %d", len(s))
@@ -85,8 +85,8 @@ func TestConfigureKeepsStateOnlyWhenUnchanged(t *testing.T) {
 func TestHistoryIntervals(t *testing.T) {
 	a := New(metrics.New("t"), nil, nil)
 	a.Configure(testConfig(t, ""))
-	a.Compare(exchange(`{"a":1}`, `{"a":1}`, proxy.OutcomeOK))
-	a.Compare(exchange(`{"a":1}`, `{"a":2}`, proxy.OutcomeOK))
+	a.Compare(exchange(`{"a":1}`, `{"a":1}`, proxy.ShadowOK))
+	a.Compare(exchange(`{"a":1}`, `{"a":2}`, proxy.ShadowOK))
 	a.Tick(time.Unix(10, 0))
 	a.Tick(time.Unix(20, 0)) // an empty interval
 	h, err := a.History("api")
@@ -120,7 +120,7 @@ func TestHistoryAndRoutesAgree(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 1; i <= 500; i++ {
-		ex := exchange(`1`, `1`, proxy.OutcomeOK)
+		ex := exchange(`1`, `1`, proxy.ShadowOK)
 		ex.PrimaryLatency = time.Duration(i*37%1000+1) * 100 * time.Microsecond
 		ex.Shadows[0].Latency = ex.PrimaryLatency * 2
 		a.Compare(ex)
@@ -147,9 +147,9 @@ func TestEndpointsBoundedAndSeparate(t *testing.T) {
 		t.Fatal(err)
 	}
 	send := func(uri, primary, secondary, shadow string) {
-		ex := exchange(primary, shadow, proxy.OutcomeOK)
+		ex := exchange(primary, shadow, proxy.ShadowOK)
 		ex.URI = uri
-		ex.Secondary = &proxy.ShadowResult{Target: "p", Outcome: proxy.OutcomeOK,
+		ex.Secondary = &proxy.ShadowResult{Target: "p", Outcome: proxy.ShadowOK,
 			Capture: diff.Capture{Status: 200, ContentType: "application/json", Body: []byte(secondary)}}
 		a.Compare(ex)
 	}

@@ -105,7 +105,7 @@ routes:
 		if got, want := apiKeys(v.Split.Decisions), apiEnumNames(splitter.Reasons()); !slices.Equal(got, want) {
 			t.Errorf("%s: decisions_by_reason has %v, want every splitter.Reason %v", when, got, want)
 		}
-		if got, want := apiKeys(v.Shadow.Outcomes), apiEnumNames(proxy.Outcomes()); !slices.Equal(got, want) {
+		if got, want := apiKeys(v.Shadow.Outcomes), apiEnumNames(proxy.ShadowOutcomes()); !slices.Equal(got, want) {
 			t.Errorf("%s: outcomes has %v, want every proxy.Outcome %v", when, got, want)
 		}
 		if got, want := apiKeys(v.Shadow.Skipped), apiEnumNames(proxy.SkipReasons()); !slices.Equal(got, want) {
@@ -117,7 +117,7 @@ routes:
 		if v.Split.Decisions[splitter.ReasonMissingKey.String()] != 1 || v.Shadow.Skipped[proxy.SkipMethod.String()] != 1 {
 			t.Errorf("%s: missing_key %v, skipped for method %v; want 1 each", when, v.Split.Decisions, v.Shadow.Skipped)
 		}
-		if v.Shadow.Outcomes[proxy.OutcomeOK.String()] != 5 || !slices.Equal(v.Shadow.Targets, []string{"shadow"}) {
+		if v.Shadow.Outcomes[proxy.ShadowOK.String()] != 5 || !slices.Equal(v.Shadow.Targets, []string{"shadow"}) {
 			t.Errorf("%s: shadow %+v", when, v.Shadow)
 		}
 	}

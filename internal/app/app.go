@@ -92,6 +92,13 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		return nil, err
 	}
 	a.rollouts = newRolloutManager(a)
+	if cfg.Fleet != nil {
+		f, err := newFleetManager(a, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("fleet: %w", err)
+		}
+		a.rollouts.fleet = f
+	}
 	rp, err := a.rollouts.plan(cfg)
 	if err != nil {
 		return nil, err
@@ -198,7 +205,12 @@ func (a *App) Start() error {
 	bg, cancel := context.WithCancel(context.Background())
 	a.stopBackground = cancel
 	go a.analyzer.Run(bg)
-	go a.rollouts.controller.Run(bg)
+	if f := a.rollouts.fleet; f != nil {
+		// Only the fleet's leader evaluates, through the coordinator.
+		f.start(bg)
+	} else {
+		go a.rollouts.controller.Run(bg)
+	}
 	go a.cutovers.run(bg)
 	if cfg.WatchConfig && a.opts.ConfigPath != "" {
 		go a.watchConfig(bg, a.opts.ConfigPath, watchInterval)
@@ -222,7 +234,7 @@ func (a *App) adminOptions(cfg *config.Config) admin.Options {
 		ProtectReads:   cfg.Admin.ProtectReads,
 		Loopback:       cfg.AdminIsLoopback(),
 		ListenAddr:     cfg.AdminListen,
-		Hosts:          cfg.Admin.Hosts,
+		Hosts:          adminHosts(cfg),
 		Pprof:          cfg.Admin.Pprof,
 		Ready:          a.proxy.Ready,
 		Dashboard:      admin.Dashboard(),
@@ -230,6 +242,9 @@ func (a *App) adminOptions(cfg *config.Config) admin.Options {
 		Rollouts:       a.rollouts.status,
 		RolloutCommand: a.rollouts.command,
 		Diffs:          a.diffs,
+		Fleet:          a.rollouts.fleetStatus(),
+		FleetWindows:   a.rollouts.fleetWindows(),
+		FleetRoutes:    a.rollouts.fleetRoutes(),
 		History:        a.history,
 		NoiseReset:     a.noiseReset,
 		Evidence:       a.evidenceAPI,
@@ -340,6 +355,11 @@ func (a *App) apply(cfg *config.Config) error {
 	if err := a.rollouts.sync(cfg); err != nil {
 		a.log.Error("rollout configuration not applied", zap.Error(err))
 	}
+	if f := a.rollouts.fleet; f != nil {
+		// Policy hashes may have changed: the leader holds a route while
+		// members disagree.
+		f.node.Republish()
+	}
 	for _, r := range old.Routes {
 		if !hasRoute(cfg, r.Name) {
 			a.metrics.ForgetRoute(r.Name)
@@ -377,6 +397,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 		}
 	}
 	a.rollouts.close(ctx)
+	if f := a.rollouts.fleet; f != nil {
+		f.close()
+	}
 	if a.adminSrv != nil {
 		actx, acancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer acancel()

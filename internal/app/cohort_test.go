@@ -3,8 +3,7 @@ package app
 import (
 	"testing"
 
-	"github.com/shadowproxy/shadowproxy/internal/rollout"
-	"github.com/shadowproxy/shadowproxy/proxy"
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 // analysis: {include: [percent, cohort]} analyses cohort-routed requests on
@@ -12,16 +11,16 @@ import (
 func TestRecorderObserverCohorts(t *testing.T) {
 	for _, tc := range []struct {
 		include bool
-		in      proxy.Cohort
-		want    rollout.Cohort
+		in      splitter.Arm
+		want    splitter.Arm
 	}{
-		{false, proxy.CohortControl, rollout.Control},
-		{false, proxy.CohortCanary, rollout.Canary},
-		{false, proxy.CohortExcluded, rollout.Excluded},
-		{false, proxy.CohortExcludedCanary, rollout.Excluded},
-		{true, proxy.CohortExcluded, rollout.Control},
-		{true, proxy.CohortExcludedCanary, rollout.Canary},
-		{true, proxy.CohortCanary, rollout.Canary},
+		{false, splitter.ArmControl, splitter.ArmControl},
+		{false, splitter.ArmCanary, splitter.ArmCanary},
+		{false, splitter.ArmExcluded, splitter.ArmExcluded},
+		{false, splitter.ArmExcludedCanary, splitter.ArmExcluded},
+		{true, splitter.ArmExcluded, splitter.ArmControl},
+		{true, splitter.ArmExcludedCanary, splitter.ArmCanary},
+		{true, splitter.ArmCanary, splitter.ArmCanary},
 	} {
 		if got := (recorderObserver{includeCohort: tc.include}).cohort(tc.in); got != tc.want {
 			t.Errorf("include=%v %d: got %s, want %s", tc.include, tc.in, got, tc.want)

@@ -19,6 +19,7 @@ import (
 	"github.com/shadowproxy/shadowproxy/internal/promsource"
 	"github.com/shadowproxy/shadowproxy/internal/rollout"
 	"github.com/shadowproxy/shadowproxy/proxy"
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 // rolloutManager connects the rollout controller to the proxy: one
@@ -34,6 +35,9 @@ type rolloutManager struct {
 	// external is the Prometheus source in force (nil: none configured);
 	// a reload swaps it.
 	external atomic.Pointer[promsource.Source]
+
+	// fleet is set in fleet mode (see fleet.go).
+	fleet *fleetManager
 
 	mu        sync.Mutex
 	recorders map[string]*rollout.Recorder
@@ -51,14 +55,18 @@ func newRolloutManager(a *App) *rolloutManager {
 	met := a.metrics
 	ropts := rollout.Options{
 		Logger:   m.log,
-		Notifier: rollout.Webhooks(m.notifier),
+		Notifier: rollout.NotifierFunc(m.notify),
 		OnTransition: func(route, action string, step int, bp cfgtypes.BasisPoints) {
+			if m.fleet != nil && m.fleet.coordinated(route) {
+				return // counted once per fleet transition, in fleetManager.onState
+			}
 			met.RolloutPercent.WithLabelValues(route).Set(bp.Percent())
 			met.RolloutStep.WithLabelValues(route).Set(float64(step))
 			met.RolloutTransitions.WithLabelValues(route, action).Inc()
 		},
 		HealthProbe: m.healthProbe,
 		External:    externalSource{m},
+		StateStore:  m.stateStore,
 	}
 	m.pipelineOptions(&ropts)
 	m.controller = rollout.NewController(ropts)
@@ -68,7 +76,7 @@ func newRolloutManager(a *App) *rolloutManager {
 // externalSource forwards to the Prometheus source in force.
 type externalSource struct{ m *rolloutManager }
 
-func (e externalSource) Value(ctx context.Context, metric string, c rollout.Cohort, window time.Duration) (float64, error) {
+func (e externalSource) Value(ctx context.Context, metric string, c splitter.Arm, window time.Duration) (float64, error) {
 	src := e.m.external.Load()
 	if src == nil {
 		return 0, fmt.Errorf("external metric %q: no prometheus.url is configured", metric)
@@ -154,8 +162,6 @@ func (m *rolloutManager) observer(route string) proxy.RequestObserver {
 	return nil
 }
 
-func (m *rolloutManager) hasRollout(route string) bool { return m.rolloutOf(route) != nil }
-
 // rolloutOf returns the route's rollout section in the config being
 // applied (or in force), or nil.
 func (m *rolloutManager) rolloutOf(route string) *rollout.Spec {
@@ -171,6 +177,11 @@ func (m *rolloutManager) rolloutOf(route string) *rollout.Spec {
 // starts from the controller's share, never from the config's percentage,
 // so a reload cannot briefly undo a rollback or a promotion.
 func (m *rolloutManager) splitOverride(route string) (cfgtypes.BasisPoints, bool, bool) {
+	if m.fleet != nil {
+		if bp, halted, ok := m.fleet.override(route); ok {
+			return bp, halted, true
+		}
+	}
 	st, ok := m.controller.RouteStatus(route)
 	if !ok || st.Mode == rollout.ModeDryRun {
 		return 0, false, false
@@ -192,7 +203,7 @@ func (m *rolloutManager) sync(cfg *config.Config) error {
 		m.mu.Lock()
 		rec := m.recorders[rc.Name]
 		m.mu.Unlock()
-		if err := m.controller.AddRoute(rc.Name, *rc.Rollout, rec, routeHandle{m.app, rc.Name}); err != nil {
+		if err := m.addRoute(rc.Name, *rc.Rollout, rec); err != nil {
 			errs = append(errs, fmt.Errorf("route %q: rollout: %w", rc.Name, err))
 			continue
 		}
@@ -243,6 +254,11 @@ func (m *rolloutManager) routeStatus(route string) *rollout.RouteStatus {
 func (m *rolloutManager) status() any { return m.controller.Status() }
 
 func (m *rolloutManager) command(route, action string) (any, error) {
+	if m.fleet != nil {
+		if _, ok := m.fleet.dec.Policies()[route]; ok {
+			return m.fleet.command(route, action)
+		}
+	}
 	err := m.controller.Command(route, action)
 	switch {
 	case errors.Is(err, rollout.ErrUnknownRoute):
@@ -288,24 +304,24 @@ type recorderObserver struct {
 	includeCohort bool
 }
 
-func (o recorderObserver) ObserveRequest(c proxy.Cohort, status int, upstreamErr bool, d time.Duration) {
+func (o recorderObserver) ObserveRequest(c splitter.Arm, status int, upstreamErr bool, d time.Duration) {
 	o.rec.ObserveRequest(o.cohort(c), status, upstreamErr, d)
 }
 
-func (o recorderObserver) cohort(c proxy.Cohort) rollout.Cohort {
+func (o recorderObserver) cohort(c splitter.Arm) splitter.Arm {
 	switch c {
-	case proxy.CohortCanary:
-		return rollout.Canary
-	case proxy.CohortExcluded:
+	case splitter.ArmCanary:
+		return splitter.ArmCanary
+	case splitter.ArmExcluded:
 		if o.includeCohort {
-			return rollout.Control
+			return splitter.ArmControl
 		}
-		return rollout.Excluded
-	case proxy.CohortExcludedCanary:
+		return splitter.ArmExcluded
+	case splitter.ArmExcludedCanary:
 		if o.includeCohort {
-			return rollout.Canary
+			return splitter.ArmCanary
 		}
-		return rollout.Excluded
+		return splitter.ArmExcluded
 	}
-	return rollout.Control
+	return splitter.ArmControl
 }

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/shadowproxy/shadowproxy/internal/rollout"
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 // Source implements rollout.ExternalSource.
@@ -49,7 +50,7 @@ func New(baseURL string, timeout time.Duration) (*Source, error) {
 }
 
 // Expand substitutes the placeholders of a query template.
-func Expand(template, route, metric string, cohort rollout.Cohort, window time.Duration) string {
+func Expand(template, route, metric string, cohort splitter.Arm, window time.Duration) string {
 	return strings.NewReplacer(
 		"$cohort", cohort.String(),
 		"$window", strconv.FormatInt(int64(window/time.Second), 10)+"s",
@@ -59,7 +60,7 @@ func Expand(template, route, metric string, cohort rollout.Cohort, window time.D
 }
 
 // Value runs the metric's query for cohort over window.
-func (s *Source) Value(ctx context.Context, metric string, cohort rollout.Cohort, window time.Duration) (float64, error) {
+func (s *Source) Value(ctx context.Context, metric string, cohort splitter.Arm, window time.Duration) (float64, error) {
 	q, ok := rollout.ExternalQueryFrom(ctx)
 	if !ok || q.Query == "" {
 		return 0, fmt.Errorf("external metric %q declares no query", metric)

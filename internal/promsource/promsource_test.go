@@ -9,10 +9,11 @@ import (
 	"time"
 
 	"github.com/shadowproxy/shadowproxy/internal/rollout"
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 func TestExpand(t *testing.T) {
-	got := Expand(`sum(rate(x{cohort="$cohort",route="$route"}[$window]))`, "api", "m", rollout.Canary, 5*time.Minute)
+	got := Expand(`sum(rate(x{cohort="$cohort",route="$route"}[$window]))`, "api", "m", splitter.ArmCanary, 5*time.Minute)
 	if got != `sum(rate(x{cohort="canary",route="api"}[300s]))` {
 		t.Errorf("Expand = %s", got)
 	}
@@ -40,19 +41,19 @@ func TestValueAgainstAFakePrometheus(t *testing.T) {
 	ctx := func(query string) context.Context {
 		return rollout.WithExternalQuery(context.Background(), rollout.ExternalQuery{Route: "api", Metric: "m", Query: query})
 	}
-	v, err := s.Value(ctx(`one{c="$cohort"}`), "m", rollout.Control, time.Minute)
+	v, err := s.Value(ctx(`one{c="$cohort"}`), "m", splitter.ArmControl, time.Minute)
 	if err != nil || v != 0.0421 || lastQuery != `one{c="control"}` {
 		t.Errorf("vector: %v %v %q", v, err, lastQuery)
 	}
-	if v, err := s.Value(ctx("scalar{}"), "m", rollout.Canary, time.Minute); err != nil || v != 7 {
+	if v, err := s.Value(ctx("scalar{}"), "m", splitter.ArmCanary, time.Minute); err != nil || v != 7 {
 		t.Errorf("scalar: %v %v", v, err)
 	}
 	for q, want := range map[string]string{"none{}": "returned no data", "many{}": "returned 2 series", "bad{}": "parse error"} {
-		if _, err := s.Value(ctx(q), "m", rollout.Canary, time.Minute); err == nil || !strings.Contains(err.Error(), want) {
+		if _, err := s.Value(ctx(q), "m", splitter.ArmCanary, time.Minute); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: err %v, want %q", q, err, want)
 		}
 	}
-	if _, err := s.Value(ctx(""), "m", rollout.Canary, time.Minute); err == nil {
+	if _, err := s.Value(ctx(""), "m", splitter.ArmCanary, time.Minute); err == nil {
 		t.Error("a metric without a query was answered")
 	}
 	if _, err := New("ftp://x", time.Second); err == nil {

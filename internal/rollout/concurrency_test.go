@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 // blockingSource answers only when released (or its context ends), and
@@ -17,7 +19,7 @@ type blockingSource struct {
 	started  chan struct{}
 }
 
-func (s *blockingSource) Value(ctx context.Context, metric string, c Cohort, window time.Duration) (float64, error) {
+func (s *blockingSource) Value(ctx context.Context, metric string, c splitter.Arm, window time.Duration) (float64, error) {
 	s.mu.Lock()
 	s.inflight++
 	s.maxSeen = max(s.maxSeen, s.inflight)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
 )
@@ -260,7 +261,7 @@ func (r *route) persistLocked(now time.Time) {
 	}
 	if err != nil {
 		r.persistErr = err.Error()
-		r.log.Error("cannot persist rollout state; a restart would not resume this step", zap.String("state_file", r.spec.StateFile), zap.Error(err))
+		r.log.Error("cannot persist rollout state; a restart (or, in a fleet, a new leader) would not resume this step", zap.String("state_file", r.spec.StateFile), zap.Error(err))
 		return
 	}
 	r.persistErr = ""
@@ -502,6 +503,44 @@ func (c *Controller) restore(r *route, now time.Time) error {
 		zap.String("state_file", path), zap.Float64("saved_percent", s.PercentBP.Percent()), zap.Int("saved_step", s.Step),
 		zap.Int("step", r.step), zap.Float64("percent", r.stepPercent().Percent()), zap.String("state", string(r.state)))
 	r.persistLocked(now)
+	return nil
+}
+
+// Reload replaces a route's persisted state in memory with what its
+// StateStore holds now: a shared store (a fleet's etcd) may have been
+// written by another process. An evaluation in flight is discarded; the
+// share is applied to the route handle again. Like a restart, a saved
+// share that is no longer a step resumes at the next lower one (and that
+// is saved). ErrUnknownRoute for a route not managed.
+func (c *Controller) Reload(name string) error {
+	c.mu.Lock()
+	r := c.routes[name]
+	c.mu.Unlock()
+	if r == nil {
+		return fmt.Errorf("%w %q", ErrUnknownRoute, name)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.removed || r.dryRun() || r.store == nil {
+		return nil
+	}
+	state, step := r.state, r.step
+	// restore expects a fresh route: clear what it only sets when saved.
+	r.pausedAt, r.pausedFor, r.seqs, r.reason, r.lastAction = time.Time{}, 0, nil, "", ""
+	// A fleet follower reloads on every state change: its restores are
+	// routine, not an info line each.
+	log := r.log
+	r.log = log.WithOptions(zap.IncreaseLevel(zapcore.WarnLevel))
+	err := c.restore(r, c.now())
+	r.log = log
+	if err != nil {
+		return err
+	}
+	r.gen++
+	if r.state != state || r.step != step {
+		r.waitNotified, r.ready, r.readyNotified = false, false, false
+	}
+	r.applyLocked()
 	return nil
 }
 

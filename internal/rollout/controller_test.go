@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 // briefPolicyWithState is the brief's policy with a temporary state file.
@@ -637,13 +638,13 @@ func TestSeedPolicyWalk(t *testing.T) {
 		return spec
 	}
 	t.Run("healthy walk", func(t *testing.T) {
-		crash := map[Cohort]float64{Canary: 0, Control: 0}
-		src := &stubSource{fn: func(metric string, c Cohort) (float64, error) {
+		crash := map[splitter.Arm]float64{splitter.ArmCanary: 0, splitter.ArmControl: 0}
+		src := &stubSource{fn: func(metric string, c splitter.Arm) (float64, error) {
 			switch metric {
 			case "crash_rate":
 				return crash[c], nil
 			case "conversion_rate":
-				return map[Cohort]float64{Canary: 0.031, Control: 0.030}[c], nil
+				return map[splitter.Arm]float64{splitter.ArmCanary: 0.031, splitter.ArmControl: 0.030}[c], nil
 			case "customer_reported_issues":
 				return 0, nil
 			}
@@ -696,8 +697,8 @@ func TestSeedPolicyWalk(t *testing.T) {
 	})
 	t.Run("crash rate rolls back", func(t *testing.T) {
 		crash := 0.0
-		src := &stubSource{fn: func(metric string, c Cohort) (float64, error) {
-			if metric == "crash_rate" && c == Canary {
+		src := &stubSource{fn: func(metric string, c splitter.Arm) (float64, error) {
+			if metric == "crash_rate" && c == splitter.ArmCanary {
 				return crash, nil
 			}
 			return 0.03, nil
@@ -737,7 +738,7 @@ func TestExternalSourceFailuresBlockPromotion(t *testing.T) {
 	})
 	t.Run("source error", func(t *testing.T) {
 		s := newSim(t, parseSpec(t, y), 21)
-		s.opts.External = &stubSource{fn: func(string, Cohort) (float64, error) { return 0, errors.New("prometheus: 503") }}
+		s.opts.External = &stubSource{fn: func(string, splitter.Arm) (float64, error) { return 0, errors.New("prometheus: 503") }}
 		s.start()
 		s.runFor(40*time.Minute, nil)
 		r := s.status().LastEvaluation.Promote[2]

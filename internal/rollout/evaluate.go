@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 // ExternalSource supplies metrics measured outside the proxy (a Prometheus
@@ -15,7 +17,7 @@ import (
 // window; the controller calls it off the request path with a timeout, and
 // puts the route and the declared query in ctx (see ExternalQueryFrom).
 type ExternalSource interface {
-	Value(ctx context.Context, metric string, cohort Cohort, window time.Duration) (float64, error)
+	Value(ctx context.Context, metric string, cohort splitter.Arm, window time.Duration) (float64, error)
 }
 
 // ExternalQuery is what the controller knows about one external lookup.
@@ -24,7 +26,7 @@ type ExternalQuery struct {
 	Metric string
 	// Query is the declared external_metrics[].query, possibly empty.
 	Query  string
-	Cohort Cohort
+	Cohort splitter.Arm
 	Window time.Duration
 }
 
@@ -372,52 +374,10 @@ func (e *evaluator) evaluate(cc *compiledCond) ConditionResult {
 		}
 		return finish(seqOK, fmt.Sprintf("%s, %s: %s %gx the baseline %s (%s)", head, ratioText, word, k, verdict, seqText))
 	}
-	var p float64
-	switch m.kind {
-	case kindRate:
-		x1, x0 := can.Errors5xx, ctl.Errors5xx
-		if m.name == "upstream_error_rate" {
-			x1, x0 = can.UpstreamErrors, ctl.UpstreamErrors
-		}
-		t := proportionTest(x1, can.Requests, x0, ctl.Requests)
-		res.Tests = []TestResult{t}
-		p = t.PValue
-	case kindLatency:
-		res.Tests, p = latencyTests(can, ctl, m.quantile)
-	}
-	res.PValue = ptr(p)
-	ratioText := "∞"
-	if finite {
-		ratioText = strconv.FormatFloat(ratio, 'f', 2, 64) + "x"
-	}
-	head := fmt.Sprintf("canary %s vs control %s", formatValue(m, cv), formatValue(m, kv))
-	if base > kv {
-		head += fmt.Sprintf(" (floor %s)", formatValue(m, base))
-	}
-	testText := testsText(res.Tests)
-	if c.AboveBaseline != nil {
-		k := float64(*c.AboveBaseline)
-		bigger := ratio > k
-		significant := p < e.alpha()
-		met := bigger && significant
-		why := ""
-		switch {
-		case met:
-			why = fmt.Sprintf("%s > %gx and significant (%s < %g)", ratioText, k, fmtP(p), e.alpha())
-		case bigger:
-			why = fmt.Sprintf("%s > %gx but not significant (%s >= %g)", ratioText, k, fmtP(p), e.alpha())
-		default:
-			why = fmt.Sprintf("%s <= %gx", ratioText, k)
-		}
-		return finish(met, head+": "+why+testText)
-	}
-	k := float64(*c.BelowBaseline)
-	met := ratio < k
-	rel := ">="
-	if met {
-		rel = "<"
-	}
-	return finish(met, fmt.Sprintf("%s: %s %s %gx%s", head, ratioText, rel, k, testText))
+	// Every baseline rate and latency condition compiles to a sequential
+	// test (compile.go); a fixed-sample test here would peek at alpha on
+	// every evaluation, which is what the sequential design replaced.
+	return noVerdict(VerdictError, "no sequential test state for this condition")
 }
 
 func (e *evaluator) evaluateExternal(cc *compiledCond, res *ConditionResult,
@@ -432,7 +392,7 @@ func (e *evaluator) evaluateExternal(cc *compiledCond, res *ConditionResult,
 			query = x.Query
 		}
 	}
-	get := func(cohort Cohort) (float64, error) {
+	get := func(cohort splitter.Arm) (float64, error) {
 		if r, ok := e.ext[extKey{m.name, cohort, win}]; ok {
 			return r.v, r.err
 		}
@@ -448,7 +408,7 @@ func (e *evaluator) evaluateExternal(cc *compiledCond, res *ConditionResult,
 		}
 		return v, nil
 	}
-	cv, err := get(Canary)
+	cv, err := get(splitter.ArmCanary)
 	if err != nil {
 		return noVerdict(VerdictError, err.Error())
 	}
@@ -460,7 +420,7 @@ func (e *evaluator) evaluateExternal(cc *compiledCond, res *ConditionResult,
 	if e.atFull {
 		return noVerdict(VerdictNotApplicable, "the control has no traffic at 100%; baseline comparisons no longer apply")
 	}
-	kv, err := get(Control)
+	kv, err := get(splitter.ArmControl)
 	if err != nil {
 		return noVerdict(VerdictError, err.Error())
 	}
@@ -520,7 +480,7 @@ func defaultFloor(m metricInfo) float64 {
 	return 0
 }
 
-func metricValue(m metricInfo, c *CohortStats) float64 {
+func metricValue(m metricInfo, c *ArmStats) float64 {
 	switch m.name {
 	case "requests":
 		return float64(c.Requests)
@@ -600,30 +560,6 @@ func formatValue(m metricInfo, v float64) string {
 	return strconv.FormatFloat(v, 'g', 4, 64)
 }
 
-// fmtP renders "p=0.0123"; below float precision it says "p<1e-15"
-// rather than a misleading "p=0".
-func fmtP(p float64) string {
-	if p < 1e-15 {
-		return "p<1e-15"
-	}
-	return "p=" + strconv.FormatFloat(p, 'g', 3, 64)
-}
-
-func testsText(ts []TestResult) string {
-	if len(ts) == 0 {
-		return ""
-	}
-	parts := make([]string, 0, len(ts))
-	for _, t := range ts {
-		if t.Name == "fisher" || t.Name == "tail_fisher" {
-			parts = append(parts, fmt.Sprintf("%s %s", t.Name, fmtP(t.PValue)))
-			continue
-		}
-		parts = append(parts, fmt.Sprintf("%s=%.3g %s", t.Name, t.Statistic, fmtP(t.PValue)))
-	}
-	return " [" + strings.Join(parts, ", ") + "]"
-}
-
 // describe renders a condition as it reads in the policy.
 func (c *Condition) describe() string {
 	var b strings.Builder
@@ -655,7 +591,7 @@ func ptr(v float64) *float64 {
 
 type extKey struct {
 	metric string
-	cohort Cohort
+	cohort splitter.Arm
 	window time.Duration
 }
 
@@ -691,9 +627,9 @@ func (e *evaluator) prefetchExternal(lists ...[]compiledCond) {
 					query = x.Query
 				}
 			}
-			cohorts := []Cohort{Canary}
+			cohorts := []splitter.Arm{splitter.ArmCanary}
 			if (c.AboveBaseline != nil || c.BelowBaseline != nil) && !e.atFull {
-				cohorts = append(cohorts, Control)
+				cohorts = append(cohorts, splitter.ArmControl)
 			}
 			for _, co := range cohorts {
 				k := extKey{m.name, co, conds[i].window}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 // A restart in the middle of a breach keeps the streak and the evidence
@@ -234,7 +235,7 @@ func TestSeedPolicyAt50RPSSaysItIsWaiting(t *testing.T) {
 	s := newSim(t, spec, 36)
 	s.perTick = 500 // 50 req/s
 	s.canary.errRate = 0.5
-	s.opts.External = &stubSource{fn: func(string, Cohort) (float64, error) { return 0, nil }}
+	s.opts.External = &stubSource{fn: func(string, splitter.Arm) (float64, error) { return 0, nil }}
 	var counted []string
 	s.opts.OnTransition = func(route, action string, step int, bp cfgtypes.BasisPoints) {
 		counted = append(counted, action)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/shadowproxy/shadowproxy/internal/cfgtypes"
 	"github.com/shadowproxy/shadowproxy/internal/testkit"
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 // t0 is the simulations' epoch; any fixed instant works.
@@ -77,12 +78,12 @@ func (p *fakeProber) Close() error {
 
 // stubSource serves external metrics from a function.
 type stubSource struct {
-	fn func(metric string, c Cohort) (float64, error)
+	fn func(metric string, c splitter.Arm) (float64, error)
 	mu sync.Mutex
 	qs []ExternalQuery
 }
 
-func (s *stubSource) Value(ctx context.Context, metric string, c Cohort, window time.Duration) (float64, error) {
+func (s *stubSource) Value(ctx context.Context, metric string, c splitter.Arm, window time.Duration) (float64, error) {
 	q, _ := ExternalQueryFrom(ctx)
 	s.mu.Lock()
 	s.qs = append(s.qs, q)
@@ -224,15 +225,15 @@ func (s *sim) traffic() {
 	}
 	for i := 0; i < nCanary; i++ {
 		st, up, lat := s.canary.sample(s.rng)
-		s.rec.ObserveRequest(Canary, st, up, lat)
+		s.rec.ObserveRequest(splitter.ArmCanary, st, up, lat)
 	}
 	for i := 0; i < nControl; i++ {
 		st, up, lat := s.control.sample(s.rng)
-		s.rec.ObserveRequest(Control, st, up, lat)
+		s.rec.ObserveRequest(splitter.ArmControl, st, up, lat)
 	}
 	for i := 0; i < s.excluded; i++ {
 		st, up, lat := s.excl.sample(s.rng)
-		s.rec.ObserveRequest(Excluded, st, up, lat)
+		s.rec.ObserveRequest(splitter.ArmExcluded, st, up, lat)
 	}
 	for i := 0; i < s.compares; i++ {
 		s.rec.ObserveComparison(s.rng.Float64() < s.matchRate)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 // The whole-rollout Monte Carlo: many complete rollouts through the
@@ -109,7 +111,7 @@ func binomial(rng *rand.Rand, n uint64, p float64) uint64 {
 
 // observeBulk adds a tick of one cohort's traffic to the current slot, as
 // if each request had been observed.
-func observeBulk(r *Recorder, c Cohort, hist []uint64, idx []int, errs uint64) {
+func observeBulk(r *Recorder, c splitter.Arm, hist []uint64, idx []int, errs uint64) {
 	s := r.current()
 	if s == nil {
 		return
@@ -166,9 +168,9 @@ func runRollout(t testing.TB, sc *mcScenario, spec Spec, seed uint64) (rolledBac
 		if halted {
 			share = 0
 		}
-		for _, c := range []Cohort{Canary, Control} {
+		for _, c := range []splitter.Arm{splitter.ArmCanary, splitter.ArmControl} {
 			m, frac := sc.control, 1-share
-			if c == Canary {
+			if c == splitter.ArmCanary {
 				frac = share
 				if sc.onset > 0 && clock.Now().Sub(start) >= sc.onset {
 					m = sc.canary

@@ -18,9 +18,9 @@ const (
 type metricInfo struct {
 	name string
 	kind metricKind
-	// perCohort is false for metrics measured for the route as a whole
+	// perArm is false for metrics measured for the route as a whole
 	// (match_rate, health_check_failures): they have no control value.
-	perCohort bool
+	perArm bool
 	// baseline is true when above_baseline/below_baseline make sense.
 	baseline bool
 	// quantile is the latency quantile for kindLatency metrics.
@@ -34,15 +34,15 @@ type metricInfo struct {
 // the whole vocabulary of the policy besides declared external metrics, so
 // a misspelt name is always an error rather than a silently ignored guard.
 var builtinMetrics = []metricInfo{
-	{name: "requests", kind: kindCount, perCohort: true, help: "requests in the window"},
-	{name: "errors_5xx", kind: kindCount, perCohort: true, help: "responses with status >= 500 in the window"},
-	{name: "upstream_errors", kind: kindCount, perCohort: true, help: "requests whose upstream failed (connect, timeout, reset) in the window"},
-	{name: "error_rate_5xx", kind: kindRate, perCohort: true, baseline: true, help: "share of responses with status >= 500"},
-	{name: "upstream_error_rate", kind: kindRate, perCohort: true, baseline: true, help: "share of requests whose upstream failed"},
-	{name: "latency_p50", kind: kindLatency, perCohort: true, baseline: true, quantile: 0.50, help: "median latency"},
-	{name: "latency_p90", kind: kindLatency, perCohort: true, baseline: true, quantile: 0.90, help: "90th percentile latency"},
-	{name: "latency_p95", kind: kindLatency, perCohort: true, baseline: true, quantile: 0.95, help: "95th percentile latency"},
-	{name: "latency_p99", kind: kindLatency, perCohort: true, baseline: true, quantile: 0.99, help: "99th percentile latency"},
+	{name: "requests", kind: kindCount, perArm: true, help: "requests in the window"},
+	{name: "errors_5xx", kind: kindCount, perArm: true, help: "responses with status >= 500 in the window"},
+	{name: "upstream_errors", kind: kindCount, perArm: true, help: "requests whose upstream failed (connect, timeout, reset) in the window"},
+	{name: "error_rate_5xx", kind: kindRate, perArm: true, baseline: true, help: "share of responses with status >= 500"},
+	{name: "upstream_error_rate", kind: kindRate, perArm: true, baseline: true, help: "share of requests whose upstream failed"},
+	{name: "latency_p50", kind: kindLatency, perArm: true, baseline: true, quantile: 0.50, help: "median latency"},
+	{name: "latency_p90", kind: kindLatency, perArm: true, baseline: true, quantile: 0.90, help: "90th percentile latency"},
+	{name: "latency_p95", kind: kindLatency, perArm: true, baseline: true, quantile: 0.95, help: "95th percentile latency"},
+	{name: "latency_p99", kind: kindLatency, perArm: true, baseline: true, quantile: 0.99, help: "99th percentile latency"},
 	{name: "match_rate", kind: kindRate, help: "share of shadow comparisons that matched (route-wide)"},
 	{name: "health_check_failures", kind: kindHealth, help: "consecutive failed active health probes of the canary"},
 }
@@ -79,7 +79,7 @@ func (s *Spec) lookupMetric(name string) (metricInfo, bool) {
 			if unit == "" {
 				unit = UnitNumber
 			}
-			return metricInfo{name: e.Name, kind: kindExternal, perCohort: true, baseline: true, unit: unit, help: e.Query}, true
+			return metricInfo{name: e.Name, kind: kindExternal, perArm: true, baseline: true, unit: unit, help: e.Query}, true
 		}
 	}
 	return metricInfo{}, false

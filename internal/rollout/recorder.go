@@ -7,42 +7,18 @@ import (
 	"time"
 
 	"github.com/shadowproxy/shadowproxy/internal/histogram"
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
-// Cohort says which group a request belongs to for canary analysis.
-type Cohort uint8
-
-const (
-	// Control requests went to the stable upstream by the percentage split.
-	Control Cohort = iota
-	// Canary requests went to the canary upstream by the percentage split.
-	Canary
-	// Excluded requests were routed by a cohort rule (internal users,
-	// synthetic traffic). They are counted separately and never enter the
-	// canary-vs-control statistics, because they are not a random sample
-	// and would bias both the comparison and the sample-size gate.
-	Excluded
-	numCohorts
-)
-
-// String names the cohort as it appears in JSON and logs.
-func (c Cohort) String() string {
-	switch c {
-	case Control:
-		return "control"
-	case Canary:
-		return "canary"
-	case Excluded:
-		return "excluded"
-	}
-	return "unknown"
-}
+// numRecordedArms: the recorder keeps control, canary and excluded; the
+// observer in app maps an excluded request that reached the canary to one
+// of them.
+const numRecordedArms = splitter.ArmExcluded + 1
 
 // Latency histograms use the layout of internal/histogram (shared with the
 // diff statistics and the analysis history, so every p95 agrees). Fixed
-// buckets keep the per-slot memory constant and let the Mann-Whitney test
-// work on bucket counts (ties within a bucket are handled by the tie
-// correction).
+// buckets keep the per-slot memory constant and let the sequential latency
+// tests count requests above a cut-off bucket.
 const (
 	numBuckets     = histogram.Buckets
 	resettingEpoch = math.MinInt64
@@ -103,6 +79,8 @@ type Recorder struct {
 	// latest is the newest slot any writer has used: a clock that steps
 	// back files observations there instead of dropping them.
 	latest atomic.Int64
+	// clears counts Clear calls: a WindowCache built before one rebuilds.
+	clears atomic.Uint64
 }
 
 // RecorderOption configures NewRecorder.
@@ -204,8 +182,8 @@ func (r *Recorder) current() *slot {
 // client saw (a proxy-generated 502/504 counts as a 5xx); upstreamErr marks
 // a failed upstream exchange (connect error, timeout, reset). It takes no
 // lock and does not allocate.
-func (r *Recorder) ObserveRequest(c Cohort, status int, upstreamErr bool, latency time.Duration) {
-	if c >= numCohorts {
+func (r *Recorder) ObserveRequest(c splitter.Arm, status int, upstreamErr bool, latency time.Duration) {
+	if c >= numRecordedArms {
 		return
 	}
 	s := r.current()
@@ -213,7 +191,7 @@ func (r *Recorder) ObserveRequest(c Cohort, status int, upstreamErr bool, latenc
 		r.dropped.Add(1)
 		return
 	}
-	if c == Excluded {
+	if c == splitter.ArmExcluded {
 		s.exclRequests.Add(1)
 		if status >= 500 {
 			s.excl5xx.Add(1)
@@ -248,8 +226,8 @@ func (r *Recorder) ObserveComparison(match bool) {
 	}
 }
 
-// CohortStats are one cohort's totals over a window.
-type CohortStats struct {
+// ArmStats are one cohort's totals over a window.
+type ArmStats struct {
 	Requests       uint64 `json:"requests"`
 	Errors5xx      uint64 `json:"errors_5xx"`
 	UpstreamErrors uint64 `json:"upstream_errors"`
@@ -257,19 +235,19 @@ type CohortStats struct {
 }
 
 // ErrorRate5xx is the share of 5xx responses (0 without requests).
-func (c *CohortStats) ErrorRate5xx() float64 { return frac(c.Errors5xx, c.Requests) }
+func (c *ArmStats) ErrorRate5xx() float64 { return frac(c.Errors5xx, c.Requests) }
 
 // UpstreamErrorRate is the share of failed upstream exchanges.
-func (c *CohortStats) UpstreamErrorRate() float64 { return frac(c.UpstreamErrors, c.Requests) }
+func (c *ArmStats) UpstreamErrorRate() float64 { return frac(c.UpstreamErrors, c.Requests) }
 
 // Quantile estimates the q-quantile of latency by linear interpolation
 // within the histogram bucket holding it (error at most half a bucket,
 // about 6%). It is 0 without samples.
-func (c *CohortStats) Quantile(q float64) time.Duration {
+func (c *ArmStats) Quantile(q float64) time.Duration {
 	return time.Duration(c.quantileMicros(q) * float64(time.Microsecond))
 }
 
-func (c *CohortStats) histTotal() uint64 {
+func (c *ArmStats) histTotal() uint64 {
 	var n uint64
 	for _, v := range c.hist {
 		n += v
@@ -277,12 +255,12 @@ func (c *CohortStats) histTotal() uint64 {
 	return n
 }
 
-func (c *CohortStats) quantileMicros(q float64) float64 {
+func (c *ArmStats) quantileMicros(q float64) float64 {
 	return histogram.QuantileMicros(c.hist[:], q)
 }
 
 // bucketOfQuantile returns the bucket holding the q-quantile.
-func (c *CohortStats) bucketOfQuantile(q float64) int {
+func (c *ArmStats) bucketOfQuantile(q float64) int {
 	n := c.histTotal()
 	rank := q * float64(n)
 	var cum float64
@@ -296,7 +274,7 @@ func (c *CohortStats) bucketOfQuantile(q float64) int {
 }
 
 // countAbove returns how many samples lie in buckets above b.
-func (c *CohortStats) countAbove(b int) uint64 {
+func (c *ArmStats) countAbove(b int) uint64 {
 	var n uint64
 	for _, v := range c.hist[b+1:] {
 		n += v
@@ -304,7 +282,7 @@ func (c *CohortStats) countAbove(b int) uint64 {
 	return n
 }
 
-func (c *CohortStats) add(o *CohortStats) {
+func (c *ArmStats) add(o *ArmStats) {
 	c.Requests += o.Requests
 	c.Errors5xx += o.Errors5xx
 	c.UpstreamErrors += o.UpstreamErrors
@@ -315,24 +293,24 @@ func (c *CohortStats) add(o *CohortStats) {
 
 // WindowStats are the totals of every slot that started within a window.
 type WindowStats struct {
-	From        time.Time   `json:"from"`
-	To          time.Time   `json:"to"`
-	Control     CohortStats `json:"control"`
-	Canary      CohortStats `json:"canary"`
-	Excluded    CohortStats `json:"excluded"`
-	Comparisons uint64      `json:"comparisons"`
-	Matches     uint64      `json:"matches"`
+	From        time.Time `json:"from"`
+	To          time.Time `json:"to"`
+	Control     ArmStats  `json:"control"`
+	Canary      ArmStats  `json:"canary"`
+	Excluded    ArmStats  `json:"excluded"`
+	Comparisons uint64    `json:"comparisons"`
+	Matches     uint64    `json:"matches"`
 }
 
 // MatchRate is the share of matching shadow comparisons.
 func (w *WindowStats) MatchRate() float64 { return frac(w.Matches, w.Comparisons) }
 
-// Cohort returns the stats of c.
-func (w *WindowStats) Cohort(c Cohort) *CohortStats {
+// Arm returns the stats of c.
+func (w *WindowStats) Arm(c splitter.Arm) *ArmStats {
 	switch c {
-	case Control:
+	case splitter.ArmControl:
 		return &w.Control
-	case Canary:
+	case splitter.ArmCanary:
 		return &w.Canary
 	default:
 		return &w.Excluded
@@ -376,7 +354,7 @@ func (r *Recorder) addSlot(w *WindowStats, e int64, sub bool) bool {
 	if cur := s.epoch.Load(); cur != e {
 		return cur < e && cur != resettingEpoch // never written: nothing to add
 	}
-	var tmp [3]CohortStats
+	var tmp [3]ArmStats
 	for c := range s.cohorts {
 		cc := &s.cohorts[c]
 		t := &tmp[c]
@@ -390,7 +368,7 @@ func (r *Recorder) addSlot(w *WindowStats, e int64, sub bool) bool {
 			t.hist[i] = cc.hist[i].Load()
 		}
 	}
-	tmp[2] = CohortStats{Requests: s.exclRequests.Load(), Errors5xx: s.excl5xx.Load(), UpstreamErrors: s.exclUpstream.Load()}
+	tmp[2] = ArmStats{Requests: s.exclRequests.Load(), Errors5xx: s.excl5xx.Load(), UpstreamErrors: s.exclUpstream.Load()}
 	cmp, match := s.comparisons.Load(), s.matches.Load()
 	// A slot recycled while it was being read is discarded whole.
 	if s.epoch.Load() != e {
@@ -414,7 +392,7 @@ func (r *Recorder) addSlot(w *WindowStats, e int64, sub bool) bool {
 
 // sub subtracts o, saturating at 0 (a write that landed in a slot after it
 // was added would otherwise wrap around).
-func (c *CohortStats) sub(o *CohortStats) {
+func (c *ArmStats) sub(o *ArmStats) {
 	c.Requests -= min(c.Requests, o.Requests)
 	c.Errors5xx -= min(c.Errors5xx, o.Errors5xx)
 	c.UpstreamErrors -= min(c.UpstreamErrors, o.UpstreamErrors)
@@ -434,6 +412,7 @@ type WindowCache struct {
 	rec           *Recorder
 	first, end    int64 // complete slots [first, end) are in sum
 	rebuiltAt     int64
+	clears        uint64 // the recorder's Clear count the sum was built at
 	sum           WindowStats
 	valid         bool
 	reads, builds uint64
@@ -447,7 +426,8 @@ func (c *WindowCache) Between(from, to time.Time) WindowStats {
 	r := c.rec
 	first, last := r.slotRange(from, to)
 	span := last - first
-	rebuild := !c.valid || first < c.first || first > c.end || last < c.end || last-c.rebuiltAt > span
+	clears := r.clears.Load()
+	rebuild := !c.valid || clears != c.clears || first < c.first || first > c.end || last < c.end || last-c.rebuiltAt > span
 	if !rebuild {
 		// Subtract what left the window first: if a slot is already gone
 		// (reused), the sum cannot be corrected and is rebuilt instead.
@@ -462,7 +442,7 @@ func (c *WindowCache) Between(from, to time.Time) WindowStats {
 			r.addSlot(&c.sum, e, false)
 			c.reads++
 		}
-		c.first, c.end, c.rebuiltAt, c.valid = first, last, last, true
+		c.first, c.end, c.rebuiltAt, c.clears, c.valid = first, last, last, clears, true
 		c.builds++
 	} else {
 		for e := c.end; e < last; e++ {

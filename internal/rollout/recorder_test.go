@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shadowproxy/shadowproxy/splitter"
 )
 
 func TestBucketsAreMonotonicAndTight(t *testing.T) {
@@ -40,7 +42,7 @@ func TestBucketsAreMonotonicAndTight(t *testing.T) {
 
 func TestQuantileAccuracy(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	var c CohortStats
+	var c ArmStats
 	raw := make([]float64, 20000)
 	for i := range raw {
 		d := time.Duration(50e6 * math.Exp(0.8*rng.NormFloat64()))
@@ -55,7 +57,7 @@ func TestQuantileAccuracy(t *testing.T) {
 			t.Errorf("p%g: histogram %s, exact %s", q*100, time.Duration(got), time.Duration(exact))
 		}
 	}
-	var empty CohortStats
+	var empty ArmStats
 	if empty.Quantile(0.99) != 0 {
 		t.Error("empty quantile")
 	}
@@ -70,9 +72,9 @@ func TestRecorderWindows(t *testing.T) {
 		if i >= 6 {
 			status = 503
 		}
-		r.ObserveRequest(Canary, status, false, 10*time.Millisecond)
-		r.ObserveRequest(Control, 200, i%2 == 0, 20*time.Millisecond)
-		r.ObserveRequest(Excluded, 500, false, time.Second)
+		r.ObserveRequest(splitter.ArmCanary, status, false, 10*time.Millisecond)
+		r.ObserveRequest(splitter.ArmControl, 200, i%2 == 0, 20*time.Millisecond)
+		r.ObserveRequest(splitter.ArmExcluded, 500, false, time.Second)
 		r.ObserveComparison(i%3 != 0)
 		clk.Advance(10 * time.Second)
 	}
@@ -103,11 +105,11 @@ func TestRecorderWindows(t *testing.T) {
 	}
 	// Slots are recycled: after a quiet hour everything is empty.
 	clk.Advance(time.Hour)
-	r.ObserveRequest(Canary, 200, false, time.Millisecond)
+	r.ObserveRequest(splitter.ArmCanary, 200, false, time.Millisecond)
 	if w := r.Window(time.Minute); w.Canary.Requests != 1 || w.Control.Requests != 0 || w.Canary.Errors5xx != 0 {
 		t.Fatalf("after an hour: %+v", w.Canary)
 	}
-	r.ObserveRequest(Cohort(9), 200, false, 0) // ignored, not a panic
+	r.ObserveRequest(splitter.Arm(9), 200, false, 0) // ignored, not a panic
 }
 
 func TestRecorderConcurrentWritersAcrossSlotBoundaries(t *testing.T) {
@@ -132,7 +134,7 @@ func TestRecorderConcurrentWritersAcrossSlotBoundaries(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < per; i++ {
-				r.ObserveRequest(Canary, 200, false, time.Millisecond)
+				r.ObserveRequest(splitter.ArmCanary, 200, false, time.Millisecond)
 			}
 		}()
 	}
@@ -149,7 +151,7 @@ func TestRecorderConcurrentWritersAcrossSlotBoundaries(t *testing.T) {
 func TestObserveRequestDoesNotAllocate(t *testing.T) {
 	r := NewRecorder(nil)
 	allocs := testing.AllocsPerRun(1000, func() {
-		r.ObserveRequest(Canary, 503, true, 42*time.Millisecond)
+		r.ObserveRequest(splitter.ArmCanary, 503, true, 42*time.Millisecond)
 		r.ObserveComparison(true)
 	})
 	if allocs != 0 {
@@ -161,7 +163,7 @@ func BenchmarkObserveRequest(b *testing.B) {
 	r := NewRecorder(nil)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		r.ObserveRequest(Cohort(i&1), 200, false, time.Duration(i&0xffff)*time.Microsecond)
+		r.ObserveRequest(splitter.Arm(i&1), 200, false, time.Duration(i&0xffff)*time.Microsecond)
 	}
 }
 
@@ -171,7 +173,7 @@ func BenchmarkObserveRequestParallel(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {
-			r.ObserveRequest(Cohort(i&1), 200, false, time.Duration(i&0xffff)*time.Microsecond)
+			r.ObserveRequest(splitter.Arm(i&1), 200, false, time.Duration(i&0xffff)*time.Microsecond)
 			i++
 		}
 	})
@@ -180,7 +182,7 @@ func BenchmarkObserveRequestParallel(b *testing.B) {
 func BenchmarkWindow5m(b *testing.B) {
 	r := NewRecorder(nil, WithSlot(2*time.Second), WithRetention(5*time.Minute))
 	for i := 0; i < 10000; i++ {
-		r.ObserveRequest(Cohort(i&1), 200, false, time.Duration(i)*time.Microsecond)
+		r.ObserveRequest(splitter.Arm(i&1), 200, false, time.Duration(i)*time.Microsecond)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
@@ -194,12 +196,12 @@ func TestRecorderClockStepBackDropsNothing(t *testing.T) {
 	clock := newClock()
 	r := NewRecorder(clock.Now, WithSlot(time.Second), WithRetention(time.Hour))
 	for i := 0; i < 100; i++ {
-		r.ObserveRequest(Canary, 200, false, time.Millisecond)
+		r.ObserveRequest(splitter.ArmCanary, 200, false, time.Millisecond)
 	}
 	newest := clock.Now()
 	clock.Advance(-20 * time.Minute)
 	for i := 0; i < 100; i++ {
-		r.ObserveRequest(Canary, 500, false, time.Millisecond)
+		r.ObserveRequest(splitter.ArmCanary, 500, false, time.Millisecond)
 	}
 	if d := r.Dropped(); d != 0 {
 		t.Fatalf("dropped %d observations after the clock stepped back", d)
@@ -237,7 +239,7 @@ func TestWindowCacheMatchesBetween(t *testing.T) {
 				step := time.Duration(1+rng.IntN(tc.maxStep)) * time.Millisecond
 				for left := step; left > 0; left -= 500 * time.Millisecond {
 					for j := rng.IntN(4); j > 0; j-- {
-						r.ObserveRequest(Cohort(rng.IntN(2)), 200+300*rng.IntN(2), false, time.Duration(rng.IntN(1e6))*time.Microsecond)
+						r.ObserveRequest(splitter.Arm(rng.IntN(2)), 200+300*rng.IntN(2), false, time.Duration(rng.IntN(1e6))*time.Microsecond)
 					}
 					r.ObserveComparison(rng.IntN(2) == 0)
 					clock.Advance(min(left, 500*time.Millisecond))

@@ -41,7 +41,7 @@ type condSeq struct {
 	// ctl is the control histogram that sets latency cut-offs: only data
 	// from before a slot decides that slot's cut-off, so the cut-off is
 	// predictable and the test keeps its level. Not persisted.
-	ctl *CohortStats
+	ctl *ArmStats
 }
 
 // seqProc is one test process: a pair of e-processes (against the
@@ -210,7 +210,7 @@ func (t *seqTest) fold(s *condSeq, w *WindowStats) {
 			addRate(true, exceedances(can, t.k*t.floor*1e6, t.up), n1, tail)
 		}
 		if s.ctl == nil {
-			s.ctl = &CohortStats{}
+			s.ctl = &ArmStats{}
 		}
 		// The cut-off needs enough control data to sit in the tail: ten
 		// expected exceedances.
@@ -229,7 +229,7 @@ func (t *seqTest) fold(s *condSeq, w *WindowStats) {
 // buckets in the direction that favours the null: when testing "higher"
 // only buckets entirely above us count, when testing "lower" every bucket
 // reaching above us does.
-func exceedances(c *CohortStats, us float64, up bool) uint64 {
+func exceedances(c *ArmStats, us float64, up bool) uint64 {
 	if us <= 0 {
 		return c.histTotal()
 	}

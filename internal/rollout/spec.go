@@ -366,21 +366,6 @@ type Threshold struct {
 	raw   string
 }
 
-// NumberThreshold is a plain-number threshold (counts, external numbers).
-func NumberThreshold(v float64) *Threshold {
-	return &Threshold{value: v, kind: thrNumber, raw: strconv.FormatFloat(v, 'g', -1, 64)}
-}
-
-// RateThreshold is a rate threshold given as a fraction (0.005 for 0.5%).
-func RateThreshold(fraction float64) *Threshold {
-	return &Threshold{value: fraction, kind: thrPercent, raw: strconv.FormatFloat(fraction*100, 'g', -1, 64) + "%"}
-}
-
-// DurationThreshold is a latency threshold.
-func DurationThreshold(d time.Duration) *Threshold {
-	return &Threshold{value: d.Seconds(), kind: thrDuration, raw: d.String()}
-}
-
 // ParseThreshold parses "0.5%", "500ms" or "10".
 func ParseThreshold(s string) (*Threshold, error) {
 	t := strings.TrimSpace(s)

@@ -38,6 +38,9 @@
     range: sessionStorage.getItem('shadowproxy.range') || 'fit', // 'fit' or seconds
     quantile: sessionStorage.getItem('shadowproxy.quantile') || 'p95',
     ignoreFor: '', // field whose "ignore this field" snippet is open
+    fleet: null, // GET /api/v1/fleet, null outside fleet mode
+    scope: 'instance', // or 'fleet': which numbers the fleet panel shows
+    fleetRoutes: null, // GET /api/v1/routes?scope=fleet
   };
 
   // ---- small DOM helpers -------------------------------------------------
@@ -209,6 +212,7 @@
       recordLocal();
       const ro = await api('/api/v1/rollouts');
       state.rollouts = ro.ok && Array.isArray(ro.body) ? ro.body : [];
+      await loadFleet();
       const route = chooseRoute();
       state.cutover = null;
       if (route && route.shadow) {
@@ -228,6 +232,18 @@
     } catch (e) {
       fill('status', 'cannot reach the admin API: ' + e.message);
       $('status').className = 'error';
+    }
+  }
+
+  // loadFleet reads the fleet's view (404 outside fleet mode) and, when the
+  // Fleet switch is on, the routes merged over every member.
+  async function loadFleet() {
+    const f = await api('/api/v1/fleet');
+    state.fleet = f.ok && f.body && typeof f.body === 'object' ? f.body : null;
+    state.fleetRoutes = null;
+    if (state.fleet && state.scope === 'fleet') {
+      const fr = await api('/api/v1/routes?scope=fleet');
+      state.fleetRoutes = fr.ok ? fr.body : null;
     }
   }
 
@@ -298,6 +314,7 @@
   function render() {
     renderNav();
     const route = state.routes.find((r) => r.route === state.selected);
+    renderFleet(route);
     if (!route) {
       fill('overview', el('p', {class: 'muted'}, 'No routes configured.'));
       return;
@@ -320,6 +337,49 @@
     renderFields(route);
     renderNoise(route);
     renderDiffs(route);
+  }
+
+  // renderFleet shows this member's place in the fleet (and says loudly
+  // when etcd is unreachable), and the fleet-wide numbers of the route when
+  // the switch says Fleet.
+  function renderFleet(route) {
+    const f = state.fleet;
+    $('fleet').hidden = !f;
+    const panel = $('fleet-panel');
+    if (!f) {
+      panel.hidden = true;
+      return;
+    }
+    const down = f.etcd !== 'up';
+    $('fleet').className = down ? 'error' : '';
+    const hold = route && f.holds ? f.holds[route.route] : '';
+    fill('fleet-info', 'fleet member ', el('strong', {}, String(f.name || '')),
+      ' · leader ', el('strong', {}, String(f.leader || 'none')),
+      ' · ' + (f.members || []).length + ' members · etcd ',
+      el('strong', {id: 'fleet-etcd'}, String(f.etcd || '')),
+      down ? ' — serving the last known shares; no rollout transitions until etcd returns' : '',
+      hold ? el('span', {class: 'error', id: 'fleet-hold'}, ' · leader holds: ' + hold) : null);
+    panel.hidden = state.scope !== 'fleet';
+    if (panel.hidden) return;
+    const fr = state.fleetRoutes;
+    const r = fr && route ? (fr.routes || []).find((x) => x.route === route.route) : null;
+    if (!r) {
+      fill('fleet-routes', el('p', {class: 'muted'}, 'No fleet numbers for this route yet.'));
+      return;
+    }
+    const rows = (r.comparison || []).map((c) => el('tr', {'data-target': c.target},
+      el('td', {}, c.target),
+      el('td', {}, num(c.counts.match + c.counts.mismatch + c.counts.uncomparable)),
+      el('td', {}, pct(c.match_rate_1m)), el('td', {}, pct(c.match_rate_5m)), el('td', {}, pct(c.match_rate_total))));
+    fill('fleet-routes',
+      el('p', {}, 'requests ', el('strong', {id: 'fleet-requests'}, num(r.requests)),
+        ' from ' + (fr.answered || []).join(', ')),
+      (fr.missing || []).length ? el('p', {class: 'error'}, 'not answering: ' +
+        fr.missing.map((m) => m.name + ' (' + m.error + ')').join(', ')) : null,
+      rows.length ? el('table', {},
+        el('thead', {}, el('tr', {}, el('th', {}, 'shadow target'), el('th', {}, 'comparisons'),
+          el('th', {}, 'match 1m'), el('th', {}, 'match 5m'), el('th', {}, 'match total'))),
+        el('tbody', {}, rows)) : null);
   }
 
   function renderNav() {
@@ -1057,6 +1117,10 @@
     setField($('field').value.trim());
   });
   $('field-clear').addEventListener('click', () => setField(''));
+  $('scope').addEventListener('change', () => {
+    state.scope = $('scope').value === 'fleet' ? 'fleet' : 'instance';
+    refresh();
+  });
 
   // groupSamples puts samples that differ in the same way together: the
   // same target, statuses, and fields (indexes as *) with the same kind of
