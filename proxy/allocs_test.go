@@ -10,7 +10,6 @@ import (
 	"bufio"
 	"fmt"
 	"net"
-	"sync"
 	"testing"
 
 	"github.com/valyala/fasthttp"
@@ -64,54 +63,23 @@ func TestPipelinedPathAllocs(t *testing.T) {
 // is a raw loop writing one constant chunked answer per request head, so
 // that it allocates nothing itself (counts are process-wide).
 func TestChunkedAnswerAllocs(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	answer := []byte(fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n",
 		len(benchBody), benchBody, len(benchBody), benchBody))
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	up := serveConns(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := br.ReadSlice('\n')
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadSlice('\n')
-					if err != nil {
-						return
-					}
-					if len(line) == 2 { // the blank line ending a head (GETs carry no body)
-						if _, err := c.Write(answer); err != nil {
-							return
-						}
-					}
+			if len(line) == 2 { // the blank line ending a head (GETs carry no body)
+				if _, err := c.Write(answer); err != nil {
+					return
 				}
-			}()
+			}
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
 	})
-	client, _ := benchProxy(t, simpleConfig("http://"+ln.Addr().String(), ""))
+	client, _ := benchProxy(t, simpleConfig(up, ""))
 	if n := requestAllocs(t, client, 200); n > 0.5 {
 		t.Errorf("a chunked answer allocates %.2f times per request; want 0", n)
 	}

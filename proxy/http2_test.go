@@ -16,9 +16,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/shadowproxy/shadowproxy/internal/testkit/fasttest"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/shadowproxy/shadowproxy/internal/testkit/fasttest"
 )
 
 // h2Recorder is an upstream that records what it received.

@@ -250,63 +250,31 @@ func peakRSS(t testing.TB, stop <-chan struct{}) func() int64 {
 // reads any request body to the end, counting it in received, without
 // holding either in memory.
 func bulkUpstream(t testing.TB, received *atomic.Int64) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Helper()
 	chunk := []byte(strings.Repeat("0123456789abcdef", 4096)) // 64 KiB
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	return serveConns(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					n, _ := io.Copy(io.Discard, req.Body)
-					received.Add(n)
-					var size int64
-					fmt.Sscanf(req.URL.Path, "/download/%d", &size)
-					if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", size); err != nil {
-						return
-					}
-					for left := size; left > 0; {
-						k := min(left, int64(len(chunk)))
-						if _, err := c.Write(chunk[:k]); err != nil {
-							return
-						}
-						left -= k
-					}
+			n, _ := io.Copy(io.Discard, req.Body)
+			received.Add(n)
+			var size int64
+			fmt.Sscanf(req.URL.Path, "/download/%d", &size)
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", size); err != nil {
+				return
+			}
+			for left := size; left > 0; {
+				k := min(left, int64(len(chunk)))
+				if _, err := c.Write(chunk[:k]); err != nil {
+					return
 				}
-			}()
+				left -= k
+			}
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
 	})
-	return "http://" + ln.Addr().String()
 }
 
 // zeros reads as an endless run of a repeated pattern.

@@ -108,15 +108,26 @@ func checkPairs(t *testing.T, rc *recordingComparer, total int) {
 
 func echoPrimary(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "primary:"+r.RequestURI) }
 
+// startBatchProxy mirrors an echoPrimary upstream to an echoShadow target
+// (closing every closeEvery-th connection, 0: never) through a single
+// shadow worker with room to queue, so that queued requests go out in
+// batches. It returns the proxy, its comparer and the shadow's request and
+// read counts.
+func startBatchProxy(t *testing.T, closeEvery int64) (p *testProxy, rc *recordingComparer, requests, reads *atomic.Int64) {
+	t.Helper()
+	primary := startUpstream(t, echoPrimary)
+	shadowURL, requests, reads := echoShadow(t, closeEvery)
+	p, rc = startMirrorProxy(t, shadowConfig(primary.URL, shadowURL, "      targets: [shadow]\n      workers: 1\n      queue_size: 1024"))
+	return p, rc, requests, reads
+}
+
 // TestShadowBatchPairsAnswers: with requests queued behind a busy worker and
 // a fast target, several go out in one write (the shadow reads fewer times
 // than it serves requests), and every answer still reaches the comparison
 // of its own request.
 func TestShadowBatchPairsAnswers(t *testing.T) {
 	const total = 400
-	primary := startUpstream(t, echoPrimary)
-	shadowURL, requests, reads := echoShadow(t, 0)
-	p, rc := startMirrorProxy(t, shadowConfig(primary.URL, shadowURL, "      targets: [shadow]\n      workers: 1\n      queue_size: 1024"))
+	p, rc, requests, reads := startBatchProxy(t, 0)
 	fireConcurrently(t, p.Addr, total)
 	checkPairs(t, rc, total)
 	if requests.Load() != total {
@@ -133,9 +144,7 @@ func TestShadowBatchPairsAnswers(t *testing.T) {
 // sent again on a connection of its own and nothing is lost or mispaired.
 func TestShadowBatchSurvivesClosedConnection(t *testing.T) {
 	const total = 300
-	primary := startUpstream(t, echoPrimary)
-	shadowURL, _, _ := echoShadow(t, 3)
-	p, rc := startMirrorProxy(t, shadowConfig(primary.URL, shadowURL, "      targets: [shadow]\n      workers: 1\n      queue_size: 1024"))
+	p, rc, _, _ := startBatchProxy(t, 3)
 	fireConcurrently(t, p.Addr, total)
 	checkPairs(t, rc, total)
 	if n := shadowCount(p, "ok"); n != total {
@@ -182,9 +191,7 @@ func TestShadowBatchingAdapts(t *testing.T) {
 // complete and pair up.
 func TestShadowBatchMixesHeadAndGet(t *testing.T) {
 	const total = 200
-	primary := startUpstream(t, echoPrimary)
-	shadowURL, requests, reads := echoShadow(t, 0)
-	p, rc := startMirrorProxy(t, shadowConfig(primary.URL, shadowURL, "      targets: [shadow]\n      workers: 1\n      queue_size: 1024"))
+	p, rc, requests, reads := startBatchProxy(t, 0)
 	c := &fasthttp.HostClient{Addr: p.Addr, MaxConns: 16}
 	var wg sync.WaitGroup
 	var failed atomic.Int64
@@ -235,18 +242,7 @@ func TestShadowBatchKeepsSecondarySplitAware(t *testing.T) {
 	canary := startUpstream(t, fastJSON(`{"v":2}`))
 	shadowURL, _, _ := echoShadow(t, 0)
 	twinURL, twinRequests, twinReads := echoShadow(t, 0)
-	p, rc := startMirrorProxy(t, fmt.Sprintf(`
-upstreams:
-  - {name: primary, url: %s}
-  - {name: canary, url: %s}
-  - {name: shadow, url: %s}
-  - {name: twin, url: %s}
-routes:
-  - name: api
-    upstream: primary
-    split: {key: "header:X-User", to: canary, percent: 50}
-    shadow: {targets: [shadow], workers: 1, queue_size: 1024, compare: {secondary: twin}}
-`, primary.URL, canary.URL, shadowURL, twinURL))
+	p, rc := startMirrorProxy(t, splitSecondaryConfig(primary.URL, canary.URL, shadowURL, twinURL, "workers: 1, queue_size: 1024, "))
 	c := &fasthttp.HostClient{Addr: p.Addr, MaxConns: 16}
 	var wg sync.WaitGroup
 	for g := 0; g < 16; g++ {
