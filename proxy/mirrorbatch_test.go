@@ -64,9 +64,12 @@ func echoShadow(t *testing.T, closeEvery int64) (url string, requests, reads *at
 	return "http://" + ln.Addr().String(), &n, &cl.reads
 }
 
-// fireConcurrently sends total GET requests with distinct URIs from 16
-// goroutines, so mirrored requests queue up behind the single shadow worker.
-func fireConcurrently(t *testing.T, addr string, total int) {
+// fireConcurrently sends total requests for /item/<i> from 16 goroutines,
+// so mirrored requests queue up behind the single shadow worker. prepare,
+// when not nil, adjusts request i (a method, a header); without it each is
+// a plain GET. Any request failing or answered other than 200 fails the
+// test.
+func fireConcurrently(t *testing.T, addr string, total int, prepare func(i int, req *fasthttp.Request)) {
 	t.Helper()
 	c := &fasthttp.HostClient{Addr: addr, MaxConns: 16}
 	var wg sync.WaitGroup
@@ -75,9 +78,16 @@ func fireConcurrently(t *testing.T, addr string, total int) {
 		wg.Add(1)
 		go func(g int) {
 			defer wg.Done()
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
 			for i := g; i < total; i += 16 {
-				code, _, err := c.Get(nil, fmt.Sprintf("http://%s/item/%d", addr, i))
-				if err != nil || code != 200 {
+				req.Reset()
+				req.SetRequestURI(fmt.Sprintf("http://%s/item/%d", addr, i))
+				if prepare != nil {
+					prepare(i, req)
+				}
+				if err := c.Do(req, resp); err != nil || resp.StatusCode() != 200 {
 					failed.Add(1)
 				}
 			}
@@ -128,7 +138,7 @@ func startBatchProxy(t *testing.T, closeEvery int64) (p *testProxy, rc *recordin
 func TestShadowBatchPairsAnswers(t *testing.T) {
 	const total = 400
 	p, rc, requests, reads := startBatchProxy(t, 0)
-	fireConcurrently(t, p.Addr, total)
+	fireConcurrently(t, p.Addr, total, nil)
 	checkPairs(t, rc, total)
 	if requests.Load() != total {
 		t.Fatalf("shadow served %d requests, want %d", requests.Load(), total)
@@ -145,7 +155,7 @@ func TestShadowBatchPairsAnswers(t *testing.T) {
 func TestShadowBatchSurvivesClosedConnection(t *testing.T) {
 	const total = 300
 	p, rc, _, _ := startBatchProxy(t, 3)
-	fireConcurrently(t, p.Addr, total)
+	fireConcurrently(t, p.Addr, total, nil)
 	checkPairs(t, rc, total)
 	if n := shadowCount(p, "ok"); n != total {
 		t.Fatalf("ok outcomes = %v, want %d", n, total)
@@ -192,32 +202,11 @@ func TestShadowBatchingAdapts(t *testing.T) {
 func TestShadowBatchMixesHeadAndGet(t *testing.T) {
 	const total = 200
 	p, rc, requests, reads := startBatchProxy(t, 0)
-	c := &fasthttp.HostClient{Addr: p.Addr, MaxConns: 16}
-	var wg sync.WaitGroup
-	var failed atomic.Int64
-	for g := 0; g < 16; g++ {
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
-			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseRequest(req)
-			defer fasthttp.ReleaseResponse(resp)
-			for i := g; i < total; i += 16 {
-				req.Reset()
-				req.SetRequestURI(fmt.Sprintf("http://%s/item/%d", p.Addr, i))
-				if i%2 == 1 {
-					req.Header.SetMethod(fasthttp.MethodHead)
-				}
-				if err := c.Do(req, resp); err != nil || resp.StatusCode() != 200 {
-					failed.Add(1)
-				}
-			}
-		}(g)
-	}
-	wg.Wait()
-	if failed.Load() > 0 {
-		t.Fatalf("%d client requests failed", failed.Load())
-	}
+	fireConcurrently(t, p.Addr, total, func(i int, req *fasthttp.Request) {
+		if i%2 == 1 {
+			req.Header.SetMethod(fasthttp.MethodHead)
+		}
+	})
 	testkit.Eventually(t, "every comparison", func() bool { return len(rc.snapshot()) == total })
 	for _, r := range rc.snapshot() {
 		want := "shadow:" + r.uri
@@ -243,25 +232,9 @@ func TestShadowBatchKeepsSecondarySplitAware(t *testing.T) {
 	shadowURL, _, _ := echoShadow(t, 0)
 	twinURL, twinRequests, twinReads := echoShadow(t, 0)
 	p, rc := startMirrorProxy(t, splitSecondaryConfig(primary.URL, canary.URL, shadowURL, twinURL, "workers: 1, queue_size: 1024, "))
-	c := &fasthttp.HostClient{Addr: p.Addr, MaxConns: 16}
-	var wg sync.WaitGroup
-	for g := 0; g < 16; g++ {
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
-			for i := g; i < total; i += 16 {
-				req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-				req.SetRequestURI(fmt.Sprintf("http://%s/item/%d", p.Addr, i))
-				req.Header.Set("X-User", fmt.Sprintf("u%d", i))
-				if err := c.Do(req, resp); err != nil || resp.StatusCode() != 200 {
-					t.Errorf("request %d: %v %d", i, err, resp.StatusCode())
-				}
-				fasthttp.ReleaseRequest(req)
-				fasthttp.ReleaseResponse(resp)
-			}
-		}(g)
-	}
-	wg.Wait()
+	fireConcurrently(t, p.Addr, total, func(i int, req *fasthttp.Request) {
+		req.Header.Set("X-User", fmt.Sprintf("u%d", i))
+	})
 	testkit.Eventually(t, "every comparison", func() bool { return len(rc.snapshot()) == total })
 	stableServed := 0
 	for _, r := range rc.snapshot() {
