@@ -203,17 +203,21 @@ cpu_ticks() {
 	echo $((f[11] + f[12]))
 }
 
-# peak_rss_kib PID: VmHWM of the process.
-peak_rss_kib() {
+# status_kib PID FIELD: a kB field of the process's status (VmHWM, VmRSS),
+# 0 when it is absent.
+status_kib() {
 	local k v _
 	while read -r k v _; do
-		if [[ $k == VmHWM: ]]; then
+		if [[ $k == "$2:" ]]; then
 			echo "$v"
 			return
 		fi
 	done <"/proc/$1/status"
 	echo 0
 }
+
+# peak_rss_kib PID: VmHWM of the process.
+peak_rss_kib() { status_kib "$1" VmHWM; }
 
 # child_of PID: the first child of PID (nginx's worker).
 child_of() {
@@ -524,16 +528,7 @@ run_slices() {
 }
 
 # vm_rss_kib PID: VmRSS of the process.
-vm_rss_kib() {
-	local k v _
-	while read -r k v _; do
-		if [[ $k == VmRSS: ]]; then
-			echo "$v"
-			return
-		fi
-	done <"/proc/$1/status"
-	echo 0
-}
+vm_rss_kib() { status_kib "$1" VmRSS; }
 
 # run_scale CONFIG...: ROUNDS passes (alternating order) of SCALE_CONNS
 # keep-alive connections on each configuration; VmRSS is sampled before

@@ -35,6 +35,7 @@ import (
 	"github.com/shadowproxy/shadowproxy/internal/demo"
 	"github.com/shadowproxy/shadowproxy/internal/testkit"
 	"github.com/shadowproxy/shadowproxy/internal/testkit/apptest"
+	"github.com/shadowproxy/shadowproxy/internal/testkit/manifest"
 )
 
 // testEnv stands in for the environment the manifests give the proxy.
@@ -125,61 +126,15 @@ func TestEveryYAMLAndJSONFileParses(t *testing.T) {
 
 // ---- Kubernetes -------------------------------------------------------------
 
-// get walks a decoded YAML/JSON value along keys (string) and indices (int).
-func get(v any, path ...any) any {
-	for _, p := range path {
-		switch k := p.(type) {
-		case string:
-			m, ok := v.(map[string]any)
-			if !ok {
-				return nil
-			}
-			v = m[k]
-		case int:
-			s, ok := v.([]any)
-			if !ok || k >= len(s) {
-				return nil
-			}
-			v = s[k]
-		}
-	}
-	return v
-}
+// get, str, byKind, labelsMatch and portOf are short names for the
+// manifest helpers, which deploy's and deploy/helm's tests share.
+func get(v any, path ...any) any { return manifest.Get(v, path...) }
 
-func str(v any) string {
-	switch x := v.(type) {
-	case nil:
-		return ""
-	case string:
-		return x
-	default:
-		return fmt.Sprint(x)
-	}
-}
+func str(v any) string { return manifest.Str(v) }
 
-func byKind(docs []map[string]any, kind string) []map[string]any {
-	var out []map[string]any
-	for _, d := range docs {
-		if d["kind"] == kind {
-			out = append(out, d)
-		}
-	}
-	return out
-}
+func byKind(docs []map[string]any, kind string) []map[string]any { return manifest.ByKind(docs, kind) }
 
-func labelsMatch(selector, labels any) bool {
-	sel, _ := selector.(map[string]any)
-	lab, _ := labels.(map[string]any)
-	if len(sel) == 0 {
-		return false
-	}
-	for k, v := range sel {
-		if str(lab[k]) != str(v) {
-			return false
-		}
-	}
-	return true
-}
+func labelsMatch(selector, labels any) bool { return manifest.LabelsMatch(selector, labels) }
 
 // loadConfigMap extracts and loads the shadowproxy config of a ConfigMap
 // with the given variables, checking that the container provides each of
@@ -200,15 +155,7 @@ func loadConfigMap(t *testing.T, file string, cm map[string]any, key string) *co
 	return cfg
 }
 
-func portOf(t *testing.T, addr string) int {
-	t.Helper()
-	_, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		t.Fatalf("address %q: %v", addr, err)
-	}
-	n, _ := strconv.Atoi(p)
-	return n
-}
+func portOf(t *testing.T, addr string) int { t.Helper(); return manifest.PortOf(t, addr) }
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}`)
 

@@ -874,7 +874,7 @@ func (c *comparer) matchElems(ea, eb []member) (ua, ub []int32) {
 		}
 		h := c.hash(&c.b, &c.b.nodes[eb[j].val])
 		c.pop()
-		k, _ := slices.BinarySearchFunc(hs, h, func(e hashed, t uint64) int { return cmpUint(e.h, t) })
+		k, _ := slices.BinarySearchFunc(hs, h, func(e hashed, t uint64) int { return cmpNum(e.h, t) })
 		matched := false
 		for k = find(k); k < len(hs) && hs[k].h == h; k = find(k + 1) {
 			c.pushIdx(int(hs[k].idx))
@@ -932,8 +932,8 @@ func (c *comparer) matchNumbers(ea, eb []member) (ua, ub []int32) {
 		f, _ := strconv.ParseFloat(b2s(d.raw(&d.nodes[es[i].val])), 64)
 		return f
 	}
-	slices.SortFunc(sa, func(x, y int32) int { return cmpFloat(val(&c.a, ea, x), val(&c.a, ea, y)) })
-	slices.SortFunc(sb, func(x, y int32) int { return cmpFloat(val(&c.b, eb, x), val(&c.b, eb, y)) })
+	slices.SortFunc(sa, func(x, y int32) int { return cmpNum(val(&c.a, ea, x), val(&c.a, ea, y)) })
+	slices.SortFunc(sb, func(x, y int32) int { return cmpNum(val(&c.b, eb, x), val(&c.b, eb, y)) })
 	var lefta, leftb []int32
 	i, j := 0, 0
 	for i < len(sa) && j < len(sb) {
@@ -962,17 +962,10 @@ func (c *comparer) matchNumbers(ea, eb []member) (ua, ub []int32) {
 	return ua, ub
 }
 
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func cmpUint(a, b uint64) int {
+// cmpNum orders two numbers for slices.SortFunc and BinarySearchFunc.
+// Written out rather than cmp.Compare, which orders a NaN before every
+// number: this one keeps the ordering the float and hash sorts always had.
+func cmpNum[T float64 | uint64](a, b T) int {
 	switch {
 	case a < b:
 		return -1
@@ -983,7 +976,7 @@ func cmpUint(a, b uint64) int {
 }
 
 func cmpHashed(a, b hashed) int {
-	if r := cmpUint(a.h, b.h); r != 0 {
+	if r := cmpNum(a.h, b.h); r != 0 {
 		return r
 	}
 	return int(a.idx - b.idx)

@@ -10,38 +10,26 @@ import (
 	"bufio"
 	"fmt"
 	"net"
-	"sync"
 	"testing"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/shadowproxy/shadowproxy/internal/testkit/fasttest"
 )
 
-// requestAllocs sends warm requests through client (warming pools, buffers
-// and metric children), then returns the average allocations per request
-// over 500 more. Counts are process-wide: client, proxy and upstream.
+// requestAllocs is fasttest.RequestAllocs with a client address on every
+// request, as a proxy behind a load balancer sees them.
 func requestAllocs(t *testing.T, client *fasthttp.HostClient, warm int) float64 {
 	t.Helper()
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	do := func() {
-		req.Reset()
-		req.SetRequestURI("http://proxy/api/items?page=2")
+	return fasttest.RequestAllocs(t, client, warm, func(req *fasthttp.Request) {
 		req.Header.Set("X-Forwarded-For", "10.0.0.1")
-		if err := client.Do(req, resp); err != nil || resp.StatusCode() != 200 {
-			t.Fatalf("%v %d", err, resp.StatusCode())
-		}
-	}
-	for i := 0; i < warm; i++ {
-		do()
-	}
-	return testing.AllocsPerRun(500, do)
+	})
 }
 
 // TestPrimaryPathAllocs pins the proxy's own request path at zero
 // allocations in steady state.
 func TestPrimaryPathAllocs(t *testing.T) {
-	client, _ := benchProxy(t, simpleConfig(startFastUpstream(t), ""))
+	client, _ := benchProxy(t, simpleConfig(fasttest.StartUpstream(t), ""))
 	if n := requestAllocs(t, client, 200); n > 0.5 {
 		t.Errorf("primary path allocates %.2f times per request; want 0", n)
 	}
@@ -53,7 +41,7 @@ func TestPrimaryPathAllocs(t *testing.T) {
 // stage (which builds strings for samples, off the request path) is left
 // out with a nil Comparer, since counts are process-wide.
 func TestMirrorEnqueueAllocs(t *testing.T) {
-	primary, shadow := startFastUpstream(t), startFastUpstream(t)
+	primary, shadow := fasttest.StartUpstream(t), fasttest.StartUpstream(t)
 	client, _ := benchProxyWith(t, shadowConfig(primary, shadow, "      targets: [shadow]\n      queue_size: 4096"), nil)
 	if n := requestAllocs(t, client, 500); n > 1 {
 		t.Errorf("a mirrored request allocates %.2f times; want at most 1", n)
@@ -63,7 +51,7 @@ func TestMirrorEnqueueAllocs(t *testing.T) {
 // TestPipelinedPathAllocs pins the pipelined primary path (pipeline_conns)
 // at zero allocations too.
 func TestPipelinedPathAllocs(t *testing.T) {
-	client, _ := benchProxy(t, simpleConfig(startFastUpstream(t), "    pipeline_conns: 2"))
+	client, _ := benchProxy(t, simpleConfig(fasttest.StartUpstream(t), "    pipeline_conns: 2"))
 	if n := requestAllocs(t, client, 200); n > 0.5 {
 		t.Errorf("pipelined path allocates %.2f times per request; want 0", n)
 	}
@@ -75,54 +63,23 @@ func TestPipelinedPathAllocs(t *testing.T) {
 // is a raw loop writing one constant chunked answer per request head, so
 // that it allocates nothing itself (counts are process-wide).
 func TestChunkedAnswerAllocs(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	answer := []byte(fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n",
 		len(benchBody), benchBody, len(benchBody), benchBody))
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	up := serveConns(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := br.ReadSlice('\n')
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadSlice('\n')
-					if err != nil {
-						return
-					}
-					if len(line) == 2 { // the blank line ending a head (GETs carry no body)
-						if _, err := c.Write(answer); err != nil {
-							return
-						}
-					}
+			if len(line) == 2 { // the blank line ending a head (GETs carry no body)
+				if _, err := c.Write(answer); err != nil {
+					return
 				}
-			}()
+			}
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
 	})
-	client, _ := benchProxy(t, simpleConfig("http://"+ln.Addr().String(), ""))
+	client, _ := benchProxy(t, simpleConfig(up, ""))
 	if n := requestAllocs(t, client, 200); n > 0.5 {
 		t.Errorf("a chunked answer allocates %.2f times per request; want 0", n)
 	}

@@ -1,12 +1,9 @@
 package proxy
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"testing"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -40,20 +37,9 @@ routes:
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { srv.Serve(ln); close(done) }()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		<-done
-	}()
+	addr, _ := serveLoopback(t, srv)
 	for _, h := range []string{"X-Tester", "X-Bot", "X-User"} {
-		req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/", nil)
+		req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
 		req.Header.Set(h, "1")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

@@ -78,6 +78,15 @@ func startProxyWith(t testing.TB, yamlText string, comparer Comparer) *testProxy
 	if err != nil {
 		t.Fatal(err)
 	}
+	addr, stop := serveLoopback(t, srv)
+	return &testProxy{Addr: addr, URL: "http://" + addr, Srv: srv, Met: m, Logs: logs, stop: stop}
+}
+
+// serveLoopback serves srv on a fresh 127.0.0.1 port and returns its
+// address and a stop that shuts srv down and waits for Serve to return.
+// stop runs at cleanup too; calling it earlier is allowed.
+func serveLoopback(t testing.TB, srv *Server) (addr string, stop func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +94,7 @@ func startProxyWith(t testing.TB, yamlText string, comparer Comparer) *testProxy
 	done := make(chan struct{})
 	go func() { srv.Serve(ln); close(done) }()
 	var once sync.Once
-	stop := func() {
+	stop = func() {
 		once.Do(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -94,7 +103,56 @@ func startProxyWith(t testing.TB, yamlText string, comparer Comparer) *testProxy
 		})
 	}
 	t.Cleanup(stop)
-	return &testProxy{Addr: ln.Addr().String(), URL: "http://" + ln.Addr().String(), Srv: srv, Met: m, Logs: logs, stop: stop}
+	return ln.Addr().String(), stop
+}
+
+// serveConns is a bare TCP server on a fresh 127.0.0.1 port for upstreams
+// that speak raw bytes: handle gets each accepted connection, which is
+// closed when handle returns. At cleanup the listener and every open
+// connection are closed and the test waits for every handle to return.
+// Unlike startWireUpstream it records nothing, so it neither allocates per
+// request (allocation pins) nor holds what it reads (memory tests).
+func serveConns(t testing.TB, handle func(c net.Conn)) (url string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				handle(c)
+				c.Close()
+				mu.Lock()
+				delete(conns, c)
+				mu.Unlock()
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return "http://" + ln.Addr().String()
 }
 
 // loadLoop sends n GETs to url from workers goroutines and fails the test

@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/shadowproxy/shadowproxy/internal/testkit/fasttest"
 )
 
 // h2Recorder is an upstream that records what it received.
@@ -388,7 +390,7 @@ func TestHTTP2RapidReset(t *testing.T) {
 // client over HTTP/1.1 and over h2c (one connection, multiplexed), to a
 // fasthttp upstream on loopback. Compare the two as a ratio.
 func BenchmarkClientProtocols(b *testing.B) {
-	up := startFastUpstream(b)
+	up := fasttest.StartUpstream(b)
 	p := startProxy(b, fmt.Sprintf(`
 listen: 127.0.0.1:0
 admin_listen: 127.0.0.1:1

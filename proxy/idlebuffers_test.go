@@ -4,6 +4,8 @@ package proxy
 
 import (
 	"testing"
+
+	"github.com/shadowproxy/shadowproxy/internal/testkit/fasttest"
 )
 
 // TestReleaseIdleBuffersAllocs: limits.release_idle_buffers reaches the
@@ -11,7 +13,7 @@ import (
 // at zero allocations with it: fasthttp's one-byte heap read happened only
 // without StreamRequestBody, which the server now always sets.
 func TestReleaseIdleBuffersAllocs(t *testing.T) {
-	up := startFastUpstream(t)
+	up := fasttest.StartUpstream(t)
 	client, srv := benchProxy(t, simpleConfig(up, "")+"limits: {release_idle_buffers: true}\n")
 	if !srv.srv.ReduceMemoryUsage {
 		t.Fatal("limits.release_idle_buffers did not reach the server")

@@ -80,6 +80,32 @@ func peakHeap(stop <-chan struct{}) func() uint64 {
 	return func() uint64 { wg.Wait(); return peak.Load() }
 }
 
+// heapDuring runs work while sampling the heap and returns the live heap
+// before it, the peak while it ran and the live heap once it returned.
+func heapDuring(work func()) (base, top, after uint64) {
+	base = heapInUse()
+	stop := make(chan struct{})
+	peak := peakHeap(stop)
+	work()
+	close(stop)
+	top = peak()
+	return base, top, heapInUse()
+}
+
+// clientsAtOnce runs client(i) for i from 0 to n-1, all at once, and waits
+// for every one to return.
+func clientsAtOnce(n int, client func(i int)) {
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			client(i)
+		}(i)
+	}
+	wg.Wait()
+}
+
 const mib = 1 << 20
 
 // TestMemoryEndlessShadow: 16 mirrored requests to a shadow that never stops
@@ -103,27 +129,17 @@ routes:
       workers: %d
       timeout: 4s
 `, primary.URL, shadow.URL, n))
-	base := heapInUse()
-	stop := make(chan struct{})
-	peak := peakHeap(stop)
-	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
+	base, top, after := heapDuring(func() {
+		clientsAtOnce(n, func(i int) {
 			res := rawClient(t, p.Addr, []string{fmt.Sprintf("GET /m/%d HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n", i)}, 0, 3*time.Second)
 			if len(res.Status) != 1 || res.Status[0] != 200 {
 				t.Errorf("request %d: %s", i, res)
 			}
-		}(i)
-	}
-	wg.Wait()
-	testkit.Eventually(t, "every shadow answer finished", func() bool {
-		return shadowCount(p, "ok")+shadowCount(p, "error")+shadowCount(p, "timeout") == n
+		})
+		testkit.Eventually(t, "every shadow answer finished", func() bool {
+			return shadowCount(p, "ok")+shadowCount(p, "error")+shadowCount(p, "timeout") == n
+		})
 	})
-	close(stop)
-	top := peak()
-	after := heapInUse()
 	t.Logf("heap in use: baseline %.1f MiB, peak %.1f MiB, after %.1f MiB", float64(base)/mib, float64(top)/mib, float64(after)/mib)
 	if v := shadowCount(p, "ok"); v != n {
 		t.Errorf("shadow outcomes ok = %v, want %d (a cut answer still compares status and headers)", v, n)
@@ -152,24 +168,14 @@ func TestMemoryEndlessPrimary(t *testing.T) {
 	const n = 4
 	up := startWireUpstream(t, serveEndless(30*time.Second))
 	p := startProxy(t, simpleConfig(up.URL, "    max_response_body: 16MiB\n    timeout: 30s"))
-	base := heapInUse()
-	stop := make(chan struct{})
-	peak := peakHeap(stop)
-	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
+	base, top, after := heapDuring(func() {
+		clientsAtOnce(n, func(i int) {
 			status, n, err := discardingClient(t, p.Addr, fmt.Sprintf("GET /e/%d HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n", i), nil, 0)
 			if status != 200 || err == nil || n != 16*mib {
 				t.Errorf("request %d: %d, %d bytes, error %v; want the 200 cut short (a read error) at max_response_body, never a complete body", i, status, n, err)
 			}
-		}(i)
-	}
-	wg.Wait()
-	close(stop)
-	top := peak()
-	after := heapInUse()
+		})
+	})
 	t.Logf("heap in use: baseline %.1f MiB, peak %.1f MiB, after %.1f MiB", float64(base)/mib, float64(top)/mib, float64(after)/mib)
 	// Each stream holds at most buffer_body (1 MiB, the part read before
 	// it turned out longer) and its read buffers; allocation churn that is
@@ -250,63 +256,31 @@ func peakRSS(t testing.TB, stop <-chan struct{}) func() int64 {
 // reads any request body to the end, counting it in received, without
 // holding either in memory.
 func bulkUpstream(t testing.TB, received *atomic.Int64) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Helper()
 	chunk := []byte(strings.Repeat("0123456789abcdef", 4096)) // 64 KiB
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	return serveConns(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					n, _ := io.Copy(io.Discard, req.Body)
-					received.Add(n)
-					var size int64
-					fmt.Sscanf(req.URL.Path, "/download/%d", &size)
-					if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", size); err != nil {
-						return
-					}
-					for left := size; left > 0; {
-						k := min(left, int64(len(chunk)))
-						if _, err := c.Write(chunk[:k]); err != nil {
-							return
-						}
-						left -= k
-					}
+			n, _ := io.Copy(io.Discard, req.Body)
+			received.Add(n)
+			var size int64
+			fmt.Sscanf(req.URL.Path, "/download/%d", &size)
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", size); err != nil {
+				return
+			}
+			for left := size; left > 0; {
+				k := min(left, int64(len(chunk)))
+				if _, err := c.Write(chunk[:k]); err != nil {
+					return
 				}
-			}()
+				left -= k
+			}
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
 	})
-	return "http://" + ln.Addr().String()
 }
 
 // zeros reads as an endless run of a repeated pattern.
@@ -433,17 +407,20 @@ upstreams:
 routes:
   - {name: default, upstream: stable}
 `, bulkUpstream(t, &received)))
-	base := heapInUse()
-	stop := make(chan struct{})
-	peak := peakHeap(stop)
-	resp, err := h2cClient().Get(fmt.Sprintf("%s/download/%d", p.URL, size))
-	if err != nil {
+	var resp *http.Response
+	var n int64
+	var err error
+	base, top, _ := heapDuring(func() {
+		resp, err = h2cClient().Get(fmt.Sprintf("%s/download/%d", p.URL, size))
+		if err != nil {
+			return
+		}
+		n, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	})
+	if resp == nil {
 		t.Fatal(err)
 	}
-	n, err := io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	close(stop)
-	top := peak()
 	if resp.ProtoMajor != 2 || n != size || err != nil {
 		t.Errorf("HTTP/2 download: %s, %d of %d bytes, %v", resp.Proto, n, size, err)
 	}

@@ -179,33 +179,7 @@ func TestDeadShadow(t *testing.T) {
 // hangingListener accepts connections and never answers.
 func hangingListener(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			go io.Copy(io.Discard, c)
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	return "http://" + ln.Addr().String()
+	return serveConns(t, func(c net.Conn) { io.Copy(io.Discard, c) })
 }
 
 // Isolation 3: a shadow that accepts and never answers; timeouts are
@@ -495,16 +469,11 @@ func TestDecodeBodyBounded(t *testing.T) {
 	}
 }
 
-// TestSecondarySkipsCanaryServedRequests: with a split and a secondary, the
-// secondary (stable version) is only asked about requests the stable
-// upstream served; otherwise it would be compared with the canary's answer
-// and learn the real differences as noise.
-func TestSecondarySkipsCanaryServedRequests(t *testing.T) {
-	primary := startUpstream(t, fastJSON(`{"v":1}`))
-	canary := startUpstream(t, fastJSON(`{"v":2}`))
-	shadow := startUpstream(t, fastJSON(`{"v":2}`))
-	twin := startUpstream(t, fastJSON(`{"v":1}`))
-	p, rc := startMirrorProxy(t, fmt.Sprintf(`
+// splitSecondaryConfig is route api on primary, split 50% to canary by
+// X-User, shadowed to shadow with twin as the secondary; shadowOpts ("" or
+// "key: value, " pairs) adds to the shadow's settings.
+func splitSecondaryConfig(primary, canary, shadow, twin, shadowOpts string) string {
+	return fmt.Sprintf(`
 upstreams:
   - {name: primary, url: %s}
   - {name: canary, url: %s}
@@ -514,8 +483,20 @@ routes:
   - name: api
     upstream: primary
     split: {key: "header:X-User", to: canary, percent: 50}
-    shadow: {targets: [shadow], compare: {secondary: twin}}
-`, primary.URL, canary.URL, shadow.URL, twin.URL))
+    shadow: {targets: [shadow], %scompare: {secondary: twin}}
+`, primary, canary, shadow, twin, shadowOpts)
+}
+
+// TestSecondarySkipsCanaryServedRequests: with a split and a secondary, the
+// secondary (stable version) is only asked about requests the stable
+// upstream served; otherwise it would be compared with the canary's answer
+// and learn the real differences as noise.
+func TestSecondarySkipsCanaryServedRequests(t *testing.T) {
+	primary := startUpstream(t, fastJSON(`{"v":1}`))
+	canary := startUpstream(t, fastJSON(`{"v":2}`))
+	shadow := startUpstream(t, fastJSON(`{"v":2}`))
+	twin := startUpstream(t, fastJSON(`{"v":1}`))
+	p, rc := startMirrorProxy(t, splitSecondaryConfig(primary.URL, canary.URL, shadow.URL, twin.URL, ""))
 	const n = 40
 	for i := 0; i < n; i++ {
 		rawRequest(t, p.Addr, fmt.Sprintf("GET /x HTTP/1.1\r\nHost: a\r\nX-User: u%d\r\n\r\n", i))

@@ -64,9 +64,12 @@ func echoShadow(t *testing.T, closeEvery int64) (url string, requests, reads *at
 	return "http://" + ln.Addr().String(), &n, &cl.reads
 }
 
-// fireConcurrently sends total GET requests with distinct URIs from 16
-// goroutines, so mirrored requests queue up behind the single shadow worker.
-func fireConcurrently(t *testing.T, addr string, total int) {
+// fireConcurrently sends total requests for /item/<i> from 16 goroutines,
+// so mirrored requests queue up behind the single shadow worker. prepare,
+// when not nil, adjusts request i (a method, a header); without it each is
+// a plain GET. Any request failing or answered other than 200 fails the
+// test.
+func fireConcurrently(t *testing.T, addr string, total int, prepare func(i int, req *fasthttp.Request)) {
 	t.Helper()
 	c := &fasthttp.HostClient{Addr: addr, MaxConns: 16}
 	var wg sync.WaitGroup
@@ -75,9 +78,16 @@ func fireConcurrently(t *testing.T, addr string, total int) {
 		wg.Add(1)
 		go func(g int) {
 			defer wg.Done()
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
 			for i := g; i < total; i += 16 {
-				code, _, err := c.Get(nil, fmt.Sprintf("http://%s/item/%d", addr, i))
-				if err != nil || code != 200 {
+				req.Reset()
+				req.SetRequestURI(fmt.Sprintf("http://%s/item/%d", addr, i))
+				if prepare != nil {
+					prepare(i, req)
+				}
+				if err := c.Do(req, resp); err != nil || resp.StatusCode() != 200 {
 					failed.Add(1)
 				}
 			}
@@ -108,16 +118,27 @@ func checkPairs(t *testing.T, rc *recordingComparer, total int) {
 
 func echoPrimary(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "primary:"+r.RequestURI) }
 
+// startBatchProxy mirrors an echoPrimary upstream to an echoShadow target
+// (closing every closeEvery-th connection, 0: never) through a single
+// shadow worker with room to queue, so that queued requests go out in
+// batches. It returns the proxy, its comparer and the shadow's request and
+// read counts.
+func startBatchProxy(t *testing.T, closeEvery int64) (p *testProxy, rc *recordingComparer, requests, reads *atomic.Int64) {
+	t.Helper()
+	primary := startUpstream(t, echoPrimary)
+	shadowURL, requests, reads := echoShadow(t, closeEvery)
+	p, rc = startMirrorProxy(t, shadowConfig(primary.URL, shadowURL, "      targets: [shadow]\n      workers: 1\n      queue_size: 1024"))
+	return p, rc, requests, reads
+}
+
 // TestShadowBatchPairsAnswers: with requests queued behind a busy worker and
 // a fast target, several go out in one write (the shadow reads fewer times
 // than it serves requests), and every answer still reaches the comparison
 // of its own request.
 func TestShadowBatchPairsAnswers(t *testing.T) {
 	const total = 400
-	primary := startUpstream(t, echoPrimary)
-	shadowURL, requests, reads := echoShadow(t, 0)
-	p, rc := startMirrorProxy(t, shadowConfig(primary.URL, shadowURL, "      targets: [shadow]\n      workers: 1\n      queue_size: 1024"))
-	fireConcurrently(t, p.Addr, total)
+	p, rc, requests, reads := startBatchProxy(t, 0)
+	fireConcurrently(t, p.Addr, total, nil)
 	checkPairs(t, rc, total)
 	if requests.Load() != total {
 		t.Fatalf("shadow served %d requests, want %d", requests.Load(), total)
@@ -133,10 +154,8 @@ func TestShadowBatchPairsAnswers(t *testing.T) {
 // sent again on a connection of its own and nothing is lost or mispaired.
 func TestShadowBatchSurvivesClosedConnection(t *testing.T) {
 	const total = 300
-	primary := startUpstream(t, echoPrimary)
-	shadowURL, _, _ := echoShadow(t, 3)
-	p, rc := startMirrorProxy(t, shadowConfig(primary.URL, shadowURL, "      targets: [shadow]\n      workers: 1\n      queue_size: 1024"))
-	fireConcurrently(t, p.Addr, total)
+	p, rc, _, _ := startBatchProxy(t, 3)
+	fireConcurrently(t, p.Addr, total, nil)
 	checkPairs(t, rc, total)
 	if n := shadowCount(p, "ok"); n != total {
 		t.Fatalf("ok outcomes = %v, want %d", n, total)
@@ -182,35 +201,12 @@ func TestShadowBatchingAdapts(t *testing.T) {
 // complete and pair up.
 func TestShadowBatchMixesHeadAndGet(t *testing.T) {
 	const total = 200
-	primary := startUpstream(t, echoPrimary)
-	shadowURL, requests, reads := echoShadow(t, 0)
-	p, rc := startMirrorProxy(t, shadowConfig(primary.URL, shadowURL, "      targets: [shadow]\n      workers: 1\n      queue_size: 1024"))
-	c := &fasthttp.HostClient{Addr: p.Addr, MaxConns: 16}
-	var wg sync.WaitGroup
-	var failed atomic.Int64
-	for g := 0; g < 16; g++ {
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
-			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseRequest(req)
-			defer fasthttp.ReleaseResponse(resp)
-			for i := g; i < total; i += 16 {
-				req.Reset()
-				req.SetRequestURI(fmt.Sprintf("http://%s/item/%d", p.Addr, i))
-				if i%2 == 1 {
-					req.Header.SetMethod(fasthttp.MethodHead)
-				}
-				if err := c.Do(req, resp); err != nil || resp.StatusCode() != 200 {
-					failed.Add(1)
-				}
-			}
-		}(g)
-	}
-	wg.Wait()
-	if failed.Load() > 0 {
-		t.Fatalf("%d client requests failed", failed.Load())
-	}
+	p, rc, requests, reads := startBatchProxy(t, 0)
+	fireConcurrently(t, p.Addr, total, func(i int, req *fasthttp.Request) {
+		if i%2 == 1 {
+			req.Header.SetMethod(fasthttp.MethodHead)
+		}
+	})
 	testkit.Eventually(t, "every comparison", func() bool { return len(rc.snapshot()) == total })
 	for _, r := range rc.snapshot() {
 		want := "shadow:" + r.uri
@@ -235,37 +231,10 @@ func TestShadowBatchKeepsSecondarySplitAware(t *testing.T) {
 	canary := startUpstream(t, fastJSON(`{"v":2}`))
 	shadowURL, _, _ := echoShadow(t, 0)
 	twinURL, twinRequests, twinReads := echoShadow(t, 0)
-	p, rc := startMirrorProxy(t, fmt.Sprintf(`
-upstreams:
-  - {name: primary, url: %s}
-  - {name: canary, url: %s}
-  - {name: shadow, url: %s}
-  - {name: twin, url: %s}
-routes:
-  - name: api
-    upstream: primary
-    split: {key: "header:X-User", to: canary, percent: 50}
-    shadow: {targets: [shadow], workers: 1, queue_size: 1024, compare: {secondary: twin}}
-`, primary.URL, canary.URL, shadowURL, twinURL))
-	c := &fasthttp.HostClient{Addr: p.Addr, MaxConns: 16}
-	var wg sync.WaitGroup
-	for g := 0; g < 16; g++ {
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
-			for i := g; i < total; i += 16 {
-				req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-				req.SetRequestURI(fmt.Sprintf("http://%s/item/%d", p.Addr, i))
-				req.Header.Set("X-User", fmt.Sprintf("u%d", i))
-				if err := c.Do(req, resp); err != nil || resp.StatusCode() != 200 {
-					t.Errorf("request %d: %v %d", i, err, resp.StatusCode())
-				}
-				fasthttp.ReleaseRequest(req)
-				fasthttp.ReleaseResponse(resp)
-			}
-		}(g)
-	}
-	wg.Wait()
+	p, rc := startMirrorProxy(t, splitSecondaryConfig(primary.URL, canary.URL, shadowURL, twinURL, "workers: 1, queue_size: 1024, "))
+	fireConcurrently(t, p.Addr, total, func(i int, req *fasthttp.Request) {
+		req.Header.Set("X-User", fmt.Sprintf("u%d", i))
+	})
 	testkit.Eventually(t, "every comparison", func() bool { return len(rc.snapshot()) == total })
 	stableServed := 0
 	for _, r := range rc.snapshot() {

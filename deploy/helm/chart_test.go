@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -28,6 +26,7 @@ import (
 
 	"github.com/shadowproxy/shadowproxy/config"
 	"github.com/shadowproxy/shadowproxy/internal/admin"
+	"github.com/shadowproxy/shadowproxy/internal/testkit/manifest"
 )
 
 const chartDir = "shadowproxy"
@@ -95,48 +94,15 @@ func renderChart(t *testing.T, ch *chart.Chart, vals map[string]any) ([]obj, err
 	return objs, nil
 }
 
-// get walks a decoded value along keys (string) and indices (int).
-func get(v any, path ...any) any {
-	for _, p := range path {
-		switch k := p.(type) {
-		case string:
-			m, ok := v.(map[string]any)
-			if !ok {
-				return nil
-			}
-			v = m[k]
-		case int:
-			s, ok := v.([]any)
-			if !ok || k >= len(s) {
-				return nil
-			}
-			v = s[k]
-		}
-	}
-	return v
-}
+// get, str, byKind, labelsMatch and portOf are short names for the
+// manifest helpers, which deploy's and deploy/helm's tests share.
+func get(v any, path ...any) any { return manifest.Get(v, path...) }
 
-func str(v any) string {
-	if v == nil {
-		return ""
-	}
-	if s, ok := v.(string); ok {
-		return s
-	}
-	return fmt.Sprint(v)
-}
+func str(v any) string { return manifest.Str(v) }
 
 func list(v any) []any { l, _ := v.([]any); return l }
 
-func byKind(objs []obj, kind string) []obj {
-	var out []obj
-	for _, o := range objs {
-		if o["kind"] == kind {
-			out = append(out, o)
-		}
-	}
-	return out
-}
+func byKind(objs []obj, kind string) []obj { return manifest.ByKind(objs, kind) }
 
 func one(t *testing.T, objs []obj, kind string) obj {
 	t.Helper()
@@ -147,19 +113,7 @@ func one(t *testing.T, objs []obj, kind string) obj {
 	return l[0]
 }
 
-func labelsMatch(selector, labels any) bool {
-	sel, _ := selector.(map[string]any)
-	lab, _ := labels.(map[string]any)
-	if len(sel) == 0 {
-		return false
-	}
-	for k, v := range sel {
-		if str(lab[k]) != str(v) {
-			return false
-		}
-	}
-	return true
-}
+func labelsMatch(selector, labels any) bool { return manifest.LabelsMatch(selector, labels) }
 
 // adminServer is the real admin handler on loopback: a probe path that it
 // does not answer with 200 is a probe that would fail in the cluster.
@@ -235,15 +189,7 @@ func (w workload) env(name string) any {
 	return nil
 }
 
-func portOf(t *testing.T, addr string) int {
-	t.Helper()
-	_, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		t.Fatalf("address %q: %v", addr, err)
-	}
-	n, _ := strconv.Atoi(p)
-	return n
-}
+func portOf(t *testing.T, addr string) int { t.Helper(); return manifest.PortOf(t, addr) }
 
 // loadConfig loads the configuration the chart renders with the project's
 // own loader (defaults and validation), as `shadowproxy validate` would.

@@ -5,7 +5,9 @@
 // It is a leaf package (standard library only), so that the tests of any
 // package, including internal ones such as app's, can import it without an
 // import cycle. Helpers that need the whole program running live in its
-// apptest subpackage.
+// apptest subpackage; fasttest holds the fasthttp request-path helpers
+// (allocation pins, benchmarks) and manifest the walkers over decoded
+// Kubernetes objects.
 package testkit
 
 import (

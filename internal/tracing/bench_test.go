@@ -2,9 +2,8 @@ package tracing
 
 import (
 	"testing"
-	"time"
 
-	"github.com/valyala/fasthttp"
+	"github.com/shadowproxy/shadowproxy/internal/testkit/fasttest"
 )
 
 // BenchmarkTracing measures a whole proxied request (client -> proxy in
@@ -12,7 +11,7 @@ import (
 // and 100% sampling, exporting to an OTLP receiver on loopback. Compare the
 // ns/op and allocs/op of the sub-benchmarks as ratios.
 func BenchmarkTracing(b *testing.B) {
-	up := startFastUpstream(b)
+	up := fasttest.StartUpstream(b)
 	for _, bc := range []struct {
 		name  string
 		ratio float64
@@ -25,20 +24,7 @@ func BenchmarkTracing(b *testing.B) {
 				tr = newTracer(b, rec, bc.ratio, 8192, nil)
 			}
 			c := startProxy(b, simpleConfig(up), tr)
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-				defer fasthttp.ReleaseRequest(req)
-				defer fasthttp.ReleaseResponse(resp)
-				for pb.Next() {
-					req.Reset()
-					req.SetRequestURI("http://proxy/api/items?page=2")
-					if err := c.DoTimeout(req, resp, 5*time.Second); err != nil || resp.StatusCode() != 200 {
-						b.Fatal(err, resp.StatusCode())
-					}
-				}
-			})
+			fasttest.RunParallel(b, c, nil)
 		})
 	}
 }

@@ -4,17 +4,14 @@ import (
 	"compress/gzip"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttputil"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -23,6 +20,7 @@ import (
 
 	"github.com/shadowproxy/shadowproxy/config"
 	"github.com/shadowproxy/shadowproxy/internal/metrics"
+	"github.com/shadowproxy/shadowproxy/internal/testkit/fasttest"
 	"github.com/shadowproxy/shadowproxy/proxy"
 )
 
@@ -232,15 +230,7 @@ func startProxy(tb testing.TB, cfgText string, tr *Tracer) *fasthttp.HostClient 
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ln := fasthttputil.NewInmemoryListener()
-	go srv.Serve(ln)
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		ln.Close()
-	})
-	return &fasthttp.HostClient{Addr: "proxy", MaxConns: 64, Dial: func(string) (net.Conn, error) { return ln.Dial() }}
+	return fasttest.ServeInMemory(tb, srv)
 }
 
 // newTracer builds a Tracer exporting to rec with a short batch delay.
@@ -275,24 +265,6 @@ func get(tb testing.TB, c *fasthttp.HostClient, uri string, hdr map[string]strin
 		tb.Fatal(err)
 	}
 	return resp
-}
-
-// startFastUpstream serves a small JSON answer with fasthttp on loopback
-// (a net/http upstream would add its own allocations to the counts).
-func startFastUpstream(tb testing.TB) string {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	body := []byte(`{"items":[` + strings.Repeat(`{"id":12345,"name":"widget","price":9.99},`, 24) + `{"id":0}]}`)
-	s := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		ctx.SetContentType("application/json")
-		ctx.SetBody(body)
-	}}
-	go s.Serve(ln)
-	tb.Cleanup(func() { s.Shutdown() })
-	return "http://" + ln.Addr().String()
 }
 
 func simpleConfig(up string) string {
