@@ -88,7 +88,7 @@ func TestChunkedAnswerAllocs(t *testing.T) {
 // TestSyntheticMarkAllocs pins the synthetic check (rules on a header and
 // on the split key) at zero allocations on the primary path.
 func TestSyntheticMarkAllocs(t *testing.T) {
-	up := startFastUpstream(t)
+	up := fasttest.StartUpstream(t)
 	cfg := fmt.Sprintf(`
 upstreams:
   - {name: stable, url: %s}

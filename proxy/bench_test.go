@@ -75,7 +75,7 @@ func BenchmarkPrimaryWithShadow(b *testing.B) {
 // tried): the cost of the synthetic check. Run side by side with
 // BenchmarkPrimaryPath.
 func BenchmarkPrimaryWithSynthetic(b *testing.B) {
-	cfg := simpleConfig(startFastUpstream(b), "") + `    synthetic:
+	cfg := simpleConfig(fasttest.StartUpstream(b), "") + `    synthetic:
       - {header: {X-Synthetic: "true"}}
       - {header_regex: {X-Probe: "^smoke-[0-9]+$"}}
 `

@@ -132,7 +132,10 @@ func TestRolloutRollsBackFailingCanaryEndToEnd(t *testing.T) {
 		t.Fatalf("start: %+v", st)
 	}
 	stop := make(chan struct{})
-	res := runLoad(t, "http://"+a.ProxyAddr(), stop, 20000)
+	// The load runs until the rollback (bounded at 200,000 requests): the
+	// sequential test needs evidence in its window when it decides, and a
+	// 20,000 cap could run out first on a loaded machine.
+	res := runLoad(t, "http://"+a.ProxyAddr(), stop, 200000)
 	testkit.Eventually(t, "canary traffic", func() bool { return canary.hits.Load() > 100 })
 	canary.failing.Store(true)
 	testkit.Eventually(t, "rollback", func() bool { return rollouts(t, adminURL)[0].State == "rolled_back" })
