@@ -99,7 +99,7 @@ func newUpstream(u config.Upstream, sp shadowPool, bufferBody int, m *metrics.Me
 		ejection:    u.Health.Ejection.D(),
 		log:         log,
 	}
-	tlsCfg, err := upstreamTLS(u)
+	tlsCfg, err := UpstreamTLS(u)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +141,10 @@ func newUpstream(u config.Upstream, sp shadowPool, bufferBody int, m *metrics.Me
 	return up, nil
 }
 
-func upstreamTLS(u config.Upstream) (*tls.Config, error) {
+// UpstreamTLS is the client TLS configuration an upstream's tls section
+// asks for (ca_file, server_name, insecure_skip_verify). Everything that
+// reaches the upstream outside the proxy's pools (smoke checks) uses it too.
+func UpstreamTLS(u config.Upstream) (*tls.Config, error) {
 	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.TLS.ServerName, InsecureSkipVerify: u.TLS.InsecureSkipVerify} //nolint:gosec // opt-in, warned about
 	if u.TLS.CAFile != "" {
 		pem, err := os.ReadFile(u.TLS.CAFile)
@@ -317,7 +320,7 @@ func (up *Upstream) startProbes() error {
 // The upstream's own health section and a rollout's canary health_check are
 // both wired through it.
 func ProbeUpstream(u config.Upstream, p cfgtypes.Probe, base healthcheck.Config, onChange func(endpoint int, healthy bool, s healthcheck.Status)) (*healthcheck.Group, error) {
-	tlsCfg, err := upstreamTLS(u)
+	tlsCfg, err := UpstreamTLS(u)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 
 	"github.com/shadowproxy/shadowproxy/config"
@@ -14,6 +15,7 @@ import (
 	"github.com/shadowproxy/shadowproxy/internal/gates"
 	"github.com/shadowproxy/shadowproxy/internal/metrics"
 	"github.com/shadowproxy/shadowproxy/internal/rollout"
+	"github.com/shadowproxy/shadowproxy/proxy"
 )
 
 // evidenceSamples is how many redacted diff samples an evidence record
@@ -89,7 +91,8 @@ func countSmoke(met *metrics.Metrics, route string, rep rollout.SmokeReport) {
 }
 
 // smokeTargets gives the canary and stable upstreams of a route (first
-// endpoint of each).
+// endpoint of each), each with a client that uses the upstream's TLS
+// settings.
 func (a *App) smokeTargets(route string) (canary, stable gates.Target, ok bool) {
 	cfg := a.pendingOrCurrentConfig()
 	for _, rc := range cfg.Routes {
@@ -100,7 +103,7 @@ func (a *App) smokeTargets(route string) (canary, stable gates.Target, ok bool) 
 		if c == nil || s == nil || len(c.Endpoints()) == 0 || len(s.Endpoints()) == 0 {
 			return canary, stable, false
 		}
-		return gates.Target{Name: c.Name, URL: c.Endpoints()[0]}, gates.Target{Name: s.Name, URL: s.Endpoints()[0]}, true
+		return smokeTarget(c), smokeTarget(s), true
 	}
 	return canary, stable, false
 }
@@ -169,4 +172,23 @@ func (m *rolloutManager) exportCompleted() {
 			m.app.metrics.RolloutCompletedTimestamp.WithLabelValues(st.Route).Set(float64(st.CompletedAt.Unix()))
 		}
 	}
+}
+
+// smokeTarget is an upstream's first endpoint with a client configured like
+// the proxy's pools: the upstream's TLS settings, no redirects, no kept
+// connections (checks are rare; a client per call must not leave idle
+// connections behind).
+func smokeTarget(u *config.Upstream) gates.Target {
+	t := gates.Target{Name: u.Name, URL: u.Endpoints()[0]}
+	tlsCfg, err := proxy.UpstreamTLS(*u)
+	if err != nil {
+		// Validation read the CA file already; if it has gone since, the
+		// check fails with the default client and says why.
+		return t
+	}
+	t.Client = &http.Client{
+		Transport:     &http.Transport{TLSClientConfig: tlsCfg, DisableKeepAlives: true, Proxy: nil},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return t
 }

@@ -41,6 +41,10 @@ const (
 type Target struct {
 	// Name is the upstream's name; URL its base (scheme://host:port).
 	Name, URL string
+	// Client, when set, sends this target's requests: it carries the
+	// upstream's TLS settings (ca_file, server_name), so an https canary
+	// is checked the way the proxy reaches it. Default: Runner's client.
+	Client *http.Client
 }
 
 // Runner implements rollout.Gates over HTTP.
@@ -131,7 +135,11 @@ func (r *Runner) send(ctx context.Context, t Target, sr rollout.SmokeRequest, ti
 	}
 	req.Header.Set(SyntheticHeader, "smoke")
 	start := time.Now()
-	resp, err := r.client().Do(req)
+	c := t.Client
+	if c == nil {
+		c = r.client()
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		return 0, time.Since(start), nil, err
 	}
