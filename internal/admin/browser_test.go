@@ -96,10 +96,12 @@ func TestBrowserDashboard(t *testing.T) {
 	}
 	// The story, in three moments: the rollout promotes to steps[2] (50%),
 	// named as the API and the configuration name it...
-	mid := b.poll("the rollout at steps[2]", `(() => {
+	// Each step first waits for its smoke gate, then for its hold and the
+	// sequential promote test: two steps take longer than one poll.
+	mid := b.pollFor("the rollout at steps[2]", `(() => {
 		const s = document.getElementById('rollout-state'), st = document.getElementById('rollout-step');
 		return s && st && s.textContent === 'progressing' && st.textContent.startsWith('steps[2] ') ? [st.textContent] : null;
-	})()`)
+	})()`, 90*time.Second)
 	if ro := getRollout(t, adminURL, "checkout"); ro.Step < 2 || mid[0] != "steps[2] of steps[0]–steps[3]" {
 		t.Errorf("page shows %q while the API says step %d", mid[0], ro.Step)
 	}
@@ -107,12 +109,12 @@ func TestBrowserDashboard(t *testing.T) {
 
 	// ...then v2's checkout breaks and the guardrail rolls it back.
 	bs.V2.SetFailing(true)
-	rb := b.poll("the rollback", `(() => {
+	rb := b.pollFor("the rollback", `(() => {
 		const s = document.getElementById('rollout-state');
 		if (!s || s.textContent !== 'rolled_back') return null;
 		const dd = [...document.querySelectorAll('#rollout dl dt')].map(d => d.textContent + '=' + d.nextSibling.textContent);
 		return [dd.join(' | ')];
-	})()`)
+	})()`, 60*time.Second)
 	if !strings.Contains(rb[0], "canary share now=0% (rolled back)") || !strings.Contains(rb[0], "rolled back=") || strings.Contains(rb[0], "hold") {
 		t.Errorf("rolled-back rollout panel: %q; want 0%% (rolled back), the time since, no hold", rb[0])
 	}
@@ -400,7 +402,7 @@ func TestBrowserEscapesHostileData(t *testing.T) {
 		const buttons = [...document.querySelectorAll('#rollout-panel .actions button')].map(b => b.dataset.action + '=' + !b.disabled);
 		return [c.textContent, dd.join(' | '), buttons.join(' ')];
 	})()`)
-	if ro[0] != hostile || ro[1] != "progressing | auto | steps[1] of steps[0]–steps[3] | 10% | 1m 15s of 5m 0s hold (3m 45s left) | "+hostile ||
+	if ro[0] != hostile || ro[1] != "progressing | auto | steps[1] of steps[0]–steps[3] | 10% | 1m 15s of 5m 0s hold (3m 45s left) | "+hostile+" | rollback records" ||
 		ro[2] != "pause=true resume=false promote=true rollback=true" {
 		t.Errorf("rollout panel shows %q", ro)
 	}

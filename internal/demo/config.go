@@ -86,6 +86,9 @@ routes:
         # The demo learns fast; the default (100 secondary answers per
         # endpoint before a verdict) suits real traffic better.
         noise: {min_observations: 20}
+        # Single-digit user ids (u1) are not folded to {id} automatically
+        # (v2 would be folded too); naming the endpoint groups them.
+        endpoints: ["GET /api/users/{id}"]
     # When v2 has matched v1 on at least 99%% of comparisons for 10 minutes
     # (over 2000 comparisons), the dashboard's Cutover panel says it is
     # ready and offers the button: v2 then serves and v1 becomes the shadow.
