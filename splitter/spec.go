@@ -143,7 +143,7 @@ func (s *Spec) Validate() []error {
 		switch {
 		case c.Name == "":
 			add(p+".name", "required: name the cohort (it labels metrics), e.g. internal or beta")
-		case !isLabelName(c.Name):
+		case !cfgtypes.IsLabelValue(c.Name):
 			add(p+".name", "invalid cohort name %q: use up to 64 letters, digits, '_' and '-'", c.Name)
 		default:
 			if j, dup := seen[c.Name]; dup {
@@ -155,19 +155,6 @@ func (s *Spec) Validate() []error {
 		errs = append(errs, cfgtypes.Prefix(p+".when", c.When.validate())...)
 	}
 	return errs
-}
-
-func isLabelName(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // validate checks one cohort's conditions; paths are relative to "when".

@@ -322,6 +322,22 @@ func (m *Multiplier) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// IsLabelValue reports whether a configured name (a cohort, a smoke check)
+// can be a metric label value as it is: 1 to 64 of [A-Za-z0-9_-], so that
+// dashboards and alerts never see a space or an unbounded value.
+func IsLabelValue(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 // IsToken reports whether s is a non-empty RFC 9110 token (§5.6.2), the
 // syntax of field names, methods and cookie names.
 func IsToken(s string) bool {

@@ -2,6 +2,7 @@ package cfgtypes
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,6 +134,18 @@ func TestIsToken(t *testing.T) {
 	for s, want := range map[string]bool{"X-User-ID": true, "GET": true, "a!#$%&'*+-.^_`|~z": true, "": false, "has space": false, "colon:": false, "é": false, "(x)": false} {
 		if IsToken(s) != want {
 			t.Errorf("IsToken(%q) = %v", s, !want)
+		}
+	}
+}
+
+func TestIsLabelValue(t *testing.T) {
+	for s, want := range map[string]bool{
+		"internal-users": true, "smoke_1": true, "A": true,
+		"": false, "two words": false, "a/b": false, "ü": false,
+		strings.Repeat("x", 64): true, strings.Repeat("x", 65): false,
+	} {
+		if got := IsLabelValue(s); got != want {
+			t.Errorf("IsLabelValue(%q) = %v, want %v", s, got, want)
 		}
 	}
 }

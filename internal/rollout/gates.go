@@ -200,7 +200,7 @@ func (s *Spec) validateGates() []error {
 			switch {
 			case c.Name == "":
 				add(p+".name", "required: name the check (it labels shadowproxy_smoke_checks_total), e.g. health")
-			case !isMetricLabel(c.Name):
+			case !cfgtypes.IsLabelValue(c.Name):
 				add(p+".name", "invalid name %q: use up to 64 letters, digits, '_' and '-'", c.Name)
 			default:
 				if j, dup := seen[c.Name]; dup {
@@ -275,19 +275,6 @@ func validateSmokeRequest(p string, r *SmokeRequest) []error {
 		errs = append(errs, cfgtypes.Errorf(p+".body", "%d bytes; at most %d", len(r.Body), maxSmokeRequestBodyBytes))
 	}
 	return errs
-}
-
-func isMetricLabel(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // SmokeAssertion is one expectation checked against one answer.
