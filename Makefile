@@ -55,9 +55,11 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime=2s $(PKGS)
 	$(GO) run ./bench/shadowcmp
 
-## bench-compare: side-by-side against direct, nginx and HAProxy (installs them)
+## bench-compare: side-by-side against direct, nginx and HAProxy (installs them),
+## then the HTTP/2 row against nginx's http2 (h2load; wrk speaks HTTP/1.1 only)
 bench-compare: build
 	bash bench/compare.sh
+	bash bench/h2compare.sh
 
 ## lint: formatting and vet
 lint:
