@@ -852,18 +852,7 @@ func TestReloadKeepsBreachStreak(t *testing.T) {
 	s.perTick = 5000
 	s.canary.errRate = 0.05
 	s.start()
-	var firstBreach time.Time
-	s.runFor(10*time.Minute, func() bool {
-		e := s.status().LastEvaluation
-		if e != nil && e.Rollback[0].Verdict == VerdictBreach {
-			firstBreach = e.At
-			return true
-		}
-		return false
-	})
-	if firstBreach.IsZero() {
-		t.Fatal("no breach")
-	}
+	firstBreach := s.runUntilBreach(10 * time.Minute)
 	s.runFor(3*time.Minute, nil)
 	if err := s.ctrl.AddRoute("api", s.spec, s.rec, s.handle); err != nil {
 		t.Fatal(err)

@@ -21,18 +21,7 @@ func TestRestartMidBreachKeepsStreak(t *testing.T) {
 	s.perTick = 5000
 	s.canary.errRate = 0.05
 	s.start()
-	var firstBreach time.Time
-	s.runFor(15*time.Minute, func() bool {
-		e := s.status().LastEvaluation
-		if e != nil && e.Rollback[0].Verdict == VerdictBreach {
-			firstBreach = e.At
-			return true
-		}
-		return false
-	})
-	if firstBreach.IsZero() {
-		t.Fatal("no breach")
-	}
+	firstBreach := s.runUntilBreach(15 * time.Minute)
 	s.runFor(3*time.Minute, nil)
 	restart := s.clock.Now()
 	s.ctrl.Close()

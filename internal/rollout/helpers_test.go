@@ -249,6 +249,26 @@ func (s *sim) step() time.Time {
 }
 
 // runFor steps for d, stopping early when stop returns true.
+// runUntilBreach runs until the first rollback condition's verdict is a
+// breach and returns that evaluation's time; the test fails when none
+// comes within d.
+func (s *sim) runUntilBreach(d time.Duration) time.Time {
+	s.t.Helper()
+	var first time.Time
+	s.runFor(d, func() bool {
+		e := s.status().LastEvaluation
+		if e != nil && e.Rollback[0].Verdict == VerdictBreach {
+			first = e.At
+			return true
+		}
+		return false
+	})
+	if first.IsZero() {
+		s.t.Fatal("no breach")
+	}
+	return first
+}
+
 func (s *sim) runFor(d time.Duration, stop func() bool) time.Time {
 	end := s.clock.Now().Add(d)
 	var now time.Time
