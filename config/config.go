@@ -35,6 +35,8 @@ const (
 	DefaultConnectTimeout      = 2 * time.Second
 	DefaultUpstreamMaxConns    = 512
 	DefaultMaxIdleConnDuration = 60 * time.Second
+	DefaultPipelineDepth       = 32
+	DefaultPipelineMaxWait     = 5 * time.Millisecond
 )
 
 // Config is the whole configuration file.
@@ -164,11 +166,20 @@ type Upstream struct {
 	// client's Host (which is preserved by default).
 	RewriteHost bool `yaml:"rewrite_host"`
 	// PipelineConns, when above 0, sends GET, HEAD and OPTIONS requests
-	// without a body over this many pipelined connections per endpoint
-	// (fasthttp.PipelineClient): fewer syscalls and connections, for
-	// upstreams known to handle HTTP/1.1 pipelining correctly. Other
-	// requests always use the pooled client. Off by default.
+	// without a body over this many pipelined connections per endpoint:
+	// requests that are ready together leave in one write and their answers
+	// come back in one read, for upstreams known to handle HTTP/1.1
+	// pipelining correctly. Other requests always use the pooled client.
+	// Off by default.
 	PipelineConns int `yaml:"pipeline_conns"`
+	// PipelineDepth bounds the requests in flight on one pipelined
+	// connection; a request finding every connection full uses the pool.
+	PipelineDepth int `yaml:"pipeline_depth"`
+	// PipelineMaxWait bounds head-of-line blocking: a request queued behind
+	// an answer that has taken longer than this is sent again on a
+	// connection of its own, and a connection in that state takes no new
+	// requests until it catches up.
+	PipelineMaxWait cfgtypes.Duration `yaml:"pipeline_max_wait"`
 }
 
 // Route sends matching requests to an upstream.
@@ -249,6 +260,10 @@ func (c *Config) ApplyDefaults() {
 		if u.MaxConns == 0 {
 			u.MaxConns = DefaultUpstreamMaxConns
 		}
+		if u.PipelineDepth == 0 {
+			u.PipelineDepth = DefaultPipelineDepth
+		}
+		setDur(&u.PipelineMaxWait, DefaultPipelineMaxWait)
 	}
 	c.applyEdgeDefaults()
 	setDur(&c.Prometheus.Timeout, 5*time.Second)

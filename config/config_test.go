@@ -80,6 +80,21 @@ routes:
 			`t.yaml:5: upstreams[0].timeuot: unknown field (did you mean "timeout"?)`,
 			`t.yaml:9: routes[0].match.path_prefx: unknown field (did you mean "path_prefix"?)`,
 		}},
+		{"pipeline bounds", `
+upstreams:
+  - name: stable
+    url: http://127.0.0.1:9001
+    timeout: 1s
+    pipeline_conns: 4
+    pipeline_depth: 2000
+    pipeline_max_wait: 2s
+routes:
+  - name: default
+    upstream: stable
+`, []string{
+			`t.yaml:7: upstreams[0].pipeline_depth: must be between 1 and 1024 (default 32)`,
+			`t.yaml:8: upstreams[0].pipeline_max_wait: must be shorter than timeout (1s): past the timeout the request has failed anyway`,
+		}},
 		{"names from other proxies", `
 upstreams:
   - name: stable

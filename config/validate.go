@@ -236,6 +236,14 @@ func (u *Upstream) validate(p string) []error {
 	if u.PipelineConns < 0 || u.PipelineConns > 64 {
 		add("pipeline_conns", "must be between 0 (off) and 64")
 	}
+	if u.PipelineDepth < 1 || u.PipelineDepth > 1024 {
+		add("pipeline_depth", "must be between 1 and 1024 (default %d)", DefaultPipelineDepth)
+	}
+	if u.PipelineMaxWait <= 0 {
+		add("pipeline_max_wait", "must be positive (default %s)", DefaultPipelineMaxWait)
+	} else if u.Timeout > 0 && u.PipelineMaxWait >= u.Timeout {
+		add("pipeline_max_wait", "must be shorter than timeout (%s): past the timeout the request has failed anyway", u.Timeout.D())
+	}
 	return errs
 }
 

@@ -37,9 +37,6 @@ func processWide() []goleak.Option {
 //   - the DNS cache cleaner of the TCPDialer an upstream with a host name
 //     (not an address) dials through ticks every second until its cached
 //     entries expire, a minute after the last dial;
-//   - a PipelineClient (pipeline_conns) has no Close: each pipelined
-//     connection's worker, reader and writer end after the connection has
-//     been idle for max_idle_conn_duration.
 //
 // The fault tests (faults_test.go) do not ignore the second: they use a 1s
 // max_idle_conn_duration and wait for the cleaners to end, so a pool that is
@@ -49,8 +46,5 @@ func fasthttpJanitors() []goleak.Option {
 		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
 		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*HostClient).connsCleaner"),
 		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*TCPDialer).tcpAddrsClean"),
-		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*pipelineConnClient).worker"),
-		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*pipelineConnClient).reader"),
-		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*pipelineConnClient).writer"),
 	}
 }

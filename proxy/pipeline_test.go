@@ -1,18 +1,70 @@
 package proxy
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/valyala/fasthttp"
 )
 
+// pipelineCount reads upstream_pipeline_requests_total for the stable
+// upstream of simpleConfig.
+func pipelineCount(p *testProxy, result string) int {
+	return int(testutil.ToFloat64(p.Met.UpstreamPipeline.WithLabelValues("stable", result)))
+}
+
+// pipelineTotal is every request that went the pipelined way, whatever
+// became of it.
+func pipelineTotal(p *testProxy) int {
+	return pipelineCount(p, "answered") + pipelineCount(p, "bypassed") + pipelineCount(p, "rescued") + pipelineCount(p, "retried")
+}
+
+// getAll sends n GETs from workers goroutines and checks that each answer
+// is its own (the upstream echoes method and URI).
+func getAll(t *testing.T, url string, workers, n int) {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < n; i++ {
+				uri := fmt.Sprintf("/g?w=%d&i=%d", w, i)
+				resp, err := client.Get(url + uri)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if string(b) != "GET "+uri+" " {
+					t.Errorf("pipelined answer mixed up: asked %s, got %d %q", uri, resp.StatusCode, b)
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+}
+
+func echo(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.RequestURI(), b)
+}
+
 // TestPipelinedUpstream: with pipeline_conns, concurrent GETs are answered
-// correctly over a handful of connections, POSTs still work (on the pool),
-// and a hanging answer is still a 504 at the timeout.
+// correctly, each accounted for once; POSTs still work (on the pool); a
+// hanging answer is still a 504 at the timeout.
 func TestPipelinedUpstream(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
@@ -24,36 +76,22 @@ func TestPipelinedUpstream(t *testing.T) {
 			}
 			return
 		}
-		b, _ := io.ReadAll(r.Body)
-		fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.RequestURI(), b)
+		echo(w, r)
 	})
-	p := startProxy(t, simpleConfig(up.URL, "    pipeline_conns: 2\n    timeout: 300ms"))
-	client := &http.Client{Timeout: 5 * time.Second}
-	var wg sync.WaitGroup
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for i := 0; i < 50; i++ {
-				uri := fmt.Sprintf("/g?w=%d&i=%d", w, i)
-				resp, err := client.Get(p.URL + uri)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if string(b) != "GET "+uri+" " {
-					t.Errorf("pipelined answer mixed up: asked %s, got %q", uri, b)
-				}
-			}
-		}(w)
+	p := startProxy(t, simpleConfig(up.URL, "    pipeline_conns: 2\n    timeout: 2s\n    pipeline_max_wait: 500ms"))
+	getAll(t, p.URL, 8, 50)
+	if got := pipelineTotal(p); got != 400 {
+		t.Errorf("pipeline results add up to %d, want the 400 GETs", got)
 	}
-	wg.Wait()
-	if c := up.conns.Load(); c > 2 {
-		t.Errorf("%d upstream connections for pipelined GETs, want at most 2", c)
+	if pipelineCount(p, "answered") == 0 {
+		t.Error("no GET was answered on a pipelined connection")
 	}
-	resp, err := client.Post(p.URL+"/p", "text/plain", strings.NewReader("body"))
+	if extra := pipelineCount(p, "bypassed") + pipelineCount(p, "rescued") + pipelineCount(p, "retried"); extra == 0 {
+		if c := up.conns.Load(); c > 2 {
+			t.Errorf("%d upstream connections with every GET pipelined, want at most pipeline_conns (2)", c)
+		}
+	}
+	resp, err := http.Post(p.URL+"/p", "text/plain", strings.NewReader("body"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,5 +102,156 @@ func TestPipelinedUpstream(t *testing.T) {
 	}
 	if resp := rawRequest(t, p.Addr, "GET /hang HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != 504 {
 		t.Errorf("hanging pipelined request: %d, want 504", resp.StatusCode)
+	}
+}
+
+// TestPipelineBoundsHeadOfLineBlocking: requests queued behind a slow
+// answer are sent again on the pool after pipeline_max_wait, so they are
+// answered while the slow one is still pending (the slow answer is only
+// released once they all have been), and the slow request itself still
+// gets its own answer.
+func TestPipelineBoundsHeadOfLineBlocking(t *testing.T) {
+	release := make(chan struct{})
+	var slowSeen atomic.Int32
+	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			slowSeen.Add(1)
+			<-release
+		}
+		echo(w, r)
+	})
+	p := startProxy(t, simpleConfig(up.URL, "    pipeline_conns: 1\n    timeout: 20s\n    pipeline_max_wait: 100ms"))
+	slow := make(chan string, 1)
+	go func() {
+		resp, err := http.Get(p.URL + "/slow")
+		if err != nil {
+			slow <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		slow <- string(b)
+	}()
+	for slowSeen.Load() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The one pipelined connection now holds /slow; these queue behind it
+	// (the upstream is still fast on average), wait pipeline_max_wait, and
+	// must be answered although /slow is not.
+	getAll(t, p.URL, 4, 1)
+	close(release)
+	if got := <-slow; got != "GET /slow " {
+		t.Fatalf("slow request answered %q", got)
+	}
+	if r := pipelineCount(p, "rescued"); r < 1 {
+		t.Errorf("rescued = %d, want the requests queued behind /slow", r)
+	}
+	if got := pipelineTotal(p); got != 5 {
+		t.Errorf("pipeline results add up to %d, want 5", got)
+	}
+}
+
+// TestPipelineRetriesWhenTheUpstreamCloses: an upstream that closes its
+// connection after every third answer (Connection: close) loses the
+// requests pipelined behind; they are sent again on the pool and every
+// client still gets its own answer.
+func TestPipelineRetriesWhenTheUpstreamCloses(t *testing.T) {
+	var n atomic.Int32
+	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1)%3 == 0 {
+			w.Header().Set("Connection", "close")
+		}
+		echo(w, r)
+	})
+	p := startProxy(t, simpleConfig(up.URL, "    pipeline_conns: 2"))
+	getAll(t, p.URL, 16, 20)
+	if got := pipelineTotal(p); got != 320 {
+		t.Errorf("pipeline results add up to %d, want 320", got)
+	}
+	if up.conns.Load() < 20 {
+		t.Errorf("upstream saw %d connections; closing after every third answer should have forced more", up.conns.Load())
+	}
+}
+
+// TestPipelineStaysOffASlowUpstream: once the upstream's answers take
+// longer than a quarter of pipeline_max_wait, requests no longer queue
+// behind others: they go to an idle pipelined connection or the pool, and
+// nothing waits long enough to need a rescue.
+func TestPipelineStaysOffASlowUpstream(t *testing.T) {
+	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(60 * time.Millisecond)
+		echo(w, r)
+	})
+	// Queueing stops above 40 ms (a quarter of pipeline_max_wait); ten
+	// sequential answers of 60 ms bring the moving average past it.
+	p := startProxy(t, simpleConfig(up.URL, "    pipeline_conns: 2\n    pipeline_max_wait: 160ms"))
+	getAll(t, p.URL, 1, 10)
+	getAll(t, p.URL, 8, 4)
+	if b := pipelineCount(p, "bypassed"); b == 0 {
+		t.Error("no request bypassed the pipeline to a 60 ms upstream with 8 clients and 2 pipelined connections")
+	}
+	if r := pipelineCount(p, "rescued"); r != 0 {
+		t.Errorf("%d rescues: requests queued behind a slow upstream", r)
+	}
+}
+
+// TestPipelineRescueBudget: rescues are limited, so an upstream that stalls
+// everything is not sent each request twice.
+func TestPipelineRescueBudget(t *testing.T) {
+	p := newPipeline("127.0.0.1:1", nil, nil, 1, 64, time.Millisecond, time.Minute, 1<<20, pipelineCounters{})
+	spent := 0
+	for p.spend() {
+		spent++
+	}
+	if spent != rescueBank/rescueCost {
+		t.Fatalf("a fresh budget allows %d rescues, want %d", spent, rescueBank/rescueCost)
+	}
+	for i := 0; i < 25; i++ {
+		p.earn()
+	}
+	if spent := countSpends(p); spent != 2 {
+		t.Errorf("25 answers earned %d rescues, want 2 (10%%)", spent)
+	}
+}
+
+func countSpends(p *pipeline) int {
+	n := 0
+	for p.spend() {
+		n++
+	}
+	return n
+}
+
+// TestPipelineAnswersWithoutBodies: HEAD answers carry a Content-Length but
+// no body; the next pipelined answer on the connection must still parse.
+func TestPipelineAnswersWithoutBodies(t *testing.T) {
+	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "5")
+		if r.Method != http.MethodHead {
+			io.WriteString(w, "hello")
+		}
+	})
+	p := startProxy(t, simpleConfig(up.URL, "    pipeline_conns: 1"))
+	c, err := net.Dial("tcp", p.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	var resp fasthttp.Response
+	br := bufio.NewReader(c)
+	for i, method := range []string{"HEAD", "GET", "HEAD", "OPTIONS", "GET"} {
+		fmt.Fprintf(c, "%s /x HTTP/1.1\r\nHost: a\r\n\r\n", method)
+		resp.Reset()
+		resp.SkipBody = method == "HEAD"
+		if err := resp.Read(br); err != nil {
+			t.Fatalf("answer %d (%s): %v", i, method, err)
+		}
+		if resp.StatusCode() != 200 || method != "HEAD" && string(resp.Body()) != "hello" {
+			t.Fatalf("answer %d (%s): %d %q", i, method, resp.StatusCode(), resp.Body())
+		}
+	}
+	if a := pipelineCount(p, "answered"); a != 5 {
+		t.Errorf("answered = %d, want 5", a)
 	}
 }

@@ -68,10 +68,8 @@ type endpoint struct {
 	shadow     *fasthttp.HostClient
 	// primaryPipe carries bodiless GET/HEAD/OPTIONS requests when
 	// pipeline_conns is set (nil otherwise). Shadow traffic never uses it:
-	// measured, a slow shadow on 4 pipelined connections serves one request
-	// per connection at a time (head-of-line blocking) and its delivery fell
-	// from 10.9% to 1.0% of requests, for a 10% gain with a fast shadow.
-	primaryPipe *fasthttp.PipelineClient
+	// queued shadow requests are batched by the mirror (mirrorbatch.go).
+	primaryPipe *pipeline
 	// dial connects without the switch guard, for upgrade tunnels.
 	dial fasthttp.DialFunc
 	// failures counts consecutive connect errors and timeouts.
@@ -130,7 +128,14 @@ func newUpstream(u config.Upstream, sp shadowPool, bufferBody int, m *metrics.Me
 			ep.shadow.MaxResponseBodySize = int(sp.maxBody)
 		}
 		if u.PipelineConns > 0 {
-			ep.primaryPipe = newPipelineClient(u, ep.primary)
+			ep.primaryPipe = newPipeline(addr, ep.dial, epTLS, u.PipelineConns, u.PipelineDepth,
+				u.PipelineMaxWait.D(), u.MaxIdleConnDuration.D(), int(u.MaxResponseBody), pipelineCounters{
+					answered:     m.UpstreamPipeline.WithLabelValues(u.Name, "answered"),
+					bypassed:     m.UpstreamPipeline.WithLabelValues(u.Name, "bypassed"),
+					rescued:      m.UpstreamPipeline.WithLabelValues(u.Name, "rescued"),
+					retried:      m.UpstreamPipeline.WithLabelValues(u.Name, "retried"),
+					rescueDenied: m.UpstreamPipeline.WithLabelValues(u.Name, "rescue_denied"),
+				})
 		}
 		ep.upGauge.Set(1)
 		up.endpoints = append(up.endpoints, ep)
@@ -252,36 +257,6 @@ func (g *switchGuard) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
-
-// newPipelineClient mirrors hc's settings for pipelined requests.
-// PipelineClient has no Close: after a reload drops it, its connections
-// end once idle for max_idle_conn_duration (a bounded linger).
-func newPipelineClient(u config.Upstream, hc *fasthttp.HostClient) *fasthttp.PipelineClient {
-	return &fasthttp.PipelineClient{
-		Addr:      hc.Addr,
-		IsTLS:     hc.IsTLS,
-		TLSConfig: hc.TLSConfig,
-		// A pipelined connection interleaves writes and reads, which the
-		// switch guard cannot follow; its requests are bodiless GETs that
-		// forward() answers 502 on a 101 anyway.
-		Dial:                     rawDialer(u, hc.Addr),
-		MaxConns:                 u.PipelineConns,
-		MaxPendingRequests:       max(hc.MaxConns, 1024),
-		MaxIdleConnDuration:      hc.MaxIdleConnDuration,
-		MaxResponseBodySize:      hc.MaxResponseBodySize,
-		ReadBufferSize:           hc.ReadBufferSize,
-		WriteBufferSize:          hc.WriteBufferSize,
-		DisablePathNormalizing:   true,
-		NoDefaultUserAgentHeader: true,
-		Logger:                   nopLogger{},
-	}
-}
-
-// nopLogger silences PipelineClient's own error logging; errors reach the
-// proxy's log through the request that failed.
-type nopLogger struct{}
-
-func (nopLogger) Printf(string, ...any) {}
 
 // pipelinable reports whether a request may share a pipelined connection:
 // idempotent, without a body, so a response mix-up or a replay after a
@@ -410,18 +385,17 @@ func (ep *endpoint) send(up *Upstream, req *fasthttp.Request, resp *fasthttp.Res
 	}
 	ep.prepare(up, client, req, host)
 	if pipe != nil && pipelinable(req) {
-		err := pipe.DoTimeout(req, resp, timeout)
-		if err != nil {
-			// A broken pipelined connection fails every request queued on
-			// it; these are idempotent and bodiless, so one retry on the
-			// pool is safe. A timeout is never retried.
-			if reason, _ := classify(err); reason == ReasonReset || errors.Is(err, fasthttp.ErrPipelineOverflow) {
-				resp.Reset()
-				err = client.Do(req, resp)
-			}
+		err, fallback, left := pipe.do(req, resp, timeout)
+		if !fallback {
+			up.observe(ep, err)
+			return err
 		}
-		up.observe(ep, err)
-		return err
+		// Not answered there (no connection could take it, it waited past
+		// pipeline_max_wait, or its connection closed): it is idempotent
+		// and bodiless, so the pool sends it, within what is left of its
+		// timeout.
+		resp.Reset()
+		timeout = left
 	}
 	req.SetTimeout(timeout)
 	err := client.Do(req, resp)
@@ -515,6 +489,9 @@ func (up *Upstream) close() {
 	for _, ep := range up.endpoints {
 		ep.primary.CloseIdleConnections()
 		ep.shadow.CloseIdleConnections()
+		if ep.primaryPipe != nil {
+			ep.primaryPipe.close()
+		}
 	}
 }
 

@@ -63,6 +63,10 @@ upstreams:
   - name: v1
     url: %s
     timeout: 5s
+    # GETs to v1 share 4 pipelined connections, with head-of-line blocking
+    # bounded at 5ms (the recommended production setting; see
+    # shadowproxy_upstream_pipeline_requests_total on /metrics).
+    pipeline_conns: 4
   - name: v1-twin
     url: %s
     timeout: 5s

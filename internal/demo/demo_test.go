@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"regexp"
 	"testing"
 	"time"
 
@@ -89,6 +90,16 @@ func TestDemoEndToEnd(t *testing.T) {
 	testkit.GetJSON(t, nil, adminURL+"/api/v1/rollouts", &full)
 	if len(full) != 1 || full[0].LastSmoke == nil || full[0].LastSmoke.Verdict != "pass" || len(full[0].LastSmoke.Results) != 2 {
 		t.Errorf("the demo's smoke checks: %+v", full)
+	}
+	// v1's GETs went over its pipelined connections.
+	mresp, err := http.Get(adminURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsText, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	if !regexp.MustCompile(`shadowproxy_upstream_pipeline_requests_total\{result="answered",upstream="v1"\} [1-9]`).Match(metricsText) {
+		t.Errorf("no GET to v1 was answered on a pipelined connection")
 	}
 	// The dark launch reports its cutover readiness with the numbers.
 	var co app.CutoverStatus

@@ -44,6 +44,7 @@ type Metrics struct {
 	// Upstream endpoints (labels bounded by the configuration).
 	EndpointUp        *prometheus.GaugeVec   // upstream, endpoint
 	EndpointEjections *prometheus.CounterVec // upstream, endpoint
+	UpstreamPipeline  *prometheus.CounterVec // upstream, result
 
 	// Upgrades (WebSocket tunnels).
 	Upgrades      *prometheus.CounterVec // route, result
@@ -113,6 +114,7 @@ func New(version string) *Metrics {
 
 	m.EndpointUp = f.gaugeVec("upstream_endpoint_up", "1 while an upstream endpoint receives traffic, 0 while it is ejected or failing its health check.", "upstream", "endpoint")
 	m.EndpointEjections = f.counterVec("upstream_endpoint_ejections_total", "Times an endpoint was ejected after consecutive connect errors or timeouts.", "upstream", "endpoint")
+	m.UpstreamPipeline = f.counterVec("upstream_pipeline_requests_total", "Requests eligible for an upstream's pipelined connections (pipeline_conns), by result: answered (on a pipelined connection), bypassed (no pipelined connection could take it: all full, catching up, or the upstream too slow to queue behind; sent on the pool), rescued (waited past pipeline_max_wait behind a slow answer; sent again on the pool), retried (its connection closed before the answer; sent on the pool), rescue_denied (a connection could not rescue its queue because the rescue budget was spent).", "upstream", "result")
 	m.Upgrades = f.counterVec("upgrades_total", "Connection: Upgrade requests by route and result: tunnelled, declined (the upstream answered without switching), refused, failed, not_allowed (protocol not in upgrades.allow: forwarded as a plain request).", "route", "result")
 	m.ActiveTunnels = f.gauge("active_tunnels", "Upgraded connections (WebSocket tunnels) open now.")
 
