@@ -102,5 +102,5 @@ func (l deadlineListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newDeadlineConn(c, l.slack), nil
+	return newDeadlineConn(fastIO(c), l.slack), nil
 }

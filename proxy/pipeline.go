@@ -213,6 +213,7 @@ func (p *pipeline) dialConn() (*pipeConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	c = fastIO(c)
 	if p.tls != nil {
 		c = tls.Client(c, p.tls)
 	}

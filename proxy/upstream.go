@@ -192,7 +192,7 @@ func newHostClient(u config.Upstream, addr string, maxConns int, tlsCfg *tls.Con
 			if err != nil {
 				return nil, err
 			}
-			return &switchGuard{Conn: c}, nil
+			return &switchGuard{Conn: fastIO(c)}, nil
 		}
 	}
 	return &fasthttp.HostClient{
