@@ -19,8 +19,8 @@
 # Then the scale phase: shadowproxy, nginx and HAProxy each take BENCH_SCALE_CONNS
 # (10,000) concurrent keep-alive connections (the script raises the open-file
 # limit), with req/s, p99 and the resident memory the connections add (VmRSS
-# sampled in the middle of each run, less VmRSS before the scale phase, per
-# connection).
+# sampled in the middle of the first pass, less VmRSS before the scale phase,
+# per connection; later passes are reported apart).
 #
 # Pinning: wrk runs on CPU 0, every server (proxy under test and backends) on
 # CPU 1, so each proxy gets the same one-core budget (Go servers run with
@@ -673,7 +673,7 @@ main() {
 	run_slices light "$LIGHT_DURATION" "${configs[@]}"
 	if ((SCALE_CONNS > 0)); then
 		local -a scale=()
-		for cfg in shadowproxy shadowproxy-baseline nginx haproxy; do
+		for cfg in shadowproxy shadowproxy-tuned shadowproxy-baseline nginx haproxy; do
 			[[ " ${configs[*]} " == *" $cfg "* && -z ${C_FAILED[$cfg]:-} ]] && scale+=("$cfg")
 		done
 		local need=$((SCALE_CONNS + 1024))
@@ -689,7 +689,7 @@ main() {
 			log "open-file limit $NOFILE is below $need: skipping the scale phase"
 		elif ((${#scale[@]} > 0)); then
 			echo "meta scale_conns=$SCALE_CONNS" >>"$RAW"
-			echo "meta scale=wrk -t$SAT_THREADS -c$SCALE_CONNS -d$SCALE_DURATION --latency; RSS per connection = (VmRSS in the middle of the run - VmRSS before the scale phase) / connections" >>"$RAW"
+			echo "meta scale=wrk -t$SAT_THREADS -c$SCALE_CONNS -d$SCALE_DURATION --latency; RSS per connection = (VmRSS in the middle of the first pass - VmRSS before the scale phase) / connections" >>"$RAW"
 			run_scale "${scale[@]}"
 		fi
 	fi
