@@ -255,3 +255,71 @@ func TestPipelineAnswersWithoutBodies(t *testing.T) {
 		t.Errorf("answered = %d, want 5", a)
 	}
 }
+
+// TestPipelineSkipsInterimAnswers: a 103 Early Hints before each answer is
+// not taken for the answer, which would shift every later answer on the
+// connection onto the wrong request.
+func TestPipelineSkipsInterimAnswers(t *testing.T) {
+	up := serveConns(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			for { // the rest of the head; GETs carry no body
+				h, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if h == "\r\n" {
+					break
+				}
+			}
+			f := strings.Fields(line)
+			body := "GET " + f[1] + " "
+			fmt.Fprintf(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		}
+	})
+	p := startProxy(t, simpleConfig(up, "    pipeline_conns: 1"))
+	getAll(t, p.URL, 8, 25)
+	if a := pipelineCount(p, "answered"); a == 0 {
+		t.Error("no request was answered on the pipelined connection")
+	}
+}
+
+// TestPipelineClosesAfterASwitch: a 101 to a pipelined GET is answered 502
+// and its connection dropped, so the bytes after it (here an injected
+// answer) never become another request's answer.
+func TestPipelineClosesAfterASwitch(t *testing.T) {
+	up := serveConns(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			for {
+				h, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if h == "\r\n" {
+					break
+				}
+			}
+			uri := strings.Fields(line)[1]
+			if uri == "/evil" {
+				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: evil\r\nConnection: Upgrade\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\ninject")
+				continue
+			}
+			body := "GET " + uri + " "
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		}
+	})
+	p := startProxy(t, simpleConfig(up, "    pipeline_conns: 1"))
+	if resp := rawRequest(t, p.Addr, "GET /evil HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != 502 {
+		t.Fatalf("unasked 101: %d, want 502", resp.StatusCode)
+	}
+	getAll(t, p.URL, 1, 5)
+}
