@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -229,8 +230,7 @@ func (p *pipeline) remove(pc *pipeConn) {
 	defer p.mu.Unlock()
 	for i, c := range p.conns {
 		if c == pc {
-			p.conns = append(p.conns[:i], p.conns[i+1:]...)
-			p.conns[len(p.conns):cap(p.conns)][0] = nil
+			p.conns = slices.Delete(p.conns, i, i+1)
 			return
 		}
 	}
