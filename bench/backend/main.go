@@ -23,6 +23,7 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "listen `address` (loopback)")
 	addrFile := flag.String("addr-file", "", "write the bound address to this `file` once listening")
 	delay := flag.Duration("delay", 0, "wait this long before answering (a slow upstream)")
+	slowDelay := flag.Duration("slow-delay", 0, "wait this long before answering paths that start with /slow (0: like any other path)")
 	size := flag.Int("body-size", 1024, "approximate response body size in bytes")
 	name := flag.String("name", "backend", "name used in the exit line")
 	flag.Parse()
@@ -32,6 +33,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "backend: %v\n", err)
 		os.Exit(1)
 	}
+	s.SetSlowDelay(*slowDelay)
 	if *addrFile != "" {
 		if err := os.WriteFile(*addrFile, []byte(s.Addr()+"\n"), 0o644); err != nil {
 			fmt.Fprintf(os.Stderr, "backend: %v\n", err)

@@ -3,6 +3,7 @@ package backend
 import (
 	"io"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 )
@@ -46,5 +47,53 @@ func TestCounts(t *testing.T) {
 	resp.Body.Close()
 	if got := s.Stats(); got.Requests != 5 || got.Conns != 1 {
 		t.Errorf("stats = %+v, want 5 requests over 1 connection", got)
+	}
+}
+
+// TestSlowDelay checks that only paths under SlowPrefix wait the slow
+// delay, that the others keep the server's own delay, and that without
+// SetSlowDelay /slow is like any other path. The sleeps are recorded, not
+// timed.
+func TestSlowDelay(t *testing.T) {
+	const fast, slow = 2 * time.Millisecond, 50 * time.Millisecond
+	cases := []struct {
+		name      string
+		slowDelay time.Duration
+		path      string
+		want      time.Duration // 0: no sleep
+	}{
+		{"slow path", slow, "/slow", slow},
+		{"slow path with query", slow, "/slow/x?id=1", slow},
+		{"fast path", slow, "/api/items", fast},
+		{"prefix elsewhere", slow, "/api/slow", fast},
+		{"unset: slow path keeps the default", 0, "/slow", fast},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Listen("127.0.0.1:0", fast, 256)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex // the handler runs on the server's goroutine
+			var slept []time.Duration
+			s.sleep = func(d time.Duration) { mu.Lock(); slept = append(slept, d); mu.Unlock() }
+			s.SetSlowDelay(tc.slowDelay)
+			go s.Serve()
+			defer s.Shutdown()
+			resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + s.Addr() + tc.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(slept) != 1 || slept[0] != tc.want {
+				t.Errorf("slept %v, want [%v]", slept, tc.want)
+			}
+		})
 	}
 }
