@@ -70,6 +70,17 @@ func Listen(addr string, delay time.Duration, bodySize int) (*Server, error) {
 // default, treats them like any other. Call it before Serve.
 func (s *Server) SetSlowDelay(d time.Duration) { s.slowDelay = d }
 
+// SetFlushEach makes the server send each answer as soon as it is ready,
+// as net/http and nginx do. By default (fasthttp's behaviour) an answer is
+// held back while the next pipelined request on its connection is already
+// buffered, so it leaves together with the next answer: a fast answer
+// queued in front of a slow one waits for it. Call it before Serve.
+func (s *Server) SetFlushEach(on bool) {
+	// ReduceMemoryUsage is the only fasthttp setting that flushes every
+	// answer; its other effect (releasing idle buffers) costs a little CPU.
+	s.srv.ReduceMemoryUsage = on
+}
+
 // Addr is the bound address.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 

@@ -1,7 +1,9 @@
 package backend
 
 import (
+	"bufio"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"testing"
@@ -95,5 +97,41 @@ func TestSlowDelay(t *testing.T) {
 				t.Errorf("slept %v, want [%v]", slept, tc.want)
 			}
 		})
+	}
+}
+
+// TestFlushEach sends a fast and a slow request pipelined in one write and
+// checks that, with SetFlushEach, the fast answer arrives while the slow
+// handler is still held (its sleep blocks until the test releases it). The
+// read deadline only keeps a broken build from hanging the test.
+func TestFlushEach(t *testing.T) {
+	s, err := Listen("127.0.0.1:0", 0, 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	s.sleep = func(time.Duration) { <-release }
+	s.SetSlowDelay(time.Hour) // never slept for real: sleep is replaced
+	s.SetFlushEach(true)
+	go s.Serve()
+	defer s.Shutdown()
+	defer close(release)
+
+	c, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /fast HTTP/1.1\r\nHost: b\r\n\r\nGET /slow HTTP/1.1\r\nHost: b\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("the fast answer did not arrive while the slow one was held: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
 	}
 }
