@@ -6,8 +6,14 @@
 //
 // Every configuration is a shadowproxy in front of a backend of its own
 // that answers paths under /slow after -slow-delay (50 ms) and every other
-// path at once: `pool` (the defaults) and `pipelined` (pipeline_conns 4,
-// the other pipeline settings at their defaults). The load sends a share
+// path at once: `pool` (the defaults), `pipelined` (pipeline_conns 4, the
+// other pipeline settings at their defaults) and `pipelined-flush` (the
+// same, in front of a backend that sends each answer at once). The
+// backend is fasthttp, which holds an answer back while the next pipelined
+// request is already buffered, so on `pipelined` a fast answer queued in
+// front of a slow one waits for it too; `pipelined-flush` answers as
+// net/http and nginx do, which isolates the proxy's own bound. The load
+// sends a share
 // (-slow-frac, 1%) of its requests to /slow and the rest to a fast path.
 // On the pool a fast request never waits for a slow one; on a pipelined
 // connection it may be queued behind one, and shadowproxy promises that it
@@ -66,7 +72,7 @@ func main() {
 	role := flag.String("role", "", "internal: run as a child (backends or proxy)")
 	addrFile := flag.String("addr-file", "", "internal: where a child writes its addresses")
 	cfgFile := flag.String("config", "", "internal: the proxy child's configuration")
-	backends := flag.Int("backends", 1, "internal: how many backends the backends child serves")
+	flush := flag.String("flush", "0", "internal: per backend the backends child serves, 1 to send each answer at once, 0 for fasthttp's batching")
 
 	var o options
 	flag.DurationVar(&o.duration, "duration", 4*time.Second, "saturation time per configuration (in slices)")
@@ -81,7 +87,7 @@ func main() {
 	flag.IntVar(&o.pipelineConns, "pipeline-conns", 4, "pipeline_conns of the pipelined configuration")
 	flag.DurationVar(&o.maxWait, "max-wait", 0, "pipeline_max_wait of the pipelined configuration (0: the default, 5ms)")
 	flag.Int64Var(&o.maxRequests, "max-requests", 1_000_000, "at most this many requests per configuration and load shape")
-	configs := flag.String("configs", "pool,pipelined", "configurations, comma-separated: pool, pipelined")
+	configs := flag.String("configs", "pool,pipelined,pipelined-flush", "configurations, comma-separated: pool, pipelined, pipelined-flush")
 	proxyEnv := flag.String("proxy-env", "", "extra environment for the proxies, space-separated NAME=VALUE (e.g. GOGC=400)")
 	flag.StringVar(&o.out, "out", "", "also write the Markdown report to this `file`")
 	flag.Parse()
@@ -89,7 +95,7 @@ func main() {
 	var err error
 	switch *role {
 	case "backends":
-		err = runBackends(*addrFile, *backends, o.slowDelay)
+		err = runBackends(*addrFile, *flush, o.slowDelay)
 	case "proxy":
 		err = proxychild.Run(*addrFile, *cfgFile, "", "holcmp")
 	case "":
@@ -109,18 +115,20 @@ func main() {
 	}
 }
 
-// runBackends is the backend child: n backends (one per configuration, so
-// each one's counts are its own), each on its own ephemeral loopback port,
-// answering /slow paths after slowDelay, until SIGTERM.
-func runBackends(addrFile string, n int, slowDelay time.Duration) error {
+// runBackends is the backend child: one backend per character of flush
+// (one per configuration, so each one's counts are its own), each on its
+// own ephemeral loopback port, answering /slow paths after slowDelay and
+// sending each answer at once where flush has a 1, until SIGTERM.
+func runBackends(addrFile, flush string, slowDelay time.Duration) error {
 	var addrs []string
-	errc := make(chan error, n)
-	for range n {
+	errc := make(chan error, len(flush))
+	for _, f := range flush {
 		s, err := backend.Listen("127.0.0.1:0", 0, 1024)
 		if err != nil {
 			return err
 		}
 		s.SetSlowDelay(slowDelay)
+		s.SetFlushEach(f == '1')
 		addrs = append(addrs, s.Addr())
 		go func() { errc <- s.Serve() }()
 	}
@@ -193,7 +201,7 @@ func proxyConfig(o options, name, backendAddr string) string {
 	b.WriteString("log: {level: warn, format: json}\n")
 	b.WriteString("limits: {shutdown_timeout: 2s}\n")
 	fmt.Fprintf(&b, "upstreams:\n  - name: primary\n    url: \"http://%s\"\n", backendAddr)
-	if name == "pipelined" {
+	if name != "pool" {
 		fmt.Fprintf(&b, "    pipeline_conns: %d\n", o.pipelineConns)
 		if o.maxWait > 0 {
 			fmt.Fprintf(&b, "    pipeline_max_wait: %s\n", o.maxWait)
@@ -205,8 +213,8 @@ func proxyConfig(o options, name, backendAddr string) string {
 
 func drive(o options) error {
 	for _, c := range o.configs {
-		if c != "pool" && c != "pipelined" {
-			return fmt.Errorf("unknown configuration %q (want pool or pipelined)", c)
+		if c != "pool" && c != "pipelined" && c != "pipelined-flush" {
+			return fmt.Errorf("unknown configuration %q (want pool, pipelined or pipelined-flush)", c)
 		}
 	}
 	switch {
@@ -246,8 +254,12 @@ func drive(o options) error {
 	}()
 
 	n := len(o.configs)
+	var flush strings.Builder
+	for _, c := range o.configs {
+		flush.WriteByte("01"[btoi(c == "pipelined-flush")])
+	}
 	bk, err := child.Start(dir, "backends", pin, nil, "-role", "backends",
-		"-backends", fmt.Sprint(n), "-slow-delay", o.slowDelay.String())
+		"-flush", flush.String(), "-slow-delay", o.slowDelay.String())
 	if err != nil {
 		return err
 	}
@@ -378,6 +390,13 @@ func (r *run) slice(o options, sh shape, seed uint64, m *measured, sent *int64) 
 	}
 	m.load.add(res)
 	return nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // uptime is the output of uptime(1), or the load average when it is not
