@@ -1,6 +1,6 @@
 // Command holcmp measures head-of-line blocking on shadowproxy's upstream
 // hop, pipelined (upstream pipeline_conns) against the keep-alive pool, in
-// one bounded run of about 20 s with nothing but Go.
+// one bounded run of about 30 s with nothing but Go.
 //
 //	go run ./bench/holcmp -out bench/results/holcmp.md
 //
