@@ -54,6 +54,7 @@ http2-curl: build
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime=2s $(PKGS)
 	$(GO) run ./bench/shadowcmp
+	$(GO) run ./bench/holcmp
 
 ## bench-compare: side-by-side against direct, nginx and HAProxy (installs them),
 ## then the HTTP/2 row against nginx's http2 (h2load; wrk speaks HTTP/1.1 only)

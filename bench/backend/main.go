@@ -23,6 +23,8 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "listen `address` (loopback)")
 	addrFile := flag.String("addr-file", "", "write the bound address to this `file` once listening")
 	delay := flag.Duration("delay", 0, "wait this long before answering (a slow upstream)")
+	slowDelay := flag.Duration("slow-delay", 0, "wait this long before answering paths that start with /slow (0: like any other path)")
+	flushEach := flag.Bool("flush-each", false, "send each answer at once, even when the next pipelined request is already buffered (as net/http and nginx do)")
 	size := flag.Int("body-size", 1024, "approximate response body size in bytes")
 	name := flag.String("name", "backend", "name used in the exit line")
 	flag.Parse()
@@ -32,6 +34,8 @@ func main() {
 		fmt.Fprintf(os.Stderr, "backend: %v\n", err)
 		os.Exit(1)
 	}
+	s.SetSlowDelay(*slowDelay)
+	s.SetFlushEach(*flushEach)
 	if *addrFile != "" {
 		if err := os.WriteFile(*addrFile, []byte(s.Addr()+"\n"), 0o644); err != nil {
 			fmt.Fprintf(os.Stderr, "backend: %v\n", err)

@@ -36,7 +36,6 @@ import (
 	"math"
 	"os"
 	"os/signal"
-	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -45,6 +44,8 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/shadowproxy/shadowproxy/bench/internal/backend"
+	"github.com/shadowproxy/shadowproxy/bench/internal/child"
+	"github.com/shadowproxy/shadowproxy/bench/internal/proxychild"
 	"github.com/shadowproxy/shadowproxy/bench/internal/scrape"
 )
 
@@ -89,7 +90,7 @@ func main() {
 	case "backends":
 		err = runBackends(*addrFile, *primaries, o.slowDelay)
 	case "proxy":
-		err = runProxy(*addrFile, *cfgFile, *profPrefix)
+		err = proxychild.Run(*addrFile, *cfgFile, *profPrefix, "shadowcmp")
 	case "":
 		o.proxyEnv = strings.Fields(*proxyEnv)
 		for _, c := range strings.Split(*configs, ",") {
@@ -111,7 +112,7 @@ func main() {
 // what was measured.
 type run struct {
 	name                  string
-	px                    *child
+	px                    *child.Child
 	target, admin         string // where the load goes; the proxy's admin listener
 	primary, shadow       string // backend addresses
 	prof                  string // profile path prefix, "" for none
@@ -158,13 +159,9 @@ func drive(o options) error {
 	if o.slice <= 0 {
 		return fmt.Errorf("-slice must be positive")
 	}
-	pin := pinning{load: -1, server: -1}
-	if runtime.NumCPU() >= 2 {
-		pin = pinning{load: 0, server: 1}
-		if err := pinProcess(pin.load); err != nil {
-			return fmt.Errorf("pin the load generator: %w", err)
-		}
-		runtime.GOMAXPROCS(1)
+	pin, err := child.PinLoad()
+	if err != nil {
+		return err
 	}
 	dir, err := os.MkdirTemp("", "shadowcmp")
 	if err != nil {
@@ -189,16 +186,16 @@ func drive(o options) error {
 		}
 	}
 	n := len(o.configs)
-	backends, err := startChild(dir, "backends", pin, nil, "-role", "backends",
+	backends, err := child.Start(dir, "backends", pin, nil, "-role", "backends",
 		"-primaries", fmt.Sprint(n), "-slow-delay", o.slowDelay.String())
 	if err != nil {
 		return err
 	}
-	defer backends.stop()
-	if len(backends.addr) != n+2 {
-		return fmt.Errorf("backends wrote %d addresses, want %d", len(backends.addr), n+2)
+	defer backends.Stop()
+	if len(backends.Addr) != n+2 {
+		return fmt.Errorf("backends wrote %d addresses, want %d", len(backends.Addr), n+2)
 	}
-	shadowAddr := map[string]string{"fast": backends.addr[n], "slow": backends.addr[n+1]}
+	shadowAddr := map[string]string{"fast": backends.Addr[n], "slow": backends.Addr[n+1]}
 
 	satSlices := max(1, int((o.duration+o.slice-1)/o.slice))
 	lightSlices := max(1, int((o.light+o.slice-1)/o.slice))
@@ -208,7 +205,7 @@ func drive(o options) error {
 
 	runs := make([]*run, n)
 	for i, name := range o.configs {
-		r := &run{name: name, primary: backends.addr[i], shadow: shadowAddr[name], cpu: -1}
+		r := &run{name: name, primary: backends.Addr[i], shadow: shadowAddr[name], cpu: -1}
 		runs[i] = r
 		if name == "direct" {
 			r.target = r.primary
@@ -219,7 +216,7 @@ func drive(o options) error {
 			if err := r.start(o, dir, pin); err != nil {
 				return err
 			}
-			defer r.px.stop()
+			defer r.px.Stop()
 		}
 		r.client = newLoadClient(r.target, max(o.conns, o.lightConns))
 		defer r.client.CloseIdleConnections()
@@ -239,7 +236,7 @@ func drive(o options) error {
 		if r.px != nil {
 			r.cpu = 0
 			if r.prof != "" {
-				r.px.signal(syscall.SIGUSR1)
+				r.px.Signal(syscall.SIGUSR1)
 			}
 			// Two scrapes back to back tell what one scrape allocates.
 			m, err := readMem(r.admin)
@@ -271,7 +268,7 @@ func drive(o options) error {
 			}
 		}
 		if r.prof != "" {
-			r.px.signal(syscall.SIGUSR2)
+			r.px.Signal(syscall.SIGUSR2)
 			if err := waitFile(r.prof+"done", 30*time.Second); err != nil {
 				return err
 			}
@@ -301,14 +298,6 @@ func drive(o options) error {
 	return nil
 }
 
-// String describes the pinning.
-func (p pinning) String() string {
-	if p.server < 0 {
-		return "none (fewer than 2 CPUs)"
-	}
-	return fmt.Sprintf("load generator on CPU %d, proxies and backends on CPU %d (GOMAXPROCS=1)", p.load, p.server)
-}
-
 func proxyConfig(o options, primary, shadow string) string {
 	var b strings.Builder
 	b.WriteString("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n")
@@ -326,7 +315,7 @@ func proxyConfig(o options, primary, shadow string) string {
 }
 
 // start writes the configuration and starts the proxy child.
-func (r *run) start(o options, dir string, pin pinning) error {
+func (r *run) start(o options, dir string, pin child.Pinning) error {
 	cfgFile := dir + "/" + r.name + ".yaml"
 	if err := os.WriteFile(cfgFile, []byte(proxyConfig(o, r.primary, r.shadow)), 0o644); err != nil {
 		return err
@@ -335,15 +324,15 @@ func (r *run) start(o options, dir string, pin pinning) error {
 	if r.prof != "" {
 		args = append(args, "-prof-prefix", r.prof)
 	}
-	px, err := startChild(dir, "proxy-"+r.name, pin, o.proxyEnv, args...)
+	px, err := child.Start(dir, "proxy-"+r.name, pin, o.proxyEnv, args...)
 	if err != nil {
 		return err
 	}
-	if len(px.addr) != 2 {
-		px.stop()
-		return fmt.Errorf("%s: proxy wrote %d addresses, want 2", r.name, len(px.addr))
+	if len(px.Addr) != 2 {
+		px.Stop()
+		return fmt.Errorf("%s: proxy wrote %d addresses, want 2", r.name, len(px.Addr))
 	}
-	r.px, r.target, r.admin = px, px.addr[0], px.addr[1]
+	r.px, r.target, r.admin = px, px.Addr[0], px.Addr[1]
 	return nil
 }
 
@@ -353,7 +342,7 @@ func (r *run) slice(o options, conns int, pause time.Duration) error {
 	var t0 time.Duration
 	if r.px != nil && pause == 0 {
 		var err error
-		if t0, err = cpuTime(r.px.pid()); err != nil {
+		if t0, err = child.CPUTime(r.px.Pid()); err != nil {
 			return err
 		}
 	}
@@ -362,7 +351,7 @@ func (r *run) slice(o options, conns int, pause time.Duration) error {
 		return fmt.Errorf("%s: %d of %d requests failed", r.name, res.failures, res.requests)
 	}
 	if r.px != nil && pause == 0 {
-		t1, err := cpuTime(r.px.pid())
+		t1, err := child.CPUTime(r.px.Pid())
 		if err != nil {
 			return err
 		}
@@ -386,7 +375,7 @@ func (r *run) finish() error {
 	}
 	r.primaryReqs = p1.Requests - r.p0.Requests
 	if r.px != nil {
-		r.rssKiB = peakRSS(r.px.pid())
+		r.rssKiB = child.PeakRSS(r.px.Pid())
 	}
 	if r.shadow == "" {
 		return nil
@@ -441,7 +430,7 @@ func loadAvg() string {
 	return strings.Join(f[:min(3, len(f))], " ")
 }
 
-func render(o options, pin pinning, satSlices, lightSlices int, runs []*run, load string) string {
+func render(o options, pin child.Pinning, satSlices, lightSlices int, runs []*run, load string) string {
 	labels := map[string]string{
 		"direct": "direct to backend (no proxy)",
 		"none":   "no shadow",

@@ -1,7 +1,10 @@
 // Package backend is the upstream both benchmark harnesses use: a small,
 // fast fasthttp server that answers every request with a ~1 KiB JSON body,
 // optionally after a fixed delay (a slow shadow), and counts the requests it
-// served and the TCP connections it accepted.
+// served and the TCP connections it accepted. With SetSlowDelay, requests
+// whose path starts with SlowPrefix wait a delay of their own, so one
+// backend can play an upstream whose answers are mostly fast with a few
+// slow ones (the head-of-line benchmark, bench/holcmp).
 //
 // GET /__stats answers {"requests":N,"conns":N}; it is not counted itself,
 // neither the request nor the connection it arrived on (so send it on a
@@ -21,6 +24,10 @@ import (
 // StatsPath answers the counters instead of the JSON body.
 const StatsPath = "/__stats"
 
+// SlowPrefix is the path prefix of the requests that wait the slow delay
+// (SetSlowDelay) instead of the server's delay.
+const SlowPrefix = "/slow"
+
 // Stats are the counters a Server reports.
 type Stats struct {
 	Requests int64 `json:"requests"`
@@ -33,6 +40,8 @@ type Server struct {
 	ln         net.Listener
 	payload    []byte
 	delay      time.Duration
+	slowDelay  time.Duration
+	sleep      func(time.Duration) // time.Sleep; replaced by tests
 	requests   atomic.Int64
 	conns      atomic.Int64
 	statsConns atomic.Int64
@@ -45,7 +54,7 @@ func Listen(addr string, delay time.Duration, bodySize int) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{ln: ln, payload: Body(bodySize), delay: delay}
+	s := &Server{ln: ln, payload: Body(bodySize), delay: delay, sleep: time.Sleep}
 	s.srv = &fasthttp.Server{
 		Name:                  "bench-backend",
 		NoDefaultServerHeader: true,
@@ -54,6 +63,22 @@ func Listen(addr string, delay time.Duration, bodySize int) (*Server, error) {
 		Handler:               s.handle,
 	}
 	return s, nil
+}
+
+// SetSlowDelay makes requests whose path starts with SlowPrefix wait d
+// (instead of the delay given to Listen) before their answer; 0, the
+// default, treats them like any other. Call it before Serve.
+func (s *Server) SetSlowDelay(d time.Duration) { s.slowDelay = d }
+
+// SetFlushEach makes the server send each answer as soon as it is ready,
+// as net/http and nginx do. By default (fasthttp's behaviour) an answer is
+// held back while the next pipelined request on its connection is already
+// buffered, so it leaves together with the next answer: a fast answer
+// queued in front of a slow one waits for it. Call it before Serve.
+func (s *Server) SetFlushEach(on bool) {
+	// ReduceMemoryUsage is the only fasthttp setting that flushes every
+	// answer; its other effect (releasing idle buffers) costs a little CPU.
+	s.srv.ReduceMemoryUsage = on
 }
 
 // Addr is the bound address.
@@ -80,8 +105,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	s.requests.Add(1)
-	if s.delay > 0 {
-		time.Sleep(s.delay)
+	d := s.delay
+	if s.slowDelay > 0 && strings.HasPrefix(string(ctx.Path()), SlowPrefix) {
+		d = s.slowDelay
+	}
+	if d > 0 {
+		s.sleep(d)
 	}
 	ctx.SetContentType("application/json")
 	ctx.SetBody(s.payload)

@@ -1,4 +1,10 @@
-package main
+// Package child starts and stops the server processes of the pure-Go
+// benchmark harnesses (bench/shadowcmp, bench/holcmp): each is the
+// harness's own executable run with a role flag, pinned to the server CPU
+// with GOMAXPROCS=1 while the load generator stays on another, and reports
+// its loopback listen addresses through a file. It also reads a child's CPU
+// time and peak RSS from /proc. Linux only, like the harnesses.
+package child
 
 import (
 	"bufio"
@@ -51,41 +57,67 @@ func pinProcess(cpu int) error {
 	return nil
 }
 
-// pinning says where the load generator and the servers run; both are -1
+// Pinning says where the load generator and the servers run; both are -1
 // when the machine has fewer than two CPUs.
-type pinning struct{ load, server int }
+type Pinning struct{ Load, Server int }
+
+// PinLoad pins this process (the load generator) to CPU 0 with
+// GOMAXPROCS=1 and returns a Pinning that puts the children on CPU 1; on a
+// machine with fewer than two CPUs it pins nothing.
+func PinLoad() (Pinning, error) {
+	if runtime.NumCPU() < 2 {
+		return Pinning{Load: -1, Server: -1}, nil
+	}
+	p := Pinning{Load: 0, Server: 1}
+	if err := pinProcess(p.Load); err != nil {
+		return p, fmt.Errorf("pin the load generator: %w", err)
+	}
+	runtime.GOMAXPROCS(1)
+	return p, nil
+}
+
+// String describes the pinning.
+func (p Pinning) String() string {
+	if p.Server < 0 {
+		return "none (fewer than 2 CPUs)"
+	}
+	return fmt.Sprintf("load generator on CPU %d, proxies and backends on CPU %d (GOMAXPROCS=1)", p.Load, p.Server)
+}
 
 // startPinned starts cmd with its CPU affinity set to cpu (inherited from
 // the forking thread, which is pinned for the duration of the fork and then
 // put back on the load CPU). cpu < 0 starts it unpinned.
-func startPinned(cmd *exec.Cmd, p pinning) error {
-	if p.server < 0 {
+func startPinned(cmd *exec.Cmd, p Pinning) error {
+	if p.Server < 0 {
 		return cmd.Start()
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	if err := setAffinity(0, maskOf(p.server)); err != nil {
+	if err := setAffinity(0, maskOf(p.Server)); err != nil {
 		return err
 	}
 	err := cmd.Start()
-	if rerr := setAffinity(0, maskOf(p.load)); rerr != nil && err == nil {
+	if rerr := setAffinity(0, maskOf(p.Load)); rerr != nil && err == nil {
 		err = rerr
 	}
 	return err
 }
 
-// child is a server process started by the driver.
-type child struct {
-	name   string
-	cmd    *exec.Cmd
-	addr   []string
+// Child is a server process started by the driver.
+type Child struct {
+	name string
+	cmd  *exec.Cmd
+	// Addr is what the child wrote to its address file, one per line.
+	Addr   []string
 	log    *os.File
 	exited chan struct{} // closed once the process has been reaped
 }
 
-// startChild runs this executable with args, pinned to the server CPU, and
-// waits for it to write its listen addresses (one per line) to a file.
-func startChild(dir, name string, p pinning, env []string, args ...string) (*child, error) {
+// Start runs this executable with args plus -addr-file FILE, pinned to the
+// server CPU with GOMAXPROCS=1 and env added to its environment, its output
+// in dir/name.log, and waits up to 15 s for it to write its listen
+// addresses (one per line, see WriteAddrs) to FILE in dir.
+func Start(dir, name string, p Pinning, env []string, args ...string) (*Child, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -105,12 +137,12 @@ func startChild(dir, name string, p pinning, env []string, args ...string) (*chi
 		logf.Close()
 		return nil, err
 	}
-	c := &child{name: name, cmd: cmd, log: logf, exited: make(chan struct{})}
+	c := &Child{name: name, cmd: cmd, log: logf, exited: make(chan struct{})}
 	go func() { cmd.Wait(); close(c.exited) }()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		if b, err := os.ReadFile(addrFile); err == nil && strings.HasSuffix(string(b), "\n") {
-			c.addr = strings.Fields(string(b))
+			c.Addr = strings.Fields(string(b))
 			break
 		}
 		select {
@@ -121,7 +153,7 @@ func startChild(dir, name string, p pinning, env []string, args ...string) (*chi
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			c.stop()
+			c.Stop()
 			return nil, fmt.Errorf("%s did not listen within 15s", name)
 		}
 	}
@@ -136,15 +168,15 @@ func tailLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// pid is the child's process id.
-func (c *child) pid() int { return c.cmd.Process.Pid }
+// Pid is the child's process id.
+func (c *Child) Pid() int { return c.cmd.Process.Pid }
 
-// signal sends sig to the child.
-func (c *child) signal(sig os.Signal) error { return c.cmd.Process.Signal(sig) }
+// Signal sends sig to the child.
+func (c *Child) Signal(sig os.Signal) error { return c.cmd.Process.Signal(sig) }
 
-// stop sends SIGTERM, waits up to 10 s for the process to exit, then kills
+// Stop sends SIGTERM, waits up to 10 s for the process to exit, then kills
 // it.
-func (c *child) stop() {
+func (c *Child) Stop() {
 	c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-c.exited:
@@ -155,8 +187,8 @@ func (c *child) stop() {
 	c.log.Close()
 }
 
-// cpuTime is utime+stime of pid (clock ticks are 100 Hz on Linux).
-func cpuTime(pid int) (time.Duration, error) {
+// CPUTime is utime+stime of pid (clock ticks are 100 Hz on Linux).
+func CPUTime(pid int) (time.Duration, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return 0, err
@@ -171,8 +203,8 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * 10 * time.Millisecond, nil
 }
 
-// peakRSS is VmHWM of pid in KiB.
-func peakRSS(pid int) int64 {
+// PeakRSS is VmHWM of pid in KiB.
+func PeakRSS(pid int) int64 {
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return 0
@@ -186,4 +218,14 @@ func peakRSS(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// WriteAddrs writes the listen addresses, one per line, for the driver
+// (atomically: the driver reads the file as soon as it exists).
+func WriteAddrs(file string, addrs ...string) error {
+	tmp := file + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strings.Join(addrs, "\n")+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, file)
 }
