@@ -29,17 +29,22 @@ import (
 //
 // Head-of-line blocking is bounded, which is what makes pipelining safe to
 // recommend:
-//   - a connection takes requests behind others only while the upstream is
-//     fast (the moving average of pipelined answers under a quarter of
-//     pipeline_max_wait); otherwise a request needs an idle pipelined
-//     connection, or goes to the pool;
-//   - once the oldest request on a connection has waited pipeline_max_wait,
-//     the connection takes nothing new until it has caught up, and every
-//     request queued behind that one is sent again on the pool (a rescue):
-//     they are idempotent and bodiless, and the answers of the abandoned
-//     copies are read and dropped. Rescues are limited to a budget of 10%
-//     of pipelined requests (with a burst of 10), so an upstream slow
-//     across the board is not sent every request twice;
+//   - a connection takes requests behind others only while queueing is on:
+//     the upstream is fast (the moving average of pipelined answers under a
+//     quarter of pipeline_max_wait) and no connection got stuck in the last
+//     second; otherwise a request needs an idle pipelined connection, or
+//     goes to the pool;
+//   - once the oldest request on a connection has waited pipeline_max_wait
+//     with others queued behind it, the connection is stuck: it takes
+//     nothing new until it has caught up, queueing turns off for a second
+//     on every connection, and every request on it whose answer has not
+//     started is sent again on the pool (a rescue). The oldest one too: an
+//     upstream that holds a batch's answers until the whole batch is done
+//     (fasthttp servers do) delays it behind the slow one. They are
+//     idempotent and bodiless; the abandoned copies' answers are read and
+//     dropped. Rescues are limited to a budget of 10% of pipelined
+//     requests (with a burst of 10), so an upstream slow across the board
+//     is not sent every request twice;
 //   - timeouts hold as on the pool: past a request's timeout its connection
 //     is closed and the request fails with a timeout; the others on it are
 //     sent again on the pool.
@@ -59,6 +64,12 @@ type pipeline struct {
 	ewma atomic.Int64
 	// budget is the rescue budget in thousandths of a rescue.
 	budget atomic.Int64
+	// queueOff keeps requests from queueing behind others for backoff
+	// (queueBackoff) after a connection got stuck; offUntil (unix
+	// nanoseconds) belongs to the watchdog.
+	queueOff atomic.Bool
+	offUntil int64
+	backoff  int64
 
 	mu       sync.Mutex
 	conns    []*pipeConn
@@ -82,6 +93,12 @@ const (
 	rescueCost = 1000
 	rescueBank = 10 * rescueCost
 )
+
+// queueBackoff is how long queueing stays off after a connection got
+// stuck: an upstream with a heavy tail (1% of answers 25 times slower than
+// the rest, measured with bench/holcmp) strands every request queued behind
+// each slow answer, and is served better one request per connection.
+const queueBackoff = time.Second
 
 // errPipeRescued, errPipeBroken and errPipeClosed tell the waiting request
 // that it was not answered on its pipelined connection and goes to the pool.
@@ -113,7 +130,7 @@ type pipeWork struct {
 
 func newPipeline(addr string, dial fasthttp.DialFunc, tlsCfg *tls.Config, conns, depth int, maxWait, idle time.Duration, maxBody int, c pipelineCounters) *pipeline {
 	p := &pipeline{addr: addr, dial: dial, tls: tlsCfg, maxConns: conns, depth: depth,
-		maxWait: int64(maxWait), idle: int64(idle), maxBody: maxBody, counts: c}
+		maxWait: int64(maxWait), idle: int64(idle), maxBody: maxBody, counts: c, backoff: int64(queueBackoff)}
 	p.budget.Store(rescueBank)
 	p.works.New = func() any { return &pipeWork{done: make(chan struct{}, 1)} }
 	return p
@@ -166,7 +183,7 @@ func (p *pipeline) do(req *fasthttp.Request, resp *fasthttp.Response, timeout ti
 // may take one more, dialing a new one while there are fewer than
 // pipeline_conns and none is idle; nil sends the request to the pool.
 func (p *pipeline) acquire() *pipeConn {
-	fast := p.ewma.Load() < p.maxWait/4
+	queue := p.ewma.Load() < p.maxWait/4 && !p.queueOff.Load()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -176,7 +193,7 @@ func (p *pipeline) acquire() *pipeConn {
 	bestN := int32(p.depth)
 	for _, pc := range p.conns {
 		n := pc.inflight.Load()
-		if pc.broken.Load() || pc.stuck.Load() || n > 0 && !fast {
+		if pc.broken.Load() || pc.stuck.Load() || n > 0 && !queue {
 			continue
 		}
 		if n < bestN {
@@ -289,8 +306,14 @@ func (p *pipeline) watch(stop chan struct{}) {
 		conns = append(conns[:0], p.conns...)
 		p.mu.Unlock()
 		now := time.Now().UnixNano()
+		if p.queueOff.Load() && now >= p.offUntil {
+			p.queueOff.Store(false)
+		}
 		for _, pc := range conns {
-			pc.check(now)
+			if pc.check(now) {
+				p.offUntil = now + p.backoff
+				p.queueOff.Store(true)
+			}
 		}
 		clear(conns)
 	}
@@ -527,36 +550,39 @@ func (pc *pipeConn) fail(err error, claimed *pipeWork) {
 
 // check runs on every watchdog tick: it closes the connection when its
 // oldest request is past its timeout or it has been idle too long, and
-// rescues the requests queued behind one that has waited pipeline_max_wait.
-func (pc *pipeConn) check(now int64) {
+// rescues the requests on it once the oldest has waited pipeline_max_wait
+// with others queued behind. stuck reports that this happened now.
+func (pc *pipeConn) check(now int64) (stuck bool) {
 	p := pc.p
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	if pc.broken.Load() {
-		return
+		return false
 	}
 	if pc.n == 0 {
 		if now-pc.lastActive.Load() > p.idle || pc.idleClose {
 			pc.broken.Store(true)
 			pc.conn.Close() // the reader fails and forgets it
 		}
-		return
+		return false
 	}
 	head := pc.ring[pc.first]
 	if head.sent == 0 {
-		return
+		return false
 	}
 	if now >= head.deadline {
 		pc.timedOut = true
 		pc.broken.Store(true)
 		pc.conn.Close()
-		return
+		return false
 	}
+	// Alone, the oldest request is just slow: nothing waits for it.
 	if now-head.sent < p.maxWait || pc.n == 1 {
-		return
+		return false
 	}
+	stuck = !pc.stuck.Load()
 	pc.stuck.Store(true)
-	for i := 1; i < pc.n; i++ {
+	for i := 0; i < pc.n; i++ {
 		w := pc.ring[(pc.first+i)%len(pc.ring)]
 		if w.state.Load() != workQueued {
 			continue
@@ -566,13 +592,14 @@ func (pc *pipeConn) check(now int64) {
 				pc.denyCounted = true
 				p.counts.rescueDenied.Inc()
 			}
-			return
+			return stuck
 		}
 		if w.state.CompareAndSwap(workQueued, workAbandoned) {
 			w.err = errPipeRescued
 			w.done <- struct{}{}
 		}
 	}
+	return stuck
 }
 
 // closeWhenIdle closes the connection now if nothing is queued on it,

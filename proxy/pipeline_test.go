@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/valyala/fasthttp"
 )
@@ -322,4 +323,102 @@ func TestPipelineClosesAfterASwitch(t *testing.T) {
 		t.Fatalf("unasked 101: %d, want 502", resp.StatusCode)
 	}
 	getAll(t, p.URL, 1, 5)
+}
+
+// TestPipelineRescuesTheOldestWhenTheUpstreamHoldsABatch: an upstream that
+// sends a batch's answers only once all of them are ready (fasthttp servers
+// do) delays a fast request ahead of a slow one as well as one behind it;
+// the oldest request on the connection is rescued too. Each round sends a
+// fast and a slow request at once, so they share a batch in either order
+// (queueing is kept on between rounds); the fast one must come back (its
+// answer, or a rescue to the pool) while the slow one is still held.
+func TestPipelineRescuesTheOldestWhenTheUpstreamHoldsABatch(t *testing.T) {
+	const rounds = 20
+	var releases [rounds]chan struct{}
+	for i := range releases {
+		releases[i] = make(chan struct{})
+	}
+	up := serveConns(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		var pending []byte
+		hold := -1
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			for {
+				h, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if h == "\r\n" {
+					break
+				}
+			}
+			uri := strings.Fields(line)[1]
+			var r int
+			if _, err := fmt.Sscanf(uri, "/slow/%d", &r); err == nil {
+				hold = r
+			}
+			body := "GET " + uri + " "
+			pending = fmt.Appendf(pending, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+			if br.Buffered() > 0 {
+				continue // more of the batch to answer first
+			}
+			if hold >= 0 {
+				select {
+				case <-releases[hold]:
+				case <-time.After(20 * time.Second):
+					return
+				}
+			}
+			if _, err := c.Write(pending); err != nil {
+				return
+			}
+			pending, hold = pending[:0], -1
+		}
+	})
+	counter := func() prometheus.Counter { return prometheus.NewCounter(prometheus.CounterOpts{Name: "x"}) }
+	p := newPipeline(strings.TrimPrefix(up, "http://"), func(addr string) (net.Conn, error) { return net.Dial("tcp", addr) },
+		nil, 1, 32, 20*time.Millisecond, time.Minute, 1<<20,
+		pipelineCounters{answered: counter(), bypassed: counter(), rescued: counter(), retried: counter(), rescueDenied: counter()})
+	p.backoff = 0
+	defer p.close()
+	do := func(uri string) (err error, fallback bool) {
+		var req fasthttp.Request
+		var resp fasthttp.Response
+		req.SetRequestURI(uri)
+		req.Header.SetHost("a")
+		err, fallback, _ = p.do(&req, &resp, 30*time.Second)
+		if err == nil && !fallback && string(resp.Body()) != "GET "+uri+" " {
+			err = fmt.Errorf("%s answered %q", uri, resp.Body())
+		}
+		return err, fallback
+	}
+	do("/warm")
+	for r := 0; r < rounds; r++ {
+		p.budget.Store(rescueBank)
+		start := make(chan struct{})
+		slow, fast := make(chan error, 1), make(chan error, 1)
+		go func() { <-start; err, _ := do(fmt.Sprintf("/slow/%d", r)); slow <- err }()
+		go func() { <-start; err, _ := do(fmt.Sprintf("/fast/%d", r)); fast <- err }()
+		close(start)
+		select {
+		case err := <-fast:
+			if err != nil {
+				t.Fatalf("round %d: fast request: %v", r, err)
+			}
+		case <-time.After(5 * time.Second): // 250 times pipeline_max_wait
+			close(releases[r])
+			t.Fatalf("round %d: the fast request was held with the slow one", r)
+		}
+		close(releases[r])
+		if err := <-slow; err != nil {
+			t.Fatalf("round %d: slow request: %v", r, err)
+		}
+		for p.queueOff.Load() { // the watchdog turns queueing back on at once
+			time.Sleep(time.Millisecond)
+		}
+	}
 }
