@@ -204,8 +204,8 @@ func TestPipelineRescueBudget(t *testing.T) {
 	for p.spend() {
 		spent++
 	}
-	if spent != rescueBank/rescueCost {
-		t.Fatalf("a fresh budget allows %d rescues, want %d", spent, rescueBank/rescueCost)
+	if spent != 64 {
+		t.Fatalf("a fresh budget with 1 connection of depth 64 allows %d rescues, want 64 (one per queued request)", spent)
 	}
 	for i := 0; i < 25; i++ {
 		p.earn()
@@ -398,7 +398,7 @@ func TestPipelineRescuesTheOldestWhenTheUpstreamHoldsABatch(t *testing.T) {
 	}
 	do("/warm")
 	for r := 0; r < rounds; r++ {
-		p.budget.Store(rescueBank)
+		p.budget.Store(p.bank)
 		start := make(chan struct{})
 		slow, fast := make(chan error, 1), make(chan error, 1)
 		go func() { <-start; err, _ := do(fmt.Sprintf("/slow/%d", r)); slow <- err }()
