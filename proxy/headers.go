@@ -9,9 +9,88 @@ import (
 // hopByHop lists the fields RFC 9110 §7.6.1 says a proxy must not forward,
 // plus Proxy-Connection and Keep-Alive which old clients still send. The
 // Connection header itself, and every field it names, are removed too.
+//
+// The names are in fasthttp's normalized form ("Te", not "TE"), the form
+// parsed field names are stored in: they are deleted with normalizing
+// switched off, which finds the same fields without case-folding every name
+// on every request.
 var hopByHop = []string{
 	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-	"Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// hopSet is a set of hopByHop entries, bit i for hopByHop[i].
+type hopSet uint16
+
+const (
+	hopConnection hopSet = 1 << 0
+	// hopAll is every entry; TestHopSetCoversList pins it to the list.
+	hopAll hopSet = 1<<9 - 1
+)
+
+// hopBit is name's bit in hopSet (compared case-insensitively), 0 for a
+// field that is not hop-by-hop.
+func hopBit(name []byte) hopSet {
+	for i, h := range hopByHop {
+		if len(h) == len(name) && asciiEqualFold(name, h) {
+			return 1 << i
+		}
+	}
+	return 0
+}
+
+// asciiEqualFold is bytes.EqualFold for an ASCII s of b's length, without
+// converting s.
+func asciiEqualFold(b []byte, s string) bool {
+	for i := range len(b) {
+		c, d := b[i], s[i]
+		if c == d {
+			continue
+		}
+		// Only letters fold ('@'|0x20 is '`').
+		if c |= 0x20; c != d|0x20 || c < 'a' || c > 'z' {
+			return false
+		}
+	}
+	return true
+}
+
+// rawHopByHop is the set of hop-by-hop fields named in a raw header block
+// (one "name: value" per line, as received).
+func rawHopByHop(raw []byte) hopSet {
+	var set hopSet
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		if colon := bytes.IndexByte(line, ':'); colon > 0 {
+			set |= hopBit(bytes.TrimRight(line[:colon], " \t"))
+		}
+	}
+	return set
+}
+
+// delHopByHop deletes the hopByHop fields in set from h.
+func delHopByHop(h interface {
+	Del(string)
+	DisableNormalizing() bool
+	EnableNormalizing() bool
+}, set hopSet) {
+	if set == 0 {
+		return
+	}
+	wasOff := h.DisableNormalizing()
+	for i, name := range hopByHop {
+		if set&(1<<i) != 0 {
+			h.Del(name)
+		}
+	}
+	if !wasOff {
+		h.EnableNormalizing()
+	}
 }
 
 // viaValue is what this proxy appends to Via (RFC 9110 §7.6.3: a proxy MUST
@@ -125,17 +204,26 @@ func dropResponseTrailers(h *fasthttp.ResponseHeader) {
 // clientClose so the server can honour it after the response. keep names a
 // field the proxy set itself (the request id), which a client's Connection
 // list must not remove.
+//
+// Only the hop-by-hop fields the client sent are deleted (each Del scans
+// every field): the raw header block says which. A request without one
+// (HTTP/2, converted) has every name deleted.
 func (sc *headerScratch) removeRequestHopByHop(h *fasthttp.RequestHeader, keep string) (clientClose bool) {
-	sc.connectionTokens(h.PeekAll("Connection"))
-	for _, tok := range sc.tokens {
-		if !isEndToEndSpecial(tok) && !(keep != "" && bytes.EqualFold(tok, []byte(keep))) {
-			h.DelBytes(tok)
+	present := hopAll
+	if raw := h.RawHeaders(); len(raw) > 0 {
+		// keep was set by the proxy, after parsing.
+		present = rawHopByHop(raw) | hopBit([]byte(keep))
+	}
+	if present&hopConnection != 0 || h.ConnectionClose() {
+		sc.connectionTokens(h.PeekAll("Connection"))
+		for _, tok := range sc.tokens {
+			if !isEndToEndSpecial(tok) && !(keep != "" && bytes.EqualFold(tok, []byte(keep))) {
+				h.DelBytes(tok)
+			}
 		}
 	}
 	clientClose = h.ConnectionClose()
-	for _, name := range hopByHop {
-		h.Del(name)
-	}
+	delHopByHop(h, present)
 	// Del("Connection") clears the close flag; the upstream connection is
 	// pooled, so "close" must not travel to it.
 	h.ResetConnectionClose()
@@ -172,17 +260,30 @@ func (sc *headerScratch) stripClientMarkers(h *fasthttp.RequestHeader) {
 
 // removeResponseHopByHop strips hop-by-hop fields from an upstream response.
 // An upstream closing its connection to us must not close the client's.
+//
+// Only the hop-by-hop fields present are deleted (each Del scans every
+// field); one pass over the fields finds them. An answer with trailers
+// takes the full path.
 func (sc *headerScratch) removeResponseHopByHop(h *fasthttp.ResponseHeader) {
-	sc.connectionTokens(h.PeekAll("Connection"))
-	for _, tok := range sc.tokens {
-		if !isEndToEndSpecial(tok) {
-			h.DelBytes(tok)
+	present := hopAll
+	if len(h.PeekTrailerKeys()) == 0 {
+		present = 0
+		for k := range h.All() {
+			present |= hopBit(k)
 		}
 	}
-	dropResponseTrailers(h)
-	for _, name := range hopByHop {
-		h.Del(name)
+	if present&hopConnection != 0 {
+		sc.connectionTokens(h.PeekAll("Connection"))
+		for _, tok := range sc.tokens {
+			if !isEndToEndSpecial(tok) {
+				h.DelBytes(tok)
+			}
+		}
 	}
+	if present == hopAll {
+		dropResponseTrailers(h)
+	}
+	delHopByHop(h, present)
 	h.ResetConnectionClose()
 }
 
