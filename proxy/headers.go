@@ -298,8 +298,12 @@ func isEndToEndSpecial(tok []byte) bool {
 // appendForwarded adds the client address to X-Forwarded-For (appending to
 // a value from an earlier proxy), sets X-Forwarded-Proto and -Host, and adds
 // this hop to Via.
+//
+// The names are written in fasthttp's normalized form and looked up with
+// normalizing switched off (see hopByHop).
 func (sc *headerScratch) appendForwarded(ctx *fasthttp.RequestCtx) {
 	h := &ctx.Request.Header
+	wasOff := h.DisableNormalizing()
 	sc.buf = sc.buf[:0]
 	// Every line, in order, as one list (RFC 9110 §5.3): appending to the
 	// first line only would leave a later line, the attacker's, rightmost.
@@ -325,17 +329,30 @@ func (sc *headerScratch) appendForwarded(ctx *fasthttp.RequestCtx) {
 	if host := ctx.Host(); len(host) > 0 {
 		h.SetBytesV("X-Forwarded-Host", host)
 	}
-	appendVia(sc, h.Peek("Via"), func(v []byte) { h.SetBytesV("Via", v) })
+	sc.buf = appendVia(sc.buf[:0], h.Peek("Via"))
+	h.SetBytesV("Via", sc.buf)
+	if !wasOff {
+		h.EnableNormalizing()
+	}
 }
 
-func appendVia(sc *headerScratch, prior []byte, set func([]byte)) {
-	sc.buf = sc.buf[:0]
-	if len(prior) > 0 {
-		sc.buf = append(sc.buf, prior...)
-		sc.buf = append(sc.buf, ", "...)
+// addResponseVia adds this hop to an upstream answer's Via.
+func (sc *headerScratch) addResponseVia(h *fasthttp.ResponseHeader) {
+	wasOff := h.DisableNormalizing()
+	sc.buf = appendVia(sc.buf[:0], h.Peek("Via"))
+	h.SetBytesV("Via", sc.buf)
+	if !wasOff {
+		h.EnableNormalizing()
 	}
-	sc.buf = append(sc.buf, viaValue...)
-	set(sc.buf)
+}
+
+// appendVia appends prior, if any, and this hop to dst.
+func appendVia(dst, prior []byte) []byte {
+	if len(prior) > 0 {
+		dst = append(dst, prior...)
+		dst = append(dst, ", "...)
+	}
+	return append(dst, viaValue...)
 }
 
 func appendIP(dst []byte, ctx *fasthttp.RequestCtx) []byte {

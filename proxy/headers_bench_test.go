@@ -68,6 +68,6 @@ func BenchmarkResponseHeaderRewrite(b *testing.B) {
 			b.Fatal(err)
 		}
 		sc.removeResponseHopByHop(&h)
-		appendVia(&sc, h.Peek("Via"), func(v []byte) { h.SetBytesV("Via", v) })
+		sc.addResponseVia(&h)
 	}
 }

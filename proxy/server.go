@@ -401,7 +401,13 @@ func endTrace(sc *headerScratch, e *accessEntry) {
 // on and samples this request, writes its line.
 func (s *Server) finish(ctx *fasthttp.RequestCtx, snap *Snapshot, reqID []byte, e accessEntry) {
 	if reqID != nil {
-		ctx.Response.Header.SetBytesV(snap.edge.reqIDHeader, reqID)
+		// The name is normalized already (newEdgeSettings).
+		h := &ctx.Response.Header
+		wasOff := h.DisableNormalizing()
+		h.SetBytesV(snap.edge.reqIDHeader, reqID)
+		if !wasOff {
+			h.EnableNormalizing()
+		}
 	}
 	if al := snap.edge.access; al != nil && al.sampled(e.status) {
 		e.requestID = reqID
@@ -489,7 +495,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 		t.duration.Observe(elapsed.Seconds())
 	}
 	sc.removeResponseHopByHop(&resp.Header)
-	appendVia(sc, resp.Header.Peek("Via"), func(v []byte) { resp.Header.SetBytesV("Via", v) })
+	sc.addResponseVia(&resp.Header)
 	code := resp.StatusCode()
 	if !sc.synthetic {
 		t.requests.Inc(code)
