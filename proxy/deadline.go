@@ -47,6 +47,12 @@ type deadlineConn struct {
 	// is applied at once.
 	readWant             atomic.Int64
 	readPending, reading atomic.Bool
+	// ip is the remote address as X-Forwarded-For text (ipLen bytes, 0
+	// until first needed), for connections the proxy accepted; only the
+	// goroutine serving the connection touches it. 45 bytes hold any IPv6
+	// address.
+	ip    [45]byte
+	ipLen uint8
 }
 
 // maxDeadlineSlack bounds how late a long timeout may fire.
