@@ -8,14 +8,26 @@ import (
 	"time"
 )
 
-// recordingConn counts the deadlines that reach the connection.
+// recordingConn counts the deadlines that reach the connection. Its Read
+// returns at once, or, with block set, when a read deadline reaches it.
 type recordingConn struct {
 	net.Conn
 	reads, writes []time.Time
+	block         chan struct{}
+}
+
+func (c *recordingConn) Read([]byte) (int, error) {
+	if c.block != nil {
+		<-c.block
+	}
+	return 0, nil
 }
 
 func (c *recordingConn) SetReadDeadline(t time.Time) error {
 	c.reads = append(c.reads, t)
+	if c.block != nil {
+		close(c.block)
+	}
 	return nil
 }
 
@@ -60,6 +72,7 @@ func TestDeadlineConnSkipsUpdatesWithinSlack(t *testing.T) {
 				if err := c.SetReadDeadline(d); err != nil {
 					t.Fatal(err)
 				}
+				c.Read(nil) // a read deadline is applied by the next read
 			}
 			if len(rec.reads) != len(tt.applied) {
 				t.Fatalf("applied %v, want %v", rec.reads, tt.applied)
@@ -82,8 +95,10 @@ func TestDeadlineConnReadAndWriteAreIndependent(t *testing.T) {
 	d := time.Now().Add(50 * time.Second)
 	c.SetWriteDeadline(d)
 	c.SetReadDeadline(d)
+	c.Read(nil)
 	c.SetWriteDeadline(d.Add(time.Millisecond))
 	c.SetDeadline(time.Time{})
+	c.Read(nil)
 	if len(rec.reads) != 2 || len(rec.writes) != 2 {
 		t.Fatalf("reads %v writes %v; want a set and a clear each", rec.reads, rec.writes)
 	}
@@ -129,6 +144,7 @@ func TestDeadlineSlackScalesWithTimeout(t *testing.T) {
 	c := newDeadlineConn(rec, time.Second)
 	start := time.Now()
 	c.SetReadDeadline(start.Add(400 * time.Millisecond))
+	c.Read(nil)
 	if len(rec.reads) != 1 {
 		t.Fatalf("applied %v", rec.reads)
 	}
@@ -139,10 +155,62 @@ func TestDeadlineSlackScalesWithTimeout(t *testing.T) {
 	// 30 ms later the same timeout asks for a deadline past the one in
 	// force plus its slack: applied again.
 	c.SetReadDeadline(start.Add(430 * time.Millisecond))
+	c.Read(nil)
 	if len(rec.reads) != 2 {
 		t.Fatalf("a deadline beyond the slack was skipped: %v", rec.reads)
 	}
 	if newDeadlineConn(&recordingConn{}, 0).(*recordingConn) == nil {
 		t.Error("no slack must leave the connection unwrapped")
+	}
+}
+
+// TestDeadlineConnReadDeadlineAppliedByRead: read deadlines set between
+// reads reach the connection only when the next read starts, and only the
+// last one (the server's read_timeout, replaced by the next idle timeout
+// before any read needed it, costs nothing).
+func TestDeadlineConnReadDeadlineAppliedByRead(t *testing.T) {
+	rec := &recordingConn{}
+	c := newDeadlineConn(rec, time.Second)
+	now := time.Now()
+	idle, read := now.Add(90*time.Second), now.Add(30*time.Second)
+	c.SetReadDeadline(idle)
+	c.Read(nil)
+	c.SetReadDeadline(read)
+	if len(rec.reads) != 1 {
+		t.Fatalf("a read deadline reached the connection before a read: %v", rec.reads)
+	}
+	c.SetReadDeadline(idle.Add(time.Millisecond))
+	c.Read(nil)
+	if len(rec.reads) != 1 {
+		t.Fatalf("the replaced read_timeout or an idle deadline within slack was applied: %v", rec.reads)
+	}
+	c.SetReadDeadline(read)
+	c.Read(nil)
+	if len(rec.reads) != 2 || !rec.reads[1].Equal(read.Add(time.Second)) {
+		t.Fatalf("a read needing read_timeout did not apply it: %v", rec.reads)
+	}
+}
+
+// TestDeadlineConnSetDuringBlockedRead: a deadline set while a read is
+// blocked (how a tunnel's stop ends it) is applied at once.
+func TestDeadlineConnSetDuringBlockedRead(t *testing.T) {
+	rec := &recordingConn{block: make(chan struct{})}
+	c := newDeadlineConn(rec, time.Second).(*deadlineConn)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.Read(nil)
+	}()
+	for !c.reading.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	c.SetDeadline(time.Unix(1, 0))
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the blocked read never saw the deadline")
+	}
+	if len(rec.reads) != 1 || !rec.reads[0].Equal(time.Unix(1, 0)) {
+		t.Fatalf("applied %v, want exactly the past deadline", rec.reads)
 	}
 }

@@ -30,7 +30,9 @@ func newEdgeSettings(cfg *config.Config, log *zap.Logger) *edgeSettings {
 		e.upgradeAllow = append(e.upgradeAllow, []byte(strings.ToLower(p)))
 	}
 	if !cfg.RequestID.Disabled {
-		e.reqIDHeader = cfg.RequestID.Header
+		// Normalized once here, so the request path can look it up with
+		// fasthttp's normalizing switched off.
+		e.reqIDHeader = string(fasthttp.AppendNormalizedHeaderKey(nil, cfg.RequestID.Header))
 	}
 	if cfg.AccessLog.Enabled {
 		al := &accessLog{log: log.Named("access"), fields: map[string]bool{}, redact: map[string]bool{}}
@@ -96,8 +98,17 @@ func validRequestID(id []byte) bool {
 
 // ensureRequestID keeps a valid client id or replaces it with a new one,
 // and returns it (copied into sc, valid until sc is reused).
+//
+// header is in fasthttp's normalized form (newEdgeSettings).
 func (s *Server) ensureRequestID(ctx *fasthttp.RequestCtx, header string, sc *headerScratch) []byte {
-	all := ctx.Request.Header.PeekAll(header)
+	h := &ctx.Request.Header
+	wasOff := h.DisableNormalizing()
+	defer func() {
+		if !wasOff {
+			h.EnableNormalizing()
+		}
+	}()
+	all := h.PeekAll(header)
 	if len(all) == 1 && validRequestID(all[0]) {
 		sc.reqID = append(sc.reqID[:0], all[0]...)
 		return sc.reqID
@@ -105,10 +116,10 @@ func (s *Server) ensureRequestID(ctx *fasthttp.RequestCtx, header string, sc *he
 	// Two ids would let the upstream and the proxy's logs disagree about
 	// which request this was: a new one replaces them all.
 	if len(all) > 1 {
-		ctx.Request.Header.Del(header)
+		h.Del(header)
 	}
 	sc.reqID = s.ids.append(sc.reqID[:0])
-	ctx.Request.Header.SetBytesV(header, sc.reqID)
+	h.SetBytesV(header, sc.reqID)
 	return sc.reqID
 }
 

@@ -53,12 +53,26 @@ func TestRequestIDKeptOrGenerated(t *testing.T) {
 	}
 }
 
+// A request_id.header configured in any case finds the client's id, sent
+// in any case (the request path looks names up in normalized form).
+func TestRequestIDHeaderAnyCase(t *testing.T) {
+	ids := make(chan []string, 1)
+	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) { ids <- r.Header.Values("X-Trace-Token") })
+	p := startProxy(t, simpleConfig(up.URL, "")+"request_id: {header: x-TRACE-token}\n")
+	resp := rawRequest(t, p.Addr, "GET / HTTP/1.1\r\nHost: a\r\nX-TRACE-TOKEN: client-abc.123\r\n\r\n")
+	if got := <-ids; len(got) != 1 || got[0] != "client-abc.123" || resp.Header.Get("X-Trace-Token") != "client-abc.123" {
+		t.Errorf("client id not kept: upstream %q, client %q", got, resp.Header.Values("X-Trace-Token"))
+	}
+}
+
 // The id reaches the shadow and the recorded exchange under whatever header
 // request_id.header names, not only under the default one.
 func TestRequestIDReachesShadowAndSamples(t *testing.T) {
 	for _, tc := range []struct{ name, header, extra string }{
 		{"default header", "X-Request-Id", ""},
 		{"custom header", "X-Trace-Token", "request_id: {header: X-Trace-Token}\n"},
+		// Looked up in normalized form on the request path.
+		{"lower-case header", "x-trace-token", "request_id: {header: x-trace-token}\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			shadowIDs := make(chan string, 1)

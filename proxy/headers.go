@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/tls"
+	"net"
 
 	"github.com/valyala/fasthttp"
 )
@@ -9,9 +11,71 @@ import (
 // hopByHop lists the fields RFC 9110 §7.6.1 says a proxy must not forward,
 // plus Proxy-Connection and Keep-Alive which old clients still send. The
 // Connection header itself, and every field it names, are removed too.
+//
+// The names are in fasthttp's normalized form ("Te", not "TE"), the form
+// parsed field names are stored in: they are deleted with normalizing
+// switched off, which finds the same fields without case-folding every name
+// on every request.
 var hopByHop = []string{
 	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-	"Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// hopSet is a set of hopByHop entries, bit i for hopByHop[i].
+type hopSet uint16
+
+const (
+	hopConnection hopSet = 1 << 0
+	hopUpgrade    hopSet = 1 << 8
+	// hopAll is every entry; TestHopSetCoversList pins it to the list.
+	hopAll hopSet = 1<<9 - 1
+)
+
+// hopBit is name's bit in hopSet (compared case-insensitively), 0 for a
+// field that is not hop-by-hop.
+func hopBit(name []byte) hopSet {
+	for i, h := range hopByHop {
+		if len(h) == len(name) && asciiEqualFold(name, h) {
+			return 1 << i
+		}
+	}
+	return 0
+}
+
+// asciiEqualFold is bytes.EqualFold for an ASCII s of b's length, without
+// converting s.
+func asciiEqualFold(b []byte, s string) bool {
+	for i := range len(b) {
+		c, d := b[i], s[i]
+		if c == d {
+			continue
+		}
+		// Only letters fold ('@'|0x20 is '`').
+		if c |= 0x20; c != d|0x20 || c < 'a' || c > 'z' {
+			return false
+		}
+	}
+	return true
+}
+
+// delHopByHop deletes the hopByHop fields in set from h.
+func delHopByHop(h interface {
+	Del(string)
+	DisableNormalizing() bool
+	EnableNormalizing() bool
+}, set hopSet) {
+	if set == 0 {
+		return
+	}
+	wasOff := h.DisableNormalizing()
+	for i, name := range hopByHop {
+		if set&(1<<i) != 0 {
+			h.Del(name)
+		}
+	}
+	if !wasOff {
+		h.EnableNormalizing()
+	}
 }
 
 // viaValue is what this proxy appends to Via (RFC 9110 §7.6.3: a proxy MUST
@@ -46,6 +110,12 @@ type headerScratch struct {
 	// synthetic: the route's synthetic rules marked the request, so it is
 	// counted apart and not mirrored (unless the shadow includes it).
 	synthetic bool
+	// hops is the set of hop-by-hop fields the request carries, and marked
+	// whether it carries an X-Shadowproxy-* field, as checkRequest found
+	// them (every one, and true, for a request built without a raw header
+	// block).
+	hops   hopSet
+	marked bool
 }
 
 // connectionTokens collects the field names listed in every Connection
@@ -125,17 +195,23 @@ func dropResponseTrailers(h *fasthttp.ResponseHeader) {
 // clientClose so the server can honour it after the response. keep names a
 // field the proxy set itself (the request id), which a client's Connection
 // list must not remove.
+//
+// Only the hop-by-hop fields the client sent (sc.hops, from checkRequest's
+// pass over the raw header block) are deleted, since each Del scans every
+// field.
 func (sc *headerScratch) removeRequestHopByHop(h *fasthttp.RequestHeader, keep string) (clientClose bool) {
-	sc.connectionTokens(h.PeekAll("Connection"))
-	for _, tok := range sc.tokens {
-		if !isEndToEndSpecial(tok) && !(keep != "" && bytes.EqualFold(tok, []byte(keep))) {
-			h.DelBytes(tok)
+	// keep was set by the proxy, after parsing.
+	present := sc.hops | hopBit([]byte(keep))
+	if present&hopConnection != 0 || h.ConnectionClose() {
+		sc.connectionTokens(h.PeekAll("Connection"))
+		for _, tok := range sc.tokens {
+			if !isEndToEndSpecial(tok) && !(keep != "" && bytes.EqualFold(tok, []byte(keep))) {
+				h.DelBytes(tok)
+			}
 		}
 	}
 	clientClose = h.ConnectionClose()
-	for _, name := range hopByHop {
-		h.Del(name)
-	}
+	delHopByHop(h, present)
 	// Del("Connection") clears the close flag; the upstream connection is
 	// pooled, so "close" must not travel to it.
 	h.ResetConnectionClose()
@@ -172,17 +248,30 @@ func (sc *headerScratch) stripClientMarkers(h *fasthttp.RequestHeader) {
 
 // removeResponseHopByHop strips hop-by-hop fields from an upstream response.
 // An upstream closing its connection to us must not close the client's.
+//
+// Only the hop-by-hop fields present are deleted (each Del scans every
+// field); one pass over the fields finds them. An answer with trailers
+// takes the full path.
 func (sc *headerScratch) removeResponseHopByHop(h *fasthttp.ResponseHeader) {
-	sc.connectionTokens(h.PeekAll("Connection"))
-	for _, tok := range sc.tokens {
-		if !isEndToEndSpecial(tok) {
-			h.DelBytes(tok)
+	present := hopAll
+	if len(h.PeekTrailerKeys()) == 0 {
+		present = 0
+		for k := range h.All() {
+			present |= hopBit(k)
 		}
 	}
-	dropResponseTrailers(h)
-	for _, name := range hopByHop {
-		h.Del(name)
+	if present&hopConnection != 0 {
+		sc.connectionTokens(h.PeekAll("Connection"))
+		for _, tok := range sc.tokens {
+			if !isEndToEndSpecial(tok) {
+				h.DelBytes(tok)
+			}
+		}
 	}
+	if present == hopAll {
+		dropResponseTrailers(h)
+	}
+	delHopByHop(h, present)
 	h.ResetConnectionClose()
 }
 
@@ -197,8 +286,12 @@ func isEndToEndSpecial(tok []byte) bool {
 // appendForwarded adds the client address to X-Forwarded-For (appending to
 // a value from an earlier proxy), sets X-Forwarded-Proto and -Host, and adds
 // this hop to Via.
+//
+// The names are written in fasthttp's normalized form and looked up with
+// normalizing switched off (see hopByHop).
 func (sc *headerScratch) appendForwarded(ctx *fasthttp.RequestCtx) {
 	h := &ctx.Request.Header
+	wasOff := h.DisableNormalizing()
 	sc.buf = sc.buf[:0]
 	// Every line, in order, as one list (RFC 9110 §5.3): appending to the
 	// first line only would leave a later line, the attacker's, rightmost.
@@ -224,21 +317,58 @@ func (sc *headerScratch) appendForwarded(ctx *fasthttp.RequestCtx) {
 	if host := ctx.Host(); len(host) > 0 {
 		h.SetBytesV("X-Forwarded-Host", host)
 	}
-	appendVia(sc, h.Peek("Via"), func(v []byte) { h.SetBytesV("Via", v) })
-}
-
-func appendVia(sc *headerScratch, prior []byte, set func([]byte)) {
-	sc.buf = sc.buf[:0]
-	if len(prior) > 0 {
-		sc.buf = append(sc.buf, prior...)
-		sc.buf = append(sc.buf, ", "...)
+	sc.buf = appendVia(sc.buf[:0], h.Peek("Via"))
+	h.SetBytesV("Via", sc.buf)
+	if !wasOff {
+		h.EnableNormalizing()
 	}
-	sc.buf = append(sc.buf, viaValue...)
-	set(sc.buf)
 }
 
+// addResponseVia adds this hop to an upstream answer's Via.
+func (sc *headerScratch) addResponseVia(h *fasthttp.ResponseHeader) {
+	wasOff := h.DisableNormalizing()
+	sc.buf = appendVia(sc.buf[:0], h.Peek("Via"))
+	h.SetBytesV("Via", sc.buf)
+	if !wasOff {
+		h.EnableNormalizing()
+	}
+}
+
+// appendVia appends prior, if any, and this hop to dst.
+func appendVia(dst, prior []byte) []byte {
+	if len(prior) > 0 {
+		dst = append(dst, prior...)
+		dst = append(dst, ", "...)
+	}
+	return append(dst, viaValue...)
+}
+
+// appendIP appends the client's address. On a connection the proxy
+// accepted it is formatted once and kept with the connection
+// (deadlineConn.ip): looking it up and formatting it was a third of
+// appendForwarded's time.
 func appendIP(dst []byte, ctx *fasthttp.RequestCtx) []byte {
-	ip := ctx.RemoteIP()
+	c := ctx.Conn()
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	dc, ok := c.(*deadlineConn)
+	if !ok {
+		return appendRemoteIP(dst, ctx.RemoteIP())
+	}
+	if dc.ipLen == 0 {
+		// The text fits the array unless the address is malformed; then
+		// append has moved it elsewhere and it is formatted every time.
+		if b := appendRemoteIP(dc.ip[:0], ctx.RemoteIP()); len(b) <= len(dc.ip) {
+			dc.ipLen = uint8(len(b))
+		} else {
+			return append(dst, b...)
+		}
+	}
+	return append(dst, dc.ip[:dc.ipLen]...)
+}
+
+func appendRemoteIP(dst []byte, ip net.IP) []byte {
 	if v4 := ip.To4(); v4 != nil {
 		return appendIPv4(dst, v4)
 	}

@@ -292,7 +292,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	snap := s.snap.Load()
 	sc := s.scratch.Get().(*headerScratch)
 	defer s.scratch.Put(sc)
-	if code, why := checkRequest(ctx); code != 0 {
+	if code, why := checkRequest(ctx, sc); code != 0 {
 		s.metrics.RejectedRequests.WithLabelValues("malformed").Inc()
 		s.log.Info("request rejected before routing", zap.String("reason", why), zap.Int("status", code),
 			zap.String("remote", ctx.RemoteAddr().String()))
@@ -354,10 +354,11 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	var status int
 	var upErr bool
-	if ctx.Request.Header.ConnectionUpgrade() && snap.edge.upgradeAllowed(ctx.Request.Header.PeekAll("Upgrade")) {
+	// sc.hops says whether Connection and Upgrade fields are there at all.
+	if sc.hops&hopConnection != 0 && ctx.Request.Header.ConnectionUpgrade() && snap.edge.upgradeAllowed(ctx.Request.Header.PeekAll("Upgrade")) {
 		status = s.upgrade(ctx, snap, r, t)
 	} else {
-		if len(ctx.Request.Header.Peek("Upgrade")) > 0 {
+		if sc.hops&hopUpgrade != 0 && len(ctx.Request.Header.Peek("Upgrade")) > 0 {
 			// Forwarded as a plain request: the hop-by-hop removal drops
 			// Upgrade and Connection, so the upstream cannot switch.
 			s.metrics.Upgrades.WithLabelValues(r.Name, "not_allowed").Inc()
@@ -401,7 +402,13 @@ func endTrace(sc *headerScratch, e *accessEntry) {
 // on and samples this request, writes its line.
 func (s *Server) finish(ctx *fasthttp.RequestCtx, snap *Snapshot, reqID []byte, e accessEntry) {
 	if reqID != nil {
-		ctx.Response.Header.SetBytesV(snap.edge.reqIDHeader, reqID)
+		// The name is normalized already (newEdgeSettings).
+		h := &ctx.Response.Header
+		wasOff := h.DisableNormalizing()
+		h.SetBytesV(snap.edge.reqIDHeader, reqID)
+		if !wasOff {
+			h.EnableNormalizing()
+		}
 	}
 	if al := snap.edge.access; al != nil && al.sampled(e.status) {
 		e.requestID = reqID
@@ -414,7 +421,9 @@ func (s *Server) finish(ctx *fasthttp.RequestCtx, snap *Snapshot, reqID []byte, 
 func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start time.Time, sc *headerScratch, reqIDHeader string) (status int, upstreamErr bool) {
 	req, resp := &ctx.Request, &ctx.Response
 	clientClose := sc.removeRequestHopByHop(&req.Header, reqIDHeader)
-	sc.stripClientMarkers(&req.Header)
+	if sc.marked {
+		sc.stripClientMarkers(&req.Header)
+	}
 	sc.appendForwarded(ctx)
 	up := t.up
 	var job *mirrorJob
@@ -489,7 +498,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, r *Route, t *target, start ti
 		t.duration.Observe(elapsed.Seconds())
 	}
 	sc.removeResponseHopByHop(&resp.Header)
-	appendVia(sc, resp.Header.Peek("Via"), func(v []byte) { resp.Header.SetBytesV("Via", v) })
+	sc.addResponseVia(&resp.Header)
 	code := resp.StatusCode()
 	if !sc.synthetic {
 		t.requests.Inc(code)

@@ -22,8 +22,20 @@ import (
 //     §4.2.4 deprecates it; fasthttp would send it as Authorization).
 //   - Connection lists at most maxConnectionTokens options.
 //   - Every field name must be a token (RFC 9110 §5.1).
-func checkRequest(ctx *fasthttp.RequestCtx) (int, string) {
+//
+// The one pass over the raw header block also records in sc which
+// hop-by-hop and X-Shadowproxy-* fields the request carries, for the
+// checks and rewrites after it.
+func checkRequest(ctx *fasthttp.RequestCtx, sc *headerScratch) (int, string) {
 	h := &ctx.Request.Header
+	raw := h.RawHeaders()
+	ok := true
+	if len(raw) == 0 {
+		// Built field by field (HTTP/2): anything may be there.
+		sc.hops, sc.marked = hopAll, true
+	} else {
+		sc.hops, sc.marked, ok = scanFieldNames(raw)
+	}
 	if p := h.Protocol(); !bytes.Equal(p, []byte("HTTP/1.1")) && !bytes.Equal(p, []byte("HTTP/1.0")) {
 		return fasthttp.StatusHTTPVersionNotSupported, "only HTTP/1.0 and HTTP/1.1 are supported"
 	}
@@ -33,14 +45,14 @@ func checkRequest(ctx *fasthttp.RequestCtx) (int, string) {
 	if targetHasUserinfo(h.RequestURI()) {
 		return fasthttp.StatusBadRequest, "credentials in the request target are not accepted"
 	}
-	if countTokens(h.PeekAll("Connection")) > maxConnectionTokens {
+	if sc.hops&hopConnection != 0 && countTokens(h.PeekAll("Connection")) > maxConnectionTokens {
 		return fasthttp.StatusBadRequest, "too many Connection options"
 	}
 	host := ctx.Host()
 	if len(host) == 0 && h.IsHTTP11() || len(host) > 0 && !validHost(host) {
 		return fasthttp.StatusBadRequest, "missing or invalid Host"
 	}
-	if !validFieldNames(h.RawHeaders()) {
+	if !ok {
 		return fasthttp.StatusBadRequest, "invalid header field name"
 	}
 	return 0, ""
@@ -90,9 +102,10 @@ func validPort(p []byte) bool {
 	return true
 }
 
-// validFieldNames scans the raw header block ("Name: value\r\n" lines) and
-// requires every name to be a token.
-func validFieldNames(raw []byte) bool {
+// scanFieldNames scans the raw header block ("Name: value\r\n" lines):
+// ok requires every name to be a token; hops is the set of hop-by-hop
+// fields named, and marked whether any name starts with markerPrefix.
+func scanFieldNames(raw []byte) (hops hopSet, marked, ok bool) {
 	for len(raw) > 0 {
 		line := raw
 		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
@@ -106,15 +119,18 @@ func validFieldNames(raw []byte) bool {
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {
-			return false
+			return hops, marked, false
 		}
-		for _, c := range line[:colon] {
+		name := line[:colon]
+		for _, c := range name {
 			if !cfgtypes.IsTokenByte(c) {
-				return false
+				return hops, marked, false
 			}
 		}
+		hops |= hopBit(name)
+		marked = marked || len(name) >= len(markerPrefix) && asciiEqualFold(name[:len(markerPrefix)], markerPrefix)
 	}
-	return true
+	return hops, marked, true
 }
 
 func isAlnum(c byte) bool {
