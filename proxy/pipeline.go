@@ -74,13 +74,15 @@ type pipeline struct {
 	offUntil int64
 	backoff  int64
 
-	mu       sync.Mutex
-	conns    []*pipeConn
-	dialing  int
-	closed   bool
-	watching bool
-	stop     chan struct{}
-	works    sync.Pool
+	mu      sync.Mutex
+	conns   []*pipeConn
+	dialing int
+	// noDialUntil (unix nanoseconds) holds dialing off after a failure.
+	noDialUntil int64
+	closed      bool
+	watching    bool
+	stop        chan struct{}
+	works       sync.Pool
 }
 
 // pipelineCounters are the pipeline's series of
@@ -102,18 +104,25 @@ const (
 )
 
 // queueBackoff is how long queueing stays off after a connection got
-// stuck: an upstream with a heavy tail (1% of answers 25 times slower than
+// stuck: an upstream with a heavy tail (1% of answers 100 times slower than
 // the rest, measured with bench/holcmp) strands every request queued behind
 // each slow answer, and is served better one request per connection.
 const queueBackoff = time.Second
 
-// errPipeRescued, errPipeBroken and errPipeClosed tell the waiting request
-// that it was not answered on its pipelined connection and goes to the pool.
+// errPipeRescued and errPipeBroken tell the waiting request that it was
+// not answered on its pipelined connection and goes to the pool;
+// errPipeUnsolicited ends a connection that answered more than was asked.
 var (
-	errPipeRescued    = errors.New("pipelined request waited past pipeline_max_wait")
-	errPipeBroken     = errors.New("pipelined connection closed before the answer")
-	errPipeUnsolicted = errors.New("upstream answered a request that was not sent")
+	errPipeRescued     = errors.New("pipelined request waited past pipeline_max_wait")
+	errPipeBroken      = errors.New("pipelined connection closed before the answer")
+	errPipeUnsolicited = errors.New("upstream answered a request that was not sent")
 )
+
+// dialBackoff keeps a pipeline from dialing again for a while after a dial
+// failed: the request falls back to the pool, which dials (and reports the
+// failure) itself, so a blackholed upstream costs one connect timeout, not
+// two, per request.
+const dialBackoff = time.Second
 
 // Work states: a queued work is claimed by the reader when its answer
 // starts, or abandoned by a rescue or a failed connection, never both.
@@ -211,6 +220,9 @@ func (p *pipeline) acquire() *pipeConn {
 	if best != nil && bestN == 0 || len(p.conns)+p.dialing >= p.maxConns {
 		return best
 	}
+	if p.noDialUntil != 0 && time.Now().UnixNano() < p.noDialUntil {
+		return best
+	}
 	p.dialing++
 	p.mu.Unlock()
 	pc, err := p.dialConn()
@@ -218,8 +230,10 @@ func (p *pipeline) acquire() *pipeConn {
 	p.dialing--
 	if err != nil {
 		// The pool dials again and reports the error as the request's own.
+		p.noDialUntil = time.Now().Add(dialBackoff).UnixNano()
 		return best
 	}
+	p.noDialUntil = 0
 	if p.closed {
 		pc.conn.Close()
 		return best
@@ -455,7 +469,7 @@ func (pc *pipeConn) read() {
 		}
 		pc.mu.Unlock()
 		if w == nil {
-			pc.fail(errPipeUnsolicted, nil)
+			pc.fail(errPipeUnsolicited, nil)
 			return
 		}
 		target := &discard

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -420,5 +421,33 @@ func TestPipelineRescuesTheOldestWhenTheUpstreamHoldsABatch(t *testing.T) {
 		for p.queueOff.Load() { // the watchdog turns queueing back on at once
 			time.Sleep(time.Millisecond)
 		}
+	}
+}
+
+// TestPipelineHoldsDialsAfterAFailure: after a failed dial the pipeline
+// sends requests to the pool without dialing again for dialBackoff, so an
+// unreachable upstream costs a request one connect timeout (the pool's),
+// not two.
+func TestPipelineHoldsDialsAfterAFailure(t *testing.T) {
+	var dials atomic.Int32
+	refuse := func(string) (net.Conn, error) {
+		dials.Add(1)
+		return nil, fmt.Errorf("dial: %w", syscall.ECONNREFUSED)
+	}
+	counter := func() prometheus.Counter { return prometheus.NewCounter(prometheus.CounterOpts{Name: "x"}) }
+	p := newPipeline("127.0.0.1:1", refuse, nil, 4, 32, 5*time.Millisecond, time.Minute, 1<<20,
+		pipelineCounters{answered: counter(), bypassed: counter(), rescued: counter(), retried: counter(), rescueDenied: counter()})
+	defer p.close()
+	for i := 0; i < 5; i++ {
+		var req fasthttp.Request
+		var resp fasthttp.Response
+		req.SetRequestURI("/x")
+		req.Header.SetHost("a")
+		if err, fallback, left := p.do(&req, &resp, time.Second); err != nil || !fallback || left != time.Second {
+			t.Fatalf("request %d: err %v, fallback %v, left %v; want the pool with the whole timeout", i, err, fallback, left)
+		}
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("%d dials for 5 requests after the first failed, want 1", n)
 	}
 }
