@@ -52,7 +52,7 @@ func TestValidateCommand(t *testing.T) {
 	dir := t.TempDir()
 	good := writeFile(t, dir, "good.yaml", `
 upstreams:
-  - {name: stable, url: "http://127.0.0.1:9001"}
+  - {name: stable, url: "http://127.0.0.1:9001", pipeline_conns: 4}
   - {name: canary, url: "http://127.0.0.1:9002"}
 routes:
   - name: api
@@ -64,7 +64,8 @@ routes:
 `)
 	code, out, _ := runCLI("validate", "-config", good)
 	if code != 0 || !strings.Contains(out, "valid") || !strings.Contains(out, "split 5% of header:X-User to canary") ||
-		!strings.Contains(out, "shadow 100% of GET,POST to canary") || !strings.Contains(out, "rollout auto: 5% -> 100%") || !strings.Contains(out, "mirrors non-safe methods POST") {
+		!strings.Contains(out, "shadow 100% of GET,POST to canary") || !strings.Contains(out, "rollout auto: 5% -> 100%") || !strings.Contains(out, "mirrors non-safe methods POST") ||
+		!strings.Contains(out, "timeout 10s, max_conns 512, GET/HEAD/OPTIONS pipelined on 4 connections (depth 32; head-of-line wait at most 6.25ms)") {
 		t.Errorf("code %d out:\n%s", code, out)
 	}
 	bad := writeFile(t, dir, "bad.yaml", "upstreams:\n  - {name: stable, url: \"http://127.0.0.1:9001\"}\nroutes:\n  - {name: api, upstream: stabel}\n  - {name: b, upstream: x, bogus: 1}\n")

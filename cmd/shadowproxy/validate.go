@@ -48,7 +48,14 @@ func printSummary(w io.Writer, cfg *config.Config) {
 		if len(u.URLs) > 0 {
 			urls = strings.Join(u.URLs, ", ") + " (" + orDefault(u.Balance, "round_robin") + ")"
 		}
-		fmt.Fprintf(w, "  %-*s  %s  timeout %s, max_conns %d\n", width, u.Name, urls, u.Timeout.D(), u.MaxConns)
+		pipelined := ""
+		if u.PipelineConns > 0 {
+			// Say what pipelining can cost a request, since it is the one
+			// upstream setting that lets requests wait for each other.
+			pipelined = fmt.Sprintf(", GET/HEAD/OPTIONS pipelined on %d connections (depth %d; head-of-line wait at most %s)",
+				u.PipelineConns, u.PipelineDepth, u.PipelineMaxWait.D()*5/4)
+		}
+		fmt.Fprintf(w, "  %-*s  %s  timeout %s, max_conns %d%s\n", width, u.Name, urls, u.Timeout.D(), u.MaxConns, pipelined)
 	}
 	fmt.Fprintf(w, "\nroutes (%d, first match wins):\n", len(cfg.Routes))
 	for _, r := range cfg.Routes {
