@@ -2,7 +2,6 @@ package main
 
 import (
 	"math/rand/v2"
-	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -60,22 +59,6 @@ func (r *loadResult) rps() float64 {
 		return 0
 	}
 	return float64(r.requests) / r.elapsed.Seconds()
-}
-
-// newLoadClient is a keep-alive client with exactly one connection per
-// load-generating goroutine.
-func newLoadClient(addr string, conns int) *fasthttp.HostClient {
-	return &fasthttp.HostClient{
-		Addr:                addr,
-		MaxConns:            conns,
-		ReadTimeout:         10 * time.Second,
-		WriteTimeout:        10 * time.Second,
-		MaxIdleConnDuration: time.Minute,
-		ReadBufferSize:      8 << 10,
-		Dial: func(addr string) (net.Conn, error) {
-			return net.DialTimeout("tcp", addr, 2*time.Second)
-		},
-	}
 }
 
 // runLoad drives addr with sh for d or until limit requests have been

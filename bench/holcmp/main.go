@@ -34,11 +34,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -120,8 +117,7 @@ func main() {
 // own ephemeral loopback port, answering /slow paths after slowDelay and
 // sending each answer at once where flush has a 1, until SIGTERM.
 func runBackends(addrFile, flush string, slowDelay time.Duration) error {
-	var addrs []string
-	errc := make(chan error, len(flush))
+	var servers []child.Server
 	for _, f := range flush {
 		s, err := backend.Listen("127.0.0.1:0", 0, 1024)
 		if err != nil {
@@ -129,20 +125,9 @@ func runBackends(addrFile, flush string, slowDelay time.Duration) error {
 		}
 		s.SetSlowDelay(slowDelay)
 		s.SetFlushEach(f == '1')
-		addrs = append(addrs, s.Addr())
-		go func() { errc <- s.Serve() }()
+		servers = append(servers, s)
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	if err := child.WriteAddrs(addrFile, addrs...); err != nil {
-		return err
-	}
-	select {
-	case <-sigs:
-		return nil
-	case err := <-errc:
-		return err
-	}
+	return child.Serve(addrFile, servers...)
 }
 
 // pipeResults are the series of shadowproxy_upstream_pipeline_requests_total.
@@ -230,28 +215,16 @@ func drive(o options) error {
 		return fmt.Errorf("-max-requests must be at least 1")
 	}
 	started := time.Now().UTC()
-	uptimeBefore := uptime()
+	uptimeBefore := child.Uptime()
 	pin, err := child.PinLoad()
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "holcmp")
+	dir, cleanup, err := child.TempDir("holcmp")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	// On SIGINT/SIGTERM: remove the temp dir and exit; the children follow
-	// (their parent-death signal).
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	go func() {
-		if _, ok := <-sigs; ok {
-			os.RemoveAll(dir)
-			fmt.Fprintln(os.Stderr, "holcmp: interrupted")
-			os.Exit(130)
-		}
-	}()
+	defer cleanup()
 
 	n := len(o.configs)
 	var flush strings.Builder
@@ -295,7 +268,7 @@ func drive(o options) error {
 			return fmt.Errorf("%s: proxy wrote %d addresses, want 2", name, len(px.Addr))
 		}
 		r.px, r.target, r.admin = px, px.Addr[0], px.Addr[1]
-		r.client = newLoadClient(r.target, max(o.conns, o.lightConns))
+		r.client = child.LoadClient(r.target, max(o.conns, o.lightConns))
 		defer r.client.CloseIdleConnections()
 	}
 	for _, r := range runs {
@@ -348,7 +321,7 @@ func drive(o options) error {
 		command:  "go run ./bench/holcmp " + strings.Join(os.Args[1:], " "),
 		started:  started,
 		uptime:   uptimeBefore,
-		loadEnd:  loadAvg(),
+		loadEnd:  child.LoadAvg(),
 		pin:      pin.String(),
 		o:        o,
 		sat:      sat,
@@ -397,23 +370,4 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
-}
-
-// uptime is the output of uptime(1), or the load average when it is not
-// installed.
-func uptime() string {
-	if b, err := exec.Command("uptime").Output(); err == nil {
-		return strings.TrimSpace(string(b))
-	}
-	return "load average " + loadAvg()
-}
-
-// loadAvg is the first three fields of /proc/loadavg.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	return strings.Join(f[:min(3, len(f))], " ")
 }

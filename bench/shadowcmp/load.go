@@ -2,7 +2,6 @@ package main
 
 import (
 	"math"
-	"net"
 	"slices"
 	"sync"
 	"time"
@@ -46,22 +45,6 @@ func (r loadResult) pct(q float64) float64 {
 	}
 	i := int(math.Ceil(q*float64(len(r.lat)))) - 1
 	return float64(r.lat[max(i, 0)])
-}
-
-// newLoadClient is a keep-alive client with exactly one connection per
-// load-generating goroutine.
-func newLoadClient(addr string, conns int) *fasthttp.HostClient {
-	return &fasthttp.HostClient{
-		Addr:                addr,
-		MaxConns:            conns,
-		ReadTimeout:         10 * time.Second,
-		WriteTimeout:        10 * time.Second,
-		MaxIdleConnDuration: time.Minute,
-		ReadBufferSize:      8 << 10,
-		Dial: func(addr string) (net.Conn, error) {
-			return net.DialTimeout("tcp", addr, 2*time.Second)
-		},
-	}
 }
 
 // runLoad drives addr with conns goroutines, each sending a request, waiting

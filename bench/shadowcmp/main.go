@@ -35,7 +35,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/signal"
 	"slices"
 	"strings"
 	"syscall"
@@ -163,23 +162,11 @@ func drive(o options) error {
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "shadowcmp")
+	dir, cleanup, err := child.TempDir("shadowcmp")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	// On SIGINT/SIGTERM: remove the temp dir and exit; the children follow
-	// (their parent-death signal).
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	go func() {
-		if _, ok := <-sigs; ok {
-			os.RemoveAll(dir)
-			fmt.Fprintln(os.Stderr, "shadowcmp: interrupted")
-			os.Exit(130)
-		}
-	}()
+	defer cleanup()
 	if o.profileDir != "" {
 		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
 			return err
@@ -218,7 +205,7 @@ func drive(o options) error {
 			}
 			defer r.px.Stop()
 		}
-		r.client = newLoadClient(r.target, max(o.conns, o.lightConns))
+		r.client = child.LoadClient(r.target, max(o.conns, o.lightConns))
 		defer r.client.CloseIdleConnections()
 		if r.p0, err = scrape.Backend(r.primary); err != nil {
 			return err
@@ -290,7 +277,7 @@ func drive(o options) error {
 		fmt.Fprintf(os.Stderr, "  %-6s %7.0f req/s  sat p99 %6.2f ms  light p99 %5.2f ms\n",
 			r.name, r.sat.rps(), r.sat.pct(0.99)/1e6, r.light.pct(0.99)/1e6)
 	}
-	md := render(o, pin, satSlices, lightSlices, runs, loadAvg())
+	md := render(o, pin, satSlices, lightSlices, runs, child.LoadAvg())
 	fmt.Print(md)
 	if o.out != "" {
 		return os.WriteFile(o.out, []byte(md), 0o644)
@@ -417,17 +404,6 @@ func ratio(a, b float64) string {
 		return "–"
 	}
 	return fmt.Sprintf("%.2fx", a/b)
-}
-
-// loadAvg is the first three fields of /proc/loadavg: a hint of how busy the
-// shared machine was.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	return strings.Join(f[:min(3, len(f))], " ")
 }
 
 func render(o options, pin child.Pinning, satSlices, lightSlices int, runs []*run, load string) string {

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/shadowproxy/shadowproxy/bench/internal/backend"
@@ -14,8 +11,7 @@ import (
 // configuration, so each one's counts are its own), a fast shadow and a slow
 // shadow, each on its own ephemeral loopback port, until SIGTERM.
 func runBackends(addrFile string, n int, slowDelay time.Duration) error {
-	var servers []*backend.Server
-	var addrs []string
+	var servers []child.Server
 	delays := append(make([]time.Duration, n+1), slowDelay)
 	for _, d := range delays {
 		s, err := backend.Listen("127.0.0.1:0", d, 1024)
@@ -23,21 +19,6 @@ func runBackends(addrFile string, n int, slowDelay time.Duration) error {
 			return err
 		}
 		servers = append(servers, s)
-		addrs = append(addrs, s.Addr())
 	}
-	errc := make(chan error, len(servers))
-	for _, s := range servers {
-		go func() { errc <- s.Serve() }()
-	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	if err := child.WriteAddrs(addrFile, addrs...); err != nil {
-		return err
-	}
-	select {
-	case <-sigs:
-		return nil
-	case err := <-errc:
-		return err
-	}
+	return child.Serve(addrFile, servers...)
 }
