@@ -265,21 +265,11 @@ func TestPipelineSkipsInterimAnswers(t *testing.T) {
 	up := serveConns(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		for {
-			line, err := br.ReadString('\n')
+			uri, err := readRequestURI(br)
 			if err != nil {
 				return
 			}
-			for { // the rest of the head; GETs carry no body
-				h, err := br.ReadString('\n')
-				if err != nil {
-					return
-				}
-				if h == "\r\n" {
-					break
-				}
-			}
-			f := strings.Fields(line)
-			body := "GET " + f[1] + " "
+			body := "GET " + uri + " "
 			fmt.Fprintf(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 		}
 	})
@@ -297,20 +287,10 @@ func TestPipelineClosesAfterASwitch(t *testing.T) {
 	up := serveConns(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		for {
-			line, err := br.ReadString('\n')
+			uri, err := readRequestURI(br)
 			if err != nil {
 				return
 			}
-			for {
-				h, err := br.ReadString('\n')
-				if err != nil {
-					return
-				}
-				if h == "\r\n" {
-					break
-				}
-			}
-			uri := strings.Fields(line)[1]
 			if uri == "/evil" {
 				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: evil\r\nConnection: Upgrade\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\ninject")
 				continue
@@ -344,20 +324,10 @@ func TestPipelineRescuesTheOldestWhenTheUpstreamHoldsABatch(t *testing.T) {
 		var pending []byte
 		hold := -1
 		for {
-			line, err := br.ReadString('\n')
+			uri, err := readRequestURI(br)
 			if err != nil {
 				return
 			}
-			for {
-				h, err := br.ReadString('\n')
-				if err != nil {
-					return
-				}
-				if h == "\r\n" {
-					break
-				}
-			}
-			uri := strings.Fields(line)[1]
 			var r int
 			if _, err := fmt.Sscanf(uri, "/slow/%d", &r); err == nil {
 				hold = r
@@ -450,4 +420,27 @@ func TestPipelineHoldsDialsAfterAFailure(t *testing.T) {
 	if n := dials.Load(); n != 1 {
 		t.Errorf("%d dials for 5 requests after the first failed, want 1", n)
 	}
+}
+
+// readRequestURI reads one bodiless request head from br and returns its
+// target, for the raw upstreams above.
+func readRequestURI(br *bufio.Reader) (string, error) {
+	line, err := br.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	for {
+		h, err := br.ReadString('\n')
+		if err != nil {
+			return "", err
+		}
+		if h == "\r\n" {
+			break
+		}
+	}
+	f := strings.Fields(line)
+	if len(f) < 2 {
+		return "", fmt.Errorf("bad request line %q", line)
+	}
+	return f[1], nil
 }
