@@ -444,3 +444,46 @@ func readRequestURI(br *bufio.Reader) (string, error) {
 	}
 	return f[1], nil
 }
+
+// TestPipelineSurvivesAReload: a reload that replaces the upstream closes
+// its pipelined connections only once their requests are answered; a
+// request held on one still gets its own answer, and new requests use the
+// new upstream's connections.
+func TestPipelineSurvivesAReload(t *testing.T) {
+	release := make(chan struct{})
+	var held atomic.Int32
+	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/held" {
+			held.Add(1)
+			<-release
+		}
+		echo(w, r)
+	})
+	p := startProxy(t, simpleConfig(up.URL, "    pipeline_conns: 1\n    pipeline_max_wait: 2s"))
+	done := make(chan string, 1)
+	go func() {
+		resp, err := http.Get(p.URL + "/held")
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- string(b)
+	}()
+	for held.Load() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// A different pipeline_depth makes a new upstream; the old one closes.
+	if err := p.Srv.Reload(mustLoad(t, simpleConfig(up.URL, "    pipeline_conns: 1\n    pipeline_max_wait: 2s\n    pipeline_depth: 8"))); err != nil {
+		t.Fatal(err)
+	}
+	getAll(t, p.URL, 2, 5)
+	close(release)
+	if got := <-done; got != "GET /held " {
+		t.Fatalf("request held across the reload answered %q", got)
+	}
+	if n := held.Load(); n != 1 {
+		t.Errorf("the upstream saw /held %d times; its pipelined connection was closed under it and the request sent again", n)
+	}
+}
