@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/valyala/fasthttp"
+
+	"github.com/shadowproxy/shadowproxy/internal/testkit"
 )
 
 // pipelineCount reads upstream_pipeline_requests_total for the stable
@@ -57,6 +59,37 @@ func getAll(t *testing.T, url string, workers, n int) {
 		}(w)
 	}
 	wg.Wait()
+}
+
+// holdingUpstream echoes every request, but holds those for path until
+// release is closed; seen counts them.
+func holdingUpstream(t *testing.T, path string) (up *upstreamServer, release chan struct{}, seen *atomic.Int32) {
+	release, seen = make(chan struct{}), new(atomic.Int32)
+	up = startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == path {
+			seen.Add(1)
+			<-release
+		}
+		echo(w, r)
+	})
+	return up, release, seen
+}
+
+// getLater GETs url in the background; the channel gets the answer's body,
+// or the error.
+func getLater(url string) <-chan string {
+	c := make(chan string, 1)
+	go func() {
+		resp, err := http.Get(url)
+		if err != nil {
+			c <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		c <- string(b)
+	}()
+	return c
 }
 
 func echo(w http.ResponseWriter, r *http.Request) {
@@ -113,30 +146,10 @@ func TestPipelinedUpstream(t *testing.T) {
 // released once they all have been), and the slow request itself still
 // gets its own answer.
 func TestPipelineBoundsHeadOfLineBlocking(t *testing.T) {
-	release := make(chan struct{})
-	var slowSeen atomic.Int32
-	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			slowSeen.Add(1)
-			<-release
-		}
-		echo(w, r)
-	})
+	up, release, slowSeen := holdingUpstream(t, "/slow")
 	p := startProxy(t, simpleConfig(up.URL, "    pipeline_conns: 1\n    timeout: 20s\n    pipeline_max_wait: 100ms"))
-	slow := make(chan string, 1)
-	go func() {
-		resp, err := http.Get(p.URL + "/slow")
-		if err != nil {
-			slow <- err.Error()
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		slow <- string(b)
-	}()
-	for slowSeen.Load() == 0 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	slow := getLater(p.URL + "/slow")
+	testkit.Eventually(t, "/slow at the upstream", func() bool { return slowSeen.Load() > 0 })
 	// The one pipelined connection now holds /slow; these queue behind it
 	// (the upstream is still fast on average), wait pipeline_max_wait, and
 	// must be answered although /slow is not.
@@ -450,30 +463,10 @@ func readRequestURI(br *bufio.Reader) (string, error) {
 // request held on one still gets its own answer, and new requests use the
 // new upstream's connections.
 func TestPipelineSurvivesAReload(t *testing.T) {
-	release := make(chan struct{})
-	var held atomic.Int32
-	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/held" {
-			held.Add(1)
-			<-release
-		}
-		echo(w, r)
-	})
+	up, release, held := holdingUpstream(t, "/held")
 	p := startProxy(t, simpleConfig(up.URL, "    pipeline_conns: 1\n    pipeline_max_wait: 2s"))
-	done := make(chan string, 1)
-	go func() {
-		resp, err := http.Get(p.URL + "/held")
-		if err != nil {
-			done <- err.Error()
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		done <- string(b)
-	}()
-	for held.Load() == 0 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	done := getLater(p.URL + "/held")
+	testkit.Eventually(t, "/held at the upstream", func() bool { return held.Load() > 0 })
 	// A different pipeline_depth makes a new upstream; the old one closes.
 	if err := p.Srv.Reload(mustLoad(t, simpleConfig(up.URL, "    pipeline_conns: 1\n    pipeline_max_wait: 2s\n    pipeline_depth: 8"))); err != nil {
 		t.Fatal(err)
