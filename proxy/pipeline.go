@@ -74,14 +74,16 @@ type pipeline struct {
 	offUntil int64
 	backoff  int64
 
+	// conns is read without a lock on every request and replaced, never
+	// modified, under mu.
+	conns  atomic.Pointer[[]*pipeConn]
+	closed atomic.Bool
+
 	mu      sync.Mutex
-	conns   []*pipeConn
 	dialing int
 	// noDialUntil (unix nanoseconds) holds dialing off after a failure.
 	noDialUntil int64
-	closed      bool
 	watching    bool
-	stop        chan struct{}
 	works       sync.Pool
 }
 
@@ -199,16 +201,16 @@ func (p *pipeline) do(req *fasthttp.Request, resp *fasthttp.Response, timeout ti
 // acquire chooses the connection with the fewest requests in flight that
 // may take one more, dialing a new one while there are fewer than
 // pipeline_conns and none is idle; nil sends the request to the pool.
+// Choosing takes no lock; only growing the set does.
 func (p *pipeline) acquire() *pipeConn {
-	queue := p.ewma.Load() < p.maxWait/4 && !p.queueOff.Load()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
+	if p.closed.Load() {
 		return nil
 	}
+	queue := p.ewma.Load() < p.maxWait/4 && !p.queueOff.Load()
 	var best *pipeConn
 	bestN := int32(p.depth)
-	for _, pc := range p.conns {
+	conns := p.list()
+	for _, pc := range conns {
 		n := pc.inflight.Load()
 		if pc.broken.Load() || pc.stuck.Load() || n > 0 && !queue {
 			continue
@@ -217,11 +219,34 @@ func (p *pipeline) acquire() *pipeConn {
 			best, bestN = pc, n
 		}
 	}
-	if best != nil && bestN == 0 || len(p.conns)+p.dialing >= p.maxConns {
+	if best != nil && bestN == 0 || len(conns) >= p.maxConns {
 		return best
 	}
-	if p.noDialUntil != 0 && time.Now().UnixNano() < p.noDialUntil {
-		return best
+	if pc := p.grow(); pc != nil {
+		return pc
+	}
+	return best
+}
+
+// list is the current set of connections.
+func (p *pipeline) list() []*pipeConn {
+	if l := p.conns.Load(); l != nil {
+		return *l
+	}
+	return nil
+}
+
+// setList replaces the set of connections; p.mu is held.
+func (p *pipeline) setList(conns []*pipeConn) { p.conns.Store(&conns) }
+
+// grow dials one more connection, unless pipeline_conns are open or being
+// dialed, or a dial failed less than dialBackoff ago; nil if it did not.
+func (p *pipeline) grow() *pipeConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed.Load() || len(p.list())+p.dialing >= p.maxConns ||
+		p.noDialUntil != 0 && time.Now().UnixNano() < p.noDialUntil {
+		return nil
 	}
 	p.dialing++
 	p.mu.Unlock()
@@ -231,18 +256,17 @@ func (p *pipeline) acquire() *pipeConn {
 	if err != nil {
 		// The pool dials again and reports the error as the request's own.
 		p.noDialUntil = time.Now().Add(dialBackoff).UnixNano()
-		return best
+		return nil
 	}
 	p.noDialUntil = 0
-	if p.closed {
+	if p.closed.Load() {
 		pc.conn.Close()
-		return best
+		return nil
 	}
-	p.conns = append(p.conns, pc)
+	p.setList(append(slices.Clone(p.list()), pc))
 	if !p.watching {
 		p.watching = true
-		p.stop = make(chan struct{})
-		go p.watch(p.stop)
+		go p.watch()
 	}
 	go pc.read()
 	return pc
@@ -267,20 +291,19 @@ func (p *pipeline) dialConn() (*pipeConn, error) {
 func (p *pipeline) remove(pc *pipeConn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for i, c := range p.conns {
-		if c == pc {
-			p.conns = slices.Delete(p.conns, i, i+1)
-			return
-		}
+	if i := slices.Index(p.list(), pc); i >= 0 {
+		p.setList(slices.Delete(slices.Clone(p.list()), i, i+1))
 	}
 }
 
 // close stops new requests; idle connections close now, busy ones once
 // their requests are answered.
 func (p *pipeline) close() {
+	// Under mu: a connection being dialed is either in the list read here
+	// or sees closed when it would be added.
 	p.mu.Lock()
-	p.closed = true
-	conns := append([]*pipeConn(nil), p.conns...)
+	p.closed.Store(true)
+	conns := p.list()
 	p.mu.Unlock()
 	for _, pc := range conns {
 		pc.closeWhenIdle()
@@ -309,23 +332,17 @@ func (p *pipeline) spend() bool {
 
 // watch enforces timeouts, pipeline_max_wait and the idle limit, a quarter
 // of pipeline_max_wait apart, while the pipeline has connections.
-func (p *pipeline) watch(stop chan struct{}) {
+func (p *pipeline) watch() {
 	t := time.NewTicker(time.Duration(max(p.maxWait/4, int64(100*time.Microsecond))))
 	defer t.Stop()
-	var conns []*pipeConn
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
+	for range t.C {
 		p.mu.Lock()
-		if len(p.conns) == 0 {
+		conns := p.list()
+		if len(conns) == 0 {
 			p.watching = false
 			p.mu.Unlock()
 			return
 		}
-		conns = append(conns[:0], p.conns...)
 		p.mu.Unlock()
 		now := time.Now().UnixNano()
 		if p.queueOff.Load() && now >= p.offUntil {
@@ -337,7 +354,6 @@ func (p *pipeline) watch(stop chan struct{}) {
 				p.queueOff.Store(true)
 			}
 		}
-		clear(conns)
 	}
 }
 
